@@ -1,0 +1,145 @@
+// Internal: an unbounded-by-default FIFO that async iterators consume. Used for inbound
+// messages (competing consumers), per-subscriber event streams and node events.
+
+/** A FIFO with async consumption; `close()` ends every iterator after the queued items. */
+export class AsyncQueue<T> implements AsyncIterable<T> {
+  #items: T[] = [];
+  #head = 0;
+  #waiters: ((r: IteratorResult<T>) => void)[] = [];
+  #drainWaiters: { below: number; resolve: () => void }[] = [];
+  #closed = false;
+
+  /** Items waiting to be taken. */
+  get size(): number {
+    return this.#items.length - this.#head;
+  }
+
+  /** Whether `close()` was called. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** Appends an item, or hands it straight to a waiting consumer. False once closed. */
+  push(item: T): boolean {
+    if (this.#closed) return false;
+    const waiter = this.#waiters.shift();
+    if (waiter) {
+      waiter({ value: item, done: false });
+      return true;
+    }
+    this.#items.push(item);
+    return true;
+  }
+
+  /** Takes the oldest item, if any, without waiting. */
+  shift(): T | undefined {
+    if (this.size === 0) return undefined;
+    const item = this.#items[this.#head];
+    this.#items[this.#head++] = undefined as T;
+    if (this.#head > 1024 && this.#head * 2 > this.#items.length) {
+      this.#items = this.#items.slice(this.#head);
+      this.#head = 0;
+    }
+    if (this.#drainWaiters.length > 0) this.#checkDrain();
+    return item;
+  }
+
+  /** Resolves when fewer than `below` items wait (at once if that is already so). */
+  waitBelow(below: number): Promise<void> {
+    if (this.size < below || this.#closed) return Promise.resolve();
+    return new Promise((resolve) => this.#drainWaiters.push({ below, resolve }));
+  }
+
+  /** Takes the next item, waiting for one; `done` once closed and empty. */
+  next(): Promise<IteratorResult<T>> {
+    if (this.size > 0) return Promise.resolve({ value: this.shift()!, done: false });
+    if (this.#closed) return Promise.resolve({ value: undefined, done: true });
+    return new Promise((resolve) => this.#waiters.push(resolve));
+  }
+
+  /** Ends the queue: consumers get the remaining items, then `done`. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const w of this.#waiters.splice(0)) w({ value: undefined, done: true });
+    for (const d of this.#drainWaiters.splice(0)) d.resolve();
+  }
+
+  #checkDrain(): void {
+    const size = this.size;
+    this.#drainWaiters = this.#drainWaiters.filter((d) => {
+      if (size < d.below) {
+        d.resolve();
+        return false;
+      }
+      return true;
+    });
+  }
+
+  [Symbol.asyncIterator](): AsyncIterator<T> {
+    return {
+      next: () => this.next(),
+      return: () => Promise.resolve({ value: undefined, done: true }),
+    };
+  }
+}
+
+/**
+ * A broadcast: each subscriber gets its own bounded queue of everything published after it
+ * subscribed. A subscriber that falls more than `limit` items behind loses the oldest ones
+ * (counted in `dropped`) rather than holding memory without bound.
+ */
+export class Broadcast<T> {
+  #subscribers = new Set<{ queue: AsyncQueue<T> }>();
+  #limit: number;
+  /** Items dropped because a subscriber fell behind. */
+  dropped = 0;
+
+  /** Creates a broadcast whose subscribers hold at most `limit` items each. */
+  constructor(limit = 10_000) {
+    this.#limit = limit;
+  }
+
+  /** Number of live subscribers. */
+  get subscribers(): number {
+    return this.#subscribers.size;
+  }
+
+  /** Sends `item` to every subscriber. */
+  publish(item: T): void {
+    for (const sub of this.#subscribers) {
+      if (sub.queue.size >= this.#limit) {
+        sub.queue.shift();
+        this.dropped++;
+      }
+      sub.queue.push(item);
+    }
+  }
+
+  /** A new subscription; it ends when the consumer breaks out or the broadcast closes. */
+  subscribe(signal?: AbortSignal): AsyncIterable<T> {
+    const sub = { queue: new AsyncQueue<T>() };
+    this.#subscribers.add(sub);
+    const end = () => {
+      this.#subscribers.delete(sub);
+      sub.queue.close();
+    };
+    signal?.addEventListener("abort", end, { once: true });
+    return {
+      [Symbol.asyncIterator]: () => ({
+        next: () => sub.queue.next(),
+        return: () => {
+          end();
+          signal?.removeEventListener("abort", end);
+          return Promise.resolve({ value: undefined, done: true });
+        },
+      }),
+    };
+  }
+
+  /** Ends every subscription. */
+  close(): void {
+    for (const sub of this.#subscribers) sub.queue.close();
+    this.#subscribers.clear();
+  }
+}

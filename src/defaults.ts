@@ -1,0 +1,22 @@
+/**
+ * Every default in one place, so each is visible and documented.
+ *
+ * @module
+ */
+
+/** Largest frame payload accepted or sent: 16 MiB. */
+export const MAX_FRAME_BYTES = 16 * 1024 * 1024;
+/** Bytes of messages a connection queues before `send()` waits: 8 MiB. */
+export const MAX_QUEUE_BYTES = 8 * 1024 * 1024;
+/** Received messages waiting for `messages()` before the messenger stops reading sockets. */
+export const MAX_INBOUND_MESSAGES = 10_000;
+/** Time a new link has to complete its handshake: 5 s. */
+export const HANDSHAKE_TIMEOUT_MS = 5_000;
+/** Time an orderly close waits for the peer's Close before cutting the link: 5 s. */
+export const CLOSE_TIMEOUT_MS = 5_000;
+/** Heartbeat interval: 1 s. */
+export const HEARTBEAT_INTERVAL_MS = 1_000;
+/** Cluster id used when none is given. */
+export const CLUSTER = "heartline";
+/** Admin endpoint host: loopback only unless told otherwise. */
+export const ADMIN_HOSTNAME = "127.0.0.1";

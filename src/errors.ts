@@ -1,0 +1,97 @@
+/**
+ * Typed errors: one class for each condition a caller is expected to catch.
+ *
+ * @module
+ */
+
+/**
+ * A frame or handshake on the wire was malformed: bad banner, unknown tag, oversized length,
+ * corrupt checksum, truncated input, or a frame out of protocol order. The connection that
+ * carried it is closed; nothing else is affected.
+ *
+ * @example
+ * ```ts
+ * import { FrameError } from "./errors.ts";
+ * const err = new FrameError("checksum", "Frame checksum mismatch: expected 1, got 2");
+ * if (err.reason !== "checksum") throw new Error("unexpected");
+ * ```
+ */
+export class FrameError extends Error {
+  /** Machine-readable reason, stable across versions. */
+  readonly reason: FrameErrorReason;
+  /** Creates the error with its reason and a human-readable message. */
+  constructor(reason: FrameErrorReason, message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "FrameError";
+    this.reason = reason;
+  }
+}
+
+/** Why a {@linkcode FrameError} was raised. */
+export type FrameErrorReason =
+  | "banner"
+  | "unknown-tag"
+  | "oversize"
+  | "checksum"
+  | "truncated"
+  | "malformed"
+  | "unexpected"
+  | "handshake-timeout";
+
+/**
+ * The peer (or this node) refused the handshake, for example because the protocol versions or
+ * the heartbeat settings differ. `field` names what differed.
+ *
+ * @example
+ * ```ts
+ * import { HandshakeRefusedError } from "./errors.ts";
+ * const err = new HandshakeRefusedError("version", "Protocol version differs: local 1, peer 2");
+ * if (err.field !== "version") throw new Error("unexpected");
+ * ```
+ */
+export class HandshakeRefusedError extends Error {
+  /** The setting that differed (`"version"`, `"cluster"`, `"heartbeat.intervalMs"`, ...). */
+  readonly field: string;
+  /** Creates the error naming the field that differed. */
+  constructor(field: string, message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "HandshakeRefusedError";
+    this.field = field;
+  }
+}
+
+/**
+ * An operation was attempted on a connection (or messenger) that is closed or was reset.
+ *
+ * @example
+ * ```ts
+ * import { ConnectionClosedError } from "./errors.ts";
+ * const err = new ConnectionClosedError("Connection is closed: tcp://127.0.0.1:1");
+ * if (err.name !== "ConnectionClosedError") throw new Error("unexpected");
+ * ```
+ */
+export class ConnectionClosedError extends Error {
+  /** Creates the error. */
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "ConnectionClosedError";
+  }
+}
+
+/**
+ * The transport failed: the link was cut, reset or refused by the operating system.
+ *
+ * @example
+ * ```ts
+ * import { TransportError } from "./errors.ts";
+ * const err = new TransportError("Link cut");
+ * if (err.name !== "TransportError") throw new Error("unexpected");
+ * ```
+ */
+export class TransportError extends Error {
+  /** Creates the error. */
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "TransportError";
+  }
+}

@@ -1,0 +1,490 @@
+/**
+ * Messenger: one per node. Owns the listeners, the connection registry, the inbound message
+ * queue, the event stream and the timer wheel; dispatches what connections read.
+ *
+ * @module
+ */
+
+import { AsyncQueue, Broadcast } from "./_async_queue.ts";
+import {
+  Connection,
+  type ConnectionEnd,
+  type ConnectionHost,
+  type ConnectionState,
+  type Message,
+  type UnsentMessage,
+} from "./connection.ts";
+import * as defaults from "./defaults.ts";
+import { ConnectionClosedError, HandshakeRefusedError } from "./errors.ts";
+import { consoleLogger, type Logger } from "./log.ts";
+import { Policies, type PolicyName, serverPolicyFor } from "./policy.ts";
+import { PROTOCOL_VERSION, type TagValue } from "./protocol/frame.ts";
+import type { HeartbeatSettings, Hello } from "./protocol/payloads.ts";
+import type { Clock } from "./timer/clock.ts";
+import { TimerWheel } from "./timer/timer_wheel.ts";
+import { TcpTransport } from "../transports/tcp.ts";
+import type { Listener, Transport } from "../transports/types.ts";
+
+/** Options of {@linkcode Messenger}. */
+export interface MessengerOptions {
+  /** This node's name, sent in the handshake. Default: `node-` and a random suffix. */
+  name?: string;
+  /** Cluster id; peers with another id are refused. Default {@linkcode defaults.CLUSTER}. */
+  cluster?: string;
+  /** Transports by scheme. Default: TCP only. */
+  transports?: Transport[];
+  /** Time source for the timer wheel; inject a `ManualClock` in tests. */
+  clock?: Clock;
+  /** Timer wheel tick in ms (its accuracy bound). Default 5. */
+  tickMs?: number;
+  /** Heartbeat settings; every node of a cluster must use the same. */
+  heartbeat?: Partial<HeartbeatSettings>;
+  /** Largest frame payload, in bytes. Default 16 MiB. */
+  maxFrameBytes?: number;
+  /** Per-connection send queue limit in bytes before `send()` waits. Default 8 MiB. */
+  maxQueueBytes?: number;
+  /** Received messages held for `messages()` before reading pauses. Default 10,000. */
+  maxInboundMessages?: number;
+  /** Time a new link has to finish its handshake. Default 5 s. */
+  handshakeTimeoutMs?: number;
+  /** Time an orderly close waits for the peer. Default 5 s. */
+  closeTimeoutMs?: number;
+  /** Where log lines go. Default: warnings and errors to stderr. */
+  logger?: Logger;
+}
+
+/** Options of {@linkcode Messenger.connect}. */
+export interface ConnectOptions {
+  /** Client policy of the new connection. Default `lossyClient`. */
+  policy?: PolicyName;
+  /** Aborts the dial and handshake. */
+  signal?: AbortSignal;
+}
+
+/** Events a messenger reports, as a tagged union on `kind`. */
+export type MessengerEvent =
+  | {
+    /** A connection this node dialed completed its handshake. */
+    kind: "connect";
+    connection: Connection;
+  }
+  | {
+    /** A connection this node accepted completed its handshake. */
+    kind: "accept";
+    connection: Connection;
+  }
+  | {
+    /** A session ended in order, by this side or the peer. */
+    kind: "close";
+    connection: Connection;
+    by: "local" | "peer";
+    reason: string;
+  }
+  | {
+    /** A session ended by a fault; `unsent` holds the messages that were never written. */
+    kind: "reset";
+    connection: Connection;
+    error: Error;
+    unsent: UnsentMessage[];
+  }
+  | {
+    /** A connection failed before its session opened (bad input, refusal, timeout). */
+    kind: "error";
+    connection: Connection;
+    error: Error;
+  };
+
+/** What `GET /health` reports. */
+export interface MessengerHealth {
+  /** Node name. */
+  name: string;
+  /** Instance nonce. */
+  nonce: string;
+  /** `running` or `closing` or `closed`. */
+  status: "running" | "closing" | "closed";
+  /** Milliseconds since the messenger was created. */
+  uptimeMs: number;
+  /** Bound listener addresses. */
+  listening: string[];
+  /** Connections by state. */
+  connections: Record<ConnectionState, number>;
+}
+
+function randomHex(bytes: number): string {
+  return Array.from(
+    crypto.getRandomValues(new Uint8Array(bytes)),
+    (b) => b.toString(16).padStart(2, "0"),
+  ).join("");
+}
+
+/**
+ * A node's messenger.
+ *
+ * @example
+ * ```ts
+ * import { Messenger } from "./messenger.ts";
+ * const a = new Messenger({ name: "a" });
+ * const b = new Messenger({ name: "b" });
+ * const addr = await a.listen("tcp://127.0.0.1:0");
+ * const conn = await b.connect(addr);
+ * await conn.send(7, new Uint8Array([1, 2, 3]));
+ * for await (const m of a.messages()) {
+ *   if (m.type !== 7 || m.payload.length !== 3) throw new Error("wrong message");
+ *   break;
+ * }
+ * await b.close();
+ * await a.close();
+ * ```
+ */
+export class Messenger {
+  /** This node's name. */
+  readonly name: string;
+  /** Random per-instance nonce: a restarted node has a new one. */
+  readonly nonce: string = randomHex(8);
+  /** The central timer wheel: the only periodic timer of this messenger. */
+  readonly wheel: TimerWheel;
+  #options: Required<
+    Pick<
+      MessengerOptions,
+      | "cluster"
+      | "maxFrameBytes"
+      | "maxQueueBytes"
+      | "maxInboundMessages"
+      | "handshakeTimeoutMs"
+      | "closeTimeoutMs"
+    >
+  >;
+  #heartbeat: HeartbeatSettings;
+  #transports = new Map<string, Transport>();
+  #listeners = new Set<Listener>();
+  #connections = new Set<Connection>();
+  #dialed = new Map<string, Connection>();
+  #inbound = new AsyncQueue<Message>();
+  #events = new Broadcast<MessengerEvent>();
+  #log: Logger;
+  #started: number;
+  #status: "running" | "closing" | "closed" = "running";
+  #host: ConnectionHost;
+  #frameHandlers = new Map<number, (conn: Connection, payload: Uint8Array) => void>();
+  #onClose: (() => void | Promise<void>)[] = [];
+
+  /** Creates a messenger; it does nothing until `listen()` or `connect()`. */
+  constructor(options: MessengerOptions = {}) {
+    this.name = options.name ?? `node-${randomHex(3)}`;
+    this.#options = {
+      cluster: options.cluster ?? defaults.CLUSTER,
+      maxFrameBytes: positive("maxFrameBytes", options.maxFrameBytes, defaults.MAX_FRAME_BYTES),
+      maxQueueBytes: positive("maxQueueBytes", options.maxQueueBytes, defaults.MAX_QUEUE_BYTES),
+      maxInboundMessages: positive(
+        "maxInboundMessages",
+        options.maxInboundMessages,
+        defaults.MAX_INBOUND_MESSAGES,
+      ),
+      handshakeTimeoutMs: positive(
+        "handshakeTimeoutMs",
+        options.handshakeTimeoutMs,
+        defaults.HANDSHAKE_TIMEOUT_MS,
+      ),
+      closeTimeoutMs: positive("closeTimeoutMs", options.closeTimeoutMs, defaults.CLOSE_TIMEOUT_MS),
+    };
+    this.#heartbeat = {
+      mode: options.heartbeat?.mode ?? "global",
+      intervalMs: positive(
+        "heartbeat.intervalMs",
+        options.heartbeat?.intervalMs,
+        defaults.HEARTBEAT_INTERVAL_MS,
+      ),
+    };
+    if (this.#heartbeat.mode !== "global" && this.#heartbeat.mode !== "local") {
+      throw new TypeError(`Unknown heartbeat mode: ${this.#heartbeat.mode}`);
+    }
+    for (const t of options.transports ?? [new TcpTransport()]) {
+      for (const scheme of t.schemes) this.#transports.set(scheme, t);
+    }
+    this.#log = options.logger ?? consoleLogger;
+    this.wheel = new TimerWheel({
+      clock: options.clock,
+      tickMs: options.tickMs,
+      onError: (e) => this.#log("error", `timer callback failed: ${(e as Error)?.stack ?? e}`),
+    });
+    this.#started = this.wheel.clock.now();
+    this.#host = this.#makeHost();
+  }
+
+  /** The heartbeat settings this node enforces at handshake. */
+  get heartbeat(): Readonly<HeartbeatSettings> {
+    return this.#heartbeat;
+  }
+
+  /** The cluster id. */
+  get cluster(): string {
+    return this.#options.cluster;
+  }
+
+  /** `running`, `closing` or `closed`. */
+  get status(): "running" | "closing" | "closed" {
+    return this.#status;
+  }
+
+  /** Binds `addr` (`tcp://127.0.0.1:0`, `mem://a`, ...) and returns the bound address. */
+  async listen(addr: string): Promise<string> {
+    this.#checkRunning();
+    const listener = await this.#transportFor(addr).listen(addr);
+    this.#listeners.add(listener);
+    this.#acceptLoop(listener);
+    return listener.addr;
+  }
+
+  /**
+   * Returns the connection to `addr`, dialing it if there is none: one connection per peer
+   * address. Resolves once the handshake is done; rejects with `HandshakeRefusedError`,
+   * `FrameError`, `TransportError` or `ConnectionClosedError`.
+   */
+  async connect(addr: string, options: ConnectOptions = {}): Promise<Connection> {
+    this.#checkRunning();
+    const existing = this.#dialed.get(addr);
+    if (existing && existing.state !== "closed" && existing.state !== "closing") {
+      await existing.opened();
+      return existing;
+    }
+    const policy = Policies[options.policy ?? "lossyClient"];
+    if (!policy || policy.role !== "client") {
+      throw new TypeError(`Not a client policy: ${options.policy}`);
+    }
+    const transport = this.#transportFor(addr);
+    const conn = new Connection(this.#host, "client", policy, addr);
+    this.#dialed.set(addr, conn);
+    this.#connections.add(conn);
+    const abort = () => conn.dialFailed(new ConnectionClosedError(`Dial aborted: ${addr}`));
+    options.signal?.addEventListener("abort", abort, { once: true });
+    try {
+      let link;
+      try {
+        link = await transport.connect(addr, { signal: options.signal });
+      } catch (error) {
+        conn.dialFailed(error as Error);
+        throw error;
+      }
+      if (conn.state === "closed" || this.#status !== "running") {
+        link.close();
+        throw conn.error ?? new ConnectionClosedError("Messenger is closing");
+      }
+      conn.attach(link);
+      await conn.opened();
+      return conn;
+    } finally {
+      options.signal?.removeEventListener("abort", abort);
+    }
+  }
+
+  /**
+   * Received messages, in arrival order. Iterators compete: each message goes to one of them.
+   * While nobody consumes, up to `maxInboundMessages` wait here and then the messenger stops
+   * reading its sockets, so senders feel back-pressure.
+   */
+  messages(): AsyncIterable<Message> {
+    return this.#inbound;
+  }
+
+  /** A new subscription to this messenger's events; any number may be open. */
+  events(options: { signal?: AbortSignal } = {}): AsyncIterable<MessengerEvent> {
+    return this.#events.subscribe(options.signal);
+  }
+
+  /** A snapshot of the connections that are not closed. */
+  connections(): Connection[] {
+    return [...this.#connections];
+  }
+
+  /** Health summary (what `GET /health` serves). */
+  health(): MessengerHealth {
+    const connections: Record<ConnectionState, number> = {
+      connecting: 0,
+      handshaking: 0,
+      open: 0,
+      closing: 0,
+      closed: 0,
+    };
+    for (const c of this.#connections) connections[c.state]++;
+    return {
+      name: this.name,
+      nonce: this.nonce,
+      status: this.#status,
+      uptimeMs: Math.round(this.wheel.clock.now() - this.#started),
+      listening: [...this.#listeners].map((l) => l.addr),
+      connections,
+    };
+  }
+
+  /**
+   * Closes listeners and connections (in order, each within the close timeout), the wheel
+   * and the iterators.
+   */
+  async close(): Promise<void> {
+    if (this.#status !== "running") return;
+    this.#status = "closing";
+    for (const l of this.#listeners) l.close();
+    this.#listeners.clear();
+    await Promise.all([...this.#connections].map((c) => c.close("messenger closing")));
+    for (const hook of this.#onClose.splice(0)) await hook();
+    this.wheel.close();
+    this.#inbound.close();
+    this.#events.close();
+    this.#status = "closed";
+  }
+
+  /** @internal lets a module (OOB, health, admin) handle a frame tag or join close. */
+  _extend(ext: {
+    tag?: TagValue;
+    onFrame?: (conn: Connection, payload: Uint8Array) => void;
+    onClose?: () => void | Promise<void>;
+  }): void {
+    if (ext.tag !== undefined && ext.onFrame) this.#frameHandlers.set(ext.tag, ext.onFrame);
+    if (ext.onClose) this.#onClose.push(ext.onClose);
+  }
+
+  /** @internal logs through the messenger's logger */
+  _log(level: "debug" | "info" | "warn" | "error", message: string): void {
+    this.#log(level, message);
+  }
+
+  #checkRunning(): void {
+    if (this.#status !== "running") {
+      throw new ConnectionClosedError(`Messenger ${this.name} is ${this.#status}`);
+    }
+  }
+
+  #transportFor(addr: string): Transport {
+    const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(addr)?.[1]?.toLowerCase();
+    const transport = scheme ? this.#transports.get(scheme) : undefined;
+    if (!transport) {
+      throw new TypeError(
+        `No transport for address: ${addr} (have ${[...this.#transports.keys()].join(", ")})`,
+      );
+    }
+    return transport;
+  }
+
+  async #acceptLoop(listener: Listener): Promise<void> {
+    try {
+      for await (const link of listener) {
+        if (this.#status !== "running") {
+          link.close();
+          continue;
+        }
+        const conn = new Connection(
+          this.#host,
+          "server",
+          Policies.statelessServer,
+          link.remoteAddr,
+        );
+        this.#connections.add(conn);
+        conn.attach(link);
+      }
+    } catch (error) {
+      this.#log("error", `listener ${listener.addr} failed: ${(error as Error).message}`);
+    } finally {
+      this.#listeners.delete(listener);
+    }
+  }
+
+  #checkPeer(hello: Hello, conn: Connection): HandshakeRefusedError | undefined {
+    const differs = (field: string, local: unknown, peer: unknown) =>
+      new HandshakeRefusedError(field, `${field} differs: local ${local}, peer ${peer}`);
+    if (hello.version !== PROTOCOL_VERSION) {
+      return differs("version", PROTOCOL_VERSION, hello.version);
+    }
+    if (hello.cluster !== this.#options.cluster) {
+      return differs("cluster", this.#options.cluster, hello.cluster);
+    }
+    if (hello.heartbeat.mode !== this.#heartbeat.mode) {
+      return differs("heartbeat.mode", this.#heartbeat.mode, hello.heartbeat.mode);
+    }
+    if (hello.heartbeat.intervalMs !== this.#heartbeat.intervalMs) {
+      return differs(
+        "heartbeat.intervalMs",
+        this.#heartbeat.intervalMs,
+        hello.heartbeat.intervalMs,
+      );
+    }
+    const expected = conn.side === "server"
+      ? serverPolicyFor(hello.policy) && hello.policy
+      : serverPolicyFor(conn.policy.name)?.name;
+    if (!expected || expected !== hello.policy) {
+      return new HandshakeRefusedError(
+        "policy",
+        `policy does not fit: local ${conn.policy.name}, peer ${hello.policy}`,
+      );
+    }
+    return undefined;
+  }
+
+  #makeHost(): ConnectionHost {
+    const messenger = this;
+    const inbound = this.#inbound;
+    const limit = this.#options.maxInboundMessages;
+    return {
+      localHello: {
+        version: PROTOCOL_VERSION,
+        name: this.name,
+        nonce: this.nonce,
+        cluster: this.#options.cluster,
+        heartbeat: this.#heartbeat,
+      },
+      wheel: this.wheel,
+      limits: this.#options,
+      checkPeer: (hello, conn) => this.#checkPeer(hello, conn),
+      deliver(message) {
+        inbound.push(message);
+      },
+      inboundBackpressure() {
+        return inbound.size >= limit ? inbound.waitBelow(Math.max(1, limit >> 1)) : undefined;
+      },
+      frame(conn, tag, payload) {
+        const handler = messenger.#frameHandlers.get(tag);
+        if (!handler) return false;
+        handler(conn, payload);
+        return true;
+      },
+      opened(conn) {
+        messenger.#log("info", `connection ${conn.id} open with ${conn.peerName}`);
+        messenger.#events.publish({
+          kind: conn.side === "client" ? "connect" : "accept",
+          connection: conn,
+        });
+      },
+      ended(conn, how) {
+        messenger.#ended(conn, how);
+      },
+    };
+  }
+
+  #ended(conn: Connection, how: ConnectionEnd): void {
+    this.#connections.delete(conn);
+    if (this.#dialed.get(conn.remoteAddr) === conn) this.#dialed.delete(conn.remoteAddr);
+    if (how.kind === "close") {
+      this.#events.publish({ kind: "close", connection: conn, by: how.by, reason: how.reason });
+      return;
+    }
+    const what = `connection ${conn.id} (${conn.side}, ${conn.remoteAddr})`;
+    this.#log("warn", `${what} ${how.wasOpen ? "reset" : "failed"}: ${how.error.message}`);
+    if (how.wasOpen) {
+      this.#events.publish({
+        kind: "reset",
+        connection: conn,
+        error: how.error,
+        unsent: how.unsent,
+      });
+    } else {
+      this.#events.publish({ kind: "error", connection: conn, error: how.error });
+    }
+  }
+}
+
+function positive(name: string, value: number | undefined, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (!(value > 0) || !Number.isFinite(value)) {
+    throw new RangeError(`Option ${name} must be a positive number: ${value}`);
+  }
+  return value;
+}

@@ -1,0 +1,43 @@
+/**
+ * Connection policies: what a session promises when the transport fails. See docs/policies.md.
+ *
+ * @module
+ */
+
+/** What a policy promises. */
+export interface Policy {
+  /** The policy's name, carried in the handshake. */
+  readonly name: PolicyName;
+  /** Which side of a connection uses it. */
+  readonly role: "client" | "server";
+  /** True when a transport fault ends the session and queued messages are reported unsent. */
+  readonly lossy: boolean;
+}
+
+/** Names of the policies this version implements. */
+export type PolicyName = "lossyClient" | "statelessServer";
+
+/**
+ * The named policies.
+ *
+ * - `lossyClient`: the dialing side of a lossy client/server session. On a transport fault the
+ *   session ends, both ends get a `reset` event, and messages that were queued but not written
+ *   are handed back in that event. The client does not reconnect by itself.
+ * - `statelessServer`: the accepting side of a lossy session. It keeps nothing once the
+ *   session ends.
+ *
+ * @example
+ * ```ts
+ * import { Policies } from "./policy.ts";
+ * if (!Policies.lossyClient.lossy) throw new Error("lossyClient must be lossy");
+ * ```
+ */
+export const Policies: Readonly<Record<PolicyName, Policy>> = Object.freeze({
+  lossyClient: { name: "lossyClient", role: "client", lossy: true },
+  statelessServer: { name: "statelessServer", role: "server", lossy: true },
+});
+
+/** The server-side policy that answers a client policy. */
+export function serverPolicyFor(client: string): Policy | undefined {
+  return client === "lossyClient" ? Policies.statelessServer : undefined;
+}

@@ -1,0 +1,265 @@
+/**
+ * The frame codec of wire protocol v1 (docs/protocol.md): pure functions on bytes, no sockets.
+ *
+ * Every frame is a 12-byte preamble followed by `length` payload bytes:
+ *
+ * ```
+ * 0      1       2          4          8          12
+ * | tag  | flags | reserved | length   | crc32c   | payload ...
+ * ```
+ *
+ * The checksum covers preamble bytes 0..7 and the payload.
+ *
+ * @module
+ */
+
+import { crc32c } from "./crc32c.ts";
+import { FrameError, HandshakeRefusedError } from "../errors.ts";
+
+/** Protocol version carried in the banner and the hello. */
+export const PROTOCOL_VERSION = 1;
+
+/** Bytes every peer sends first: ASCII `HEARTLN` then the protocol version byte. */
+export const BANNER: Uint8Array = new Uint8Array([
+  0x48,
+  0x45,
+  0x41,
+  0x52,
+  0x54,
+  0x4c,
+  0x4e,
+  PROTOCOL_VERSION,
+]);
+
+/** Length of the frame preamble in bytes. */
+export const PREAMBLE_BYTES = 12;
+
+/** Length of the header in front of a message body. */
+export const MESSAGE_HEADER_BYTES = 24;
+
+/** Frame tags of protocol v1. Values are stable on the wire. */
+export const Tag = {
+  /** Client's opening handshake: JSON with name, nonce, policy and settings. */
+  Hello: 1,
+  /** Server's answer to a hello that it accepts: JSON, same shape. */
+  Welcome: 2,
+  /** Refusal of a handshake: JSON `{ field, message }`. */
+  Refuse: 3,
+  /** A data message: 24-byte header, then the body. */
+  Message: 4,
+  /** A standalone acknowledgement: the highest sequence received, u64. */
+  Ack: 5,
+  /** Heartbeat with its stamps and coalesced out-of-band parts. */
+  Heartbeat: 6,
+  /** Orderly close: UTF-8 reason. */
+  Close: 7,
+  /** Reserved for session resume (lossless policies). */
+  Reconnect: 8,
+  /** Reserved: session reset (peer restarted, or session expired). */
+  Reset: 9,
+} as const;
+
+/** A frame tag value. */
+export type TagValue = typeof Tag[keyof typeof Tag];
+
+const KNOWN_TAGS = new Set<number>(Object.values(Tag));
+
+/** Priority levels, highest first. Strict between levels, FIFO within one. */
+export const PRIORITIES = ["high", "normal", "low"] as const;
+/** A message priority. */
+export type Priority = typeof PRIORITIES[number];
+
+/** Numeric priority on the wire: 0 is highest. */
+export function priorityIndex(priority: Priority): number {
+  const index = PRIORITIES.indexOf(priority);
+  if (index < 0) throw new TypeError(`Unknown priority: ${priority}`);
+  return index;
+}
+
+/** Writes the preamble and checksum of a frame whose payload is already at `offset + 12`. */
+export function sealFrame(
+  buf: Uint8Array,
+  view: DataView,
+  offset: number,
+  tag: number,
+  flags: number,
+  payloadLength: number,
+): void {
+  buf[offset] = tag;
+  buf[offset + 1] = flags;
+  buf[offset + 2] = 0;
+  buf[offset + 3] = 0;
+  view.setUint32(offset + 4, payloadLength);
+  let crc = crc32c(0, buf, offset, offset + 8);
+  crc = crc32c(crc, buf, offset + PREAMBLE_BYTES, offset + PREAMBLE_BYTES + payloadLength);
+  view.setUint32(offset + 8, crc);
+}
+
+/**
+ * Encodes one frame with the given payload into a new buffer.
+ *
+ * @example
+ * ```ts
+ * import { encodeFrame, Tag } from "./frame.ts";
+ * const bytes = encodeFrame(Tag.Close, new TextEncoder().encode("bye"));
+ * if (bytes.length !== 15) throw new Error("wrong length");
+ * ```
+ */
+export function encodeFrame(tag: number, payload: Uint8Array, flags = 0): Uint8Array {
+  const buf = new Uint8Array(PREAMBLE_BYTES + payload.length);
+  buf.set(payload, PREAMBLE_BYTES);
+  sealFrame(buf, new DataView(buf.buffer), 0, tag, flags, payload.length);
+  return buf;
+}
+
+/** Writes a u64 carried as two u32 halves (safe up to 2^53). */
+export function setUint64(view: DataView, offset: number, value: number): void {
+  view.setUint32(offset, Math.floor(value / 0x1_0000_0000));
+  view.setUint32(offset + 4, value >>> 0);
+}
+
+/** Reads a u64 written by {@linkcode setUint64}. */
+export function getUint64(view: DataView, offset: number): number {
+  return view.getUint32(offset) * 0x1_0000_0000 + view.getUint32(offset + 4);
+}
+
+/** Called for each complete frame; `payload` is a view valid only during the call. */
+export type FrameHandler = (tag: TagValue, flags: number, payload: Uint8Array) => void;
+
+/** Options of {@linkcode FrameDecoder}. */
+export interface FrameDecoderOptions {
+  /** Largest payload accepted; a larger length is rejected as soon as its preamble arrives. */
+  maxFrameBytes: number;
+  /** Whether the stream starts with the banner (true for links, false for tests). */
+  expectBanner?: boolean;
+}
+
+/**
+ * Incremental decoder: feed it chunks as they arrive, it calls back once per complete frame
+ * and throws {@linkcode FrameError} on the first malformed byte. Memory held is bounded by one
+ * partial frame, which is itself bounded by `maxFrameBytes`.
+ *
+ * @example
+ * ```ts
+ * import { encodeFrame, FrameDecoder, Tag } from "./frame.ts";
+ * const decoder = new FrameDecoder({ maxFrameBytes: 1024, expectBanner: false });
+ * const bytes = encodeFrame(Tag.Close, new Uint8Array([1, 2]));
+ * let seen = 0;
+ * decoder.push(bytes.subarray(0, 5), () => seen++);
+ * decoder.push(bytes.subarray(5), () => seen++);
+ * if (seen !== 1) throw new Error("expected one frame");
+ * ```
+ */
+export class FrameDecoder {
+  #max: number;
+  #needBanner: boolean;
+  // An incomplete frame is kept as the chunks it arrived in and joined once, when `#need`
+  // bytes are there, so a large frame arriving in many small chunks is copied only once.
+  #chunks: Uint8Array[] = [];
+  #chunkBytes = 0;
+  #need = 0;
+  /** Protocol version announced by the peer's banner, once read. */
+  peerVersion = 0;
+
+  /** Creates a decoder. */
+  constructor(options: FrameDecoderOptions) {
+    this.#max = options.maxFrameBytes;
+    this.#needBanner = options.expectBanner ?? true;
+  }
+
+  /** Bytes held for an incomplete frame. */
+  get buffered(): number {
+    return this.#chunkBytes;
+  }
+
+  /** Throws if the stream ended in the middle of a banner or frame. */
+  end(): void {
+    if (this.#chunkBytes > 0) {
+      throw new FrameError(
+        "truncated",
+        `Stream ended inside a frame: ${this.#chunkBytes} bytes left over`,
+      );
+    }
+  }
+
+  /** Feeds one chunk; calls `onFrame` for each frame completed by it. */
+  push(chunk: Uint8Array, onFrame: FrameHandler): void {
+    let buf = chunk;
+    if (this.#chunkBytes > 0) {
+      this.#chunks.push(chunk);
+      this.#chunkBytes += chunk.length;
+      if (this.#chunkBytes < this.#need) return;
+      buf = new Uint8Array(this.#chunkBytes);
+      let at = 0;
+      for (const c of this.#chunks) {
+        buf.set(c, at);
+        at += c.length;
+      }
+      this.#chunks = [];
+      this.#chunkBytes = 0;
+    }
+    let pos = 0;
+    if (this.#needBanner) {
+      const have = Math.min(buf.length, BANNER.length - 1);
+      for (let i = 0; i < have; i++) {
+        if (buf[i] !== BANNER[i]) {
+          throw new FrameError("banner", "Wrong banner: the peer does not speak heartline");
+        }
+      }
+      if (buf.length < BANNER.length) {
+        this.#keep(buf.slice(), BANNER.length);
+        return;
+      }
+      const version = buf[BANNER.length - 1];
+      if (version !== PROTOCOL_VERSION) {
+        throw new HandshakeRefusedError(
+          "version",
+          `Protocol version differs: local ${PROTOCOL_VERSION}, peer ${version}`,
+        );
+      }
+      this.peerVersion = version;
+      this.#needBanner = false;
+      pos = BANNER.length;
+    }
+    const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+    while (buf.length - pos >= PREAMBLE_BYTES) {
+      const tag = buf[pos];
+      if (!KNOWN_TAGS.has(tag)) {
+        throw new FrameError("unknown-tag", `Unknown frame tag: ${tag}`);
+      }
+      if (buf[pos + 2] !== 0 || buf[pos + 3] !== 0) {
+        throw new FrameError("malformed", "Reserved preamble bytes are not zero");
+      }
+      const length = view.getUint32(pos + 4);
+      if (length > this.#max) {
+        throw new FrameError(
+          "oversize",
+          `Frame too large: ${length} bytes, limit ${this.#max}`,
+        );
+      }
+      const end = pos + PREAMBLE_BYTES + length;
+      if (end > buf.length) {
+        this.#keep(buf.slice(pos), PREAMBLE_BYTES + length);
+        return;
+      }
+      let crc = crc32c(0, buf, pos, pos + 8);
+      crc = crc32c(crc, buf, pos + PREAMBLE_BYTES, end);
+      const expected = view.getUint32(pos + 8);
+      if (crc !== expected) {
+        throw new FrameError(
+          "checksum",
+          `Frame checksum mismatch: expected ${expected}, computed ${crc}`,
+        );
+      }
+      onFrame(tag as TagValue, buf[pos + 1], buf.subarray(pos + PREAMBLE_BYTES, end));
+      pos = end;
+    }
+    if (pos < buf.length) this.#keep(buf.slice(pos), PREAMBLE_BYTES);
+  }
+
+  #keep(rest: Uint8Array, need: number): void {
+    this.#chunks = [rest];
+    this.#chunkBytes = rest.length;
+    this.#need = need;
+  }
+}

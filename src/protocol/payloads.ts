@@ -1,0 +1,222 @@
+/**
+ * Payload codecs for the control frames of protocol v1: hello/welcome/refuse (JSON), heartbeat
+ * (stamps and OOB parts), ack and close. Pure functions on bytes.
+ *
+ * @module
+ */
+
+import { FrameError } from "../errors.ts";
+import { getUint64, setUint64 } from "./frame.ts";
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder("utf-8", { fatal: true });
+
+/** Largest handshake payload accepted, whatever the frame limit. */
+export const MAX_HANDSHAKE_BYTES = 16 * 1024;
+
+/** Heartbeat settings that every node of a cluster must agree on (checked at handshake). */
+export interface HeartbeatSettings {
+  /** `global`: one heartbeat per peer shared by all subscribers; `local`: one per subscriber. */
+  mode: "global" | "local";
+  /** Interval between heartbeats, in milliseconds. */
+  intervalMs: number;
+}
+
+/** The JSON body of a Hello or Welcome frame. */
+export interface Hello {
+  /** Protocol version. */
+  version: number;
+  /** Node name of the sender. */
+  name: string;
+  /** Random per-process instance nonce: a new value means the peer restarted. */
+  nonce: string;
+  /** Connection policy the sender uses for this connection. */
+  policy: string;
+  /** Cluster id; peers of different clusters refuse each other. */
+  cluster: string;
+  /** Heartbeat settings. */
+  heartbeat: HeartbeatSettings;
+}
+
+/** The JSON body of a Refuse frame. */
+export interface Refusal {
+  /** The setting that differs. */
+  field: string;
+  /** Human-readable explanation. */
+  message: string;
+}
+
+/** Encodes a JSON control payload (hello, welcome, refuse). */
+export function encodeJson(value: unknown): Uint8Array {
+  return encoder.encode(JSON.stringify(value));
+}
+
+function parseJson(payload: Uint8Array, what: string): Record<string, unknown> {
+  if (payload.length > MAX_HANDSHAKE_BYTES) {
+    throw new FrameError("oversize", `${what} too large: ${payload.length} bytes`);
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(decoder.decode(payload));
+  } catch (cause) {
+    throw new FrameError("malformed", `${what} is not valid JSON`, { cause });
+  }
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    throw new FrameError("malformed", `${what} is not a JSON object`);
+  }
+  return value as Record<string, unknown>;
+}
+
+function field<T>(obj: Record<string, unknown>, key: string, type: string, what: string): T {
+  const value = obj[key];
+  if (typeof value !== type) {
+    throw new FrameError("malformed", `${what} field ${key} is not a ${type}`);
+  }
+  return value as T;
+}
+
+/** Decodes and validates a Hello/Welcome payload. */
+export function decodeHello(payload: Uint8Array): Hello {
+  const obj = parseJson(payload, "Hello");
+  const hb = obj.heartbeat;
+  if (typeof hb !== "object" || hb === null) {
+    throw new FrameError("malformed", "Hello field heartbeat is not an object");
+  }
+  const heartbeat = hb as Record<string, unknown>;
+  const mode = field<string>(heartbeat, "mode", "string", "Hello heartbeat");
+  if (mode !== "global" && mode !== "local") {
+    throw new FrameError("malformed", `Hello heartbeat mode is unknown: ${mode}`);
+  }
+  return {
+    version: field<number>(obj, "version", "number", "Hello"),
+    name: field<string>(obj, "name", "string", "Hello"),
+    nonce: field<string>(obj, "nonce", "string", "Hello"),
+    policy: field<string>(obj, "policy", "string", "Hello"),
+    cluster: field<string>(obj, "cluster", "string", "Hello"),
+    heartbeat: {
+      mode,
+      intervalMs: field<number>(heartbeat, "intervalMs", "number", "Hello heartbeat"),
+    },
+  };
+}
+
+/** Decodes a Refuse payload. */
+export function decodeRefusal(payload: Uint8Array): Refusal {
+  const obj = parseJson(payload, "Refusal");
+  return {
+    field: field<string>(obj, "field", "string", "Refusal"),
+    message: field<string>(obj, "message", "string", "Refusal"),
+  };
+}
+
+/** One out-of-band part of a heartbeat frame. */
+export interface OobPart {
+  /** Names the handler on the receiving side (`"OSDPing"`, `"LingerPing"`, ...). */
+  op: string;
+  /** The bytes the producer returned. */
+  data: Uint8Array;
+}
+
+/** A decoded heartbeat frame. */
+export interface HeartbeatPayload {
+  /** Sender's clock when the frame was built, in ms. */
+  stamp: number;
+  /** The last stamp the sender received from us, or -1 if none. */
+  echo: number;
+  /** How long the sender held `echo` before sending it back, in ms. */
+  echoDelay: number;
+  /** The coalesced OOB parts. */
+  parts: OobPart[];
+}
+
+const HEARTBEAT_FIXED_BYTES = 26;
+
+/** Encodes a heartbeat frame payload. Op names are at most 255 UTF-8 bytes. */
+export function encodeHeartbeat(hb: HeartbeatPayload): Uint8Array {
+  const ops = hb.parts.map((p) => encoder.encode(p.op));
+  let size = HEARTBEAT_FIXED_BYTES;
+  for (let i = 0; i < ops.length; i++) {
+    if (ops[i].length > 255) throw new RangeError(`OOB op name too long: ${hb.parts[i].op}`);
+    size += 1 + ops[i].length + 4 + hb.parts[i].data.length;
+  }
+  if (hb.parts.length > 0xffff) throw new RangeError("Too many OOB parts in one heartbeat");
+  const buf = new Uint8Array(size);
+  const view = new DataView(buf.buffer);
+  view.setFloat64(0, hb.stamp);
+  view.setFloat64(8, hb.echo);
+  view.setFloat64(16, hb.echoDelay);
+  view.setUint16(24, hb.parts.length);
+  let pos = HEARTBEAT_FIXED_BYTES;
+  for (let i = 0; i < ops.length; i++) {
+    buf[pos++] = ops[i].length;
+    buf.set(ops[i], pos);
+    pos += ops[i].length;
+    view.setUint32(pos, hb.parts[i].data.length);
+    pos += 4;
+    buf.set(hb.parts[i].data, pos);
+    pos += hb.parts[i].data.length;
+  }
+  return buf;
+}
+
+/** Decodes a heartbeat payload; part data are copies, safe to keep. */
+export function decodeHeartbeat(payload: Uint8Array): HeartbeatPayload {
+  if (payload.length < HEARTBEAT_FIXED_BYTES) {
+    throw new FrameError("malformed", `Heartbeat too short: ${payload.length} bytes`);
+  }
+  const view = new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
+  const count = view.getUint16(24);
+  const parts: OobPart[] = [];
+  let pos = HEARTBEAT_FIXED_BYTES;
+  for (let i = 0; i < count; i++) {
+    if (pos + 1 > payload.length) break;
+    const opLen = payload[pos++];
+    if (pos + opLen + 4 > payload.length) break;
+    let op: string;
+    try {
+      op = decoder.decode(payload.subarray(pos, pos + opLen));
+    } catch (cause) {
+      throw new FrameError("malformed", "Heartbeat op name is not UTF-8", { cause });
+    }
+    pos += opLen;
+    const dataLen = view.getUint32(pos);
+    pos += 4;
+    if (pos + dataLen > payload.length) break;
+    parts.push({ op, data: payload.slice(pos, pos + dataLen) });
+    pos += dataLen;
+  }
+  if (parts.length !== count || pos !== payload.length) {
+    throw new FrameError("malformed", "Heartbeat parts do not match the frame length");
+  }
+  return {
+    stamp: view.getFloat64(0),
+    echo: view.getFloat64(8),
+    echoDelay: view.getFloat64(16),
+    parts,
+  };
+}
+
+/** Encodes an Ack payload: the highest sequence number received. */
+export function encodeAck(seq: number): Uint8Array {
+  const buf = new Uint8Array(8);
+  setUint64(new DataView(buf.buffer), 0, seq);
+  return buf;
+}
+
+/** Decodes an Ack payload. */
+export function decodeAck(payload: Uint8Array): number {
+  if (payload.length !== 8) {
+    throw new FrameError("malformed", `Ack payload must be 8 bytes, got ${payload.length}`);
+  }
+  return getUint64(new DataView(payload.buffer, payload.byteOffset, 8), 0);
+}
+
+/** Encodes a Close reason (truncated to 1 KiB). */
+export function encodeClose(reason: string): Uint8Array {
+  return encoder.encode(reason.slice(0, 1024));
+}
+
+/** Decodes a Close reason; undecodable bytes become U+FFFD rather than an error. */
+export function decodeClose(payload: Uint8Array): string {
+  return new TextDecoder().decode(payload);
+}

@@ -1,0 +1,368 @@
+/**
+ * The central hierarchical timing wheel (Varghese & Lauck, scheme 7): every timer of a
+ * messenger lives here, and the wheel is driven by one re-armed timeout that sleeps while
+ * nothing is due.
+ *
+ * Layout: {@linkcode WHEEL_LEVELS} levels of 64 slots. Level `k` slots are `64^k` ticks wide.
+ * A timer sits in the level whose span covers its remaining delay and, as time reaches its slot
+ * at that level, cascades down until it fires from level 0. Each slot is a circular doubly
+ * linked list, so insert and cancel are O(1).
+ *
+ * Accuracy: a timer due at time `t` fires at the first tick boundary at or after `t`, that is no
+ * earlier than `t` and at most `tickMs` later, plus however late the host runs the wheel's one
+ * timeout (event-loop delay). Fires later than `2 * tickMs` after due are counted in
+ * {@linkcode TimerWheel.lateFires}.
+ *
+ * @module
+ */
+
+import { type Clock, systemClock } from "./clock.ts";
+
+/** Default tick: 5 ms. */
+export const DEFAULT_TICK_MS = 5;
+/** Number of wheel levels; with 64 slots each they span 64^6 ticks (about 10 years at 5 ms). */
+export const WHEEL_LEVELS = 6;
+const SLOT_BITS = 6;
+const SLOTS = 1 << SLOT_BITS;
+const MASK = SLOTS - 1;
+const SPAN = Array.from({ length: WHEEL_LEVELS + 1 }, (_, k) => SLOTS ** k);
+const MAX_DELTA = SPAN[WHEEL_LEVELS] - 1;
+
+/** A scheduled timer; `cancel()` removes it in O(1). */
+export interface Timer {
+  /** Stops the timer; a no-op if it already fired (one-shot) or was cancelled. */
+  cancel(): void;
+  /** Whether the timer will still fire. */
+  readonly active: boolean;
+}
+
+class TimerNode implements Timer {
+  prev: TimerNode = this;
+  next: TimerNode = this;
+  linked = false;
+  cancelled = false;
+  constructor(
+    public wheel: TimerWheel | null,
+    public expiry: number,
+    public dueMs: number,
+    public intervalMs: number,
+    public callback: (() => void) | null,
+  ) {}
+  get active(): boolean {
+    return !this.cancelled && (this.linked || this.intervalMs > 0);
+  }
+  cancel(): void {
+    if (this.cancelled) return;
+    this.cancelled = true;
+    if (this.linked) {
+      unlink(this);
+      this.wheel?._removed();
+    }
+    this.callback = null;
+  }
+}
+
+function unlink(node: TimerNode): void {
+  node.prev.next = node.next;
+  node.next.prev = node.prev;
+  node.prev = node.next = node;
+  node.linked = false;
+}
+
+/** Options of {@linkcode TimerWheel}. */
+export interface TimerWheelOptions {
+  /** Time source; inject a `ManualClock` in tests. Default: the system clock. */
+  clock?: Clock;
+  /** Tick width in milliseconds (the accuracy bound). Default {@linkcode DEFAULT_TICK_MS}. */
+  tickMs?: number;
+  /** Called when a timer callback throws; the wheel goes on. Default: `console.error`. */
+  onError?: (error: unknown) => void;
+}
+
+/** Options of {@linkcode TimerWheel.every}. */
+export interface EveryOptions {
+  /**
+   * Align due times to multiples of the interval on the wheel's clock (default true), so that
+   * timers with related intervals (1 s and 5 s) fire in the same tick. With `false` the first
+   * fire is one interval from now.
+   */
+  aligned?: boolean;
+}
+
+/**
+ * A hierarchical hashed timing wheel with O(1) insert and cancel.
+ *
+ * @example
+ * ```ts
+ * import { ManualClock } from "./clock.ts";
+ * import { TimerWheel } from "./timer_wheel.ts";
+ * const clock = new ManualClock();
+ * const wheel = new TimerWheel({ clock, tickMs: 5 });
+ * let fired = 0;
+ * wheel.schedule(100, () => fired++);
+ * clock.advance(100);
+ * if (fired !== 1) throw new Error("timer did not fire");
+ * wheel.close();
+ * ```
+ */
+export class TimerWheel {
+  #clock: Clock;
+  #tickMs: number;
+  #epoch: number;
+  #current = 0; // last tick processed
+  #slots: TimerNode[];
+  #size = 0;
+  #armedAt = Infinity;
+  #handle: unknown = undefined;
+  #advancing = false;
+  #firedThisAdvance = 0;
+  #tickEndHooks = new Set<() => void>();
+  #onError: (error: unknown) => void;
+  #closed = false;
+  /** Timers that fired more than `2 * tickMs` after they were due. */
+  lateFires = 0;
+  /** Callbacks that threw. */
+  errors = 0;
+  /** Timers fired since creation. */
+  fired = 0;
+
+  /** Creates an empty wheel; it sets no timeout until a timer is scheduled. */
+  constructor(options: TimerWheelOptions = {}) {
+    this.#clock = options.clock ?? systemClock;
+    this.#tickMs = options.tickMs ?? DEFAULT_TICK_MS;
+    if (!(this.#tickMs > 0)) throw new RangeError(`Tick must be positive: ${this.#tickMs}`);
+    this.#onError = options.onError ?? ((e) => console.error("heartline: timer failed:", e));
+    this.#epoch = this.#clock.now();
+    this.#slots = Array.from({ length: WHEEL_LEVELS * SLOTS }, () => {
+      const sentinel = new TimerNode(null, 0, 0, 0, null);
+      return sentinel;
+    });
+  }
+
+  /** The clock this wheel reads. */
+  get clock(): Clock {
+    return this.#clock;
+  }
+
+  /** Tick width in milliseconds. */
+  get tickMs(): number {
+    return this.#tickMs;
+  }
+
+  /** Number of timers waiting in the wheel. */
+  get size(): number {
+    return this.#size;
+  }
+
+  /** Whether the wheel's one timeout is currently set. */
+  get armed(): boolean {
+    return this.#handle !== undefined;
+  }
+
+  /** Schedules `callback` once, `delayMs` from now. */
+  schedule(delayMs: number, callback: () => void): Timer {
+    this.#checkOpen();
+    const due = this.#clock.now() + Math.max(0, delayMs);
+    const node = new TimerNode(this, this.#tickOf(due), due, 0, callback);
+    this.#insert(node);
+    this.#rearm();
+    return node;
+  }
+
+  /** Schedules `callback` every `intervalMs`; see {@linkcode EveryOptions} for the phase. */
+  every(intervalMs: number, callback: () => void, options: EveryOptions = {}): Timer {
+    this.#checkOpen();
+    if (!(intervalMs >= this.#tickMs)) {
+      throw new RangeError(
+        `Interval must be at least one tick (${this.#tickMs} ms): ${intervalMs}`,
+      );
+    }
+    const now = this.#clock.now();
+    const due = options.aligned === false
+      ? now + intervalMs
+      : (Math.floor((now - this.#epoch) / intervalMs) + 1) * intervalMs + this.#epoch;
+    const node = new TimerNode(this, this.#tickOf(due), due, intervalMs, callback);
+    this.#insert(node);
+    this.#rearm();
+    return node;
+  }
+
+  /**
+   * Registers a hook called once after each advance in which any timer fired, after all of
+   * them: the place to flush work that timers of the same tick batched up. Returns a function
+   * that removes the hook.
+   */
+  onTickEnd(hook: () => void): () => void {
+    this.#tickEndHooks.add(hook);
+    return () => this.#tickEndHooks.delete(hook);
+  }
+
+  /** Processes every tick up to the clock's present; called by the wheel's own timeout. */
+  advance(): void {
+    if (this.#advancing || this.#closed) return;
+    this.#advancing = true;
+    if (this.#handle !== undefined) this.#clock.clearTimeout(this.#handle);
+    this.#handle = undefined;
+    this.#armedAt = Infinity;
+    try {
+      const now = this.#clock.now();
+      const target = Math.floor((now - this.#epoch) / this.#tickMs);
+      if (this.#size === 0) this.#current = Math.max(this.#current, target);
+      while (this.#current < target) {
+        this.#current++;
+        this.#processTick(this.#current, now);
+        if (this.#size === 0) this.#current = target;
+      }
+      if (this.#firedThisAdvance > 0) {
+        this.#firedThisAdvance = 0;
+        for (const hook of this.#tickEndHooks) this.#guard(hook);
+      }
+    } finally {
+      this.#advancing = false;
+      this.#rearm();
+    }
+  }
+
+  /** Cancels the driving timeout and drops every timer. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    if (this.#handle !== undefined) this.#clock.clearTimeout(this.#handle);
+    this.#handle = undefined;
+    for (const sentinel of this.#slots) {
+      while (sentinel.next !== sentinel) {
+        const node = sentinel.next;
+        unlink(node);
+        node.cancelled = true;
+        node.callback = null;
+      }
+    }
+    this.#size = 0;
+    this.#tickEndHooks.clear();
+  }
+
+  /** @internal called by a node that unlinked itself */
+  _removed(): void {
+    this.#size--;
+    // A wheel left empty keeps its timeout until it fires once and then sleeps; clearing here
+    // would make cancel-heavy workloads (most timeouts never fire) churn the host timer.
+  }
+
+  #checkOpen(): void {
+    if (this.#closed) throw new TypeError("Timer wheel is closed");
+  }
+
+  #tickOf(dueMs: number): number {
+    return Math.ceil((dueMs - this.#epoch) / this.#tickMs);
+  }
+
+  #insert(node: TimerNode): void {
+    if (node.expiry <= this.#current) node.expiry = this.#current + 1;
+    let delta = node.expiry - this.#current;
+    if (delta > MAX_DELTA) {
+      delta = MAX_DELTA;
+      node.expiry = this.#current + MAX_DELTA;
+    }
+    let level = 0;
+    while (delta >= SPAN[level + 1]) level++;
+    const index = Math.floor(node.expiry / SPAN[level]) & MASK;
+    const sentinel = this.#slots[level * SLOTS + index];
+    node.prev = sentinel.prev;
+    node.next = sentinel;
+    sentinel.prev.next = node;
+    sentinel.prev = node;
+    node.linked = true;
+    this.#size++;
+  }
+
+  #processTick(tick: number, now: number): void {
+    // Cascade: at each level boundary, move the slot whose time has come one level down.
+    for (let level = 1; level < WHEEL_LEVELS; level++) {
+      if (tick % SPAN[level] !== 0) break;
+      const sentinel = this.#slots[level * SLOTS + (Math.floor(tick / SPAN[level]) & MASK)];
+      while (sentinel.next !== sentinel) {
+        const node = sentinel.next;
+        unlink(node);
+        this.#size--;
+        this.#insertOrFire(node, tick, now);
+      }
+    }
+    const sentinel = this.#slots[tick & MASK];
+    while (sentinel.next !== sentinel) {
+      const node = sentinel.next;
+      unlink(node);
+      this.#size--;
+      this.#insertOrFire(node, tick, now);
+    }
+  }
+
+  #insertOrFire(node: TimerNode, tick: number, now: number): void {
+    if (node.expiry > tick) {
+      this.#insert(node);
+      return;
+    }
+    const callback = node.callback;
+    if (now - node.dueMs > 2 * this.#tickMs) this.lateFires++;
+    if (node.intervalMs > 0) {
+      // Next period; periods missed while the host was stalled are skipped, not burst.
+      node.dueMs += node.intervalMs;
+      if (node.dueMs <= now) {
+        node.dueMs += Math.ceil((now - node.dueMs + 1) / node.intervalMs) * node.intervalMs;
+      }
+      node.expiry = this.#tickOf(node.dueMs);
+      this.#insert(node);
+    } else {
+      node.callback = null;
+    }
+    this.fired++;
+    this.#firedThisAdvance++;
+    if (callback) this.#guard(callback);
+  }
+
+  #guard(fn: () => void): void {
+    try {
+      fn();
+    } catch (error) {
+      this.errors++;
+      this.#onError(error);
+    }
+  }
+
+  #nextTick(): number {
+    let best = Infinity;
+    for (let i = 1; i <= SLOTS; i++) {
+      const tick = this.#current + i;
+      const sentinel = this.#slots[tick & MASK];
+      if (sentinel.next !== sentinel) {
+        best = tick;
+        break;
+      }
+    }
+    for (let level = 1; level < WHEEL_LEVELS; level++) {
+      const base = Math.floor(this.#current / SPAN[level]);
+      for (let i = 1; i <= SLOTS; i++) {
+        const sentinel = this.#slots[level * SLOTS + ((base + i) & MASK)];
+        if (sentinel.next !== sentinel) {
+          best = Math.min(best, (base + i) * SPAN[level]);
+          break;
+        }
+      }
+    }
+    return best;
+  }
+
+  #rearm(): void {
+    if (this.#advancing || this.#closed) return;
+    if (this.#size === 0) return; // sleep; a pending timeout fires once and finds nothing
+    const next = this.#nextTick();
+    if (next === Infinity) return;
+    const at = this.#epoch + next * this.#tickMs;
+    if (this.#handle !== undefined && at >= this.#armedAt) return;
+    if (this.#handle !== undefined) this.#clock.clearTimeout(this.#handle);
+    this.#armedAt = at;
+    this.#handle = this.#clock.setTimeout(() => {
+      this.#handle = undefined;
+      this.advance();
+    }, Math.max(0, at - this.#clock.now()));
+  }
+}

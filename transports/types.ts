@@ -1,0 +1,88 @@
+/**
+ * The transport interface: the small seam between heartline's sessions and the bytes below.
+ * Transports know nothing of frames; they move batches of byte chunks in order.
+ *
+ * @module
+ */
+
+/**
+ * One established, ordered, reliable byte link between two nodes (a TCP connection, a QUIC
+ * stream, a WebSocket, an in-memory pipe).
+ */
+export interface Link {
+  /** Address of this end, in the transport's URL form. */
+  readonly localAddr: string;
+  /** Address of the other end, in the transport's URL form. */
+  readonly remoteAddr: string;
+  /**
+   * Resolves with the next chunk of bytes, or `null` at an orderly end of stream. Rejects with
+   * a `TransportError` when the link fails. Only one read may be outstanding at a time.
+   */
+  read(): Promise<Uint8Array | null>;
+  /**
+   * Writes a batch of chunks in order as one unit (transports coalesce them into as few writes
+   * as they can). Resolves when the bytes are handed to the layer below, so a peer that does
+   * not read makes this wait: that is the back-pressure the sessions rely on.
+   */
+  write(chunks: Uint8Array[]): Promise<void>;
+  /** Closes both directions; pending reads resolve `null`, pending writes reject. */
+  close(): void;
+}
+
+/** A bound listener that yields each accepted link. */
+export interface Listener extends AsyncIterable<Link> {
+  /** The bound address (with the real port when `:0` was asked for). */
+  readonly addr: string;
+  /** Stops accepting; the iterator ends. Established links are not affected. */
+  close(): void;
+}
+
+/** A transport: one scheme (`tcp`, `mem`, `quic`, `ws`), two methods. */
+export interface Transport {
+  /** URL schemes this transport serves, without the colon (`["tcp"]`). */
+  readonly schemes: readonly string[];
+  /** Binds `addr` and returns the listener. */
+  listen(addr: string): Promise<Listener>;
+  /** Dials `addr`. */
+  connect(addr: string, options?: { signal?: AbortSignal }): Promise<Link>;
+}
+
+/** Splits `scheme://host:port` into its parts; IPv6 hosts are written in brackets. */
+export function parseHostPort(addr: string, scheme: string): { hostname: string; port: number } {
+  let url: URL;
+  try {
+    url = new URL(addr);
+  } catch (cause) {
+    throw new TypeError(`Invalid address: ${addr}`, { cause });
+  }
+  if (url.protocol !== `${scheme}:`) {
+    throw new TypeError(`Address scheme must be ${scheme}: ${addr}`);
+  }
+  const hostname = url.hostname.replace(/^\[(.*)\]$/, "$1");
+  if (!hostname) throw new TypeError(`Address has no host: ${addr}`);
+  const port = url.port === "" ? NaN : Number(url.port);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) {
+    throw new TypeError(`Address needs a port: ${addr}`);
+  }
+  return { hostname, port };
+}
+
+/** Formats a host and port as `scheme://host:port`, bracketing IPv6 hosts. */
+export function formatHostPort(scheme: string, hostname: string, port: number): string {
+  const host = hostname.includes(":") ? `[${hostname}]` : hostname;
+  return `${scheme}://${host}:${port}`;
+}
+
+/** Joins a batch of chunks into one buffer (returns the chunk itself when there is one). */
+export function concatChunks(chunks: Uint8Array[]): Uint8Array {
+  if (chunks.length === 1) return chunks[0];
+  let size = 0;
+  for (const c of chunks) size += c.length;
+  const out = new Uint8Array(size);
+  let at = 0;
+  for (const c of chunks) {
+    out.set(c, at);
+    at += c.length;
+  }
+  return out;
+}
