@@ -60,3 +60,18 @@ export { consoleLogger, type Logger, type LogLevel } from "./src/log.ts";
 export type { Link, Listener, Transport } from "./transports/types.ts";
 export { TcpTransport } from "./transports/tcp.ts";
 export { MemoryLink, MemoryTransport } from "./transports/memory.ts";
+export type {
+  OobDelivery,
+  OobHandler,
+  OobOptions,
+  OobProducer,
+  OobRegistration,
+  OobStats,
+} from "./src/oob/oob.ts";
+export {
+  type AdminAppOptions,
+  type AdminServer,
+  createAdminApp,
+  serveAdmin,
+  type ServeAdminOptions,
+} from "./src/admin/app.ts";

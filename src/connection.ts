@@ -32,6 +32,7 @@ import {
 import type { Policy } from "./policy.ts";
 import type { Link } from "../transports/types.ts";
 import type { Timer, TimerWheel } from "./timer/timer_wheel.ts";
+import type { OobOptions, OobProducer, OobRegistration } from "./oob/oob.ts";
 
 /** The states of a connection. */
 export type ConnectionState = "connecting" | "handshaking" | "open" | "closing" | "closed";
@@ -112,6 +113,15 @@ export interface ConnectionHost {
   /** A promise to await before reading more, when inbound messages pile up. */
   inboundBackpressure(): Promise<void> | undefined;
   frame(conn: Connection, tag: TagValue, payload: Uint8Array): boolean;
+  /** Any bytes arrived: a sign of life. */
+  heard(conn: Connection): void;
+  registerOob(
+    conn: Connection,
+    op: string,
+    producer: OobProducer,
+    options: OobOptions,
+  ): OobRegistration;
+  rttMs(conn: Connection): number;
   opened(conn: Connection): void;
   ended(conn: Connection, how: ConnectionEnd): void;
 }
@@ -313,7 +323,23 @@ export class Connection {
     return this.#closed.promise;
   }
 
-  /** Queues an encoded control frame ahead of all data (heartbeats, acks). */
+  /**
+   * Registers an out-of-band producer on this connection: every `intervalMs` (aligned, so
+   * related intervals meet) the producer is asked for bytes, and every part due in the same
+   * wheel tick travels in one heartbeat frame ahead of queued data. The peer's handler for
+   * `op` (`messenger.onOob(op, handler)`) receives it. Cancelled with the connection.
+   */
+  registerOob(op: string, producer: OobProducer, options: OobOptions): OobRegistration {
+    if (this.#state === "closed" || this.#state === "closing") throw this.#closedError();
+    return this.#host.registerOob(this, op, producer, options);
+  }
+
+  /** Last round-trip time measured from echoed heartbeat stamps, in ms (NaN before one). */
+  get rttMs(): number {
+    return this.#host.rttMs(this);
+  }
+
+  /** @internal queues an encoded control frame ahead of all data (heartbeats, acks) */
   sendControl(frame: Uint8Array): void {
     if (this.#state !== "open") return;
     this.#control.push(frame);
@@ -378,6 +404,7 @@ export class Connection {
           return;
         }
         this.stats.bytesReceived += chunk.length;
+        this.#host.heard(this);
         decoder.push(chunk, this.#onFrame);
         const wait = this.#host.inboundBackpressure();
         if (wait) await wait;

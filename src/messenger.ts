@@ -18,7 +18,8 @@ import * as defaults from "./defaults.ts";
 import { ConnectionClosedError, HandshakeRefusedError } from "./errors.ts";
 import { consoleLogger, type Logger } from "./log.ts";
 import { Policies, type PolicyName, serverPolicyFor } from "./policy.ts";
-import { PROTOCOL_VERSION, type TagValue } from "./protocol/frame.ts";
+import { PROTOCOL_VERSION, Tag, type TagValue } from "./protocol/frame.ts";
+import { KEEPALIVE_OP, type OobHandler, OobService, type OobStats } from "./oob/oob.ts";
 import type { HeartbeatSettings, Hello } from "./protocol/payloads.ts";
 import type { Clock } from "./timer/clock.ts";
 import { TimerWheel } from "./timer/timer_wheel.ts";
@@ -167,6 +168,7 @@ export class Messenger {
   #host: ConnectionHost;
   #frameHandlers = new Map<number, (conn: Connection, payload: Uint8Array) => void>();
   #onClose: (() => void | Promise<void>)[] = [];
+  #oob: OobService;
 
   /** Creates a messenger; it does nothing until `listen()` or `connect()`. */
   constructor(options: MessengerOptions = {}) {
@@ -208,7 +210,28 @@ export class Messenger {
       onError: (e) => this.#log("error", `timer callback failed: ${(e as Error)?.stack ?? e}`),
     });
     this.#started = this.wheel.clock.now();
+    this.#oob = new OobService(this.wheel, this.#log);
+    this.#frameHandlers.set(Tag.Heartbeat, (conn, payload) => this.#oob.receive(conn, payload));
     this.#host = this.#makeHost();
+  }
+
+  /**
+   * Routes OOB parts of `op` to `handler` (one handler per op), on the read path: parts are
+   * handled as frames are read, never queued behind data. Returns a function that removes it.
+   * Parts of an op with no handler are counted and logged once.
+   */
+  onOob(op: string, handler: OobHandler): () => void {
+    return this.#oob.handle(op, handler);
+  }
+
+  /** Counters of the OOB layer (heartbeat frames, parts by op, errors). */
+  get oobStats(): Readonly<OobStats> {
+    return this.#oob.stats;
+  }
+
+  /** @internal the OOB engine, for the health and admin modules */
+  get _oob(): OobService {
+    return this.#oob;
   }
 
   /** The heartbeat settings this node enforces at handshake. */
@@ -440,6 +463,15 @@ export class Messenger {
       inboundBackpressure() {
         return inbound.size >= limit ? inbound.waitBelow(Math.max(1, limit >> 1)) : undefined;
       },
+      heard(conn) {
+        messenger.#oob.state(conn).lastHeardAt = messenger.wheel.clock.now();
+      },
+      registerOob(conn, op, producer, options) {
+        return messenger.#oob.register(conn, op, producer, options);
+      },
+      rttMs(conn) {
+        return messenger.#oob.state(conn).rttMs;
+      },
       frame(conn, tag, payload) {
         const handler = messenger.#frameHandlers.get(tag);
         if (!handler) return false;
@@ -448,6 +480,10 @@ export class Messenger {
       },
       opened(conn) {
         messenger.#log("info", `connection ${conn.id} open with ${conn.peerName}`);
+        // The messenger's own keepalive: one more registration, coalesced like the others.
+        messenger.#oob.register(conn, KEEPALIVE_OP, null, {
+          intervalMs: messenger.#heartbeat.intervalMs,
+        });
         messenger.#events.publish({
           kind: conn.side === "client" ? "connect" : "accept",
           connection: conn,
@@ -461,6 +497,7 @@ export class Messenger {
 
   #ended(conn: Connection, how: ConnectionEnd): void {
     this.#connections.delete(conn);
+    this.#oob.forget(conn);
     if (this.#dialed.get(conn.remoteAddr) === conn) this.#dialed.delete(conn.remoteAddr);
     if (how.kind === "close") {
       this.#events.publish({ kind: "close", connection: conn, by: how.by, reason: how.reason });

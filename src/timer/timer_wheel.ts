@@ -209,6 +209,15 @@ export class TimerWheel {
       const target = Math.floor((now - this.#epoch) / this.#tickMs);
       if (this.#size === 0) this.#current = Math.max(this.#current, target);
       while (this.#current < target) {
+        if (target - this.#current > SLOTS) {
+          // A long gap (the host slept or stalled): jump to the next tick with work.
+          const next = this.#nextTick();
+          if (next > target) {
+            this.#current = target;
+            break;
+          }
+          this.#current = next - 1;
+        }
         this.#current++;
         this.#processTick(this.#current, now);
         if (this.#size === 0) this.#current = target;

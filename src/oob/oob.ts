@@ -1,0 +1,303 @@
+/**
+ * Out-of-band parts: registration on a connection, coalescing of every part due in one tick
+ * into one heartbeat frame, RTT from echoed stamps, and dispatch by op on the receiving side.
+ * See docs/protocol.md (Heartbeat frame) and docs/oob.md.
+ *
+ * @module
+ */
+
+import type { Connection } from "../connection.ts";
+import { encodeFrame, Tag } from "../protocol/frame.ts";
+import { decodeHeartbeat, encodeHeartbeat, type OobPart } from "../protocol/payloads.ts";
+import type { Timer, TimerWheel } from "../timer/timer_wheel.ts";
+import type { LogLevel } from "../log.ts";
+
+/**
+ * Returns the bytes to carry in this heartbeat, or `undefined`/`null` to skip this time.
+ * Called from the timer wheel, once per due interval; must not block.
+ */
+export type OobProducer = () => Uint8Array | undefined | null;
+
+/** One OOB part as delivered to a handler. */
+export interface OobDelivery {
+  /** The op the sender registered under. */
+  readonly op: string;
+  /** The bytes its producer returned. */
+  readonly data: Uint8Array;
+  /** The connection it arrived on. */
+  readonly connection: Connection;
+}
+
+/** Handles parts of one op; runs on the read path, so it must be quick. */
+export type OobHandler = (part: OobDelivery) => void;
+
+/** Options of `Connection.registerOob`. */
+export interface OobOptions {
+  /** How often the producer is asked for a part, in ms (at least one wheel tick). */
+  intervalMs: number;
+}
+
+/** A live registration; `cancel()` stops it at once, even if it is due in this tick. */
+export interface OobRegistration {
+  /** The op. */
+  readonly op: string;
+  /** Its interval. */
+  readonly intervalMs: number;
+  /** Whether it is still registered. */
+  readonly active: boolean;
+  /** Stops it. */
+  cancel(): void;
+}
+
+/** Per-connection liveness data kept by the OOB layer. */
+export interface HeartbeatState {
+  /** Local clock when the last frame of any kind arrived on this connection. */
+  lastHeardAt: number;
+  /** Last measured round-trip time in ms (NaN until the first echo). */
+  rttMs: number;
+  /** Heartbeat frames sent on this connection. */
+  heartbeatsSent: number;
+  /** Heartbeat frames received on this connection. */
+  heartbeatsReceived: number;
+  /** The peer's last stamp not yet echoed, and when it came. */
+  peerStamp: number;
+  peerStampAt: number;
+}
+
+/** Counters of the OOB layer, per messenger. */
+export interface OobStats {
+  /** Heartbeat frames sent. */
+  heartbeatFramesSent: number;
+  /** Heartbeat frames received. */
+  heartbeatFramesReceived: number;
+  /** OOB parts sent, by op. */
+  partsSent: Map<string, number>;
+  /** OOB parts received, by op. */
+  partsReceived: Map<string, number>;
+  /** Producers or handlers that threw. */
+  errors: number;
+  /** Parts received for an op with no handler. */
+  unhandled: number;
+  /** Live registrations. */
+  registrations: number;
+}
+
+/** The op of the messenger's own keepalive registration (carries no part). */
+export const KEEPALIVE_OP = "heartline.keepalive";
+
+class Registration implements OobRegistration {
+  timer: Timer | null = null;
+  constructor(
+    readonly service: OobService,
+    readonly conn: Connection,
+    readonly op: string,
+    readonly producer: OobProducer | null,
+    readonly intervalMs: number,
+  ) {}
+  get active(): boolean {
+    return this.timer !== null;
+  }
+  cancel(): void {
+    if (!this.timer) return;
+    this.timer.cancel();
+    this.timer = null;
+    this.service._cancelled(this);
+  }
+}
+
+const encoder = new TextEncoder();
+
+/**
+ * @internal The messenger's OOB engine: one per messenger, driven by its timer wheel.
+ */
+export class OobService {
+  #wheel: TimerWheel;
+  #log: (level: LogLevel, message: string) => void;
+  #byConn = new Map<Connection, Set<Registration>>();
+  #due = new Map<Connection, Registration[]>();
+  #handlers = new Map<string, OobHandler>();
+  #state = new WeakMap<Connection, HeartbeatState>();
+  #warned = new Set<string>();
+  #onHeartbeat: ((conn: Connection, state: HeartbeatState) => void) | null = null;
+  /** Counters. */
+  readonly stats: OobStats = {
+    heartbeatFramesSent: 0,
+    heartbeatFramesReceived: 0,
+    partsSent: new Map(),
+    partsReceived: new Map(),
+    errors: 0,
+    unhandled: 0,
+    registrations: 0,
+  };
+
+  constructor(wheel: TimerWheel, log: (level: LogLevel, message: string) => void) {
+    this.#wheel = wheel;
+    this.#log = log;
+    wheel.onTickEnd(() => this.#flush());
+  }
+
+  /** Sets the listener told of every heartbeat that arrives (the failure detector). */
+  set onHeartbeat(fn: ((conn: Connection, state: HeartbeatState) => void) | null) {
+    this.#onHeartbeat = fn;
+  }
+
+  /** Liveness data of a connection. */
+  state(conn: Connection): HeartbeatState {
+    let s = this.#state.get(conn);
+    if (!s) {
+      s = {
+        lastHeardAt: this.#wheel.clock.now(),
+        rttMs: NaN,
+        heartbeatsSent: 0,
+        heartbeatsReceived: 0,
+        peerStamp: -1,
+        peerStampAt: 0,
+      };
+      this.#state.set(conn, s);
+    }
+    return s;
+  }
+
+  register(
+    conn: Connection,
+    op: string,
+    producer: OobProducer | null,
+    options: OobOptions,
+  ): OobRegistration {
+    if (typeof op !== "string" || op.length === 0 || encoder.encode(op).length > 255) {
+      throw new TypeError(`OOB op must be a non-empty string of at most 255 bytes: ${op}`);
+    }
+    if (producer !== null && typeof producer !== "function") {
+      throw new TypeError("OOB producer must be a function");
+    }
+    const interval = options?.intervalMs;
+    if (!(interval >= this.#wheel.tickMs) || !Number.isFinite(interval)) {
+      throw new RangeError(
+        `OOB intervalMs must be at least one wheel tick (${this.#wheel.tickMs} ms): ${interval}`,
+      );
+    }
+    const reg = new Registration(this, conn, op, producer, interval);
+    reg.timer = this.#wheel.every(interval, () => this.#markDue(reg));
+    let set = this.#byConn.get(conn);
+    if (!set) this.#byConn.set(conn, set = new Set());
+    set.add(reg);
+    this.stats.registrations++;
+    return reg;
+  }
+
+  handle(op: string, handler: OobHandler): () => void {
+    if (this.#handlers.has(op)) throw new TypeError(`OOB op already has a handler: ${op}`);
+    this.#handlers.set(op, handler);
+    return () => {
+      if (this.#handlers.get(op) === handler) this.#handlers.delete(op);
+    };
+  }
+
+  /** Cancels every registration of a connection that ended. */
+  forget(conn: Connection): void {
+    const set = this.#byConn.get(conn);
+    if (set) { for (const reg of [...set]) reg.cancel(); }
+    this.#byConn.delete(conn);
+    this.#due.delete(conn);
+  }
+
+  /** Registrations alive on a connection. */
+  registrationsOf(conn: Connection): number {
+    return this.#byConn.get(conn)?.size ?? 0;
+  }
+
+  _cancelled(reg: Registration): void {
+    this.stats.registrations--;
+    const set = this.#byConn.get(reg.conn);
+    set?.delete(reg);
+    if (set?.size === 0) this.#byConn.delete(reg.conn);
+  }
+
+  #markDue(reg: Registration): void {
+    let list = this.#due.get(reg.conn);
+    if (!list) this.#due.set(reg.conn, list = []);
+    list.push(reg);
+  }
+
+  /** End of a wheel tick: one heartbeat frame per connection with anything due. */
+  #flush(): void {
+    if (this.#due.size === 0) return;
+    const due = this.#due;
+    this.#due = new Map();
+    const now = this.#wheel.clock.now();
+    for (const [conn, regs] of due) {
+      if (conn.state !== "open") continue;
+      const parts: OobPart[] = [];
+      let keepalive = false;
+      for (const reg of regs) {
+        if (!reg.active) continue; // cancelled after it was marked due
+        if (reg.producer === null) {
+          keepalive = true;
+          continue;
+        }
+        let data: Uint8Array | undefined | null;
+        try {
+          data = reg.producer();
+        } catch (error) {
+          this.stats.errors++;
+          this.#warnOnce(`producer:${reg.op}`, `OOB producer for ${reg.op} threw: ${error}`);
+          continue;
+        }
+        if (data === undefined || data === null) continue;
+        if (!(data instanceof Uint8Array)) {
+          this.stats.errors++;
+          this.#warnOnce(`producer:${reg.op}`, `OOB producer for ${reg.op} returned no bytes`);
+          continue;
+        }
+        parts.push({ op: reg.op, data });
+      }
+      if (parts.length === 0 && !keepalive) continue;
+      const s = this.state(conn);
+      const echo = s.peerStamp;
+      const echoDelay = echo >= 0 ? now - s.peerStampAt : 0;
+      s.peerStamp = -1;
+      conn.sendControl(
+        encodeFrame(Tag.Heartbeat, encodeHeartbeat({ stamp: now, echo, echoDelay, parts })),
+      );
+      s.heartbeatsSent++;
+      this.stats.heartbeatFramesSent++;
+      for (const p of parts) {
+        this.stats.partsSent.set(p.op, (this.stats.partsSent.get(p.op) ?? 0) + 1);
+      }
+    }
+  }
+
+  /** Read path: a heartbeat frame arrived on `conn`. */
+  receive(conn: Connection, payload: Uint8Array): void {
+    const hb = decodeHeartbeat(payload);
+    const now = this.#wheel.clock.now();
+    const s = this.state(conn);
+    s.heartbeatsReceived++;
+    s.peerStamp = hb.stamp;
+    s.peerStampAt = now;
+    if (hb.echo >= 0) s.rttMs = Math.max(0, now - hb.echo - hb.echoDelay);
+    this.stats.heartbeatFramesReceived++;
+    for (const part of hb.parts) {
+      this.stats.partsReceived.set(part.op, (this.stats.partsReceived.get(part.op) ?? 0) + 1);
+      const handler = this.#handlers.get(part.op);
+      if (!handler) {
+        this.stats.unhandled++;
+        this.#warnOnce(`op:${part.op}`, `OOB part for op ${part.op} has no handler (ignored)`);
+        continue;
+      }
+      try {
+        handler({ op: part.op, data: part.data, connection: conn });
+      } catch (error) {
+        this.stats.errors++;
+        this.#warnOnce(`handler:${part.op}`, `OOB handler for ${part.op} threw: ${error}`);
+      }
+    }
+    this.#onHeartbeat?.(conn, s);
+  }
+
+  #warnOnce(key: string, message: string): void {
+    if (this.#warned.has(key)) return;
+    this.#warned.add(key);
+    this.#log("warn", message);
+  }
+}

@@ -1,0 +1,170 @@
+import assert from "node:assert/strict";
+import { crc32c } from "../src/protocol/crc32c.ts";
+import {
+  BANNER,
+  encodeFrame,
+  FrameDecoder,
+  PREAMBLE_BYTES,
+  PROTOCOL_VERSION,
+  Tag,
+} from "../src/protocol/frame.ts";
+import {
+  decodeAck,
+  decodeHeartbeat,
+  decodeHello,
+  encodeAck,
+  encodeHeartbeat,
+  encodeJson,
+} from "../src/protocol/payloads.ts";
+import { FrameError, HandshakeRefusedError } from "../src/errors.ts";
+
+function decodeAll(bytes: Uint8Array, max = 1 << 20, banner = false) {
+  const frames: { tag: number; payload: Uint8Array }[] = [];
+  const d = new FrameDecoder({ maxFrameBytes: max, expectBanner: banner });
+  d.push(bytes, (tag, _f, payload) => frames.push({ tag, payload: payload.slice() }));
+  return { frames, decoder: d };
+}
+
+Deno.test("crc32c matches the standard check values", () => {
+  assert.equal(crc32c(0, new TextEncoder().encode("123456789")), 0xe3069283);
+  assert.equal(crc32c(0, new Uint8Array(32)), 0x8a9136aa);
+  assert.equal(crc32c(0, new Uint8Array(32).fill(0xff)), 0x62a8ab43);
+  const data = crypto.getRandomValues(new Uint8Array(1000));
+  assert.equal(crc32c(crc32c(0, data, 0, 333), data, 333), crc32c(0, data));
+});
+
+Deno.test("FrameDecoder reassembles frames split at every byte boundary", () => {
+  const a = encodeFrame(Tag.Close, new TextEncoder().encode("first"));
+  const b = encodeFrame(Tag.Ack, encodeAck(42));
+  const all = new Uint8Array([...BANNER, ...a, ...b]);
+  for (let cut = 1; cut < all.length; cut++) {
+    const seen: number[] = [];
+    const d = new FrameDecoder({ maxFrameBytes: 1024 });
+    d.push(all.subarray(0, cut), (tag) => seen.push(tag));
+    d.push(all.subarray(cut), (tag) => seen.push(tag));
+    assert.deepEqual(seen, [Tag.Close, Tag.Ack], `cut at ${cut}`);
+    d.end();
+  }
+});
+
+Deno.test("FrameDecoder joins a large frame sent one byte at a time", () => {
+  const payload = crypto.getRandomValues(new Uint8Array(5000));
+  const frame = encodeFrame(Tag.Close, payload);
+  const d = new FrameDecoder({ maxFrameBytes: 8192, expectBanner: false });
+  let got: Uint8Array | undefined;
+  for (let i = 0; i < frame.length; i++) {
+    d.push(frame.subarray(i, i + 1), (_t, _f, p) => got = p.slice());
+  }
+  assert.deepEqual(got, payload);
+  assert.equal(d.buffered, 0);
+});
+
+Deno.test("FrameDecoder rejects a wrong banner", () => {
+  const d = new FrameDecoder({ maxFrameBytes: 1024 });
+  assert.throws(
+    () => d.push(new TextEncoder().encode("GET / HTTP/1.1\r\n"), () => {}),
+    (e) => e instanceof FrameError && e.reason === "banner",
+  );
+});
+
+Deno.test("FrameDecoder refuses another protocol version", () => {
+  const d = new FrameDecoder({ maxFrameBytes: 1024 });
+  const banner = BANNER.slice();
+  banner[7] = PROTOCOL_VERSION + 1;
+  assert.throws(
+    () => d.push(banner, () => {}),
+    (e) => e instanceof HandshakeRefusedError && e.field === "version",
+  );
+});
+
+Deno.test("FrameDecoder rejects an oversized length before buffering it", () => {
+  const frame = encodeFrame(Tag.Close, new Uint8Array(10));
+  new DataView(frame.buffer).setUint32(4, 0xffff_fff0);
+  const d = new FrameDecoder({ maxFrameBytes: 1024, expectBanner: false });
+  assert.throws(
+    () => d.push(frame.subarray(0, PREAMBLE_BYTES), () => {}),
+    (e) => e instanceof FrameError && e.reason === "oversize",
+  );
+});
+
+Deno.test("FrameDecoder rejects a corrupt checksum, an unknown tag and reserved bits", () => {
+  const frame = encodeFrame(Tag.Close, new TextEncoder().encode("hello"));
+  const corrupt = frame.slice();
+  corrupt[PREAMBLE_BYTES + 1] ^= 1;
+  assert.throws(
+    () => decodeAll(corrupt),
+    (e) => e instanceof FrameError && e.reason === "checksum",
+  );
+  const unknown = frame.slice();
+  unknown[0] = 200;
+  assert.throws(
+    () => decodeAll(unknown),
+    (e) => e instanceof FrameError && e.reason === "unknown-tag",
+  );
+  const reserved = frame.slice();
+  reserved[2] = 1;
+  assert.throws(
+    () => decodeAll(reserved),
+    (e) => e instanceof FrameError && e.reason === "malformed",
+  );
+});
+
+Deno.test("FrameDecoder.end() reports a truncated frame", () => {
+  const frame = encodeFrame(Tag.Close, new Uint8Array(100));
+  const { decoder, frames } = decodeAll(frame.subarray(0, 50));
+  assert.equal(frames.length, 0);
+  assert.throws(() => decoder.end(), (e) => e instanceof FrameError && e.reason === "truncated");
+});
+
+Deno.test("heartbeat payload round-trips stamps and parts", () => {
+  const parts = [
+    { op: "OSDPing", data: new Uint8Array([1, 2, 3]) },
+    { op: "LingerPing", data: new Uint8Array(0) },
+    { op: "ünïcode", data: new Uint8Array(300).fill(7) },
+  ];
+  const hb = decodeHeartbeat(encodeHeartbeat({ stamp: 12.5, echo: -1, echoDelay: 0, parts }));
+  assert.equal(hb.stamp, 12.5);
+  assert.equal(hb.echo, -1);
+  assert.deepEqual(hb.parts, parts);
+});
+
+Deno.test("heartbeat decoding rejects truncated and padded payloads", () => {
+  const good = encodeHeartbeat({
+    stamp: 1,
+    echo: 2,
+    echoDelay: 3,
+    parts: [{ op: "x", data: new Uint8Array(8) }],
+  });
+  for (const bad of [good.subarray(0, 10), good.subarray(0, good.length - 1)]) {
+    assert.throws(() => decodeHeartbeat(bad), FrameError);
+  }
+  const padded = new Uint8Array(good.length + 1);
+  padded.set(good);
+  assert.throws(() => decodeHeartbeat(padded), FrameError);
+});
+
+Deno.test("hello decoding validates fields", () => {
+  const hello = {
+    version: 1,
+    name: "a",
+    nonce: "n",
+    policy: "lossyClient",
+    cluster: "c",
+    heartbeat: { mode: "global", intervalMs: 1000 },
+  };
+  assert.deepEqual(decodeHello(encodeJson(hello)), hello);
+  assert.throws(() => decodeHello(new TextEncoder().encode("{nope")), FrameError);
+  assert.throws(() => decodeHello(encodeJson({ ...hello, name: 5 })), FrameError);
+  assert.throws(
+    () => decodeHello(encodeJson({ ...hello, heartbeat: { mode: "both", intervalMs: 1 } })),
+    FrameError,
+  );
+  assert.throws(() => decodeHello(encodeJson([1, 2])), FrameError);
+});
+
+Deno.test("ack payload round-trips sequence numbers up to 2^53", () => {
+  for (const n of [0, 1, 2 ** 32 + 5, Number.MAX_SAFE_INTEGER]) {
+    assert.equal(decodeAck(encodeAck(n)), n);
+  }
+  assert.throws(() => decodeAck(new Uint8Array(4)), FrameError);
+});
