@@ -443,7 +443,6 @@ export class Messenger {
   }
 
   #makeHost(): ConnectionHost {
-    const messenger = this;
     const inbound = this.#inbound;
     const limit = this.#options.maxInboundMessages;
     return {
@@ -457,41 +456,32 @@ export class Messenger {
       wheel: this.wheel,
       limits: this.#options,
       checkPeer: (hello, conn) => this.#checkPeer(hello, conn),
-      deliver(message) {
+      deliver: (message) => {
         inbound.push(message);
       },
-      inboundBackpressure() {
-        return inbound.size >= limit ? inbound.waitBelow(Math.max(1, limit >> 1)) : undefined;
+      inboundBackpressure: () =>
+        inbound.size >= limit ? inbound.waitBelow(Math.max(1, limit >> 1)) : undefined,
+      heard: (conn) => {
+        this.#oob.state(conn).lastHeardAt = this.wheel.clock.now();
       },
-      heard(conn) {
-        messenger.#oob.state(conn).lastHeardAt = messenger.wheel.clock.now();
-      },
-      registerOob(conn, op, producer, options) {
-        return messenger.#oob.register(conn, op, producer, options);
-      },
-      rttMs(conn) {
-        return messenger.#oob.state(conn).rttMs;
-      },
-      frame(conn, tag, payload) {
-        const handler = messenger.#frameHandlers.get(tag);
+      registerOob: (conn, op, producer, options) => this.#oob.register(conn, op, producer, options),
+      rttMs: (conn) => this.#oob.state(conn).rttMs,
+      frame: (conn, tag, payload) => {
+        const handler = this.#frameHandlers.get(tag);
         if (!handler) return false;
         handler(conn, payload);
         return true;
       },
-      opened(conn) {
-        messenger.#log("info", `connection ${conn.id} open with ${conn.peerName}`);
+      opened: (conn) => {
+        this.#log("info", `connection ${conn.id} open with ${conn.peerName}`);
         // The messenger's own keepalive: one more registration, coalesced like the others.
-        messenger.#oob.register(conn, KEEPALIVE_OP, null, {
-          intervalMs: messenger.#heartbeat.intervalMs,
-        });
-        messenger.#events.publish({
+        this.#oob.register(conn, KEEPALIVE_OP, null, { intervalMs: this.#heartbeat.intervalMs });
+        this.#events.publish({
           kind: conn.side === "client" ? "connect" : "accept",
           connection: conn,
         });
       },
-      ended(conn, how) {
-        messenger.#ended(conn, how);
-      },
+      ended: (conn, how) => this.#ended(conn, how),
     };
   }
 

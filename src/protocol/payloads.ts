@@ -67,12 +67,20 @@ function parseJson(payload: Uint8Array, what: string): Record<string, unknown> {
   return value as Record<string, unknown>;
 }
 
-function field<T>(obj: Record<string, unknown>, key: string, type: string, what: string): T {
+function str(obj: Record<string, unknown>, key: string, what: string): string {
   const value = obj[key];
-  if (typeof value !== type) {
-    throw new FrameError("malformed", `${what} field ${key} is not a ${type}`);
+  if (typeof value !== "string") {
+    throw new FrameError("malformed", `${what} field ${key} is not a string`);
   }
-  return value as T;
+  return value;
+}
+
+function num(obj: Record<string, unknown>, key: string, what: string): number {
+  const value = obj[key];
+  if (typeof value !== "number" || !Number.isFinite(value)) {
+    throw new FrameError("malformed", `${what} field ${key} is not a number`);
+  }
+  return value;
 }
 
 /** Decodes and validates a Hello/Welcome payload. */
@@ -83,19 +91,19 @@ export function decodeHello(payload: Uint8Array): Hello {
     throw new FrameError("malformed", "Hello field heartbeat is not an object");
   }
   const heartbeat = hb as Record<string, unknown>;
-  const mode = field<string>(heartbeat, "mode", "string", "Hello heartbeat");
+  const mode = str(heartbeat, "mode", "Hello heartbeat");
   if (mode !== "global" && mode !== "local") {
     throw new FrameError("malformed", `Hello heartbeat mode is unknown: ${mode}`);
   }
   return {
-    version: field<number>(obj, "version", "number", "Hello"),
-    name: field<string>(obj, "name", "string", "Hello"),
-    nonce: field<string>(obj, "nonce", "string", "Hello"),
-    policy: field<string>(obj, "policy", "string", "Hello"),
-    cluster: field<string>(obj, "cluster", "string", "Hello"),
+    version: num(obj, "version", "Hello"),
+    name: str(obj, "name", "Hello"),
+    nonce: str(obj, "nonce", "Hello"),
+    policy: str(obj, "policy", "Hello"),
+    cluster: str(obj, "cluster", "Hello"),
     heartbeat: {
       mode,
-      intervalMs: field<number>(heartbeat, "intervalMs", "number", "Hello heartbeat"),
+      intervalMs: num(heartbeat, "intervalMs", "Hello heartbeat"),
     },
   };
 }
@@ -104,8 +112,8 @@ export function decodeHello(payload: Uint8Array): Hello {
 export function decodeRefusal(payload: Uint8Array): Refusal {
   const obj = parseJson(payload, "Refusal");
   return {
-    field: field<string>(obj, "field", "string", "Refusal"),
-    message: field<string>(obj, "message", "string", "Refusal"),
+    field: str(obj, "field", "Refusal"),
+    message: str(obj, "message", "Refusal"),
   };
 }
 

@@ -1,0 +1,264 @@
+// Bad input over real TCP sockets: each case closes only the offending connection with a typed
+// error and a log line, while a healthy connection on the same messenger keeps working.
+
+import assert from "node:assert/strict";
+import { FrameError, HandshakeRefusedError, Messenger } from "../mod.ts";
+import { BANNER, encodeFrame, PROTOCOL_VERSION, Tag } from "../src/protocol/frame.ts";
+import { encodeJson } from "../src/protocol/payloads.ts";
+import { bytes, captureLogger, take, waitEvent } from "./_helpers.ts";
+
+const HELLO = {
+  version: PROTOCOL_VERSION,
+  name: "raw",
+  nonce: "00",
+  policy: "lossyClient",
+  cluster: "heartline",
+  heartbeat: { mode: "global", intervalMs: 1000 },
+};
+
+async function rawDial(addr: string): Promise<Deno.TcpConn> {
+  const port = Number(new URL(addr).port);
+  return await Deno.connect({ hostname: "127.0.0.1", port });
+}
+
+/** Reads until the server closes the socket; returns everything read. */
+async function readToEnd(conn: Deno.TcpConn): Promise<Uint8Array> {
+  const chunks: number[] = [];
+  const buf = new Uint8Array(4096);
+  for (;;) {
+    let n: number | null;
+    try {
+      n = await conn.read(buf);
+    } catch {
+      break; // reset by the server: also a close
+    }
+    if (n === null) break;
+    chunks.push(...buf.subarray(0, n));
+  }
+  conn.close();
+  return new Uint8Array(chunks);
+}
+
+async function setup() {
+  const log = captureLogger();
+  const server = new Messenger({ name: "server", logger: log.log, handshakeTimeoutMs: 300 });
+  const addr = await server.listen("tcp://127.0.0.1:0");
+  const good = new Messenger({ name: "good", logger: captureLogger().log });
+  const conn = await good.connect(addr);
+  return { log, server, addr, good, conn };
+}
+
+async function stillServes(s: Awaited<ReturnType<typeof setup>>, type: number) {
+  await s.conn.send(type, bytes(100));
+  const [m] = await take(s.server, 1);
+  assert.equal(m.type, type);
+  assert.equal(s.conn.state, "open");
+}
+
+function truncatedHello(): Uint8Array {
+  const frame = encodeFrame(Tag.Hello, encodeJson(HELLO));
+  return frame.subarray(0, frame.length - 5);
+}
+
+function oversizedFrame(): Uint8Array {
+  const frame = encodeFrame(Tag.Hello, new Uint8Array(0));
+  new DataView(frame.buffer).setUint32(4, 0x7fff_ffff);
+  return frame;
+}
+
+function corruptHello(): Uint8Array {
+  const frame = encodeFrame(Tag.Hello, encodeJson(HELLO));
+  frame[20] ^= 0x55;
+  return frame;
+}
+
+const CASES: { name: string; bytes: () => Uint8Array; reason: string; half?: boolean }[] = [
+  {
+    name: "garbage",
+    bytes: () => crypto.getRandomValues(new Uint8Array(512)).map((b, i) => i === 0 ? 0 : b),
+    reason: "banner",
+  },
+  {
+    name: "a wrong banner",
+    bytes: () => new TextEncoder().encode("GET / HTTP/1.1\r\n\r\n"),
+    reason: "banner",
+  },
+  {
+    name: "a truncated frame",
+    bytes: () => new Uint8Array([...BANNER, ...truncatedHello()]),
+    reason: "truncated",
+    half: true,
+  },
+  {
+    name: "an oversized length",
+    bytes: () => new Uint8Array([...BANNER, ...oversizedFrame()]),
+    reason: "oversize",
+  },
+  {
+    name: "a corrupt checksum",
+    bytes: () => new Uint8Array([...BANNER, ...corruptHello()]),
+    reason: "checksum",
+  },
+  {
+    name: "a data frame before the handshake",
+    bytes: () => new Uint8Array([...BANNER, ...encodeFrame(Tag.Message, new Uint8Array(24))]),
+    reason: "unexpected",
+  },
+  { name: "silence", bytes: () => new Uint8Array(0), reason: "handshake-timeout" },
+];
+
+for (const c of CASES) {
+  Deno.test(`[tcp] ${c.name} closes only that connection with a FrameError`, async () => {
+    const s = await setup();
+    const failed = waitEvent(s.server, "error");
+    const raw = await rawDial(s.addr);
+    const data = c.bytes();
+    if (data.length > 0) await raw.write(data);
+    if (c.half) await raw.closeWrite();
+    const answer = await readToEnd(raw);
+    const ev = await failed;
+    assert.ok(ev.error instanceof FrameError, String(ev.error));
+    assert.equal((ev.error as FrameError).reason, c.reason);
+    // The server answered with its banner at most, then closed.
+    assert.ok(answer.length <= BANNER.length + 1024);
+    assert.ok(
+      s.log.lines.some((l) => l.startsWith("warn:") && l.includes(ev.error.message)),
+      "a log line says why",
+    );
+    await stillServes(s, 7);
+    assert.equal(s.server.health().connections.open, 1);
+    await s.good.close();
+    await s.server.close();
+  });
+}
+
+Deno.test("[tcp] another protocol version is refused with HandshakeRefusedError", async () => {
+  const s = await setup();
+  const failed = waitEvent(s.server, "error");
+  const raw = await rawDial(s.addr);
+  const banner = BANNER.slice();
+  banner[7] = 99;
+  await raw.write(banner);
+  await readToEnd(raw);
+  const ev = await failed;
+  assert.ok(ev.error instanceof HandshakeRefusedError);
+  assert.equal((ev.error as HandshakeRefusedError).field, "version");
+  await stillServes(s, 8);
+  await s.good.close();
+  await s.server.close();
+});
+
+Deno.test("[tcp] an out-of-order message after the handshake resets that session only", async () => {
+  const s = await setup();
+  const reset = waitEvent(s.server, "reset");
+  const raw = await rawDial(s.addr);
+  await raw.write(new Uint8Array([...BANNER, ...encodeFrame(Tag.Hello, encodeJson(HELLO))]));
+  // Wait for the banner and the Welcome frame: the session is open on the server.
+  let welcomed = 0;
+  const buf = new Uint8Array(4096);
+  while (welcomed < BANNER.length + 12 + 20) welcomed += (await raw.read(buf)) ?? 0;
+  const msg = new Uint8Array(24);
+  new DataView(msg.buffer).setUint32(12, 5); // seq 5 where 1 is expected
+  await raw.write(encodeFrame(Tag.Message, msg));
+  await readToEnd(raw);
+  const ev = await reset;
+  assert.ok(ev.error instanceof FrameError);
+  assert.equal((ev.error as FrameError).reason, "unexpected");
+  assert.match(ev.error.message, /expected seq 1, got 5/);
+  await stillServes(s, 9);
+  await s.good.close();
+  await s.server.close();
+});
+
+Deno.test("[tcp] a storm of bad peers leaves memory and connections bounded", async () => {
+  const s = await setup();
+  const makers = [
+    () => new Uint8Array([...BANNER, ...oversizedFrame()]),
+    () => new Uint8Array([...BANNER, ...corruptHello()]),
+    () => crypto.getRandomValues(new Uint8Array(2048)).map((b, i) => i === 0 ? 1 : b),
+  ];
+  // Warm up, then measure.
+  const round = async (n: number) => {
+    for (let i = 0; i < n; i += 10) {
+      await Promise.all(Array.from({ length: 10 }, async (_, j) => {
+        const raw = await rawDial(s.addr);
+        await raw.write(makers[(i + j) % makers.length]()).catch(() => {});
+        await readToEnd(raw);
+      }));
+    }
+  };
+  await round(30);
+  const before = Deno.memoryUsage().heapUsed;
+  await round(300);
+  const grown = Deno.memoryUsage().heapUsed - before;
+  assert.ok(grown < 32 * 1024 * 1024, `heap grew by ${grown} bytes`);
+  await stillServes(s, 10);
+  // Only the healthy connection is left (the raw peers' ends are gone).
+  assert.equal(s.server.connections().length, 1);
+  // Each distinct cause was logged, one line per connection, not more.
+  assert.ok(s.log.lines.length >= 330 && s.log.lines.length <= 340, `${s.log.lines.length}`);
+  await s.good.close();
+  await s.server.close();
+});
+
+Deno.test("[tcp] a peer that trickles its hello slower than the timeout is cut off", async () => {
+  const s = await setup();
+  const failed = waitEvent(s.server, "error");
+  const raw = await rawDial(s.addr);
+  const data = new Uint8Array([...BANNER, ...encodeFrame(Tag.Hello, encodeJson(HELLO))]);
+  let cut = false;
+  const trickle = (async () => {
+    for (let i = 0; i < data.length && !cut; i++) {
+      try {
+        await raw.write(data.subarray(i, i + 1));
+      } catch {
+        cut = true;
+      }
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  })();
+  const ev = await failed;
+  cut = true;
+  assert.ok(ev.error instanceof FrameError);
+  assert.equal((ev.error as FrameError).reason, "handshake-timeout");
+  await trickle;
+  raw.close();
+  await stillServes(s, 11);
+  await s.good.close();
+  await s.server.close();
+});
+
+Deno.test("[tcp] a peer that never reads makes send() wait; the queue stays bounded", async () => {
+  const log = captureLogger();
+  const limit = 256 * 1024;
+  const server = new Messenger({ name: "server", logger: log.log, maxQueueBytes: limit });
+  const addr = await server.listen("tcp://127.0.0.1:0");
+  const accepted = waitEvent(server, "accept");
+  const raw = await rawDial(addr);
+  await raw.write(new Uint8Array([...BANNER, ...encodeFrame(Tag.Hello, encodeJson(HELLO))]));
+  const conn = (await accepted).connection;
+  let sent = 0;
+  let maxQueued = 0;
+  const total = 4096; // 4096 x 16 KiB = 64 MiB, far beyond socket buffers
+  const sender = (async () => {
+    for (; sent < total; sent++) {
+      await conn.send(1, bytes(16 * 1024)).catch(() => {});
+      maxQueued = Math.max(maxQueued, conn.queuedBytes);
+      if (conn.state !== "open") break;
+    }
+  })();
+  // Wait until the sender is stuck: the count stops moving across 20 event-loop turns.
+  let last = -1;
+  let still = 0;
+  while (still < 20) {
+    await new Promise((r) => setTimeout(r, 5));
+    still = sent === last ? still + 1 : 0;
+    last = sent;
+  }
+  assert.ok(sent < total, `sender was blocked after ${sent} messages`);
+  assert.ok(maxQueued <= limit + 16 * 1024 + 64, `queue peaked at ${maxQueued}`);
+  raw.close();
+  await sender;
+  assert.equal(conn.state, "closed");
+  await server.close();
+});

@@ -1,0 +1,267 @@
+// OOB registration, coalescing and dispatch, on the in-memory transport with an injected clock:
+// no test here waits for real time to pass.
+
+import assert from "node:assert/strict";
+import { ManualClock, MemoryTransport, Messenger } from "../mod.ts";
+import { KEEPALIVE_OP } from "../src/oob/oob.ts";
+import { bytes, captureLogger, take, waitEvent } from "./_helpers.ts";
+
+/** Lets in-memory I/O (promise chains, no timers) run to quiescence. */
+function settle(): Promise<void> {
+  return new Promise((r) => setTimeout(r, 0));
+}
+
+async function setup(opts: { intervalMs?: number } = {}) {
+  const clock = new ManualClock(0);
+  const net = new MemoryTransport();
+  const log = captureLogger();
+  const common = {
+    clock,
+    transports: [net],
+    tickMs: 5,
+    heartbeat: { intervalMs: opts.intervalMs ?? 1000 },
+  };
+  const server = new Messenger({ name: "server", logger: log.log, ...common });
+  const client = new Messenger({ name: "client", logger: captureLogger().log, ...common });
+  await server.listen("mem://server");
+  const accepted = waitEvent(server, "accept");
+  const conn = await client.connect("mem://server");
+  const serverConn = (await accepted).connection;
+  return {
+    clock,
+    net,
+    log,
+    server,
+    client,
+    conn,
+    serverConn,
+    /** Advances virtual time in steps of `step` ms, letting I/O settle after each. */
+    async run(ms: number, step = 100) {
+      for (let t = 0; t < ms; t += step) {
+        clock.advance(Math.min(step, ms - t));
+        await settle();
+      }
+    },
+    async [Symbol.asyncDispose]() {
+      await client.close();
+      await server.close();
+    },
+  };
+}
+
+Deno.test("registerOob() delivers parts at their interval to the peer's handler", async () => {
+  await using s = await setup();
+  const fired: number[] = [];
+  const arrivals: { data: number; peer?: string }[] = [];
+  s.server.onOob("OSDPing", (p) => arrivals.push({ data: p.data[0], peer: p.connection.peerName }));
+  s.conn.registerOob("OSDPing", () => {
+    fired.push(s.clock.now());
+    return new Uint8Array([fired.length]);
+  }, { intervalMs: 1000 });
+  await s.run(5000, 100);
+  assert.equal(fired.length, 5);
+  assert.equal(arrivals.length, 5);
+  for (let i = 0; i < 5; i++) {
+    assert.equal(arrivals[i].data, i + 1);
+    assert.equal(arrivals[i].peer, "client");
+    // Aligned phase: due at each whole second; the wheel's bound is one 5 ms tick.
+    const due = (i + 1) * 1000;
+    assert.ok(fired[i] >= due && fired[i] <= due + 5, `part ${i} fired at ${fired[i]}`);
+  }
+});
+
+Deno.test("parts due in the same tick travel in one heartbeat frame", async () => {
+  await using s = await setup({ intervalMs: 1000 });
+  const got = new Map<string, number>();
+  for (const op of ["OSDPing", "LingerPing", "WatchPing"]) {
+    s.server.onOob(op, (p) => got.set(p.op, (got.get(p.op) ?? 0) + 1));
+  }
+  s.conn.registerOob("OSDPing", () => bytes(16), { intervalMs: 1000 });
+  s.conn.registerOob("LingerPing", () => bytes(8), { intervalMs: 5000 });
+  s.conn.registerOob("WatchPing", () => bytes(4), { intervalMs: 1000 });
+  const before = s.server.oobStats.heartbeatFramesReceived;
+  await s.run(10_000);
+  const frames = s.server.oobStats.heartbeatFramesReceived - before;
+  // The keepalive (1 s) and all three users share one frame per second: 10 frames, 22 parts.
+  assert.equal(frames, 10);
+  assert.equal(got.get("OSDPing"), 10);
+  assert.equal(got.get("WatchPing"), 10);
+  assert.equal(got.get("LingerPing"), 2);
+});
+
+Deno.test("cancel() stops a registration that is due in the same tick", async () => {
+  await using s = await setup();
+  const got: string[] = [];
+  s.server.onOob("a", () => got.push("a"));
+  s.server.onOob("b", () => got.push("b"));
+  const regs: { b?: { cancel(): void } } = {};
+  s.conn.registerOob("a", () => {
+    regs.b?.cancel();
+    return bytes(1);
+  }, { intervalMs: 1000 });
+  const b = s.conn.registerOob("b", () => bytes(1), { intervalMs: 1000 });
+  regs.b = b;
+  await s.run(1000);
+  assert.deepEqual(got, ["a"]);
+  assert.equal(b.active, false);
+});
+
+Deno.test("a registration is cancelled with its connection, and the wheel empties", async () => {
+  const s = await setup();
+  const reg = s.conn.registerOob("x", () => bytes(1), { intervalMs: 1000 });
+  assert.equal(reg.active, true);
+  const wheelBefore = s.client.wheel.size;
+  await s.conn.close();
+  assert.equal(reg.active, false);
+  assert.ok(s.client.wheel.size < wheelBefore);
+  assert.equal(s.client.oobStats.registrations, 0);
+  assert.throws(() => s.conn.registerOob("y", () => bytes(1), { intervalMs: 1000 }));
+  await s.client.close();
+  await s.server.close();
+  assert.equal(s.client.wheel.size, 0);
+  assert.equal(s.server.wheel.size, 0);
+});
+
+Deno.test("producers and handlers that throw are contained; the others still go out", async () => {
+  await using s = await setup();
+  const got: string[] = [];
+  s.server.onOob("good", () => got.push("good"));
+  s.server.onOob("bad-handler", () => {
+    throw new Error("handler boom");
+  });
+  s.conn.registerOob("bad", () => {
+    throw new Error("producer boom");
+  }, { intervalMs: 1000 });
+  s.conn.registerOob("good", () => bytes(1), { intervalMs: 1000 });
+  s.conn.registerOob("bad-handler", () => bytes(1), { intervalMs: 1000 });
+  await s.run(3000);
+  assert.equal(got.length, 3);
+  assert.equal(s.client.oobStats.errors, 3);
+  assert.equal(s.server.oobStats.errors, 3);
+  assert.equal(s.conn.state, "open");
+  assert.equal(s.log.lines.filter((l) => l.includes("handler boom")).length, 1, "logged once");
+});
+
+Deno.test("parts of an op with no handler are counted and logged once, not fatal", async () => {
+  await using s = await setup();
+  s.conn.registerOob("Nobody", () => bytes(2), { intervalMs: 1000 });
+  await s.run(3000);
+  assert.equal(s.server.oobStats.unhandled, 3);
+  assert.equal(s.log.lines.filter((l) => l.includes("Nobody")).length, 1);
+  assert.equal(s.serverConn.state, "open");
+});
+
+Deno.test("heartbeats echo stamps so both ends measure round-trip time", async () => {
+  await using s = await setup();
+  assert.ok(Number.isNaN(s.conn.rttMs));
+  await s.run(3000);
+  assert.ok(Number.isFinite(s.conn.rttMs) && s.conn.rttMs >= 0, `client rtt ${s.conn.rttMs}`);
+  assert.ok(Number.isFinite(s.serverConn.rttMs), `server rtt ${s.serverConn.rttMs}`);
+});
+
+Deno.test("a heartbeat jumps ahead of queued data but stays behind bytes in the socket", async () => {
+  await using s = await setup();
+  const order: string[] = [];
+  s.server.onOob("probe", () => order.push("oob"));
+  const link = s.net.links[0];
+  link.peer.stallReads(true);
+  const total = 400; // 400 x 16 KiB = 6.4 MiB: far more than the link buffers (1 MiB)
+  for (let i = 0; i < total; i++) s.conn.send(i, bytes(16 * 1024));
+  await settle();
+  s.conn.registerOob("probe", () => bytes(1), { intervalMs: 1000 });
+  s.clock.advance(1000);
+  await settle();
+  assert.equal(order.length, 0, "the stalled channel holds the heartbeat too");
+  link.peer.stallReads(false);
+  const consumer = (async () => {
+    for await (const m of s.server.messages()) {
+      order.push(`m${m.type}`);
+      if (m.type === total - 1) break;
+    }
+  })();
+  await consumer;
+  const at = order.indexOf("oob");
+  assert.ok(at > 0, "bytes already handed to the link came first");
+  assert.ok(at < total / 2, `the heartbeat overtook queued data (arrived at ${at})`);
+});
+
+Deno.test("10,000 producers on 100 connections use no timer beyond the wheel's one", async () => {
+  const net = new MemoryTransport();
+  const quiet = captureLogger().log;
+  const server = new Messenger({ name: "server", transports: [net], logger: quiet });
+  const client = new Messenger({ name: "client", transports: [net], logger: quiet });
+  const conns = [];
+  for (let i = 0; i < 100; i++) {
+    await server.listen(`mem://s${i}`);
+    conns.push(await client.connect(`mem://s${i}`));
+  }
+  // Count live host timers created from here on.
+  const live = new Set<unknown>();
+  let intervals = 0;
+  const realSet = globalThis.setTimeout, realClear = globalThis.clearTimeout;
+  const realInterval = globalThis.setInterval;
+  globalThis.setTimeout = ((fn: () => void, ms?: number) => {
+    const id = realSet(() => {
+      live.delete(id);
+      fn();
+    }, ms);
+    live.add(id);
+    return id;
+  }) as typeof setTimeout;
+  globalThis.clearTimeout = ((id: unknown) => {
+    live.delete(id);
+    realClear(id as number);
+  }) as typeof clearTimeout;
+  globalThis.setInterval = ((...args: Parameters<typeof setInterval>) => {
+    intervals++;
+    return realInterval(...args);
+  }) as typeof setInterval;
+  const regs = [];
+  try {
+    for (const conn of conns) {
+      for (let j = 0; j < 100; j++) {
+        regs.push(
+          conn.registerOob(`op${j}`, () => bytes(4), { intervalMs: j % 2 ? 1000 : 5000 }),
+        );
+      }
+    }
+    assert.equal(intervals, 0);
+    assert.ok(live.size <= 1, `${live.size} host timers alive`);
+    assert.equal(client.wheel.size, 10_000 + 100); // plus one keepalive per connection
+  } finally {
+    globalThis.setTimeout = realSet;
+    globalThis.clearTimeout = realClear;
+    globalThis.setInterval = realInterval;
+  }
+  for (const r of regs) r.cancel();
+  assert.equal(client.wheel.size, 100, "only the keepalives remain");
+  assert.equal(client.oobStats.registrations, 100);
+  await client.close();
+  await server.close();
+  assert.equal(client.wheel.size, 0);
+});
+
+Deno.test("registerOob() rejects bad arguments clearly", async () => {
+  await using s = await setup();
+  assert.throws(() => s.conn.registerOob("", () => bytes(1), { intervalMs: 1000 }), TypeError);
+  assert.throws(() => s.conn.registerOob("x".repeat(300), () => null, { intervalMs: 1000 }));
+  assert.throws(() => s.conn.registerOob("x", () => null, { intervalMs: 1 }), RangeError);
+  assert.throws(() =>
+    s.server.onOob(KEEPALIVE_OP, () => {}) && s.server.onOob(KEEPALIVE_OP, () => {})
+  );
+});
+
+Deno.test("data still flows while heartbeats run (OOB does not disturb ordering)", async () => {
+  await using s = await setup();
+  s.conn.registerOob("p", () => bytes(1), { intervalMs: 1000 });
+  s.server.onOob("p", () => {});
+  const sends = [];
+  for (let i = 0; i < 500; i++) {
+    sends.push(s.conn.send(i, bytes(100)));
+    if (i % 50 === 0) s.clock.advance(1000);
+  }
+  await Promise.all(sends);
+  const got = await take(s.server, 500);
+  assert.deepEqual(got.map((m) => m.type), Array.from({ length: 500 }, (_, i) => i));
+  assert.ok(s.server.oobStats.heartbeatFramesReceived >= 5);
+});
