@@ -201,7 +201,7 @@ Deno.test("[mem] received messages pile up to the inbound limit, then reading pa
 
 Deno.test("connection state machine: the docs table matches CONNECTION_TRANSITIONS", async () => {
   const doc = await Deno.readTextFile(new URL("../docs/state-machine.md", import.meta.url));
-  const rows = [...doc.matchAll(/^\| `(\w+)` \| (.*?) \|/gm)];
+  const rows = [...doc.matchAll(/^\|\s*`(\w+)`\s*\|(.*?)\|/gm)];
   const table: Record<string, string[]> = {};
   for (const [, from, tos] of rows) {
     table[from] = [...tos.matchAll(/`(\w+)`/g)].map((m) => m[1]).sort();

@@ -1,0 +1,78 @@
+// The front door: the demo runs and stops cleanly, and mod.ts works when imported by URL.
+
+import assert from "node:assert/strict";
+
+const root = new URL("../", import.meta.url);
+
+Deno.test("the demo starts three nodes that exchange messages, then stops cleanly", async () => {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-net=127.0.0.1",
+      "--allow-run",
+      "--allow-read=.",
+      "examples/cluster.ts",
+      "--seconds",
+      "4",
+    ],
+    cwd: root,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = new TextDecoder().decode(out.stdout);
+  assert.equal(out.code, 0, text + new TextDecoder().decode(out.stderr));
+  for (const name of ["alpha", "bravo", "charlie"]) {
+    assert.match(text, new RegExp(`\\[${name}\\] got "hello #\\d+ from `), `${name} received`);
+    assert.match(text, new RegExp(`\\[${name}\\] closed\\n`), `${name} closed in order`);
+  }
+  assert.match(text, /demo stopped: 3\/3 nodes clean/);
+});
+
+Deno.test("mod.ts imported by URL (from a local HTTP server) works", async () => {
+  // Serve the repository over HTTP on loopback, as a user would import it from a host.
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, async (req) => {
+    const path = new URL(req.url).pathname;
+    if (path.includes("..")) return new Response("no", { status: 400 });
+    try {
+      const body = await Deno.readFile(new URL(`.${path}`, root));
+      return new Response(body, { headers: { "content-type": "application/typescript" } });
+    } catch {
+      return new Response("not found", { status: 404 });
+    }
+  });
+  const base = `http://127.0.0.1:${server.addr.port}`;
+  const dir = await Deno.makeTempDir();
+  try {
+    const script = `
+      import { Messenger } from "${base}/mod.ts";
+      const a = new Messenger({ name: "a" });
+      const b = new Messenger({ name: "b" });
+      const addr = await a.listen("tcp://127.0.0.1:0");
+      const conn = await b.connect(addr);
+      await conn.send(42, new Uint8Array([1]));
+      for await (const m of a.messages()) { console.log("type", m.type); break; }
+      await b.close(); await a.close();
+    `;
+    await Deno.writeTextFile(`${dir}/user.ts`, script);
+    await Deno.writeTextFile(`${dir}/deno.json`, JSON.stringify({ nodeModulesDir: "auto" }));
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        `--allow-import=127.0.0.1:${server.addr.port}`,
+        "--allow-net=127.0.0.1",
+        "--allow-read",
+        "--allow-env",
+        "user.ts",
+      ],
+      cwd: dir,
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const stdout = new TextDecoder().decode(out.stdout);
+    assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+    assert.match(stdout, /type 42/);
+  } finally {
+    await server.shutdown();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
