@@ -7,6 +7,7 @@ export class AsyncQueue<T> implements AsyncIterable<T> {
   #head = 0;
   #waiters: ((r: IteratorResult<T>) => void)[] = [];
   #drainWaiters: { below: number; resolve: () => void }[] = [];
+  #drainBelow = -1; // shift() checks drain waiters only when size drops below this
   #closed = false;
 
   /** Items waiting to be taken. */
@@ -40,13 +41,14 @@ export class AsyncQueue<T> implements AsyncIterable<T> {
       this.#items = this.#items.slice(this.#head);
       this.#head = 0;
     }
-    if (this.#drainWaiters.length > 0) this.#checkDrain();
+    if (this.size < this.#drainBelow) this.#checkDrain();
     return item;
   }
 
   /** Resolves when fewer than `below` items wait (at once if that is already so). */
   waitBelow(below: number): Promise<void> {
     if (this.size < below || this.#closed) return Promise.resolve();
+    this.#drainBelow = Math.max(this.#drainBelow, below);
     return new Promise((resolve) => this.#drainWaiters.push({ below, resolve }));
   }
 
@@ -63,6 +65,7 @@ export class AsyncQueue<T> implements AsyncIterable<T> {
     this.#closed = true;
     for (const w of this.#waiters.splice(0)) w({ value: undefined, done: true });
     for (const d of this.#drainWaiters.splice(0)) d.resolve();
+    this.#drainBelow = -1;
   }
 
   #checkDrain(): void {
@@ -74,6 +77,10 @@ export class AsyncQueue<T> implements AsyncIterable<T> {
       }
       return true;
     });
+    // The highest threshold still waited on: shift() checks again only below it.
+    this.#drainBelow = this.#drainWaiters.length === 0
+      ? -1
+      : Math.max(...this.#drainWaiters.map((d) => d.below));
   }
 
   [Symbol.asyncIterator](): AsyncIterator<T> {

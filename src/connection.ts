@@ -10,7 +10,6 @@ import {
   BANNER,
   encodeFrame,
   FrameDecoder,
-  getUint64,
   MESSAGE_HEADER_BYTES,
   PREAMBLE_BYTES,
   PRIORITIES,
@@ -57,7 +56,11 @@ export interface Message {
   readonly type: number;
   /** The priority it was sent with. */
   readonly priority: Priority;
-  /** The body; a copy owned by the receiver. */
+  /**
+   * The body: a copy, not a view of transport buffers. Small bodies (up to 4 KiB) of one read
+   * share one ArrayBuffer, so keep `payload.slice()` rather than `payload.buffer` if you hold
+   * a small message for long.
+   */
   readonly payload: Uint8Array;
   /** Session sequence number (1, 2, 3, ... per direction and session). */
   readonly seq: number;
@@ -170,6 +173,10 @@ class OutQueue {
 /** Bytes of data frames gathered into one write. */
 const BATCH_BYTES = 256 * 1024;
 const RESOLVED = Promise.resolve();
+/** Bodies up to this size are packed into a shared per-read arena. */
+const ARENA_MAX_BODY = 4096;
+const ARENA_MIN_BYTES = 4096;
+const PRIORITY_INDEX: Record<string, number> = { high: 0, normal: 1, low: 2 };
 
 function deferred<T>() {
   let resolve!: (v: T) => void, reject!: (e: unknown) => void;
@@ -227,6 +234,9 @@ export class Connection {
   #closed = deferred<void>();
   #error: Error | null = null;
   #refusal: HandshakeRefusedError | null = null;
+  #arena = new Uint8Array(0);
+  #arenaPos = 0;
+  #chunkLength = 0;
 
   /** @internal created by the messenger */
   constructor(host: ConnectionHost, side: "client" | "server", policy: Policy, remoteAddr: string) {
@@ -296,7 +306,9 @@ export class Connection {
         `Message too large: ${payload.length} bytes, frame limit ${this.#host.limits.maxFrameBytes}`,
       );
     }
-    const priority = options.priority === undefined ? 1 : priorityIndex(options.priority);
+    const priority = options.priority === undefined
+      ? 1
+      : PRIORITY_INDEX[options.priority] ?? priorityIndex(options.priority);
     if (this.#closeRequested || this.#state === "closing" || this.#state === "closed") {
       return Promise.reject(this.#closedError());
     }
@@ -404,6 +416,7 @@ export class Connection {
           return;
         }
         this.stats.bytesReceived += chunk.length;
+        this.#chunkLength = chunk.length;
         this.#host.heard(this);
         decoder.push(chunk, this.#onFrame);
         const wait = this.#host.inboundBackpressure();
@@ -474,12 +487,14 @@ export class Connection {
     if (payload.length < MESSAGE_HEADER_BYTES) {
       throw new FrameError("malformed", `Message frame too short: ${payload.length} bytes`);
     }
-    const view = new DataView(payload.buffer, payload.byteOffset, MESSAGE_HEADER_BYTES);
-    const priority = payload[4];
+    const p = payload;
+    const priority = p[4];
     if (priority >= PRIORITIES.length) {
       throw new FrameError("malformed", `Unknown message priority: ${priority}`);
     }
-    const seq = getUint64(view, 8);
+    // Header fields read byte by byte: no DataView per message on the hot path.
+    const seq = ((p[8] << 24 | p[9] << 16 | p[10] << 8 | p[11]) >>> 0) * 0x1_0000_0000 +
+      ((p[12] << 24 | p[13] << 16 | p[14] << 8 | p[15]) >>> 0);
     if (seq !== this.#inSeq + 1) {
       throw new FrameError(
         "unexpected",
@@ -489,12 +504,30 @@ export class Connection {
     this.#inSeq = seq;
     this.stats.messagesReceived++;
     this.#host.deliver({
-      type: view.getUint32(0),
+      type: (p[0] << 24 | p[1] << 16 | p[2] << 8 | p[3]) >>> 0,
       priority: PRIORITIES[priority],
-      payload: payload.slice(MESSAGE_HEADER_BYTES),
+      payload: this.#copyBody(payload),
       seq,
       connection: this,
     });
+  }
+
+  /**
+   * Copies a message body out of the transport's buffer. Small bodies are packed into one
+   * arena per read instead of one allocation each (the hot path of small messages), so a body
+   * may share its ArrayBuffer with its neighbours from the same read.
+   */
+  #copyBody(payload: Uint8Array): Uint8Array {
+    const size = payload.length - MESSAGE_HEADER_BYTES;
+    if (size > ARENA_MAX_BODY) return payload.slice(MESSAGE_HEADER_BYTES);
+    if (this.#arena.length - this.#arenaPos < size) {
+      this.#arena = new Uint8Array(Math.max(this.#chunkLength, ARENA_MIN_BYTES));
+      this.#arenaPos = 0;
+    }
+    const body = this.#arena.subarray(this.#arenaPos, this.#arenaPos + size);
+    body.set(payload.subarray(MESSAGE_HEADER_BYTES));
+    this.#arenaPos += size;
+    return body;
   }
 
   #onClose(payload: Uint8Array): void {

@@ -168,3 +168,23 @@ Deno.test("ack payload round-trips sequence numbers up to 2^53", () => {
   }
   assert.throws(() => decodeAck(new Uint8Array(4)), FrameError);
 });
+
+Deno.test("FrameDecoder copies what it keeps, so callers may reuse their read buffer", () => {
+  const payload = crypto.getRandomValues(new Uint8Array(3000));
+  const frames = new Uint8Array([
+    ...encodeFrame(Tag.Close, payload),
+    ...encodeFrame(Tag.Ack, encodeAck(7)),
+  ]);
+  const d = new FrameDecoder({ maxFrameBytes: 8192, expectBanner: false });
+  const reused = new Uint8Array(100);
+  const got: Uint8Array[] = [];
+  for (let at = 0; at < frames.length; at += reused.length) {
+    const piece = frames.subarray(at, at + reused.length);
+    reused.set(piece);
+    d.push(reused.subarray(0, piece.length), (_t, _f, p) => got.push(p.slice()));
+    reused.fill(0xee); // the next read overwrites the buffer
+  }
+  assert.equal(got.length, 2);
+  assert.deepEqual(got[0], payload);
+  assert.equal(decodeAck(got[1]), 7);
+});

@@ -23,6 +23,7 @@ class TcpLink implements Link {
   readonly remoteAddr: string;
   #conn: Deno.TcpConn;
   #closed = false;
+  #readBuffer = new Uint8Array(READ_BUFFER_BYTES);
 
   constructor(conn: Deno.TcpConn) {
     this.#conn = conn;
@@ -34,7 +35,9 @@ class TcpLink implements Link {
 
   async read(): Promise<Uint8Array | null> {
     if (this.#closed) return null;
-    const buf = new Uint8Array(READ_BUFFER_BYTES);
+    // One buffer for the life of the link: a chunk is valid until the next read() (the
+    // contract of Link.read), and the frame decoder copies whatever it keeps.
+    const buf = this.#readBuffer;
     let n: number | null;
     try {
       n = await this.#conn.read(buf);

@@ -16,7 +16,9 @@ export interface Link {
   readonly remoteAddr: string;
   /**
    * Resolves with the next chunk of bytes, or `null` at an orderly end of stream. Rejects with
-   * a `TransportError` when the link fails. Only one read may be outstanding at a time.
+   * a `TransportError` when the link fails. Only one read may be outstanding at a time. The
+   * chunk may be a view of a buffer the transport reuses: it is valid until the next `read()`,
+   * so a caller that keeps bytes must copy them.
    */
   read(): Promise<Uint8Array | null>;
   /**

@@ -7,7 +7,7 @@
  */
 
 const POLY = 0x82f63b78;
-const TABLES: Uint32Array[] = buildTables();
+const [T0, T1, T2, T3, T4, T5, T6, T7] = buildTables();
 
 function buildTables(): Uint32Array[] {
   const tables = Array.from({ length: 8 }, () => new Uint32Array(256));
@@ -37,16 +37,15 @@ function buildTables(): Uint32Array[] {
  * ```
  */
 export function crc32c(crc: number, bytes: Uint8Array, start = 0, end = bytes.length): number {
-  const [t0, t1, t2, t3, t4, t5, t6, t7] = TABLES;
   let c = ~crc >>> 0;
   let i = start;
   const end8 = end - ((end - start) & 7);
   while (i < end8) {
     c ^= bytes[i] | (bytes[i + 1] << 8) | (bytes[i + 2] << 16) | (bytes[i + 3] << 24);
-    c = t7[c & 0xff] ^ t6[(c >>> 8) & 0xff] ^ t5[(c >>> 16) & 0xff] ^ t4[c >>> 24] ^
-      t3[bytes[i + 4]] ^ t2[bytes[i + 5]] ^ t1[bytes[i + 6]] ^ t0[bytes[i + 7]];
+    c = T7[c & 0xff] ^ T6[(c >>> 8) & 0xff] ^ T5[(c >>> 16) & 0xff] ^ T4[c >>> 24] ^
+      T3[bytes[i + 4]] ^ T2[bytes[i + 5]] ^ T1[bytes[i + 6]] ^ T0[bytes[i + 7]];
     i += 8;
   }
-  while (i < end) c = t0[(c ^ bytes[i++]) & 0xff] ^ (c >>> 8);
+  while (i < end) c = T0[(c ^ bytes[i++]) & 0xff] ^ (c >>> 8);
   return ~c >>> 0;
 }

@@ -136,7 +136,8 @@ export interface FrameDecoderOptions {
 
 /**
  * Incremental decoder: feed it chunks as they arrive, it calls back once per complete frame
- * and throws {@linkcode FrameError} on the first malformed byte. Memory held is bounded by one
+ * and throws {@linkcode FrameError} on the first malformed byte. It copies whatever it keeps
+ * between calls, so the caller may reuse a chunk's buffer once `push()` returns. Memory held is bounded by one
  * partial frame, which is itself bounded by `maxFrameBytes`.
  *
  * @example
@@ -186,7 +187,8 @@ export class FrameDecoder {
   push(chunk: Uint8Array, onFrame: FrameHandler): void {
     let buf = chunk;
     if (this.#chunkBytes > 0) {
-      this.#chunks.push(chunk);
+      // Copy: the caller may reuse `chunk`'s buffer for its next read.
+      this.#chunks.push(chunk.slice());
       this.#chunkBytes += chunk.length;
       if (this.#chunkBytes < this.#need) return;
       buf = new Uint8Array(this.#chunkBytes);

@@ -1,0 +1,55 @@
+/**
+ * `deno task bench [--json] [--quick] [--only name,...]`: heartline against a baseline measured
+ * in the same run, on loopback. Prints a table, or with `--json` one JSON object:
+ * `{"benchmarks":[{"name","unit","value","baseline_value","ratio"}, ...]}`. Ratios are
+ * oriented so that higher is better for heartline (throughput: value / baseline; latency:
+ * baseline / value).
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { tcpBenchmarks } from "./tcp_bench.ts";
+import { wheelBenchmarks } from "./wheel_bench.ts";
+import type { BenchResult, BenchSuite } from "./_common.ts";
+
+const { values } = parseArgs({
+  args: Deno.args,
+  options: {
+    json: { type: "boolean", default: false },
+    quick: { type: "boolean", default: false },
+    only: { type: "string" },
+  },
+});
+
+const suites: BenchSuite[] = [tcpBenchmarks, wheelBenchmarks];
+const only = values.only?.split(",");
+const results: BenchResult[] = [];
+for (const suite of suites) {
+  for (const result of await suite({ quick: values.quick!, only })) {
+    results.push(result);
+    if (!values.json) {
+      console.error(
+        `${result.name.padEnd(26)} ${fmt(result.value).padStart(12)} ${result.unit.padEnd(6)}` +
+          ` baseline ${fmt(result.baseline_value).padStart(12)}  ratio ${result.ratio.toFixed(3)}` +
+          (result.note ? `  (${result.note})` : ""),
+      );
+    }
+  }
+}
+if (values.json) {
+  console.log(JSON.stringify({
+    benchmarks: results.map(({ name, unit, value, baseline_value, ratio }) => ({
+      name,
+      unit,
+      value,
+      baseline_value,
+      ratio,
+    })),
+  }));
+}
+
+function fmt(n: number): string {
+  if (n >= 1000) return Math.round(n).toLocaleString("en-US");
+  return n.toPrecision(4);
+}

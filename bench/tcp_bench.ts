@@ -1,0 +1,233 @@
+// TCP on loopback: one-way throughput of 64 B and 1 KiB messages and 64 B ping-pong latency,
+// heartline against raw Deno TCP doing the same work (4-byte length-prefixed frames, writes
+// batched into 256 KiB buffers) in the same process and run.
+
+import { Messenger } from "../mod.ts";
+import { type BenchOptions, type BenchResult, median, percentile, wanted } from "./_common.ts";
+
+const BATCH = 256 * 1024;
+const quiet = () => {};
+
+async function rawPair(): Promise<{ client: Deno.TcpConn; server: Deno.TcpConn; close(): void }> {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const [client, server] = await Promise.all([
+    Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port }),
+    listener.accept(),
+  ]);
+  client.setNoDelay(true);
+  server.setNoDelay(true);
+  listener.close();
+  return {
+    client,
+    server,
+    close() {
+      client.close();
+      server.close();
+    },
+  };
+}
+
+async function writeAll(conn: Deno.TcpConn, data: Uint8Array): Promise<void> {
+  let at = 0;
+  while (at < data.length) at += await conn.write(data.subarray(at));
+}
+
+/** Raw baseline: messages/s for `count` length-prefixed messages of `size` bytes. */
+async function rawOneWay(size: number, count: number): Promise<number> {
+  const p = await rawPair();
+  const body = new Uint8Array(size).fill(7);
+  const start = performance.now();
+  const reader = (async () => {
+    const buf = new Uint8Array(256 * 1024);
+    let got = 0;
+    let pending = new Uint8Array(0);
+    while (got < count) {
+      const n = await p.server.read(buf);
+      if (n === null) throw new Error("raw reader: early end");
+      let data = buf.subarray(0, n);
+      if (pending.length) {
+        const joined = new Uint8Array(pending.length + n);
+        joined.set(pending);
+        joined.set(data, pending.length);
+        data = joined;
+      }
+      const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
+      let at = 0;
+      while (data.length - at >= 4) {
+        const len = view.getUint32(at);
+        if (data.length - at - 4 < len) break;
+        // Touch the message as a consumer would.
+        if (data[at + 4] !== 7 && len > 0) throw new Error("raw reader: corrupt");
+        at += 4 + len;
+        got++;
+      }
+      pending = data.slice(at);
+    }
+  })();
+  const frame = 4 + size;
+  const perBatch = Math.max(1, Math.floor(BATCH / frame));
+  const buf = new Uint8Array(perBatch * frame);
+  const view = new DataView(buf.buffer);
+  for (let sent = 0; sent < count;) {
+    const k = Math.min(perBatch, count - sent);
+    for (let i = 0; i < k; i++) {
+      view.setUint32(i * frame, size);
+      buf.set(body, i * frame + 4);
+    }
+    await writeAll(p.client, buf.subarray(0, k * frame));
+    sent += k;
+  }
+  await reader;
+  const elapsed = performance.now() - start;
+  p.close();
+  return count / (elapsed / 1000);
+}
+
+async function heartlinePair() {
+  const server = new Messenger({ name: "bench-server", logger: quiet });
+  const client = new Messenger({ name: "bench-client", logger: quiet });
+  const addr = await server.listen("tcp://127.0.0.1:0");
+  const conn = await client.connect(addr);
+  return { server, client, conn };
+}
+
+async function heartlineOneWay(size: number, count: number): Promise<number> {
+  const { server, client, conn } = await heartlinePair();
+  const body = new Uint8Array(size).fill(7);
+  const start = performance.now();
+  const reader = (async () => {
+    let got = 0;
+    for await (const m of server.messages()) {
+      if (m.payload[0] !== 7 && size > 0) throw new Error("heartline reader: corrupt");
+      if (++got === count) break;
+    }
+  })();
+  for (let i = 0; i < count; i++) await conn.send(1, body);
+  await reader;
+  const elapsed = performance.now() - start;
+  await client.close();
+  await server.close();
+  return count / (elapsed / 1000);
+}
+
+/** Round-trip times in µs of `count` 64-byte ping-pongs over raw TCP. */
+async function rawPingPong(count: number): Promise<number[]> {
+  const p = await rawPair();
+  const frame = new Uint8Array(4 + 64);
+  new DataView(frame.buffer).setUint32(0, 64);
+  const echo = (async () => {
+    const buf = new Uint8Array(4096);
+    for (let i = 0; i < count; i++) {
+      let got = 0;
+      while (got < frame.length) {
+        const n = await p.server.read(buf.subarray(got));
+        if (n === null) return;
+        got += n;
+      }
+      await writeAll(p.server, buf.subarray(0, frame.length));
+    }
+  })();
+  const rtts: number[] = [];
+  const buf = new Uint8Array(4096);
+  for (let i = 0; i < count; i++) {
+    const t0 = performance.now();
+    await writeAll(p.client, frame);
+    let got = 0;
+    while (got < frame.length) {
+      const n = await p.client.read(buf.subarray(got));
+      if (n === null) throw new Error("raw ping: early end");
+      got += n;
+    }
+    rtts.push((performance.now() - t0) * 1000);
+  }
+  await echo;
+  p.close();
+  return rtts;
+}
+
+async function heartlinePingPong(count: number): Promise<number[]> {
+  const { server, client, conn } = await heartlinePair();
+  const echo = (async () => {
+    let n = 0;
+    for await (const m of server.messages()) {
+      await m.connection.send(2, m.payload);
+      if (++n === count) break;
+    }
+  })();
+  const replies = client.messages()[Symbol.asyncIterator]();
+  const body = new Uint8Array(64);
+  const rtts: number[] = [];
+  for (let i = 0; i < count; i++) {
+    const t0 = performance.now();
+    await conn.send(1, body);
+    await replies.next();
+    rtts.push((performance.now() - t0) * 1000);
+  }
+  await echo;
+  await client.close();
+  await server.close();
+  return rtts;
+}
+
+/** The best of `rounds` runs, alternating baseline and heartline so drift hits both. */
+async function bestOf(
+  rounds: number,
+  base: () => Promise<number>,
+  ours: () => Promise<number>,
+): Promise<[number, number]> {
+  let b = 0, o = 0;
+  for (let r = 0; r < rounds; r++) {
+    b = Math.max(b, await base());
+    o = Math.max(o, await ours());
+  }
+  return [o, b];
+}
+
+/** The TCP suite. */
+export async function tcpBenchmarks(options: BenchOptions): Promise<BenchResult[]> {
+  const out: BenchResult[] = [];
+  const scale = options.quick ? 0.1 : 1;
+  const rounds = options.quick ? 1 : 3;
+  for (
+    const [name, size, count] of [["tcp_oneway_64B", 64, 1_000_000], [
+      "tcp_oneway_1KiB",
+      1024,
+      300_000,
+    ]] as const
+  ) {
+    if (!wanted(options, name)) continue;
+    const n = Math.round(count * scale);
+    const [value, baseline] = await bestOf(
+      rounds,
+      () => rawOneWay(size, n),
+      () => heartlineOneWay(size, n),
+    );
+    out.push({
+      name,
+      unit: "msg/s",
+      value,
+      baseline_value: baseline,
+      ratio: value / baseline,
+      note: `${n} messages, best of ${rounds}`,
+    });
+  }
+  if (wanted(options, "tcp_pingpong")) {
+    const count = options.quick ? 1000 : 10_000;
+    await rawPingPong(500); // warm-up both paths
+    await heartlinePingPong(500);
+    const raw = await rawPingPong(count);
+    const ours = await heartlinePingPong(count);
+    for (const p of [50, 99]) {
+      const value = percentile(ours, p), baseline = percentile(raw, p);
+      out.push({
+        name: `tcp_pingpong_64B_p${p}`,
+        unit: "us",
+        value,
+        baseline_value: baseline,
+        ratio: baseline / value,
+        note: `${count} round trips; median raw ${median(raw).toFixed(1)} us`,
+      });
+    }
+  }
+  return out;
+}
