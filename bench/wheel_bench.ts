@@ -2,6 +2,7 @@
 // heartbeat frames for 100 connections with 50 OOB registrations each against one message per
 // registration per interval.
 
+import process from "node:process";
 import { type BenchOptions, type BenchResult, wanted } from "./_common.ts";
 import { TimerWheel } from "../src/timer/timer_wheel.ts";
 import { ManualClock } from "../src/timer/clock.ts";
@@ -17,16 +18,15 @@ function gc(): void {
 
 /** CPU ms spent per second of firing, for `n` periodic 1 s timers over `seconds` real seconds. */
 async function cpuPerSecond(start: () => () => void, seconds: number): Promise<number> {
+  gc();
   const stop = start();
   // Let the first phase settle, then measure process CPU across whole seconds.
   await new Promise((r) => setTimeout(r, 1100));
-  const t0 = Deno.resourceUsage?.() ?? null;
-  const c0 = t0 ? t0.userCpuMs + t0.systemCpuMs : performance.now();
+  const before = process.cpuUsage();
   await new Promise((r) => setTimeout(r, seconds * 1000));
-  const t1 = Deno.resourceUsage?.() ?? null;
-  const c1 = t1 ? t1.userCpuMs + t1.systemCpuMs : performance.now();
+  const used = process.cpuUsage(before);
   stop();
-  return (c1 - c0) / seconds;
+  return (used.user + used.system) / 1000 / seconds;
 }
 
 /** The wheel suite. */
@@ -37,7 +37,7 @@ export async function wheelBenchmarks(options: BenchOptions): Promise<BenchResul
   if (wanted(options, "wheel_100k_timers")) {
     let fired = 0;
     const hostTimers = () => {
-      const ids: number[] = [];
+      const ids: ReturnType<typeof setInterval>[] = [];
       for (let i = 0; i < n; i++) ids.push(setInterval(() => fired++, 1000));
       return () => ids.forEach((id) => clearInterval(id));
     };

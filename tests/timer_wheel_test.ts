@@ -207,3 +207,40 @@ Deno.test("TimerWheel agrees with a naive model under random schedule, cancel an
   }
   assert.equal(wheel.size, 0);
 });
+
+Deno.test("TimerWheel periodic timers of one phase fire together; cancel mid-fire is honoured", () => {
+  const { clock, wheel } = setup(5);
+  const log: string[] = [];
+  const timers: { cancel(): void }[] = [];
+  for (let i = 0; i < 5; i++) {
+    timers.push(wheel.every(1000, () => {
+      log.push(`t${i}`);
+      if (i === 1) timers[3].cancel(); // a later member, cancelled by an earlier one
+      if (i === 2 && log.length < 10) wheel.every(1000, () => log.push("late-joiner"));
+    }));
+  }
+  assert.equal(wheel.size, 5);
+  clock.advance(1000);
+  assert.deepEqual(log.sort(), ["t0", "t1", "t2", "t4"]);
+  assert.equal(wheel.size, 5, "four left plus the one that joined during the fire");
+  log.length = 0;
+  clock.advance(1000);
+  assert.ok(log.includes("late-joiner"));
+  assert.ok(!log.includes("t3"));
+  for (const t of timers) t.cancel();
+  wheel.close();
+  assert.equal(wheel.size, 0);
+});
+
+Deno.test("TimerWheel: cancelling every member of a group leaves nothing armed", () => {
+  const { clock, wheel } = setup(5);
+  const ts = Array.from({ length: 100 }, () => wheel.every(500, () => {}));
+  const solo = wheel.every(500, () => {}, { aligned: false });
+  assert.equal(wheel.size, 101);
+  for (const t of ts) t.cancel();
+  solo.cancel();
+  assert.equal(wheel.size, 0);
+  clock.advance(1000);
+  assert.equal(wheel.armed, false);
+  assert.equal(clock.pending, 0);
+});

@@ -41,6 +41,8 @@ class TimerNode implements Timer {
   next: TimerNode = this;
   linked = false;
   cancelled = false;
+  /** Set when this node drives a group of periodic timers. */
+  group: PeriodicGroup | null = null;
   constructor(
     public wheel: TimerWheel | null,
     public expiry: number,
@@ -56,9 +58,38 @@ class TimerNode implements Timer {
     this.cancelled = true;
     if (this.linked) {
       unlink(this);
-      this.wheel?._removed();
+      this.wheel?._removed(this.group === null);
     }
     this.callback = null;
+  }
+}
+
+/**
+ * Periodic timers with the same interval and phase share one wheel entry: firing them is a
+ * walk over an array, and each costs a small handle instead of a wheel node. Aligned phases
+ * (the default) make this the common case, and are what lets OOB parts coalesce.
+ */
+class PeriodicGroup {
+  members: PeriodicTimer[] = [];
+  node!: TimerNode;
+  /** True while its members fire: removals then only mark, and compact afterwards. */
+  firing = false;
+  removedWhileFiring = false;
+  constructor(readonly key: string) {}
+}
+
+class PeriodicTimer implements Timer {
+  index = 0;
+  constructor(
+    public group: PeriodicGroup | null,
+    public callback: (() => void) | null,
+    readonly wheel: TimerWheel,
+  ) {}
+  get active(): boolean {
+    return this.group !== null;
+  }
+  cancel(): void {
+    if (this.group) this.wheel._leave(this);
   }
 }
 
@@ -111,7 +142,10 @@ export class TimerWheel {
   #epoch: number;
   #current = 0; // last tick processed
   #slots: TimerNode[];
-  #size = 0;
+  #size = 0; // linked wheel entries
+  #timers = 0; // live timers: one-shots plus members of periodic groups
+  #groups = new Map<string, PeriodicGroup>();
+  #groupSeq = 0;
   #armedAt = Infinity;
   #handle: unknown = undefined;
   #advancing = false;
@@ -149,9 +183,9 @@ export class TimerWheel {
     return this.#tickMs;
   }
 
-  /** Number of timers waiting in the wheel. */
+  /** Number of live timers (one-shot and periodic). */
   get size(): number {
-    return this.#size;
+    return this.#timers;
   }
 
   /** Whether the wheel's one timeout is currently set. */
@@ -165,6 +199,7 @@ export class TimerWheel {
     const due = this.#clock.now() + Math.max(0, delayMs);
     const node = new TimerNode(this, this.#tickOf(due), due, 0, callback);
     this.#insert(node);
+    this.#timers++;
     this.#rearm();
     return node;
   }
@@ -177,14 +212,73 @@ export class TimerWheel {
         `Interval must be at least one tick (${this.#tickMs} ms): ${intervalMs}`,
       );
     }
-    const now = this.#clock.now();
-    const due = options.aligned === false
-      ? now + intervalMs
-      : (Math.floor((now - this.#epoch) / intervalMs) + 1) * intervalMs + this.#epoch;
-    const node = new TimerNode(this, this.#tickOf(due), due, intervalMs, callback);
-    this.#insert(node);
-    this.#rearm();
-    return node;
+    const aligned = options.aligned !== false;
+    const key = aligned ? `a${intervalMs}` : `u${++this.#groupSeq}`;
+    let group = this.#groups.get(key);
+    if (!group) {
+      const now = this.#clock.now();
+      const due = aligned
+        ? (Math.floor((now - this.#epoch) / intervalMs) + 1) * intervalMs + this.#epoch
+        : now + intervalMs;
+      const g = group = new PeriodicGroup(key);
+      g.node = new TimerNode(this, this.#tickOf(due), due, intervalMs, () => this.#fireGroup(g));
+      g.node.group = g;
+      this.#groups.set(key, g);
+      this.#insert(g.node);
+      this.#rearm();
+    }
+    const timer = new PeriodicTimer(group, callback, this);
+    timer.index = group.members.length;
+    group.members.push(timer);
+    this.#timers++;
+    return timer;
+  }
+
+  /** @internal removes a periodic timer from its group in O(1) (swap with the last) */
+  _leave(timer: PeriodicTimer): void {
+    const group = timer.group!;
+    timer.group = null;
+    timer.callback = null;
+    this.#timers--;
+    if (group.firing) {
+      group.removedWhileFiring = true;
+      return;
+    }
+    const last = group.members.pop()!;
+    if (last !== timer) {
+      group.members[timer.index] = last;
+      last.index = timer.index;
+    }
+    if (group.members.length === 0) {
+      group.node.cancel();
+      this.#groups.delete(group.key);
+    }
+  }
+
+  #fireGroup(group: PeriodicGroup): void {
+    // Members that join during the fire wait for the next period (the loop stops at `n`);
+    // members that leave are only marked, and the array is compacted afterwards.
+    const members = group.members;
+    const n = members.length;
+    this.fired += n - 1; // the group's own fire counted one
+    group.firing = true;
+    try {
+      for (let i = 0; i < n; i++) {
+        const m = members[i];
+        if (m.group === group) this.#guard(m.callback!);
+      }
+    } finally {
+      group.firing = false;
+    }
+    if (group.removedWhileFiring) {
+      group.removedWhileFiring = false;
+      group.members = members.filter((m) => m.group === group);
+      group.members.forEach((m, i) => m.index = i);
+      if (group.members.length === 0) {
+        group.node.cancel();
+        this.#groups.delete(group.key);
+      }
+    }
   }
 
   /**
@@ -247,12 +341,21 @@ export class TimerWheel {
       }
     }
     this.#size = 0;
+    for (const group of this.#groups.values()) {
+      for (const m of group.members) {
+        m.group = null;
+        m.callback = null;
+      }
+    }
+    this.#groups.clear();
+    this.#timers = 0;
     this.#tickEndHooks.clear();
   }
 
   /** @internal called by a node that unlinked itself */
-  _removed(): void {
+  _removed(isTimer: boolean): void {
     this.#size--;
+    if (isTimer) this.#timers--;
     // A wheel left empty keeps its timeout until it fires once and then sleeps; clearing here
     // would make cancel-heavy workloads (most timeouts never fire) churn the host timer.
   }
@@ -311,7 +414,9 @@ export class TimerWheel {
       return;
     }
     const callback = node.callback;
-    if (now - node.dueMs > 2 * this.#tickMs) this.lateFires++;
+    if (now - node.dueMs > 2 * this.#tickMs) {
+      this.lateFires += node.group ? node.group.members.length : 1;
+    }
     if (node.intervalMs > 0) {
       // Next period; periods missed while the host was stalled are skipped, not burst.
       node.dueMs += node.intervalMs;
@@ -322,6 +427,7 @@ export class TimerWheel {
       this.#insert(node);
     } else {
       node.callback = null;
+      this.#timers--;
     }
     this.fired++;
     this.#firedThisAdvance++;
