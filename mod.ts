@@ -75,3 +75,10 @@ export {
   serveAdmin,
   type ServeAdminOptions,
 } from "./src/admin/app.ts";
+export type { NodeEvent, PeerInfo, PeerState, WatchOptions } from "./src/health/health.ts";
+export {
+  type DetectorSettings,
+  GraceDetector,
+  PhiAccrualDetector,
+  silenceToDownMs,
+} from "./src/health/detector.ts";

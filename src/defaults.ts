@@ -16,6 +16,16 @@ export const HANDSHAKE_TIMEOUT_MS = 5_000;
 export const CLOSE_TIMEOUT_MS = 5_000;
 /** Heartbeat interval: 1 s. */
 export const HEARTBEAT_INTERVAL_MS = 1_000;
+/** Phi at which a peer is declared down (Akka's default). */
+export const PHI_THRESHOLD = 8;
+/** Silence tolerated beyond the mean interval before phi rises: 2 s. */
+export const ACCEPTABLE_PAUSE_MS = 2_000;
+/** Floor of the interval deviation in the phi detector: 100 ms. */
+export const MIN_STD_DEV_MS = 100;
+/** Silence after which the grace detector declares a peer down: 5 s. */
+export const GRACE_MS = 5_000;
+/** How long a refused handshake blocks redialing the same address: 60 s. */
+export const REFUSED_RETRY_MS = 60_000;
 /** Cluster id used when none is given. */
 export const CLUSTER = "heartline";
 /** Admin endpoint host: loopback only unless told otherwise. */

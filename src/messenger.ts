@@ -20,7 +20,13 @@ import { consoleLogger, type Logger } from "./log.ts";
 import { Policies, type PolicyName, serverPolicyFor } from "./policy.ts";
 import { PROTOCOL_VERSION, Tag, type TagValue } from "./protocol/frame.ts";
 import { KEEPALIVE_OP, type OobHandler, OobService, type OobStats } from "./oob/oob.ts";
-import type { HeartbeatSettings, Hello } from "./protocol/payloads.ts";
+import { HEARTBEAT_FIELDS, type HeartbeatSettings, type Hello } from "./protocol/payloads.ts";
+import {
+  HealthService,
+  type NodeEvent,
+  type PeerInfo,
+  type WatchOptions,
+} from "./health/health.ts";
 import type { Clock } from "./timer/clock.ts";
 import { TimerWheel } from "./timer/timer_wheel.ts";
 import { TcpTransport } from "../transports/tcp.ts";
@@ -52,6 +58,11 @@ export interface MessengerOptions {
   closeTimeoutMs?: number;
   /** Where log lines go. Default: warnings and errors to stderr. */
   logger?: Logger;
+  /**
+   * After a peer refused our handshake, `connect()` to that address fails at once (with the
+   * same error) for this long instead of redialing: no retry storm. Default 60 s.
+   */
+  refusedRetryMs?: number;
 }
 
 /** Options of {@linkcode Messenger.connect}. */
@@ -169,6 +180,9 @@ export class Messenger {
   #frameHandlers = new Map<number, (conn: Connection, payload: Uint8Array) => void>();
   #onClose: (() => void | Promise<void>)[] = [];
   #oob: OobService;
+  #health: HealthService;
+  #refused = new Map<string, { error: HandshakeRefusedError; until: number }>();
+  #refusedRetryMs: number;
 
   /** Creates a messenger; it does nothing until `listen()` or `connect()`. */
   constructor(options: MessengerOptions = {}) {
@@ -189,17 +203,8 @@ export class Messenger {
       ),
       closeTimeoutMs: positive("closeTimeoutMs", options.closeTimeoutMs, defaults.CLOSE_TIMEOUT_MS),
     };
-    this.#heartbeat = {
-      mode: options.heartbeat?.mode ?? "global",
-      intervalMs: positive(
-        "heartbeat.intervalMs",
-        options.heartbeat?.intervalMs,
-        defaults.HEARTBEAT_INTERVAL_MS,
-      ),
-    };
-    if (this.#heartbeat.mode !== "global" && this.#heartbeat.mode !== "local") {
-      throw new TypeError(`Unknown heartbeat mode: ${this.#heartbeat.mode}`);
-    }
+    this.#heartbeat = resolveHeartbeat(options.heartbeat ?? {});
+    this.#refusedRetryMs = options.refusedRetryMs ?? defaults.REFUSED_RETRY_MS;
     for (const t of options.transports ?? [new TcpTransport()]) {
       for (const scheme of t.schemes) this.#transports.set(scheme, t);
     }
@@ -212,7 +217,63 @@ export class Messenger {
     this.#started = this.wheel.clock.now();
     this.#oob = new OobService(this.wheel, this.#log);
     this.#frameHandlers.set(Tag.Heartbeat, (conn, payload) => this.#oob.receive(conn, payload));
+    this.#health = this.#makeHealth();
     this.#host = this.#makeHost();
+  }
+
+  #makeHealth(): HealthService {
+    const health = new HealthService(this.wheel, this.#oob, this.#heartbeat, (c) => c.rttMs);
+    this.#oob.onHeartbeat = (conn, echoed) => {
+      if (echoed) health.echoed(conn, this.wheel.clock.now());
+    };
+    return health;
+  }
+
+  /**
+   * Node events: each peer going `up`, `suspect` or `down`, as an async iterable; any number
+   * of subscribers. In global mode (the default) every subscription shares one detector per
+   * peer, fed by the heartbeats on the data connections, so a thousand subscribers cost no
+   * more frames than one. In local mode each distinct `name` heartbeats for itself (its own
+   * OOB op, interval and detectors), and sees a peer only if that peer runs a watcher of the
+   * same name.
+   */
+  watch(name = "default", options: WatchOptions = {}): AsyncIterable<NodeEvent> {
+    this.#checkRunning();
+    return this.#health.watch(name, options);
+  }
+
+  /** A snapshot of every peer seen: state, phi, round-trip time, last heard. */
+  peers(): PeerInfo[] {
+    return this.#health.peers();
+  }
+
+  /** Count of `down` events since the messenger started (for the saturation check). */
+  get downEvents(): number {
+    return this.#health.downEvents;
+  }
+
+  /**
+   * Changes the heartbeat settings. Allowed only while the messenger is stopped: no listener,
+   * no connection and no node-event subscription. The settings are part of the handshake, so
+   * every node of a cluster must change them together.
+   */
+  setHeartbeat(settings: Partial<HeartbeatSettings>): void {
+    this.#checkRunning();
+    const busy = [];
+    if (this.#listeners.size > 0) busy.push(`${this.#listeners.size} listener(s)`);
+    if (this.#connections.size > 0) busy.push(`${this.#connections.size} connection(s)`);
+    if (this.#health.subscribers > 0) busy.push(`${this.#health.subscribers} subscription(s)`);
+    if (busy.length > 0) {
+      throw new TypeError(
+        `Heartbeat settings can change only while the messenger is stopped: it has ${
+          busy.join(", ")
+        }`,
+      );
+    }
+    this.#heartbeat = resolveHeartbeat({ ...this.#heartbeat, ...settings });
+    this.#health.close();
+    this.#health = this.#makeHealth();
+    this.#refused.clear();
   }
 
   /**
@@ -265,6 +326,8 @@ export class Messenger {
    */
   async connect(addr: string, options: ConnectOptions = {}): Promise<Connection> {
     this.#checkRunning();
+    const refused = this.#refused.get(addr);
+    if (refused && refused.until > this.wheel.clock.now()) throw refused.error;
     const existing = this.#dialed.get(addr);
     if (existing && existing.state !== "closed" && existing.state !== "closing") {
       await existing.opened();
@@ -293,7 +356,15 @@ export class Messenger {
         throw conn.error ?? new ConnectionClosedError("Messenger is closing");
       }
       conn.attach(link);
-      await conn.opened();
+      try {
+        await conn.opened();
+      } catch (error) {
+        if (error instanceof HandshakeRefusedError) {
+          const until = this.wheel.clock.now() + this.#refusedRetryMs;
+          this.#refused.set(addr, { error, until });
+        }
+        throw error;
+      }
       return conn;
     } finally {
       options.signal?.removeEventListener("abort", abort);
@@ -349,6 +420,7 @@ export class Messenger {
     for (const l of this.#listeners) l.close();
     this.#listeners.clear();
     await Promise.all([...this.#connections].map((c) => c.close("messenger closing")));
+    this.#health.close();
     for (const hook of this.#onClose.splice(0)) await hook();
     this.wheel.close();
     this.#inbound.close();
@@ -420,15 +492,10 @@ export class Messenger {
     if (hello.cluster !== this.#options.cluster) {
       return differs("cluster", this.#options.cluster, hello.cluster);
     }
-    if (hello.heartbeat.mode !== this.#heartbeat.mode) {
-      return differs("heartbeat.mode", this.#heartbeat.mode, hello.heartbeat.mode);
-    }
-    if (hello.heartbeat.intervalMs !== this.#heartbeat.intervalMs) {
-      return differs(
-        "heartbeat.intervalMs",
-        this.#heartbeat.intervalMs,
-        hello.heartbeat.intervalMs,
-      );
+    for (const field of HEARTBEAT_FIELDS) {
+      if (hello.heartbeat[field] !== this.#heartbeat[field]) {
+        return differs(`heartbeat.${field}`, this.#heartbeat[field], hello.heartbeat[field]);
+      }
     }
     const expected = conn.side === "server"
       ? serverPolicyFor(hello.policy) && hello.policy
@@ -445,13 +512,17 @@ export class Messenger {
   #makeHost(): ConnectionHost {
     const inbound = this.#inbound;
     const limit = this.#options.maxInboundMessages;
-    return {
-      localHello: {
-        version: PROTOCOL_VERSION,
-        name: this.name,
-        nonce: this.nonce,
-        cluster: this.#options.cluster,
-        heartbeat: this.#heartbeat,
+    const hello = (): Omit<Hello, "policy"> => ({
+      version: PROTOCOL_VERSION,
+      name: this.name,
+      nonce: this.nonce,
+      cluster: this.#options.cluster,
+      heartbeat: this.#heartbeat,
+    });
+    const host: ConnectionHost = {
+      // A getter: the hello carries the settings of the moment (they change while stopped).
+      get localHello() {
+        return hello();
       },
       wheel: this.wheel,
       limits: this.#options,
@@ -462,7 +533,9 @@ export class Messenger {
       inboundBackpressure: () =>
         inbound.size >= limit ? inbound.waitBelow(Math.max(1, limit >> 1)) : undefined,
       heard: (conn) => {
-        this.#oob.state(conn).lastHeardAt = this.wheel.clock.now();
+        const now = this.wheel.clock.now();
+        this.#oob.state(conn).lastHeardAt = now;
+        this.#health.heard(conn, now);
       },
       registerOob: (conn, op, producer, options) => this.#oob.register(conn, op, producer, options),
       rttMs: (conn) => this.#oob.state(conn).rttMs,
@@ -476,6 +549,7 @@ export class Messenger {
         this.#log("info", `connection ${conn.id} open with ${conn.peerName}`);
         // The messenger's own keepalive: one more registration, coalesced like the others.
         this.#oob.register(conn, KEEPALIVE_OP, null, { intervalMs: this.#heartbeat.intervalMs });
+        this.#health.opened(conn);
         this.#events.publish({
           kind: conn.side === "client" ? "connect" : "accept",
           connection: conn,
@@ -483,11 +557,15 @@ export class Messenger {
       },
       ended: (conn, how) => this.#ended(conn, how),
     };
+    return host;
   }
 
   #ended(conn: Connection, how: ConnectionEnd): void {
     this.#connections.delete(conn);
     this.#oob.forget(conn);
+    if (how.kind === "close" || how.wasOpen) {
+      this.#health.ended(conn, how.kind === "close" ? "closed" : "reset");
+    }
     if (this.#dialed.get(conn.remoteAddr) === conn) this.#dialed.delete(conn.remoteAddr);
     if (how.kind === "close") {
       this.#events.publish({ kind: "close", connection: conn, by: how.by, reason: how.reason });
@@ -514,4 +592,27 @@ function positive(name: string, value: number | undefined, fallback: number): nu
     throw new RangeError(`Option ${name} must be a positive number: ${value}`);
   }
   return value;
+}
+
+function resolveHeartbeat(h: Partial<HeartbeatSettings>): HeartbeatSettings {
+  const intervalMs = positive("heartbeat.intervalMs", h.intervalMs, defaults.HEARTBEAT_INTERVAL_MS);
+  const settings: HeartbeatSettings = {
+    mode: h.mode ?? "global",
+    detector: h.detector ?? "phi",
+    intervalMs,
+    phiThreshold: positive("heartbeat.phiThreshold", h.phiThreshold, defaults.PHI_THRESHOLD),
+    acceptablePauseMs: h.acceptablePauseMs ?? defaults.ACCEPTABLE_PAUSE_MS,
+    minStdDevMs: positive("heartbeat.minStdDevMs", h.minStdDevMs, defaults.MIN_STD_DEV_MS),
+    graceMs: positive("heartbeat.graceMs", h.graceMs, defaults.GRACE_MS),
+  };
+  if (settings.mode !== "global" && settings.mode !== "local") {
+    throw new TypeError(`Unknown heartbeat mode: ${settings.mode}`);
+  }
+  if (settings.detector !== "phi" && settings.detector !== "grace") {
+    throw new TypeError(`Unknown heartbeat detector: ${settings.detector}`);
+  }
+  if (!(settings.acceptablePauseMs >= 0)) {
+    throw new RangeError(`Option heartbeat.acceptablePauseMs must be >= 0: ${h.acceptablePauseMs}`);
+  }
+  return settings;
 }

@@ -13,7 +13,15 @@ const HELLO = {
   nonce: "00",
   policy: "lossyClient",
   cluster: "heartline",
-  heartbeat: { mode: "global", intervalMs: 1000 },
+  heartbeat: {
+    mode: "global",
+    intervalMs: 1000,
+    detector: "phi",
+    phiThreshold: 8,
+    acceptablePauseMs: 2000,
+    minStdDevMs: 100,
+    graceMs: 5000,
+  },
 };
 
 async function rawDial(addr: string): Promise<Deno.TcpConn> {

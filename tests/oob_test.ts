@@ -227,14 +227,15 @@ Deno.test("10,000 producers on 100 connections use no timer beyond the wheel's o
     }
     assert.equal(intervals, 0);
     assert.ok(live.size <= 1, `${live.size} host timers alive`);
-    assert.equal(client.wheel.size, 10_000 + 100); // plus one keepalive per connection
+    // Plus one keepalive per connection and the failure detector's one check timer.
+    assert.equal(client.wheel.size, 10_000 + 100 + 1);
   } finally {
     globalThis.setTimeout = realSet;
     globalThis.clearTimeout = realClear;
     globalThis.setInterval = realInterval;
   }
   for (const r of regs) r.cancel();
-  assert.equal(client.wheel.size, 100, "only the keepalives remain");
+  assert.equal(client.wheel.size, 101, "only the keepalives and the detector check remain");
   assert.equal(client.oobStats.registrations, 100);
   await client.close();
   await server.close();

@@ -150,7 +150,15 @@ Deno.test("hello decoding validates fields", () => {
     nonce: "n",
     policy: "lossyClient",
     cluster: "c",
-    heartbeat: { mode: "global", intervalMs: 1000 },
+    heartbeat: {
+      mode: "global",
+      intervalMs: 1000,
+      detector: "phi",
+      phiThreshold: 8,
+      acceptablePauseMs: 2000,
+      minStdDevMs: 100,
+      graceMs: 5000,
+    },
   };
   assert.deepEqual(decodeHello(encodeJson(hello)), hello);
   assert.throws(() => decodeHello(new TextEncoder().encode("{nope")), FrameError);

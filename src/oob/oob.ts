@@ -118,7 +118,7 @@ export class OobService {
   #handlers = new Map<string, OobHandler>();
   #state = new WeakMap<Connection, HeartbeatState>();
   #warned = new Set<string>();
-  #onHeartbeat: ((conn: Connection, state: HeartbeatState) => void) | null = null;
+  #onHeartbeat: ((conn: Connection, echoed: boolean) => void) | null = null;
   /** Counters. */
   readonly stats: OobStats = {
     heartbeatFramesSent: 0,
@@ -136,8 +136,11 @@ export class OobService {
     wheel.onTickEnd(() => this.#flush());
   }
 
-  /** Sets the listener told of every heartbeat that arrives (the failure detector). */
-  set onHeartbeat(fn: ((conn: Connection, state: HeartbeatState) => void) | null) {
+  /**
+   * Sets the listener told of every heartbeat that arrives (the failure detector), with
+   * whether it echoed one of our stamps (proof that our heartbeats reach the peer).
+   */
+  set onHeartbeat(fn: ((conn: Connection, echoed: boolean) => void) | null) {
     this.#onHeartbeat = fn;
   }
 
@@ -292,7 +295,7 @@ export class OobService {
         this.#warnOnce(`handler:${part.op}`, `OOB handler for ${part.op} threw: ${error}`);
       }
     }
-    this.#onHeartbeat?.(conn, s);
+    this.#onHeartbeat?.(conn, hb.echo >= 0);
   }
 
   #warnOnce(key: string, message: string): void {

@@ -7,6 +7,7 @@
 
 import { FrameError } from "../errors.ts";
 import { getUint64, setUint64 } from "./frame.ts";
+import type { DetectorSettings } from "../health/detector.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder("utf-8", { fatal: true });
@@ -14,13 +15,25 @@ const decoder = new TextDecoder("utf-8", { fatal: true });
 /** Largest handshake payload accepted, whatever the frame limit. */
 export const MAX_HANDSHAKE_BYTES = 16 * 1024;
 
-/** Heartbeat settings that every node of a cluster must agree on (checked at handshake). */
-export interface HeartbeatSettings {
+/**
+ * Heartbeat settings that every node of a cluster must agree on: the handshake carries them
+ * and refuses a peer whose values differ, naming the field.
+ */
+export interface HeartbeatSettings extends DetectorSettings {
   /** `global`: one heartbeat per peer shared by all subscribers; `local`: one per subscriber. */
   mode: "global" | "local";
-  /** Interval between heartbeats, in milliseconds. */
-  intervalMs: number;
 }
+
+/** The fields of {@linkcode HeartbeatSettings}, in the order the handshake checks them. */
+export const HEARTBEAT_FIELDS = [
+  "mode",
+  "intervalMs",
+  "detector",
+  "phiThreshold",
+  "acceptablePauseMs",
+  "minStdDevMs",
+  "graceMs",
+] as const;
 
 /** The JSON body of a Hello or Welcome frame. */
 export interface Hello {
@@ -95,6 +108,11 @@ export function decodeHello(payload: Uint8Array): Hello {
   if (mode !== "global" && mode !== "local") {
     throw new FrameError("malformed", `Hello heartbeat mode is unknown: ${mode}`);
   }
+  const detector = str(heartbeat, "detector", "Hello heartbeat");
+  if (detector !== "phi" && detector !== "grace") {
+    throw new FrameError("malformed", `Hello heartbeat detector is unknown: ${detector}`);
+  }
+  const what = "Hello heartbeat";
   return {
     version: num(obj, "version", "Hello"),
     name: str(obj, "name", "Hello"),
@@ -103,7 +121,12 @@ export function decodeHello(payload: Uint8Array): Hello {
     cluster: str(obj, "cluster", "Hello"),
     heartbeat: {
       mode,
-      intervalMs: num(heartbeat, "intervalMs", "Hello heartbeat"),
+      detector,
+      intervalMs: num(heartbeat, "intervalMs", what),
+      phiThreshold: num(heartbeat, "phiThreshold", what),
+      acceptablePauseMs: num(heartbeat, "acceptablePauseMs", what),
+      minStdDevMs: num(heartbeat, "minStdDevMs", what),
+      graceMs: num(heartbeat, "graceMs", what),
     },
   };
 }

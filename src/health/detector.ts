@@ -1,0 +1,182 @@
+/**
+ * Failure detectors: phi accrual (Hayashibara et al. 2004, in the form Akka uses) and a fixed
+ * grace. Pure arithmetic over arrival times; the caller supplies the clock readings.
+ *
+ * @module
+ */
+
+/** Settings of the failure detectors (part of the heartbeat settings every node must share). */
+export interface DetectorSettings {
+  /** `phi` (phi accrual, the default) or `grace` (down after a fixed silence). */
+  detector: "phi" | "grace";
+  /** Expected interval between heartbeats, ms. */
+  intervalMs: number;
+  /** Phi at or above which a peer is down (phi mode). Akka uses 8. */
+  phiThreshold: number;
+  /** Silence tolerated on top of the mean interval before phi rises (phi mode), ms. */
+  acceptablePauseMs: number;
+  /** Floor of the standard deviation of intervals (phi mode), ms. */
+  minStdDevMs: number;
+  /** Silence after which a peer is down (grace mode), ms. */
+  graceMs: number;
+}
+
+/** Arrival intervals remembered by a phi detector. */
+const WINDOW = 200;
+
+/**
+ * How long after the last arrival a silent peer reaches the threshold: for phi, the `t` at
+ * which `phi(t) = phiThreshold` with the deviation at its floor; for grace, `graceMs`. This is
+ * the detection bound before the check period is added (see docs/failure-detection.md).
+ *
+ * @example
+ * ```ts
+ * import { silenceToDownMs } from "./detector.ts";
+ * const t = silenceToDownMs({
+ *   detector: "phi", intervalMs: 1000, phiThreshold: 8, acceptablePauseMs: 2000,
+ *   minStdDevMs: 100, graceMs: 5000,
+ * });
+ * if (t < 3000 || t > 4000) throw new Error(`unexpected ${t}`);
+ * ```
+ */
+export function silenceToDownMs(s: DetectorSettings): number {
+  if (s.detector === "grace") return s.graceMs;
+  // Solve phi(y) = threshold for y = (t - mean) / sigma by bisection on the logistic form.
+  let lo = 0, hi = 100;
+  for (let i = 0; i < 100; i++) {
+    const mid = (lo + hi) / 2;
+    if (phiOfY(mid) < s.phiThreshold) lo = mid;
+    else hi = mid;
+  }
+  return s.intervalMs + s.acceptablePauseMs + hi * s.minStdDevMs;
+}
+
+/** Phi for a standardized delay `y`, with the logistic approximation of the normal CDF. */
+function phiOfY(y: number): number {
+  const e = Math.exp(-y * (1.5976 + 0.070566 * y * y));
+  // P(later) = e / (1 + e) for y > 0; phi = -log10(P(later)).
+  return y > 0 ? -Math.log10(e / (1 + e)) : -Math.log10(1 - 1 / (1 + e));
+}
+
+/**
+ * Phi accrual detector for one peer. `heartbeat(now)` on each arrival; `phi(now)` says how
+ * unlikely the current silence is (phi 8 means a 1-in-10^8 chance that the peer is alive).
+ *
+ * @example
+ * ```ts
+ * import { PhiAccrualDetector } from "./detector.ts";
+ * const d = new PhiAccrualDetector({ intervalMs: 100, acceptablePauseMs: 0, minStdDevMs: 10 });
+ * for (let t = 0; t <= 1000; t += 100) d.heartbeat(t);
+ * if (d.phi(1050) > 1) throw new Error("too suspicious");
+ * if (d.phi(2000) < 8) throw new Error("not suspicious enough");
+ * ```
+ */
+export class PhiAccrualDetector {
+  #intervals: number[] = [];
+  #next = 0;
+  #sum = 0;
+  #sumSq = 0;
+  #last = NaN;
+  #pause: number;
+  #minStd: number;
+
+  /** Creates a detector bootstrapped with the expected interval. */
+  constructor(options: { intervalMs: number; acceptablePauseMs: number; minStdDevMs: number }) {
+    this.#pause = options.acceptablePauseMs;
+    this.#minStd = options.minStdDevMs;
+    // Bootstrap as Akka does: two samples around the expected interval.
+    const std = options.intervalMs / 4;
+    this.#add(options.intervalMs - std);
+    this.#add(options.intervalMs + std);
+  }
+
+  /** Time of the last arrival (NaN before the first). */
+  get lastArrival(): number {
+    return this.#last;
+  }
+
+  /** Records an arrival at `now`. */
+  heartbeat(now: number): void {
+    if (!Number.isNaN(this.#last)) {
+      const interval = now - this.#last;
+      if (interval <= 0) return; // several arrivals in one tick count once
+      this.#add(interval);
+    }
+    this.#last = now;
+  }
+
+  /** Mean of the remembered intervals, ms. */
+  get meanMs(): number {
+    return this.#sum / this.#intervals.length;
+  }
+
+  /** Standard deviation of the remembered intervals (before the floor), ms. */
+  get stdDevMs(): number {
+    const n = this.#intervals.length;
+    const mean = this.#sum / n;
+    return Math.sqrt(Math.max(0, this.#sumSq / n - mean * mean));
+  }
+
+  /** Phi at time `now` (0 before the first arrival). */
+  phi(now: number): number {
+    if (Number.isNaN(this.#last)) return 0;
+    const elapsed = now - this.#last;
+    const mean = this.meanMs + this.#pause;
+    const std = Math.max(this.stdDevMs, this.#minStd);
+    return phiOfY((elapsed - mean) / std);
+  }
+
+  #add(interval: number): void {
+    if (this.#intervals.length < WINDOW) {
+      this.#intervals.push(interval);
+    } else {
+      const old = this.#intervals[this.#next];
+      this.#sum -= old;
+      this.#sumSq -= old * old;
+      this.#intervals[this.#next] = interval;
+      this.#next = (this.#next + 1) % WINDOW;
+    }
+    this.#sum += interval;
+    this.#sumSq += interval * interval;
+  }
+}
+
+/**
+ * Grace detector: down once the silence exceeds `graceMs`. Its "phi" is the silence as a
+ * fraction of the grace scaled to `threshold` (so 1x grace reads as the threshold).
+ */
+export class GraceDetector {
+  #last = NaN;
+  #grace: number;
+  #threshold: number;
+
+  /** Creates a detector. */
+  constructor(options: { graceMs: number; phiThreshold: number }) {
+    this.#grace = options.graceMs;
+    this.#threshold = options.phiThreshold;
+  }
+
+  /** Time of the last arrival (NaN before the first). */
+  get lastArrival(): number {
+    return this.#last;
+  }
+
+  /** Records an arrival. */
+  heartbeat(now: number): void {
+    this.#last = now;
+  }
+
+  /** Silence relative to the grace, scaled so that the grace reads as the threshold. */
+  phi(now: number): number {
+    if (Number.isNaN(this.#last)) return 0;
+    return ((now - this.#last) / this.#grace) * this.#threshold;
+  }
+}
+
+/** Either detector. */
+export type FailureDetector = PhiAccrualDetector | GraceDetector;
+
+/** Makes the detector the settings ask for. */
+export function makeDetector(s: DetectorSettings): FailureDetector {
+  return s.detector === "grace" ? new GraceDetector(s) : new PhiAccrualDetector(s);
+}
