@@ -123,9 +123,13 @@ export class Broadcast<T> {
     }
   }
 
-  /** A new subscription; it ends when the consumer breaks out or the broadcast closes. */
-  subscribe(signal?: AbortSignal): AsyncIterable<T> {
+  /**
+   * A new subscription, which first yields `initial`; it ends when the consumer breaks out or
+   * the broadcast closes.
+   */
+  subscribe(signal?: AbortSignal, initial: T[] = []): AsyncIterable<T> {
     const sub = { queue: new AsyncQueue<T>() };
+    for (const item of initial) sub.queue.push(item);
     this.#subscribers.add(sub);
     const end = () => {
       this.#subscribers.delete(sub);

@@ -454,7 +454,11 @@ export class Connection {
     const expected = this.side === "server" ? Tag.Hello : Tag.Welcome;
     if (tag === Tag.Refuse && this.side === "client") {
       const refusal = decodeRefusal(payload);
-      throw new HandshakeRefusedError(refusal.field, `Peer refused: ${refusal.message}`);
+      // Say it from this side: our value is "local", the refusing peer's is "peer".
+      const message = "local" in refusal
+        ? `${refusal.field} differs: local ${refusal.peer}, peer ${refusal.local} (refused by peer)`
+        : `Peer refused: ${refusal.message}`;
+      throw new HandshakeRefusedError(refusal.field, message);
     }
     if (tag !== expected) {
       throw new FrameError("unexpected", `Unexpected frame tag ${tag} during handshake`);
@@ -466,7 +470,15 @@ export class Connection {
       // Tell the client why, then fail once the Refuse frame is written (see #flush).
       this.#refusal = refusal;
       this.#control.push(
-        encodeFrame(Tag.Refuse, encodeJson({ field: refusal.field, message: refusal.message })),
+        encodeFrame(
+          Tag.Refuse,
+          encodeJson({
+            field: refusal.field,
+            message: refusal.message,
+            local: refusal.local,
+            peer: refusal.peer,
+          }),
+        ),
       );
       this.#scheduleFlush();
       return;

@@ -52,11 +52,21 @@ export type FrameErrorReason =
 export class HandshakeRefusedError extends Error {
   /** The setting that differed (`"version"`, `"cluster"`, `"heartbeat.intervalMs"`, ...). */
   readonly field: string;
-  /** Creates the error naming the field that differed. */
-  constructor(field: string, message: string, options?: ErrorOptions) {
+  /** This side's value of the field, when known. */
+  readonly local?: unknown;
+  /** The peer's value of the field, when known. */
+  readonly peer?: unknown;
+  /** Creates the error naming the field that differed (and both values, when known). */
+  constructor(
+    field: string,
+    message: string,
+    options?: ErrorOptions & { local?: unknown; peer?: unknown },
+  ) {
     super(message, options);
     this.name = "HandshakeRefusedError";
     this.field = field;
+    if (options && "local" in options) this.local = options.local;
+    if (options && "peer" in options) this.peer = options.peer;
   }
 }
 

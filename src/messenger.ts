@@ -485,7 +485,10 @@ export class Messenger {
 
   #checkPeer(hello: Hello, conn: Connection): HandshakeRefusedError | undefined {
     const differs = (field: string, local: unknown, peer: unknown) =>
-      new HandshakeRefusedError(field, `${field} differs: local ${local}, peer ${peer}`);
+      new HandshakeRefusedError(field, `${field} differs: local ${local}, peer ${peer}`, {
+        local,
+        peer,
+      });
     if (hello.version !== PROTOCOL_VERSION) {
       return differs("version", PROTOCOL_VERSION, hello.version);
     }

@@ -77,6 +77,7 @@ export class PhiAccrualDetector {
   #sum = 0;
   #sumSq = 0;
   #last = NaN;
+  #skipNext = false;
   #pause: number;
   #minStd: number;
 
@@ -100,9 +101,20 @@ export class PhiAccrualDetector {
     if (!Number.isNaN(this.#last)) {
       const interval = now - this.#last;
       if (interval <= 0) return; // several arrivals in one tick count once
-      this.#add(interval);
+      if (this.#skipNext) this.#skipNext = false;
+      else this.#add(interval);
     }
     this.#last = now;
+  }
+
+  /**
+   * Marks a sign of life that is not a heartbeat (a handshake): silence is measured from
+   * `now`, but the gap to the first real heartbeat, which follows the heartbeat phase rather
+   * than the interval, is not taken as an interval sample.
+   */
+  mark(now: number): void {
+    if (Number.isNaN(this.#last) || now > this.#last) this.#last = now;
+    this.#skipNext = true;
   }
 
   /** Mean of the remembered intervals, ms. */
@@ -163,6 +175,11 @@ export class GraceDetector {
 
   /** Records an arrival. */
   heartbeat(now: number): void {
+    this.#last = now;
+  }
+
+  /** Marks a sign of life that is not a heartbeat (same as an arrival here). */
+  mark(now: number): void {
     this.#last = now;
   }
 

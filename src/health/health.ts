@@ -29,7 +29,10 @@ export interface NodeEvent {
   readonly phi: number;
   /** Last round-trip time measured to the peer, ms (NaN if none yet). */
   readonly rttMs: number;
-  /** Why: `connected`, `heard`, `silent`, `not-echoing`, `closed`, `reset`, `restarted`. */
+  /**
+   * Why: `connected`, `heard`, `silent`, `not-echoing`, `closed`, `reset`, `restarted`, or
+   * `current` for the snapshot a new subscriber receives first.
+   */
   readonly reason: string;
   /** The subscription name for local-mode watchers, `global` otherwise. */
   readonly watcher: string;
@@ -131,7 +134,13 @@ export class HealthService {
   }
 
   watch(name: string, options: WatchOptions): AsyncIterable<NodeEvent> {
-    if (this.#settings.mode === "global") return this.#global.subscribe(options.signal);
+    if (this.#settings.mode === "global") {
+      // A new subscriber first learns the current state of every known peer.
+      const current = [...this.#peers.values()].map((p) =>
+        this.#event(p, p.tracked.state, "current", "global", this.#phi(p.tracked, this.#now()))
+      );
+      return this.#global.subscribe(options.signal, current);
+    }
     return this.#watchLocal(name, options);
   }
 
@@ -182,7 +191,7 @@ export class HealthService {
     let t = w.tracked.get(peer.name);
     if (!t) {
       t = new Tracked(makeDetector({ ...this.#settings, intervalMs: w.intervalMs }), null);
-      t.heard.heartbeat(this.#wheel.clock.now());
+      t.heard.mark(this.#wheel.clock.now());
       w.tracked.set(peer.name, t);
     }
     return t;
@@ -212,8 +221,8 @@ export class HealthService {
     peer.connections.add(conn);
     peer.lastHeard = now;
     this.#byConn.set(conn, peer);
-    peer.tracked.heard.heartbeat(now);
-    peer.tracked.echo!.heartbeat(now);
+    peer.tracked.heard.mark(now);
+    peer.tracked.echo!.mark(now);
     if (peer.tracked.state !== "up" || peer.connections.size === 1 || reason === "restarted") {
       peer.tracked.state = "up";
       this.#global.publish(this.#event(peer, "up", reason, "global", 0));
@@ -291,6 +300,10 @@ export class HealthService {
     this.#global.close();
   }
 
+  #now(): number {
+    return this.#wheel.clock.now();
+  }
+
   #phi(t: Tracked, now: number): number {
     const heard = t.heard.phi(now);
     return t.echo ? Math.max(heard, t.echo.phi(now)) : heard;
@@ -341,7 +354,7 @@ export class HealthService {
   }
 
   #event(peer: Peer, state: PeerState, reason: string, watcher: string, phi: number): NodeEvent {
-    if (state === "down") this.downEvents++;
+    if (state === "down" && reason !== "current") this.downEvents++;
     const conn = peer.connections.values().next().value;
     return {
       peer: peer.name,

@@ -55,8 +55,12 @@ export interface Hello {
 export interface Refusal {
   /** The setting that differs. */
   field: string;
-  /** Human-readable explanation. */
+  /** Human-readable explanation, from the refusing side's point of view. */
   message: string;
+  /** The refusing side's value, when the refusal is about differing values. */
+  local?: unknown;
+  /** The refused side's value, as the refusing side received it. */
+  peer?: unknown;
 }
 
 /** Encodes a JSON control payload (hello, welcome, refuse). */
@@ -134,10 +138,15 @@ export function decodeHello(payload: Uint8Array): Hello {
 /** Decodes a Refuse payload. */
 export function decodeRefusal(payload: Uint8Array): Refusal {
   const obj = parseJson(payload, "Refusal");
-  return {
+  const refusal: Refusal = {
     field: str(obj, "field", "Refusal"),
     message: str(obj, "message", "Refusal"),
   };
+  if ("local" in obj && "peer" in obj) {
+    refusal.local = obj.local;
+    refusal.peer = obj.peer;
+  }
+  return refusal;
 }
 
 /** One out-of-band part of a heartbeat frame. */

@@ -1,0 +1,355 @@
+// Failure detection, node events and the heartbeat handshake. Injected clock wherever the
+// timing is the point; real processes for the crash.
+
+import assert from "node:assert/strict";
+import {
+  HandshakeRefusedError,
+  ManualClock,
+  MemoryTransport,
+  Messenger,
+  type MessengerOptions,
+  type NodeEvent,
+  PhiAccrualDetector,
+  silenceToDownMs,
+} from "../mod.ts";
+import { GraceDetector } from "../src/health/detector.ts";
+import { captureLogger, waitEvent } from "./_helpers.ts";
+
+const FAST = { intervalMs: 100, acceptablePauseMs: 200, minStdDevMs: 20 };
+const BOUND_SETTINGS = {
+  detector: "phi" as const,
+  phiThreshold: 8,
+  graceMs: 5000,
+  ...FAST,
+};
+
+function settle(): Promise<void> {
+  return new Promise((r) => setTimeout(r, 0));
+}
+
+/** Collects events from an async iterable in the background. */
+function collect(it: AsyncIterable<NodeEvent>): NodeEvent[] {
+  const out: NodeEvent[] = [];
+  (async () => {
+    for await (const e of it) out.push(e);
+  })();
+  return out;
+}
+
+async function cluster(extra: Partial<MessengerOptions> = {}) {
+  const clock = new ManualClock(0);
+  const net = new MemoryTransport();
+  const common = { clock, transports: [net], heartbeat: FAST, logger: captureLogger().log };
+  const a = new Messenger({ name: "a", ...common, ...extra });
+  const b = new Messenger({ name: "b", ...common, ...extra });
+  await b.listen("mem://b");
+  const accepted = waitEvent(b, "accept");
+  const conn = await a.connect("mem://b");
+  await accepted;
+  return {
+    clock,
+    net,
+    a,
+    b,
+    conn,
+    async run(ms: number, step = 10) {
+      for (let t = 0; t < ms; t += step) {
+        clock.advance(Math.min(step, ms - t));
+        await settle();
+      }
+    },
+    async [Symbol.asyncDispose]() {
+      // Closing a stalled link waits for the close timeout, which runs on the manual clock.
+      let done = false;
+      const closing = Promise.all([a.close(), b.close()]).then(() => done = true);
+      for (let i = 0; i < 200 && !done; i++) {
+        clock.advance(100);
+        await settle();
+      }
+      await closing;
+    },
+  };
+}
+
+Deno.test("PhiAccrualDetector: phi grows with silence and crosses the threshold at the bound", () => {
+  const d = new PhiAccrualDetector(FAST);
+  for (let t = 0; t <= 5000; t += 100) d.heartbeat(t);
+  const bound = silenceToDownMs(BOUND_SETTINGS);
+  assert.ok(d.phi(5000 + 100) < 1, `phi on time ${d.phi(5100)}`);
+  assert.ok(d.phi(5000 + bound - 5) < 8);
+  assert.ok(d.phi(5000 + bound + 5) >= 8);
+  assert.ok(d.phi(5000 + 2 * bound) > d.phi(5000 + bound));
+  // Jittery arrivals widen the deviation, so the same silence is less suspicious.
+  const jittery = new PhiAccrualDetector(FAST);
+  for (let t = 0, i = 0; i < 50; i++) jittery.heartbeat(t += i % 2 ? 40 : 160);
+  assert.ok(jittery.phi(jittery.lastArrival + 450) < d.phi(d.lastArrival + 450));
+});
+
+Deno.test("GraceDetector: down after exactly the grace", () => {
+  const d = new GraceDetector({ graceMs: 500, phiThreshold: 8 });
+  d.heartbeat(1000);
+  assert.ok(d.phi(1499) < 8);
+  assert.ok(d.phi(1500) >= 8);
+});
+
+Deno.test("a blackholed link is reported down within the bound on both ends", async () => {
+  await using c = await cluster();
+  const eventsA = collect(c.a.watch());
+  const eventsB = collect(c.b.watch());
+  await c.run(2000); // steady heartbeats, no false suspicion
+  assert.equal(eventsA.filter((e) => e.state !== "up").length, 0);
+  const link = c.net.links[0];
+  link.stallReads(true);
+  link.peer.stallReads(true);
+  const cutAt = c.clock.now();
+  await c.run(2000);
+  const bound = silenceToDownMs(BOUND_SETTINGS) + c.a.wheel.tickMs + 100 / 4;
+  for (const [events, peer] of [[eventsA, "b"], [eventsB, "a"]] as const) {
+    const down = events.find((e) => e.state === "down");
+    assert.ok(down, `down event for ${peer}`);
+    assert.equal(down.peer, peer);
+    assert.ok(down.at - cutAt <= bound, `detected after ${down.at - cutAt} ms, bound ${bound}`);
+    assert.ok(down.at - cutAt >= silenceToDownMs(BOUND_SETTINGS) - 100, "not before the bound");
+    assert.ok(down.phi >= 8);
+  }
+  // Suspect comes first (optional state), then down; and back up when the link heals.
+  assert.deepEqual(eventsA.map((e) => `${e.state}:${e.reason}`), [
+    "up:current",
+    "suspect:silent",
+    "down:silent",
+  ]);
+  link.stallReads(false);
+  link.peer.stallReads(false);
+  await c.run(500);
+  assert.equal(eventsA.at(-1)?.state, "up");
+  assert.equal(c.a.peers()[0].state, "up");
+});
+
+Deno.test("a peer that stops reading its data socket is reported down: the heartbeat is stuck behind the data", async () => {
+  await using c = await cluster();
+  // The old design for comparison: a heartbeat-only connection between the same nodes,
+  // on its own link (no data ever flows on it).
+  const hbA = new Messenger({
+    name: "a",
+    clock: c.clock,
+    transports: [c.net],
+    heartbeat: FAST,
+    logger: () => {},
+  });
+  const hbB = new Messenger({
+    name: "b",
+    clock: c.clock,
+    transports: [c.net],
+    heartbeat: FAST,
+    logger: () => {},
+  });
+  await hbB.listen("mem://b-heartbeat");
+  await hbA.connect("mem://b-heartbeat");
+  const dataView = collect(c.a.watch());
+  const separateView = collect(hbA.watch());
+  await c.run(1000);
+  // b stops reading its data socket; a keeps sending data to it.
+  c.net.links[0].peer.stallReads(true);
+  const stalledAt = c.clock.now();
+  for (let i = 0; i < 500; i++) c.conn.send(1, new Uint8Array(16 * 1024)).catch(() => {});
+  await c.run(2000);
+  const down = dataView.find((e) => e.state === "down");
+  assert.ok(down, "the in-band heartbeat reports b down");
+  assert.equal(down.reason, "not-echoing");
+  // The last echo can arrive one interval after the stall (b echoes what it read before).
+  const bound = silenceToDownMs(BOUND_SETTINGS) + 100 + 5 + 25;
+  assert.ok(down.at - stalledAt <= bound, `after ${down.at - stalledAt} ms`);
+  assert.ok(
+    separateView.every((e) => e.state === "up"),
+    "a separate heartbeat socket keeps saying up although b reads no data",
+  );
+  assert.equal(hbA.peers()[0].state, "up");
+  c.net.links[0].peer.stallReads(false);
+  await c.run(100);
+  await hbA.close();
+  await hbB.close();
+});
+
+Deno.test("global mode: 1,000 subscribers cost no more heartbeat frames than one", async () => {
+  await using c = await cluster();
+  const one = collect(c.a.watch("first"));
+  const f0 = c.a.oobStats.heartbeatFramesSent;
+  await c.run(2000, 50);
+  const withOne = c.a.oobStats.heartbeatFramesSent - f0;
+  const many = Array.from({ length: 999 }, (_, i) => collect(c.a.watch(`w${i}`)));
+  const f1 = c.a.oobStats.heartbeatFramesSent;
+  await c.run(2000, 50);
+  const withThousand = c.a.oobStats.heartbeatFramesSent - f1;
+  assert.equal(withThousand, withOne);
+  assert.equal(withOne, 20); // one frame per 100 ms
+  c.net.links[0].cut();
+  await c.run(100);
+  for (const events of [one, ...many]) {
+    assert.equal(events.at(-1)?.state, "down");
+    assert.equal(events.at(-1)?.reason, "reset");
+  }
+});
+
+Deno.test("local mode: each watcher heartbeats with its own op and detector", async () => {
+  await using c = await cluster({ heartbeat: { ...FAST, mode: "local" } });
+  const fastA = collect(c.a.watch("fast", { intervalMs: 100 }));
+  collect(c.b.watch("fast", { intervalMs: 100 }));
+  const slowA = collect(c.a.watch("slow", { intervalMs: 500 }));
+  collect(c.b.watch("slow", { intervalMs: 500 }));
+  const parts0 = c.a.oobStats.partsSent.get("heartline.local.fast") ?? 0;
+  await c.run(2000, 50);
+  const fastParts = (c.a.oobStats.partsSent.get("heartline.local.fast") ?? 0) - parts0;
+  const slowParts = c.a.oobStats.partsSent.get("heartline.local.slow") ?? 0;
+  assert.ok(fastParts >= 19 && fastParts <= 21, `fast watcher sent ${fastParts} parts`);
+  assert.ok(slowParts >= 3 && slowParts <= 5, `slow watcher sent ${slowParts} parts`);
+  assert.deepEqual(c.a.peers()[0].watchers, { fast: "up", slow: "up" });
+  c.net.links[0].stallReads(true);
+  c.net.links[0].peer.stallReads(true);
+  const cutAt = c.clock.now();
+  await c.run(3000, 50);
+  const fastDown = fastA.find((e) => e.state === "down")!;
+  const slowDown = slowA.find((e) => e.state === "down")!;
+  assert.ok(fastDown && slowDown);
+  assert.equal(fastDown.watcher, "fast");
+  // Each detector follows its own interval: the slow watcher takes longer to decide.
+  assert.ok(fastDown.at - cutAt < slowDown.at - cutAt);
+  assert.ok(fastDown.at - cutAt <= silenceToDownMs(BOUND_SETTINGS) + 100);
+});
+
+Deno.test("the handshake refuses each mismatched heartbeat setting, naming it", async () => {
+  const net = new MemoryTransport();
+  const server = new Messenger({ name: "s", transports: [net], logger: () => {} });
+  await server.listen("mem://s");
+  const cases: [Partial<MessengerOptions>, string, string][] = [
+    [{ heartbeat: { intervalMs: 2000 } }, "heartbeat.intervalMs", "local 2000, peer 1000"],
+    [{ heartbeat: { mode: "local" } }, "heartbeat.mode", "local local, peer global"],
+    [{ heartbeat: { detector: "grace" } }, "heartbeat.detector", "local grace, peer phi"],
+    [{ heartbeat: { phiThreshold: 10 } }, "heartbeat.phiThreshold", "local 10, peer 8"],
+    [{ heartbeat: { acceptablePauseMs: 1 } }, "heartbeat.acceptablePauseMs", "local 1, peer"],
+    [{ heartbeat: { minStdDevMs: 7 } }, "heartbeat.minStdDevMs", "local 7, peer 100"],
+    [{ heartbeat: { graceMs: 9 } }, "heartbeat.graceMs", "local 9, peer 5000"],
+    [{ cluster: "elsewhere" }, "cluster", "local elsewhere, peer heartline"],
+  ];
+  for (const [opts, field, values] of cases) {
+    const c = new Messenger({ name: "c", transports: [net], logger: () => {}, ...opts });
+    await assert.rejects(c.connect("mem://s"), (e) => {
+      assert.ok(e instanceof HandshakeRefusedError);
+      assert.equal(e.field, field);
+      assert.ok(e.message.includes(`${field} differs: ${values}`), e.message);
+      return true;
+    });
+    await c.close();
+  }
+  await server.close();
+});
+
+Deno.test("a refused peer is not redialed in a storm", async () => {
+  const net = new MemoryTransport();
+  const clock = new ManualClock(0);
+  const server = new Messenger({ name: "s", transports: [net], logger: () => {} });
+  await server.listen("mem://s");
+  const log = captureLogger();
+  const client = new Messenger({
+    name: "c",
+    transports: [net],
+    clock,
+    heartbeat: { intervalMs: 500 },
+    logger: log.log,
+    refusedRetryMs: 30_000,
+  });
+  await assert.rejects(client.connect("mem://s"), HandshakeRefusedError);
+  for (let i = 0; i < 100; i++) {
+    await assert.rejects(client.connect("mem://s"), HandshakeRefusedError);
+  }
+  assert.equal(net.links.length, 1, "one dial, not 101");
+  assert.equal(log.lines.filter((l) => l.includes("differs")).length, 1, "logged once");
+  clock.advance(30_001);
+  await assert.rejects(client.connect("mem://s"), HandshakeRefusedError);
+  assert.equal(net.links.length, 2, "redialed after the documented delay");
+  await client.close();
+  await server.close();
+});
+
+Deno.test("heartbeat settings change only while the messenger is stopped", async () => {
+  const m = new Messenger({ name: "m", logger: () => {} });
+  m.setHeartbeat({ mode: "local", intervalMs: 250 });
+  assert.equal(m.heartbeat.mode, "local");
+  assert.equal(m.heartbeat.intervalMs, 250);
+  await m.listen("tcp://127.0.0.1:0");
+  assert.throws(
+    () => m.setHeartbeat({ mode: "global" }),
+    (e) =>
+      e instanceof TypeError &&
+      /only while the messenger is stopped: it has 1 listener/.test(e.message),
+  );
+  assert.equal(m.heartbeat.mode, "local");
+  assert.throws(() => new Messenger({ heartbeat: { mode: "mixed" as "local" } }), TypeError);
+  await m.close();
+});
+
+Deno.test("peers() reports state, phi, rtt and last heard", async () => {
+  await using c = await cluster();
+  await c.run(1000, 50);
+  const [p] = c.a.peers();
+  assert.equal(p.name, "b");
+  assert.equal(p.state, "up");
+  assert.equal(p.mode, "global");
+  assert.equal(p.connections, 1);
+  assert.ok(p.phi >= 0 && p.phi < 1);
+  assert.ok(Number.isFinite(p.rttMs));
+  assert.ok(p.lastHeardMsAgo <= 100);
+});
+
+Deno.test("a killed peer process is reported down, and its restart is seen as a new incarnation", async () => {
+  const server = new Messenger({ name: "survivor", heartbeat: FAST, logger: () => {} });
+  const addr = await server.listen("tcp://127.0.0.1:0");
+  const events = collect(server.watch());
+  const script = new URL("./fixtures/peer_node.ts", import.meta.url);
+  const spawn = () =>
+    new Deno.Command(Deno.execPath(), {
+      args: ["run", "--allow-net=127.0.0.1", script.href, addr, "victim", "100"],
+      stdout: "piped",
+      stderr: "inherit",
+    }).spawn();
+  const readNonce = async (child: Deno.ChildProcess) => {
+    const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+    const { value } = await reader.read();
+    reader.releaseLock();
+    return value!.trim().split(" ")[1];
+  };
+  const first = spawn();
+  const nonce1 = await readNonce(first);
+  const up = waitForEvent(events, (e) => e.peer === "victim" && e.state === "up");
+  await up;
+  const killedAt = performance.now();
+  first.kill("SIGKILL");
+  await first.status;
+  await waitForEvent(events, (e) => e.peer === "victim" && e.state === "down");
+  const detectMs = performance.now() - killedAt;
+  assert.ok(detectMs <= silenceToDownMs(BOUND_SETTINGS) + 200, `detected in ${detectMs} ms`);
+  const second = spawn();
+  const nonce2 = await readNonce(second);
+  assert.notEqual(nonce1, nonce2);
+  const restarted = await waitForEvent(events, (e) => e.state === "up" && e.reason === "restarted");
+  assert.equal(restarted.peer, "victim");
+  assert.equal(server.peers()[0].nonce, nonce2);
+  second.kill("SIGKILL");
+  await second.status;
+  await second.stdout.cancel().catch(() => {});
+  await first.stdout.cancel().catch(() => {});
+  await server.close();
+});
+
+/** Resolves when `events` (filled in the background) holds a match. */
+async function waitForEvent(
+  events: NodeEvent[],
+  pred: (e: NodeEvent) => boolean,
+  seen = { n: 0 },
+): Promise<NodeEvent> {
+  for (let i = 0; i < 2000; i++) {
+    const hit = events.find(pred);
+    if (hit) return hit;
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  throw new Error(`no matching event among ${events.length} (seen ${seen.n})`);
+}
