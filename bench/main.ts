@@ -11,6 +11,7 @@
 import { parseArgs } from "node:util";
 import { tcpBenchmarks } from "./tcp_bench.ts";
 import { wheelBenchmarks } from "./wheel_bench.ts";
+import { healthBenchmarks } from "./health_bench.ts";
 import type { BenchResult, BenchSuite } from "./_common.ts";
 
 const { values } = parseArgs({
@@ -22,7 +23,7 @@ const { values } = parseArgs({
   },
 });
 
-const suites: BenchSuite[] = [tcpBenchmarks, wheelBenchmarks];
+const suites: BenchSuite[] = [tcpBenchmarks, wheelBenchmarks, healthBenchmarks];
 const only = values.only?.split(",");
 const results: BenchResult[] = [];
 for (const suite of suites) {
