@@ -37,6 +37,7 @@ export {
   type ConnectionStats,
   type Message,
   type SendOptions,
+  type SessionEvent,
   type UnsentMessage,
 } from "./src/connection.ts";
 export { Policies, type Policy, type PolicyName } from "./src/policy.ts";

@@ -21,9 +21,11 @@ import {
   type TagValue,
 } from "./protocol/frame.ts";
 import {
+  decodeAck,
   decodeClose,
   decodeHello,
   decodeRefusal,
+  encodeAck,
   encodeClose,
   encodeJson,
   type Hello,
@@ -34,7 +36,14 @@ import type { Timer, TimerWheel } from "./timer/timer_wheel.ts";
 import type { OobOptions, OobProducer, OobRegistration } from "./oob/oob.ts";
 
 /** The states of a connection. */
-export type ConnectionState = "connecting" | "handshaking" | "open" | "closing" | "closed";
+export type ConnectionState =
+  | "connecting"
+  | "handshaking"
+  | "open"
+  | "standby"
+  | "reconnecting"
+  | "closing"
+  | "closed";
 
 /**
  * Every legal transition: the state machine written as data. `docs/state-machine.md` shows the
@@ -43,9 +52,11 @@ export type ConnectionState = "connecting" | "handshaking" | "open" | "closing" 
 export const CONNECTION_TRANSITIONS: Readonly<
   Record<ConnectionState, readonly ConnectionState[]>
 > = Object.freeze({
-  connecting: ["handshaking", "closed"],
-  handshaking: ["open", "closed"],
-  open: ["closing", "closed"],
+  connecting: ["handshaking", "reconnecting", "closed"],
+  handshaking: ["open", "reconnecting", "closed"],
+  open: ["closing", "standby", "reconnecting", "closed"],
+  standby: ["open", "closed"],
+  reconnecting: ["connecting", "closed"],
   closing: ["closed"],
   closed: [],
 });
@@ -100,6 +111,12 @@ export interface ConnectionStats {
   framesReceived: number;
 }
 
+/** Session events a lossless connection reports through its messenger. */
+export type SessionEvent =
+  | { kind: "disconnect"; connection: Connection; error: Error }
+  | { kind: "resume"; connection: Connection; replayed: number }
+  | { kind: "remote-reset"; connection: Connection; lost: number; reason: string };
+
 /** What a connection reports to its owner; implemented by the messenger. */
 export interface ConnectionHost {
   readonly localHello: Omit<Hello, "policy">;
@@ -109,7 +126,19 @@ export interface ConnectionHost {
     maxQueueBytes: number;
     handshakeTimeoutMs: number;
     closeTimeoutMs: number;
+    maxUnackedBytes: number;
+    sessionTimeoutMs: number;
+    reconnectBaseMs: number;
+    reconnectMaxMs: number;
   };
+  /** Server side: which connection takes a link whose hello was accepted (this, or a session). */
+  route(hello: Hello, conn: Connection): Connection;
+  /** A handshake-only connection handed its link to a session and is gone. */
+  abandoned(conn: Connection): void;
+  /** Dials the address again for a reconnecting lossless client. */
+  redial(conn: Connection): Promise<Link>;
+  /** A lossless session event. */
+  session(event: SessionEvent): void;
   /** Checks a peer's hello; returns the refusal, or undefined to accept. */
   checkPeer(hello: Hello, conn: Connection): HandshakeRefusedError | undefined;
   deliver(message: Message): void;
@@ -138,6 +167,11 @@ interface Outgoing {
   type: number;
   priority: number;
   payload: Uint8Array;
+}
+
+/** A message written but not yet acknowledged (lossless policies keep these for replay). */
+interface Sent extends Outgoing {
+  seq: number;
 }
 
 /** A FIFO of outgoing messages with O(1) shift. */
@@ -176,7 +210,46 @@ const RESOLVED = Promise.resolve();
 /** Bodies up to this size are packed into a shared per-read arena. */
 const ARENA_MAX_BODY = 4096;
 const ARENA_MIN_BYTES = 4096;
+function frameSize(payload: Uint8Array): number {
+  return PREAMBLE_BYTES + MESSAGE_HEADER_BYTES + payload.length;
+}
+
 const PRIORITY_INDEX: Record<string, number> = { high: 0, normal: 1, low: 2 };
+
+/**
+ * Reads one link and feeds its frames to an owner that may change while it runs: the server
+ * side reads a hello on a handshake connection, then hands the link to the session it resumes
+ * without a second reader on the link and without losing bytes already read.
+ */
+class LinkReader {
+  stopped = false;
+  readonly decoder: FrameDecoder;
+  constructor(readonly link: Link, public owner: Connection, maxFrameBytes: number) {
+    this.decoder = new FrameDecoder({ maxFrameBytes });
+  }
+
+  dispatch = (tag: TagValue, flags: number, payload: Uint8Array): void => {
+    if (!this.stopped) this.owner._frame(this, tag, flags, payload);
+  };
+
+  async run(): Promise<void> {
+    try {
+      for (;;) {
+        const chunk = await this.link.read();
+        if (this.stopped) return;
+        if (chunk === null) {
+          this.decoder.end();
+          this.owner._linkEnded(this);
+          return;
+        }
+        const wait = this.owner._chunk(this, chunk);
+        if (wait) await wait;
+      }
+    } catch (error) {
+      if (!this.stopped) this.owner._readFailed(this, error as Error);
+    }
+  }
+}
 
 function deferred<T>() {
   let resolve!: (v: T) => void, reject!: (e: unknown) => void;
@@ -199,10 +272,13 @@ export class Connection {
   readonly id: number = nextId++;
   /** Which end dialed: `client` dialed, `server` accepted. */
   readonly side: "client" | "server";
-  /** The policy of this end. */
-  readonly policy: Policy;
+  #policy: Policy;
   /** The address dialed (client) or the peer's address (server). */
   readonly remoteAddr: string;
+  /** Messages written again after a resume (lossless). */
+  replayedMessages = 0;
+  /** Replayed messages that had already been delivered and were dropped (lossless). */
+  duplicatesDropped = 0;
   /** Counters. */
   readonly stats: ConnectionStats = {
     messagesSent: 0,
@@ -215,6 +291,15 @@ export class Connection {
   #host: ConnectionHost;
   #state: ConnectionState = "connecting";
   #link: Link | null = null;
+  #reader: LinkReader | null = null;
+  // Lossless sessions: written messages not yet acknowledged, in seq order, and replay.
+  #unacked: Sent[] = [];
+  #unackedHead = 0;
+  #unackedBytes = 0;
+  #replayAt = -1; // index into #unacked of the next message to replay, -1 when not replaying
+  #ackSent = 0;
+  #sessionPeerNonce: string | null = null; // the peer incarnation our session belongs to
+  #attempt = 0;
   #peer: Hello | null = null;
   #queues = PRIORITIES.map(() => new OutQueue());
   #control: Uint8Array[] = [];
@@ -242,8 +327,18 @@ export class Connection {
   constructor(host: ConnectionHost, side: "client" | "server", policy: Policy, remoteAddr: string) {
     this.#host = host;
     this.side = side;
-    this.policy = policy;
+    this.#policy = policy;
     this.remoteAddr = remoteAddr;
+  }
+
+  /** The policy of this end (on the accepting side, set by the client's hello). */
+  get policy(): Policy {
+    return this.#policy;
+  }
+
+  /** @internal the accepting side takes the policy that answers the client's */
+  _assumePolicy(policy: Policy): void {
+    this.#policy = policy;
   }
 
   /** Current state; see docs/state-machine.md. */
@@ -271,6 +366,16 @@ export class Connection {
     let n = 0;
     for (const q of this.#queues) n += q.length;
     return n;
+  }
+
+  /** Messages written and not yet acknowledged by the peer (lossless policies). */
+  get unackedMessages(): number {
+    return this.#unacked.length - this.#unackedHead;
+  }
+
+  /** Highest sequence number received in this session. */
+  get receivedSeq(): number {
+    return this.#inSeq;
   }
 
   /** The error that ended the session, if it ended by a fault. */
@@ -312,6 +417,7 @@ export class Connection {
     if (this.#closeRequested || this.#state === "closing" || this.#state === "closed") {
       return Promise.reject(this.#closedError());
     }
+    // Lossless sessions accept messages while reconnecting or in standby: they wait in the queue.
     this.#queues[priority].push({ type, priority, payload });
     this.#queuedBytes += size;
     this.#scheduleFlush();
@@ -325,8 +431,9 @@ export class Connection {
    */
   close(reason = "closed by application"): Promise<void> {
     if (this.#state === "closed" || this.#closeRequested) return this.#closed.promise;
-    if (this.#state === "connecting" || this.#state === "handshaking") {
-      this.#fail(new ConnectionClosedError(`Connection closed during handshake: ${reason}`));
+    if (this.#state !== "open") {
+      // Not connected (handshake, reconnecting, standby): nothing to exchange Close with.
+      this.#end(new ConnectionClosedError(`Connection closed before it was open: ${reason}`));
       return this.#closed.promise;
     }
     this.#closeReason = reason;
@@ -363,6 +470,7 @@ export class Connection {
   /** @internal attaches the transport link and starts the handshake */
   attach(link: Link): void {
     this.#link = link;
+    this.#reader = new LinkReader(link, this, this.#host.limits.maxFrameBytes);
     this.#transition("handshaking");
     this.#timer = this.#host.wheel.schedule(this.#host.limits.handshakeTimeoutMs, () => {
       this.#fail(
@@ -377,7 +485,7 @@ export class Connection {
       this.#control.push(encodeFrame(Tag.Hello, encodeJson(this.#helloBody())));
     }
     this.#scheduleFlush();
-    this.#readLoop(link);
+    this.#reader.run();
   }
 
   /** @internal the dial failed before a link existed */
@@ -386,7 +494,12 @@ export class Connection {
   }
 
   #helloBody(): Hello {
-    return { ...this.#host.localHello, policy: this.policy.name };
+    const hello: Hello = { ...this.#host.localHello, policy: this.policy.name };
+    if (!this.policy.lossy) {
+      hello.inSeq = this.#inSeq;
+      if (this.side === "client") hello.resumeNonce = this.#sessionPeerNonce;
+    }
+    return hello;
   }
 
   #transition(to: ConnectionState): void {
@@ -402,33 +515,36 @@ export class Connection {
     });
   }
 
-  // ---- reading ----
+  // ---- reading (called by the LinkReader) ----
 
-  async #readLoop(link: Link): Promise<void> {
-    const decoder = new FrameDecoder({ maxFrameBytes: this.#host.limits.maxFrameBytes });
-    try {
-      for (;;) {
-        const chunk = await link.read();
-        if (this.#link !== link || this.#state === "closed") return;
-        if (chunk === null) {
-          decoder.end();
-          this.#linkEnded();
-          return;
-        }
-        this.stats.bytesReceived += chunk.length;
-        this.#chunkLength = chunk.length;
-        this.#host.heard(this);
-        decoder.push(chunk, this.#onFrame);
-        const wait = this.#host.inboundBackpressure();
-        if (wait) await wait;
-      }
-    } catch (error) {
-      this.#fail(error as Error);
+  /** @internal one chunk read; returns a promise to await before reading more */
+  _chunk(reader: LinkReader, chunk: Uint8Array): Promise<void> | undefined {
+    this.stats.bytesReceived += chunk.length;
+    this.#chunkLength = chunk.length;
+    this.#host.heard(this);
+    reader.decoder.push(chunk, reader.dispatch);
+    if (!this.policy.lossy && this.#inSeq > this.#ackSent && this.#state === "open") {
+      // One standalone ack per read at most, so one-way flows still trim the peer's buffer.
+      this.#ackSent = this.#inSeq;
+      this.sendControl(encodeFrame(Tag.Ack, encodeAck(this.#inSeq)));
     }
+    return this.#host.inboundBackpressure();
   }
 
-  #onFrame = (tag: TagValue, _flags: number, payload: Uint8Array): void => {
-    if (this.#state === "closed" || this.#refusal) return;
+  /** @internal the link's stream ended */
+  _linkEnded(reader: LinkReader): void {
+    if (reader !== this.#reader) return;
+    this.#linkEnded();
+  }
+
+  /** @internal reading the link failed (transport error or bad bytes) */
+  _readFailed(reader: LinkReader, error: Error): void {
+    if (reader === this.#reader) this.#fail(error);
+  }
+
+  /** @internal one frame from the link */
+  _frame(reader: LinkReader, tag: TagValue, _flags: number, payload: Uint8Array): void {
+    if (reader !== this.#reader || this.#state === "closed" || this.#refusal) return;
     this.stats.framesReceived++;
     if (this.#state === "handshaking") {
       this.#onHandshakeFrame(tag, payload);
@@ -442,13 +558,14 @@ export class Connection {
         this.#onClose(payload);
         return;
       case Tag.Ack:
-        return; // lossy sessions keep no replay buffer
+        this.#onAck(decodeAck(payload));
+        return;
       default:
         if (!this.#host.frame(this, tag, payload)) {
           throw new FrameError("unexpected", `Unexpected frame tag ${tag} in an open session`);
         }
     }
-  };
+  }
 
   #onHandshakeFrame(tag: TagValue, payload: Uint8Array): void {
     const expected = this.side === "server" ? Tag.Hello : Tag.Welcome;
@@ -465,6 +582,22 @@ export class Connection {
     }
     const hello = decodeHello(payload);
     const refusal = this.#host.checkPeer(hello, this);
+    if (!refusal && this.side === "server") {
+      const target = this.#host.route(hello, this);
+      if (target !== this) {
+        // A resume (or a restarted peer): the session takes over this link and its reader.
+        const reader = this.#reader!;
+        this.#reader = null;
+        this.#link = null;
+        this.#timer?.cancel();
+        this.#timer = null;
+        this.#transition("closed");
+        this.#host.abandoned(this);
+        this.#closed.resolve();
+        target._adopt(reader, hello);
+        return;
+      }
+    }
     if (refusal) {
       if (this.side === "client") throw refusal;
       // Tell the client why, then fail once the Refuse frame is written (see #flush).
@@ -483,16 +616,129 @@ export class Connection {
       this.#scheduleFlush();
       return;
     }
-    this.#peer = hello;
-    if (this.side === "server") {
-      this.#control.push(encodeFrame(Tag.Welcome, encodeJson(this.#helloBody())));
-    }
     this.#timer?.cancel();
     this.#timer = null;
+    if (this.side === "server") {
+      this.#peer = hello;
+      this.#sessionPeerNonce = hello.nonce;
+      this.#control.push(encodeFrame(Tag.Welcome, encodeJson({ ...this.#helloBody(), inSeq: 0 })));
+      this.#transition("open");
+      this.#host.opened(this);
+      this.#opened.resolve();
+      this.#scheduleFlush();
+      return;
+    }
+    this.#welcomed(hello);
+  }
+
+  /** Client side: the server's Welcome arrived (first connect or a resume). */
+  #welcomed(hello: Hello): void {
+    const first = this.#peer === null;
+    const hadSession = this.#sessionPeerNonce !== null;
+    this.#peer = hello;
+    if (!this.policy.lossy && hadSession) {
+      if (hello.nonce !== this.#sessionPeerNonce || hello.resumed !== true) {
+        this.#remoteReset(
+          hello.nonce !== this.#sessionPeerNonce ? "peer restarted" : "session expired",
+        );
+      } else {
+        this.#resumeFrom(hello.inSeq ?? 0);
+      }
+    }
+    this.#sessionPeerNonce = hello.nonce;
+    this.#attempt = 0;
     this.#transition("open");
-    this.#host.opened(this);
-    this.#opened.resolve();
+    if (first) {
+      this.#host.opened(this);
+      this.#opened.resolve();
+    } else if (hadSession && this.#replayAt >= 0) {
+      this.#host.session({ kind: "resume", connection: this, replayed: this.unackedMessages });
+    }
     this.#scheduleFlush();
+  }
+
+  /** @internal server side: a resuming (or restarted) client's link joins this session */
+  _adopt(reader: LinkReader, hello: Hello): void {
+    // Drop whatever link the session had (dead, or half-open), quietly.
+    this.#detachLink();
+    this.#timer?.cancel();
+    this.#timer = null;
+    const resumed = hello.nonce === this.#sessionPeerNonce &&
+      hello.resumeNonce === this.#host.localHello.nonce;
+    if (!resumed) {
+      this.#remoteReset(
+        hello.nonce !== this.#sessionPeerNonce ? "peer restarted" : "peer lost the session",
+      );
+    } else {
+      this.#resumeFrom(hello.inSeq ?? 0);
+    }
+    this.#peer = hello;
+    this.#sessionPeerNonce = hello.nonce;
+    reader.owner = this;
+    this.#reader = reader;
+    this.#link = reader.link;
+    this.#control.push(
+      encodeFrame(
+        Tag.Welcome,
+        encodeJson({ ...this.#helloBody(), inSeq: this.#inSeq, resumed }),
+      ),
+    );
+    if (this.#state === "open") this.#transition("standby");
+    this.#transition("open");
+    if (resumed) {
+      this.#host.session({ kind: "resume", connection: this, replayed: this.unackedMessages });
+    }
+    this.#scheduleFlush();
+  }
+
+  /** Both sides agree the peer has everything up to `peerInSeq`: trim, then replay the rest. */
+  #resumeFrom(peerInSeq: number): void {
+    this.#onAck(peerInSeq);
+    this.#replayAt = this.#unackedHead < this.#unacked.length ? this.#unackedHead : -1;
+    this.#ackSent = 0; // re-ack what we hold on the new link
+  }
+
+  /** The peer's incarnation or session is gone: what it had not acknowledged is lost. */
+  #remoteReset(reason: string): void {
+    const lost = this.unackedMessages;
+    this.#unacked = [];
+    this.#unackedHead = 0;
+    this.#unackedBytes = 0;
+    this.#replayAt = -1;
+    this.#outSeq = 0;
+    this.#inSeq = 0;
+    this.#ackSent = 0;
+    this.#host.session({ kind: "remote-reset", connection: this, lost, reason });
+  }
+
+  /** The peer has everything up to `seq`: drop it from the replay buffer. */
+  #onAck(seq: number): void {
+    if (this.policy.lossy) return;
+    if (seq > this.#outSeq) {
+      throw new FrameError(
+        "unexpected",
+        `Ack for seq ${seq} beyond the last sent (${this.#outSeq})`,
+      );
+    }
+    let head = this.#unackedHead;
+    while (head < this.#unacked.length && this.#unacked[head].seq <= seq) {
+      this.#unackedBytes -= frameSize(this.#unacked[head].payload);
+      this.#unacked[head++] = undefined as unknown as Sent;
+    }
+    if (this.#replayAt >= 0 && this.#replayAt < head) {
+      this.#replayAt = head < this.#unacked.length ? head : -1;
+    }
+    if (head === this.#unacked.length) {
+      this.#unacked = [];
+      head = 0;
+      this.#replayAt = -1;
+    } else if (head > 4096 && head * 2 > this.#unacked.length) {
+      this.#unacked = this.#unacked.slice(head);
+      if (this.#replayAt >= 0) this.#replayAt -= head;
+      head = 0;
+    }
+    this.#unackedHead = head;
+    this.#scheduleFlush(); // room in the replay buffer may let queued messages go
   }
 
   #onMessage(payload: Uint8Array): void {
@@ -508,12 +754,21 @@ export class Connection {
     const seq = ((p[8] << 24 | p[9] << 16 | p[10] << 8 | p[11]) >>> 0) * 0x1_0000_0000 +
       ((p[12] << 24 | p[13] << 16 | p[14] << 8 | p[15]) >>> 0);
     if (seq !== this.#inSeq + 1) {
+      if (seq <= this.#inSeq && !this.policy.lossy) {
+        this.duplicatesDropped++; // a replay of something already delivered
+        return;
+      }
       throw new FrameError(
         "unexpected",
         `Message out of order: expected seq ${this.#inSeq + 1}, got ${seq}`,
       );
     }
     this.#inSeq = seq;
+    if (!this.policy.lossy) {
+      const ack = ((p[16] << 24 | p[17] << 16 | p[18] << 8 | p[19]) >>> 0) * 0x1_0000_0000 +
+        ((p[20] << 24 | p[21] << 16 | p[22] << 8 | p[23]) >>> 0);
+      if (ack > 0) this.#onAck(ack);
+    }
     this.stats.messagesReceived++;
     this.#host.deliver({
       type: (p[0] << 24 | p[1] << 16 | p[2] << 8 | p[3]) >>> 0,
@@ -566,7 +821,7 @@ export class Connection {
   // ---- writing ----
 
   #scheduleFlush(): void {
-    if (this.#flushScheduled || this.#writing || !this.#link) return;
+    if (this.#flushScheduled || this.#writing || !this.#link || !this.#reader) return;
     this.#flushScheduled = true;
     queueMicrotask(() => {
       this.#flushScheduled = false;
@@ -577,7 +832,11 @@ export class Connection {
   #hasOutgoing(): boolean {
     if (this.#control.length > 0) return true;
     if (this.#state !== "open" && this.#state !== "closing") return false;
-    return this.#queuedBytes > 0 || (this.#closeRequested && !this.#closeSent);
+    if (this.#replayAt >= 0) return true;
+    if (this.#queuedBytes > 0 && this.#unackedBytes < this.#host.limits.maxUnackedBytes) {
+      return true;
+    }
+    return this.#closeRequested && !this.#closeSent && this.#queuedBytes === 0;
   }
 
   async #flush(): Promise<void> {
@@ -593,33 +852,55 @@ export class Connection {
         this.stats.bytesSent += bytes;
       }
     } catch (error) {
-      this.#fail(error as Error);
+      if (link === this.#link) this.#fail(error as Error);
     } finally {
       this.#writing = false;
     }
     if (this.#refusal) this.#fail(this.#refusal);
+    else if (link !== this.#link && this.#link) this.#scheduleFlush(); // a new link meanwhile
     if (this.#state === "closing") this.#maybeFinishClose();
   }
 
-  /** Control frames first, then data by strict priority, up to BATCH_BYTES of data. */
+  /**
+   * Control frames first; then, in an open session, replayed messages, then queued data by
+   * strict priority, up to BATCH_BYTES of data (and, for lossless policies, only while the
+   * replay buffer has room: a full buffer holds messages in the queue, so send() waits).
+   */
   #buildBatch(): Uint8Array[] {
     const batch = this.#control;
     this.stats.framesSent += batch.length;
     this.#control = [];
     if (this.#state !== "open" && this.#state !== "closing") return batch;
+    const lossless = !this.policy.lossy;
     let total = 0;
-    let count = 0;
-    const taken: Outgoing[] = [];
+    const taken: Sent[] = [];
+    while (this.#replayAt >= 0 && total < BATCH_BYTES) {
+      const m = this.#unacked[this.#replayAt++];
+      taken.push(m);
+      total += frameSize(m.payload);
+      if (this.#replayAt >= this.#unacked.length) this.#replayAt = -1;
+    }
+    const replayed = taken.length;
+    let taking = 0;
     for (const queue of this.#queues) {
-      while (queue.length > 0 && total < BATCH_BYTES) {
-        const m = queue.shift();
-        total += PREAMBLE_BYTES + MESSAGE_HEADER_BYTES + m.payload.length;
+      while (
+        queue.length > 0 && total < BATCH_BYTES &&
+        (!lossless || this.#unackedBytes < this.#host.limits.maxUnackedBytes)
+      ) {
+        const m = queue.shift() as Sent;
+        const size = frameSize(m.payload);
+        m.seq = ++this.#outSeq;
+        total += size;
+        taking += size;
         taken.push(m);
-        count++;
+        if (lossless) {
+          this.#unacked.push(m);
+          this.#unackedBytes += size;
+        }
       }
       if (total >= BATCH_BYTES) break;
     }
-    if (count > 0) {
+    if (taken.length > 0) {
       const buf = new Uint8Array(total);
       const view = new DataView(buf.buffer);
       let at = 0;
@@ -627,16 +908,18 @@ export class Connection {
         const h = at + PREAMBLE_BYTES;
         view.setUint32(h, m.type);
         buf[h + 4] = m.priority;
-        setUint64(view, h + 8, ++this.#outSeq);
+        setUint64(view, h + 8, m.seq);
         setUint64(view, h + 16, this.#inSeq);
         buf.set(m.payload, h + MESSAGE_HEADER_BYTES);
         sealFrame(buf, view, at, Tag.Message, 0, MESSAGE_HEADER_BYTES + m.payload.length);
         at = h + MESSAGE_HEADER_BYTES + m.payload.length;
       }
       batch.push(buf);
-      this.#queuedBytes -= total;
-      this.stats.messagesSent += count;
-      this.stats.framesSent += count;
+      if (lossless) this.#ackSent = this.#inSeq;
+      this.#queuedBytes -= taking;
+      this.stats.messagesSent += taken.length - replayed;
+      this.stats.framesSent += taken.length;
+      this.replayedMessages += replayed;
       this.#wakeSenders();
     }
     if (this.#closeRequested && !this.#closeSent && this.#queuedBytes === 0) {
@@ -681,12 +964,76 @@ export class Connection {
     this.#closed.resolve();
   }
 
-  /** Ends the session after a fault: reports queued messages as unsent. */
+  /**
+   * A fault. Lossy sessions end (see #end). Lossless ones keep their session: the dialing side
+   * reconnects with capped exponential backoff and jitter, the accepting side waits in standby
+   * for the client to come back, for at most `sessionTimeoutMs`.
+   */
   #fail(error: Error): void {
     if (this.#state === "closed") return;
-    const wasOpen = this.#state === "open" || this.#state === "closing";
+    const keep = !this.policy.lossy && !this.#closeRequested && this.#sessionPeerNonce !== null &&
+      !(error instanceof HandshakeRefusedError);
+    if (!keep) {
+      this.#end(error);
+      return;
+    }
+    this.#error = error;
+    this.#detachLink();
+    this.#timer?.cancel();
+    this.#timer = null;
+    if (this.#unackedHead < this.#unacked.length) this.#replayAt = this.#unackedHead;
+    const wasOpen = this.#state === "open";
+    if (this.side === "client") {
+      this.#transition("reconnecting");
+      const base = this.#host.limits.reconnectBaseMs * 2 ** Math.min(this.#attempt++, 16);
+      const delay = Math.min(this.#host.limits.reconnectMaxMs, base) * (0.5 + Math.random() / 2);
+      this.#timer = this.#host.wheel.schedule(delay, () => this.#redial());
+    } else {
+      if (this.#state !== "standby") this.#transition("standby");
+      this.#timer = this.#host.wheel.schedule(this.#host.limits.sessionTimeoutMs, () => {
+        this.#end(
+          new ConnectionClosedError(
+            `Session with ${this.peerName} expired after ${this.#host.limits.sessionTimeoutMs} ms in standby`,
+          ),
+        );
+      });
+    }
+    if (wasOpen) this.#host.session({ kind: "disconnect", connection: this, error });
+  }
+
+  async #redial(): Promise<void> {
+    this.#timer = null;
+    if (this.#state !== "reconnecting") return;
+    this.#transition("connecting");
+    let link: Link;
+    try {
+      link = await this.#host.redial(this);
+    } catch (error) {
+      if (this.state === "connecting") this.#fail(error as Error);
+      return;
+    }
+    if (this.state !== "connecting") { // close() may have ended it while dialing
+      link.close();
+      return;
+    }
+    this.attach(link);
+  }
+
+  /** Ends the session for good: reports queued (and unacknowledged) messages as unsent. */
+  #end(error: Error): void {
+    if (this.#state === "closed") return;
+    const wasOpen = this.#state !== "connecting" && this.#state !== "handshaking" ||
+      this.#sessionPeerNonce !== null;
     this.#error = error;
     const unsent: UnsentMessage[] = [];
+    for (let i = this.#unackedHead; i < this.#unacked.length; i++) {
+      const m = this.#unacked[i];
+      unsent.push({ type: m.type, priority: PRIORITIES[m.priority], payload: m.payload });
+    }
+    this.#unacked = [];
+    this.#unackedHead = 0;
+    this.#unackedBytes = 0;
+    this.#replayAt = -1;
     for (const queue of this.#queues) {
       for (const m of queue.drain()) {
         unsent.push({ type: m.type, priority: PRIORITIES[m.priority], payload: m.payload });
@@ -701,12 +1048,20 @@ export class Connection {
     this.#closed.resolve();
   }
 
-  #teardown(): void {
-    this.#timer?.cancel();
-    this.#timer = null;
+  /** Stops reading and closes the current link, if any; the session state stays. */
+  #detachLink(): void {
+    const reader = this.#reader;
+    if (reader) reader.stopped = true;
+    this.#reader = null;
     this.#control = [];
     const link = this.#link;
     this.#link = null;
     link?.close();
+  }
+
+  #teardown(): void {
+    this.#timer?.cancel();
+    this.#timer = null;
+    this.#detachLink();
   }
 }

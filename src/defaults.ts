@@ -30,3 +30,11 @@ export const REFUSED_RETRY_MS = 60_000;
 export const CLUSTER = "heartline";
 /** Admin endpoint host: loopback only unless told otherwise. */
 export const ADMIN_HOSTNAME = "127.0.0.1";
+/** Lossless policies: replay buffer limit: 8 MiB. */
+export const MAX_UNACKED_BYTES = 8 * 1024 * 1024;
+/** `statefulServer`: how long a session waits in standby for its client: 30 s. */
+export const SESSION_TIMEOUT_MS = 30_000;
+/** `losslessClient`: first reconnect delay: 50 ms (doubling per try, with jitter). */
+export const RECONNECT_BASE_MS = 50;
+/** `losslessClient`: longest reconnect delay: 5 s. */
+export const RECONNECT_MAX_MS = 5_000;

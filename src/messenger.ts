@@ -12,6 +12,7 @@ import {
   type ConnectionHost,
   type ConnectionState,
   type Message,
+  type SessionEvent,
   type UnsentMessage,
 } from "./connection.ts";
 import * as defaults from "./defaults.ts";
@@ -63,6 +64,14 @@ export interface MessengerOptions {
    * same error) for this long instead of redialing: no retry storm. Default 60 s.
    */
   refusedRetryMs?: number;
+  /** Lossless policies: bytes of written, unacknowledged messages kept for replay. Default 8 MiB. */
+  maxUnackedBytes?: number;
+  /** `statefulServer`: how long a session waits in standby for its client. Default 30 s. */
+  sessionTimeoutMs?: number;
+  /** `losslessClient`: first reconnect delay; it doubles per failed try. Default 50 ms. */
+  reconnectBaseMs?: number;
+  /** `losslessClient`: longest reconnect delay (before jitter). Default 5 s. */
+  reconnectMaxMs?: number;
 }
 
 /** Options of {@linkcode Messenger.connect}. */
@@ -104,7 +113,8 @@ export type MessengerEvent =
     kind: "error";
     connection: Connection;
     error: Error;
-  };
+  }
+  | SessionEvent;
 
 /** What `GET /health` reports. */
 export interface MessengerHealth {
@@ -164,8 +174,13 @@ export class Messenger {
       | "maxInboundMessages"
       | "handshakeTimeoutMs"
       | "closeTimeoutMs"
+      | "maxUnackedBytes"
+      | "sessionTimeoutMs"
+      | "reconnectBaseMs"
+      | "reconnectMaxMs"
     >
   >;
+  #sessions = new Map<string, Connection>();
   #heartbeat: HeartbeatSettings;
   #transports = new Map<string, Transport>();
   #listeners = new Set<Listener>();
@@ -202,6 +217,22 @@ export class Messenger {
         defaults.HANDSHAKE_TIMEOUT_MS,
       ),
       closeTimeoutMs: positive("closeTimeoutMs", options.closeTimeoutMs, defaults.CLOSE_TIMEOUT_MS),
+      maxUnackedBytes: positive(
+        "maxUnackedBytes",
+        options.maxUnackedBytes,
+        defaults.MAX_UNACKED_BYTES,
+      ),
+      sessionTimeoutMs: positive(
+        "sessionTimeoutMs",
+        options.sessionTimeoutMs,
+        defaults.SESSION_TIMEOUT_MS,
+      ),
+      reconnectBaseMs: positive(
+        "reconnectBaseMs",
+        options.reconnectBaseMs,
+        defaults.RECONNECT_BASE_MS,
+      ),
+      reconnectMaxMs: positive("reconnectMaxMs", options.reconnectMaxMs, defaults.RECONNECT_MAX_MS),
     };
     this.#heartbeat = resolveHeartbeat(options.heartbeat ?? {});
     this.#refusedRetryMs = options.refusedRetryMs ?? defaults.REFUSED_RETRY_MS;
@@ -396,6 +427,8 @@ export class Messenger {
       connecting: 0,
       handshaking: 0,
       open: 0,
+      standby: 0,
+      reconnecting: 0,
       closing: 0,
       closed: 0,
     };
@@ -559,12 +592,43 @@ export class Messenger {
         });
       },
       ended: (conn, how) => this.#ended(conn, how),
+      route: (hello, conn) => this.#route(hello, conn),
+      abandoned: (conn) => {
+        this.#connections.delete(conn);
+      },
+      redial: (conn) => this.#transportFor(conn.remoteAddr).connect(conn.remoteAddr),
+      session: (event) => {
+        if (event.kind === "remote-reset") {
+          this.#log(
+            "warn",
+            `session with ${event.connection.peerName} reset (${event.reason}): ${event.lost} unacknowledged message(s) lost`,
+          );
+        }
+        this.#events.publish(event);
+      },
     };
     return host;
   }
 
+  /** Server side: the connection a hello belongs to (lossless sessions are kept by name). */
+  #route(hello: Hello, conn: Connection): Connection {
+    const policy = serverPolicyFor(hello.policy)!;
+    conn._assumePolicy(policy);
+    if (policy.lossy) return conn;
+    const existing = this.#sessions.get(hello.name);
+    if (
+      existing && existing !== conn && existing.state !== "closed" && existing.state !== "closing"
+    ) {
+      return existing;
+    }
+    this.#sessions.set(hello.name, conn);
+    return conn;
+  }
+
   #ended(conn: Connection, how: ConnectionEnd): void {
     this.#connections.delete(conn);
+    const name = conn.peerName;
+    if (name !== undefined && this.#sessions.get(name) === conn) this.#sessions.delete(name);
     this.#oob.forget(conn);
     if (how.kind === "close" || how.wasOpen) {
       this.#health.ended(conn, how.kind === "close" ? "closed" : "reset");

@@ -15,7 +15,7 @@ export interface Policy {
 }
 
 /** Names of the policies this version implements. */
-export type PolicyName = "lossyClient" | "statelessServer";
+export type PolicyName = "lossyClient" | "statelessServer" | "losslessClient" | "statefulServer";
 
 /**
  * The named policies.
@@ -25,6 +25,12 @@ export type PolicyName = "lossyClient" | "statelessServer";
  *   are handed back in that event. The client does not reconnect by itself.
  * - `statelessServer`: the accepting side of a lossy session. It keeps nothing once the
  *   session ends.
+ * - `losslessClient`: the dialing side of a lossless session. On a transport fault it
+ *   reconnects by itself (capped exponential backoff with jitter) and resumes: nothing lost,
+ *   duplicated or reordered. Messages sent meanwhile wait in the queue.
+ * - `statefulServer`: the accepting side of a lossless session. It keeps the session
+ *   (sequence numbers, unacknowledged messages) in `standby` for `sessionTimeoutMs` and never
+ *   dials; a client that comes back later gets a `remote-reset`, never a silent resume.
  *
  * @example
  * ```ts
@@ -35,9 +41,13 @@ export type PolicyName = "lossyClient" | "statelessServer";
 export const Policies: Readonly<Record<PolicyName, Policy>> = Object.freeze({
   lossyClient: { name: "lossyClient", role: "client", lossy: true },
   statelessServer: { name: "statelessServer", role: "server", lossy: true },
+  losslessClient: { name: "losslessClient", role: "client", lossy: false },
+  statefulServer: { name: "statefulServer", role: "server", lossy: false },
 });
 
 /** The server-side policy that answers a client policy. */
 export function serverPolicyFor(client: string): Policy | undefined {
-  return client === "lossyClient" ? Policies.statelessServer : undefined;
+  if (client === "lossyClient") return Policies.statelessServer;
+  if (client === "losslessClient") return Policies.statefulServer;
+  return undefined;
 }

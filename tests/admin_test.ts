@@ -18,6 +18,8 @@ Deno.test("GET /health (app.request) reports name, uptime and connections by sta
     "connecting",
     "handshaking",
     "open",
+    "reconnecting",
+    "standby",
   ]);
   assert.deepEqual(body.listening, [p.addr]);
 });

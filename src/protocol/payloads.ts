@@ -49,6 +49,12 @@ export interface Hello {
   cluster: string;
   /** Heartbeat settings. */
   heartbeat: HeartbeatSettings;
+  /** Lossless policies: the highest sequence the sender has received in the session. */
+  inSeq?: number;
+  /** Lossless client: the nonce of the server incarnation it has a session with, or null. */
+  resumeNonce?: string | null;
+  /** Welcome to a lossless client: whether its session was resumed. */
+  resumed?: boolean;
 }
 
 /** The JSON body of a Refuse frame. */
@@ -117,7 +123,7 @@ export function decodeHello(payload: Uint8Array): Hello {
     throw new FrameError("malformed", `Hello heartbeat detector is unknown: ${detector}`);
   }
   const what = "Hello heartbeat";
-  return {
+  const hello: Hello = {
     version: num(obj, "version", "Hello"),
     name: str(obj, "name", "Hello"),
     nonce: str(obj, "nonce", "Hello"),
@@ -133,6 +139,17 @@ export function decodeHello(payload: Uint8Array): Hello {
       graceMs: num(heartbeat, "graceMs", what),
     },
   };
+  if (obj.inSeq !== undefined) hello.inSeq = num(obj, "inSeq", "Hello");
+  if (obj.resumeNonce !== undefined && obj.resumeNonce !== null) {
+    hello.resumeNonce = str(obj, "resumeNonce", "Hello");
+  }
+  if (obj.resumed !== undefined) {
+    if (typeof obj.resumed !== "boolean") {
+      throw new FrameError("malformed", "Hello field resumed is not a boolean");
+    }
+    hello.resumed = obj.resumed;
+  }
+  return hello;
 }
 
 /** Decodes a Refuse payload. */
