@@ -635,6 +635,7 @@ export class Connection {
   #welcomed(hello: Hello): void {
     const first = this.#peer === null;
     const hadSession = this.#sessionPeerNonce !== null;
+    let resumed = false;
     this.#peer = hello;
     if (!this.policy.lossy && hadSession) {
       if (hello.nonce !== this.#sessionPeerNonce || hello.resumed !== true) {
@@ -643,6 +644,7 @@ export class Connection {
         );
       } else {
         this.#resumeFrom(hello.inSeq ?? 0);
+        resumed = true;
       }
     }
     this.#sessionPeerNonce = hello.nonce;
@@ -651,7 +653,7 @@ export class Connection {
     if (first) {
       this.#host.opened(this);
       this.#opened.resolve();
-    } else if (hadSession && this.#replayAt >= 0) {
+    } else if (resumed) {
       this.#host.session({ kind: "resume", connection: this, replayed: this.unackedMessages });
     }
     this.#scheduleFlush();

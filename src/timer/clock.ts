@@ -9,15 +9,18 @@
 export interface Clock {
   /** Milliseconds on a monotonic scale (not necessarily epoch-based). */
   now(): number;
-  /** Calls `fn` once after `ms` milliseconds; returns a handle for `clearTimeout`. */
-  setTimeout(fn: () => void, ms: number): unknown;
+  /**
+   * Calls `fn` once after `ms` milliseconds; returns a handle for `clearTimeout`. With
+   * `ref: false` (the default) the timeout does not keep the process alive on its own.
+   */
+  setTimeout(fn: () => void, ms: number, options?: { ref?: boolean }): unknown;
   /** Cancels a pending `setTimeout`. */
   clearTimeout(handle: unknown): void;
 }
 
 /**
- * The real clock: `performance.now()` and the global `setTimeout`, unref'd so that an idle
- * wheel never keeps a process alive on its own.
+ * The real clock: `performance.now()` and the global `setTimeout`, unref'd unless asked, so
+ * that heartbeats alone never keep a process alive.
  *
  * @example
  * ```ts
@@ -28,9 +31,9 @@ export interface Clock {
  */
 export const systemClock: Clock = {
   now: () => performance.now(),
-  setTimeout(fn, ms) {
+  setTimeout(fn, ms, options) {
     const id = setTimeout(fn, ms);
-    Deno.unrefTimer(id);
+    if (!options?.ref) Deno.unrefTimer(id);
     return id;
   },
   clearTimeout: (handle) => clearTimeout(handle as number),

@@ -144,6 +144,8 @@ export class TimerWheel {
   #slots: TimerNode[];
   #size = 0; // linked wheel entries
   #timers = 0; // live timers: one-shots plus members of periodic groups
+  #oneShots = 0; // pending one-shot timers: work in progress, so they keep the host alive
+  #armedRef = false;
   #groups = new Map<string, PeriodicGroup>();
   #groupSeq = 0;
   #armedAt = Infinity;
@@ -200,6 +202,7 @@ export class TimerWheel {
     const node = new TimerNode(this, this.#tickOf(due), due, 0, callback);
     this.#insert(node);
     this.#timers++;
+    this.#oneShots++;
     this.#rearm();
     return node;
   }
@@ -349,13 +352,17 @@ export class TimerWheel {
     }
     this.#groups.clear();
     this.#timers = 0;
+    this.#oneShots = 0;
     this.#tickEndHooks.clear();
   }
 
   /** @internal called by a node that unlinked itself */
   _removed(isTimer: boolean): void {
     this.#size--;
-    if (isTimer) this.#timers--;
+    if (isTimer) {
+      this.#timers--;
+      this.#oneShots--;
+    }
     // A wheel left empty keeps its timeout until it fires once and then sleeps; clearing here
     // would make cancel-heavy workloads (most timeouts never fire) churn the host timer.
   }
@@ -428,6 +435,7 @@ export class TimerWheel {
     } else {
       node.callback = null;
       this.#timers--;
+      this.#oneShots--;
     }
     this.fired++;
     this.#firedThisAdvance++;
@@ -472,12 +480,20 @@ export class TimerWheel {
     const next = this.#nextTick();
     if (next === Infinity) return;
     const at = this.#epoch + next * this.#tickMs;
-    if (this.#handle !== undefined && at >= this.#armedAt) return;
+    // Periodic timers alone (heartbeats) do not keep the host process alive; a pending
+    // one-shot (a reconnect, a handshake or close timeout) does, like a plain setTimeout.
+    const ref = this.#oneShots > 0;
+    if (this.#handle !== undefined && at >= this.#armedAt && ref === this.#armedRef) return;
     if (this.#handle !== undefined) this.#clock.clearTimeout(this.#handle);
     this.#armedAt = at;
-    this.#handle = this.#clock.setTimeout(() => {
-      this.#handle = undefined;
-      this.advance();
-    }, Math.max(0, at - this.#clock.now()));
+    this.#armedRef = ref;
+    this.#handle = this.#clock.setTimeout(
+      () => {
+        this.#handle = undefined;
+        this.advance();
+      },
+      Math.max(0, at - this.#clock.now()),
+      { ref },
+    );
   }
 }

@@ -1,0 +1,276 @@
+// Lossless client/server sessions: resume after cuts with nothing lost, duplicated or
+// reordered; restart detection; session expiry; acks and the replay buffer.
+
+import assert from "node:assert/strict";
+import {
+  type Connection,
+  ManualClock,
+  MemoryTransport,
+  type Message,
+  Messenger,
+  type MessengerEvent,
+  type MessengerOptions,
+  type Priority,
+} from "../mod.ts";
+import { FaultProxy } from "./fault_proxy.ts";
+import { captureLogger, take, waitEvent } from "./_helpers.ts";
+
+const QUICK = { reconnectBaseMs: 1, reconnectMaxMs: 20 };
+const PRIORITIES: Priority[] = ["high", "normal", "low"];
+
+function collectEvents(m: Messenger): MessengerEvent[] {
+  const out: MessengerEvent[] = [];
+  (async () => {
+    for await (const e of m.events()) out.push(e);
+  })();
+  return out;
+}
+
+/**
+ * Sends `total` messages in three priorities (type = index within its priority) while `cut()`
+ * is called every `every` received messages; checks exactly-once, in-order delivery.
+ */
+async function cutStorm(
+  client: Messenger,
+  server: Messenger,
+  conn: Connection,
+  total: number,
+  cuts: number,
+  cut: () => boolean,
+) {
+  const every = Math.floor(total / (cuts + 1));
+  const next = [0, 0, 0];
+  const sender = (async () => {
+    for (let i = 0; i < total; i++) {
+      const p = i % 7 === 0 ? 0 : i % 3 === 0 ? 2 : 1;
+      const body = new Uint8Array(16);
+      new DataView(body.buffer).setUint32(0, i);
+      await conn.send(next[p]++, body, { priority: PRIORITIES[p] });
+    }
+  })();
+  const expected = [0, 0, 0];
+  let received = 0;
+  let cutsDone = 0;
+  let serverSeq = 0;
+  let serverConn: Connection | undefined;
+  for await (const m of server.messages() as AsyncIterable<Message>) {
+    const p = PRIORITIES.indexOf(m.priority);
+    assert.equal(m.type, expected[p], `priority ${m.priority}: expected ${expected[p]}`);
+    expected[p]++;
+    // The session's sequence has no gap and never goes back (resets would restart it).
+    if (serverConn !== m.connection) serverConn = m.connection;
+    assert.equal(m.seq, serverSeq + 1, "no gap in the receiver's sequence");
+    serverSeq = m.seq;
+    received++;
+    // Cut every `every` messages, counting only cuts of a live link (a cut while the
+    // session is still reconnecting would cut nothing).
+    if (received >= (cutsDone + 1) * every && cutsDone < cuts) {
+      const back = waitEvent(client, "resume");
+      if (cut()) {
+        cutsDone++;
+        await back; // the next cut comes after the session is back
+      }
+    }
+    if (received === total) break;
+  }
+  await sender;
+  assert.deepEqual(expected, next, "every message arrived exactly once");
+  assert.equal(cutsDone, cuts);
+  return { received, cutsDone };
+}
+
+Deno.test("[mem] 100,000 messages survive 200 cuts: exactly once, in order per priority", async () => {
+  const net = new MemoryTransport();
+  const opts = { transports: [net], logger: captureLogger().log, ...QUICK };
+  const server = new Messenger({ name: "server", ...opts });
+  const client = new Messenger({ name: "client", ...opts });
+  await server.listen("mem://server");
+  const conn = await client.connect("mem://server", { policy: "losslessClient" });
+  const events = collectEvents(client);
+  const { cutsDone } = await cutStorm(client, server, conn, 100_000, 200, () => {
+    const link = net.links.at(-1)!;
+    if (conn.state !== "open" || link.unreadBytes < 0) return false;
+    link.cut();
+    return true;
+  });
+  assert.equal(cutsDone, 200);
+  assert.ok(net.links.length >= 200, `${net.links.length} links dialed`);
+  assert.equal(events.filter((e) => e.kind === "remote-reset").length, 0);
+  assert.equal(events.filter((e) => e.kind === "resume").length, 200);
+  assert.ok(conn.replayedMessages > 0, "cuts hit messages in flight, which were replayed");
+  await client.close();
+  await server.close();
+});
+
+Deno.test("[tcp] 100,000 messages through a proxy cut 200 times: exactly once, in order", async () => {
+  const opts = { logger: captureLogger().log, ...QUICK };
+  const server = new Messenger({ name: "server", ...opts });
+  const client = new Messenger({ name: "client", ...opts });
+  const addr = await server.listen("tcp://127.0.0.1:0");
+  const proxy = FaultProxy.start({ targetPort: Number(new URL(addr).port) });
+  const conn = await client.connect(proxy.addr, { policy: "losslessClient" });
+  await cutStorm(client, server, conn, 100_000, 200, () => {
+    if (proxy.connections === 0 || conn.state !== "open") return false;
+    proxy.cut();
+    return true;
+  });
+  assert.ok(proxy.accepted >= 150, `${proxy.accepted} connections through the proxy`);
+  assert.ok(conn.replayedMessages > 0, "cuts hit messages in flight, which were replayed");
+  await client.close();
+  await server.close();
+  proxy.close();
+});
+
+Deno.test("[mem] a one-way flow is acknowledged: the replay buffer empties", async () => {
+  const net = new MemoryTransport();
+  const opts = { transports: [net], logger: captureLogger().log };
+  const server = new Messenger({ name: "server", ...opts });
+  const client = new Messenger({ name: "client", ...opts });
+  await server.listen("mem://server");
+  const conn = await client.connect("mem://server", { policy: "losslessClient" });
+  for (let i = 0; i < 5000; i++) await conn.send(i, new Uint8Array(100));
+  await take(server, 5000);
+  // The server's standalone acks (one per read) arrive; wait for the last one.
+  for (let i = 0; i < 100 && conn.unackedMessages > 0; i++) {
+    await new Promise((r) => setTimeout(r, 1));
+  }
+  assert.equal(conn.unackedMessages, 0);
+  await client.close();
+  await server.close();
+});
+
+Deno.test("[mem] a full replay buffer holds messages back: send() waits, nothing is dropped", async () => {
+  const net = new MemoryTransport();
+  const opts = {
+    transports: [net],
+    logger: captureLogger().log,
+    maxUnackedBytes: 64 * 1024,
+    maxQueueBytes: 64 * 1024,
+  };
+  const server = new Messenger({ name: "server", ...opts });
+  const client = new Messenger({ name: "client", ...opts });
+  await server.listen("mem://server");
+  const conn = await client.connect("mem://server", { policy: "losslessClient" });
+  net.links[0].peer.stallReads(true); // no reads, so no acks
+  let accepted = 0;
+  const writer = (async () => {
+    for (let i = 0; i < 100; i++) {
+      await conn.send(i, new Uint8Array(8 * 1024));
+      accepted++;
+    }
+  })();
+  for (let i = 0; i < 20; i++) await new Promise((r) => setTimeout(r, 1));
+  assert.ok(accepted < 100, `sender held back after ${accepted}`);
+  assert.ok(conn.unackedMessages * (8 * 1024) <= 64 * 1024 + 8 * 1024 + 100);
+  net.links[0].peer.stallReads(false);
+  const got = await take(server, 100);
+  await writer;
+  assert.deepEqual(got.map((m) => m.type), Array.from({ length: 100 }, (_, i) => i));
+  await client.close();
+  await server.close();
+});
+
+Deno.test("[mem] a restarted server is detected: the client gets remote-reset with the lost count", async () => {
+  const net = new MemoryTransport();
+  const opts: MessengerOptions = { transports: [net], logger: captureLogger().log, ...QUICK };
+  const server1 = new Messenger({ name: "server", ...opts });
+  const client = new Messenger({ name: "client", ...opts });
+  await server1.listen("mem://server");
+  const conn = await client.connect("mem://server", { policy: "losslessClient" });
+  await conn.send(1, new Uint8Array(1));
+  await take(server1, 1);
+  // The server stops reading, five messages go out unacknowledged, then it "crashes".
+  net.links[0].peer.stallReads(true);
+  for (let i = 0; i < 5; i++) await conn.send(10 + i, new Uint8Array(1));
+  await new Promise((r) => setTimeout(r, 5));
+  assert.equal(conn.unackedMessages, 5);
+  const reset = waitEvent(client, "remote-reset");
+  net.links[0].cut();
+  await server1.close();
+  const server2 = new Messenger({ name: "server", ...opts });
+  await server2.listen("mem://server");
+  const ev = await reset;
+  assert.equal(ev.lost, 5);
+  assert.equal(ev.reason, "peer restarted");
+  // The session starts afresh with the new incarnation; nothing old is delivered as new.
+  await conn.send(99, new Uint8Array(1));
+  const [m] = await take(server2, 1);
+  assert.equal(m.type, 99);
+  assert.equal(m.seq, 1);
+  await client.close();
+  await server2.close();
+});
+
+Deno.test("[tcp] a killed and restarted client process: the survivor sees remote-reset with the right lost count", async () => {
+  const server = new Messenger({ name: "survivor", logger: captureLogger().log, ...QUICK });
+  const addr = await server.listen("tcp://127.0.0.1:0");
+  const proxy = FaultProxy.start({ targetPort: Number(new URL(addr).port) });
+  const script = new URL("./fixtures/lossless_client.ts", import.meta.url);
+  const spawn = () =>
+    new Deno.Command(Deno.execPath(), {
+      args: ["run", "--allow-net=127.0.0.1", script.href, proxy.addr],
+      stdout: "piped",
+      stderr: "inherit",
+    }).spawn();
+  const first = spawn();
+  const accepted = await waitEvent(server, "accept");
+  const session = accepted.connection;
+  assert.equal(session.policy.name, "statefulServer");
+  // Seven messages vanish on the way (blackhole): written, never acknowledged.
+  proxy.blackhole(true);
+  for (let i = 0; i < 7; i++) await session.send(i, new Uint8Array(8));
+  await new Promise((r) => setTimeout(r, 20));
+  assert.equal(session.unackedMessages, 7);
+  first.kill("SIGKILL");
+  await first.status;
+  await first.stdout.cancel();
+  proxy.blackhole(false);
+  const reset = waitEvent(server, "remote-reset");
+  const second = spawn();
+  const ev = await reset;
+  assert.equal(ev.connection, session, "the same session object, reset");
+  assert.equal(ev.lost, 7);
+  assert.equal(ev.reason, "peer restarted");
+  second.kill("SIGKILL");
+  await second.status;
+  await second.stdout.cancel();
+  await server.close();
+  proxy.close();
+});
+
+Deno.test("[mem] a client that comes back after the session expired gets a reset, not a resume", async () => {
+  const clock = new ManualClock(0);
+  const net = new MemoryTransport();
+  const opts: MessengerOptions = {
+    transports: [net],
+    clock,
+    logger: captureLogger().log,
+    sessionTimeoutMs: 1000,
+    reconnectBaseMs: 5000,
+    reconnectMaxMs: 5000,
+  };
+  const server = new Messenger({ name: "server", ...opts });
+  const client = new Messenger({ name: "client", ...opts });
+  await server.listen("mem://server");
+  const conn = await client.connect("mem://server", { policy: "losslessClient" });
+  const accepted = server.connections()[0];
+  net.links[0].peer.stallReads(true);
+  for (let i = 0; i < 3; i++) await conn.send(i, new Uint8Array(1));
+  await new Promise((r) => setTimeout(r, 5));
+  const expired = waitEvent(server, "reset");
+  const remoteReset = waitEvent(client, "remote-reset");
+  net.links[0].cut();
+  await new Promise((r) => setTimeout(r, 5));
+  assert.equal(conn.state, "reconnecting");
+  assert.equal(accepted.state, "standby");
+  clock.advance(1500); // the server's session expires before the client's redial (>= 2.5 s)
+  const ev = await expired;
+  assert.match(ev.error.message, /expired/);
+  clock.advance(5000);
+  const rr = await remoteReset;
+  assert.equal(rr.reason, "session expired");
+  assert.equal(rr.lost, 3);
+  assert.equal(conn.state, "open");
+  await client.close();
+  await server.close();
+});
