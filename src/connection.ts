@@ -132,7 +132,7 @@ export interface ConnectionHost {
     reconnectMaxMs: number;
   };
   /** Server side: which connection takes a link whose hello was accepted (this, or a session). */
-  route(hello: Hello, conn: Connection): Connection;
+  route(hello: Hello, conn: Connection): Connection | HandshakeRefusedError;
   /** A handshake-only connection handed its link to a session and is gone. */
   abandoned(conn: Connection): void;
   /** Dials the address again for a reconnecting lossless client. */
@@ -251,6 +251,14 @@ class LinkReader {
   }
 }
 
+/** @internal a dial replaced by the peer's winning dial; carries the session to use */
+export class SupersededError extends Error {
+  constructor(readonly winner: Connection) {
+    super("Dial superseded by the peer's own dial");
+    this.name = "SupersededError";
+  }
+}
+
 function deferred<T>() {
   let resolve!: (v: T) => void, reject!: (e: unknown) => void;
   const promise = new Promise<T>((res, rej) => {
@@ -271,7 +279,7 @@ export class Connection {
   /** Process-unique id, shown in admin views and logs. */
   readonly id: number = nextId++;
   /** Which end dialed: `client` dialed, `server` accepted. */
-  readonly side: "client" | "server";
+  #side: "client" | "server";
   #policy: Policy;
   /** The address dialed (client) or the peer's address (server). */
   readonly remoteAddr: string;
@@ -326,9 +334,18 @@ export class Connection {
   /** @internal created by the messenger */
   constructor(host: ConnectionHost, side: "client" | "server", policy: Policy, remoteAddr: string) {
     this.#host = host;
-    this.side = side;
+    this.#side = side;
     this.#policy = policy;
     this.remoteAddr = remoteAddr;
+  }
+
+  /**
+   * Which end dialed the current link: `client` dialed (and redials after a fault), `server`
+   * accepted (and waits in standby). A lossless peer session can change sides when a dial
+   * race hands it the other node's link.
+   */
+  get side(): "client" | "server" {
+    return this.#side;
   }
 
   /** The policy of this end (on the accepting side, set by the client's hello). */
@@ -571,6 +588,12 @@ export class Connection {
     const expected = this.side === "server" ? Tag.Hello : Tag.Welcome;
     if (tag === Tag.Refuse && this.side === "client") {
       const refusal = decodeRefusal(payload);
+      if (refusal.field === "race") {
+        // Lost a dial race: the peer's own dial carries the session (see docs/policies.md).
+        throw new HandshakeRefusedError("race", `Dial race lost to ${refusal.peer}`, {
+          peer: refusal.peer,
+        });
+      }
       // Say it from this side: our value is "local", the refusing peer's is "peer".
       const message = "local" in refusal
         ? `${refusal.field} differs: local ${refusal.peer}, peer ${refusal.local} (refused by peer)`
@@ -581,10 +604,12 @@ export class Connection {
       throw new FrameError("unexpected", `Unexpected frame tag ${tag} during handshake`);
     }
     const hello = decodeHello(payload);
-    const refusal = this.#host.checkPeer(hello, this);
+    let refusal = this.#host.checkPeer(hello, this);
     if (!refusal && this.side === "server") {
       const target = this.#host.route(hello, this);
-      if (target !== this) {
+      if (target instanceof HandshakeRefusedError) {
+        refusal = target;
+      } else if (target !== this) {
         // A resume (or a restarted peer): the session takes over this link and its reader.
         const reader = this.#reader!;
         this.#reader = null;
@@ -659,10 +684,24 @@ export class Connection {
     this.#scheduleFlush();
   }
 
+  /**
+   * @internal a dial of ours lost a race to the peer's own dial: end quietly (no events); the
+   * caller's connect() resolves to the winning session instead
+   */
+  _supersede(winner: Connection): void {
+    if (this.#state === "closed") return;
+    this.#teardown();
+    this.#transition("closed");
+    this.#host.abandoned(this);
+    this.#opened.reject(new SupersededError(winner));
+    this.#closed.resolve();
+  }
+
   /** @internal server side: a resuming (or restarted) client's link joins this session */
   _adopt(reader: LinkReader, hello: Hello): void {
     // Drop whatever link the session had (dead, or half-open), quietly.
     this.#detachLink();
+    this.#side = "server";
     this.#timer?.cancel();
     this.#timer = null;
     const resumed = hello.nonce === this.#sessionPeerNonce &&

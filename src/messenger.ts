@@ -13,6 +13,7 @@ import {
   type ConnectionState,
   type Message,
   type SessionEvent,
+  SupersededError,
   type UnsentMessage,
 } from "./connection.ts";
 import * as defaults from "./defaults.ts";
@@ -181,6 +182,8 @@ export class Messenger {
     >
   >;
   #sessions = new Map<string, Connection>();
+  #peerAddrs = new Map<string, string>(); // listen address -> peer name (from hellos)
+  #sessionWaiters = new Map<string, ((conn: Connection) => void)[]>();
   #heartbeat: HeartbeatSettings;
   #transports = new Map<string, Transport>();
   #listeners = new Set<Listener>();
@@ -359,14 +362,14 @@ export class Messenger {
     this.#checkRunning();
     const refused = this.#refused.get(addr);
     if (refused && refused.until > this.wheel.clock.now()) throw refused.error;
-    const existing = this.#dialed.get(addr);
+    const existing = this.#dialed.get(addr) ?? this.#sessionAt(addr);
     if (existing && existing.state !== "closed" && existing.state !== "closing") {
       await existing.opened();
       return existing;
     }
     const policy = Policies[options.policy ?? "lossyClient"];
-    if (!policy || policy.role !== "client") {
-      throw new TypeError(`Not a client policy: ${options.policy}`);
+    if (!policy || policy.role === "server") {
+      throw new TypeError(`Not a dialing policy: ${options.policy}`);
     }
     const transport = this.#transportFor(addr);
     const conn = new Connection(this.#host, "client", policy, addr);
@@ -390,16 +393,59 @@ export class Messenger {
       try {
         await conn.opened();
       } catch (error) {
+        if (error instanceof SupersededError) {
+          // A dial race: the peer's own dial carries the session.
+          await error.winner.opened();
+          return error.winner;
+        }
+        if (error instanceof HandshakeRefusedError && error.field === "race") {
+          return await this.#awaitSession(String(error.peer));
+        }
         if (error instanceof HandshakeRefusedError) {
           const until = this.wheel.clock.now() + this.#refusedRetryMs;
           this.#refused.set(addr, { error, until });
         }
         throw error;
       }
+      if (policy.role === "peer") this.#registerPeerSession(conn);
       return conn;
     } finally {
       options.signal?.removeEventListener("abort", abort);
     }
+  }
+
+  /** The live peer session with the node known to listen at `addr`, if any. */
+  #sessionAt(addr: string): Connection | undefined {
+    const name = this.#peerAddrs.get(addr);
+    return name === undefined ? undefined : this.#sessions.get(name);
+  }
+
+  #registerPeerSession(conn: Connection): void {
+    const name = conn.peerName!;
+    const current = this.#sessions.get(name);
+    if (!current || current.state === "closed") this.#sessions.set(name, conn);
+    for (const w of this.#sessionWaiters.get(name) ?? []) w(conn);
+    this.#sessionWaiters.delete(name);
+  }
+
+  /** Resolves with the session for `name` once its handshake is done (after a lost race). */
+  async #awaitSession(name: string): Promise<Connection> {
+    let session = this.#sessions.get(name);
+    if (!session || session.state === "closed") {
+      session = await new Promise<Connection>((resolve, reject) => {
+        const list = this.#sessionWaiters.get(name) ?? [];
+        list.push(resolve);
+        this.#sessionWaiters.set(name, list);
+        this.wheel.schedule(this.#options.handshakeTimeoutMs, () => {
+          const i = list.indexOf(resolve);
+          if (i < 0) return;
+          list.splice(i, 1);
+          reject(new ConnectionClosedError(`Lost a dial race to ${name}, whose dial never came`));
+        });
+      });
+    }
+    await session.opened();
+    return session;
   }
 
   /**
@@ -554,6 +600,7 @@ export class Messenger {
       nonce: this.nonce,
       cluster: this.#options.cluster,
       heartbeat: this.#heartbeat,
+      listening: [...this.#listeners].map((l) => l.addr),
     });
     const host: ConnectionHost = {
       // A getter: the hello carries the settings of the moment (they change while stopped).
@@ -595,6 +642,7 @@ export class Messenger {
       route: (hello, conn) => this.#route(hello, conn),
       abandoned: (conn) => {
         this.#connections.delete(conn);
+        if (this.#dialed.get(conn.remoteAddr) === conn) this.#dialed.delete(conn.remoteAddr);
       },
       redial: (conn) => this.#transportFor(conn.remoteAddr).connect(conn.remoteAddr),
       session: (event) => {
@@ -610,11 +658,19 @@ export class Messenger {
     return host;
   }
 
-  /** Server side: the connection a hello belongs to (lossless sessions are kept by name). */
-  #route(hello: Hello, conn: Connection): Connection {
+  /**
+   * Server side: the connection a hello belongs to. Lossless sessions are kept by peer name;
+   * a lossless peer's dial that races one of ours is settled here (docs/policies.md).
+   */
+  #route(hello: Hello, conn: Connection): Connection | HandshakeRefusedError {
     const policy = serverPolicyFor(hello.policy)!;
     conn._assumePolicy(policy);
     if (policy.lossy) return conn;
+    for (const addr of hello.listening ?? []) this.#peerAddrs.set(addr, hello.name);
+    if (policy.role === "peer") {
+      const raced = this.#raceWith(hello);
+      if (raced instanceof HandshakeRefusedError) return raced;
+    }
     const existing = this.#sessions.get(hello.name);
     if (
       existing && existing !== conn && existing.state !== "closed" && existing.state !== "closing"
@@ -622,7 +678,43 @@ export class Messenger {
       return existing;
     }
     this.#sessions.set(hello.name, conn);
+    if (policy.role === "peer") {
+      const listening = new Set(hello.listening ?? []);
+      for (const [addr, ours] of this.#dialed) {
+        if (listening.has(addr) && ours.policy.role === "peer" && ours !== conn) {
+          if (ours.state === "connecting" || ours.state === "handshaking") ours._supersede(conn);
+        }
+      }
+      conn.opened().then(() => this.#registerPeerSession(conn), () => {});
+    }
     return conn;
+  }
+
+  /**
+   * A peer dialed us while we may be dialing it. The link dialed by the node whose name sorts
+   * first wins: if that is the peer, our pending dial is superseded; if it is us, the peer's
+   * dial is refused with `race` and its connect() waits for ours.
+   */
+  #raceWith(hello: Hello): HandshakeRefusedError | undefined {
+    const race = () =>
+      new HandshakeRefusedError("race", `Dial race: ${this.name} keeps its session`, {
+        local: this.name,
+        peer: this.name,
+      });
+    // A healthy session already joins us: a fresh dial from the same incarnation (one that
+    // does not know of the session) loses, and its connect() resolves to that session.
+    const session = this.#sessions.get(hello.name);
+    if (session?.state === "open" && session.peerNonce === hello.nonce && !hello.resumeNonce) {
+      return race();
+    }
+    const listening = new Set(hello.listening ?? []);
+    const ours = [...this.#dialed.entries()].find(([addr, c]) =>
+      listening.has(addr) && c.policy.role === "peer" &&
+      (c.state === "connecting" || c.state === "handshaking")
+    )?.[1];
+    if (!ours) return undefined;
+    if (hello.name < this.name) return undefined; // theirs wins; ours is superseded in #route
+    return race();
   }
 
   #ended(conn: Connection, how: ConnectionEnd): void {
@@ -637,6 +729,13 @@ export class Messenger {
     if (how.kind === "close") {
       this.#events.publish({ kind: "close", connection: conn, by: how.by, reason: how.reason });
       return;
+    }
+    if (how.kind === "reset" && how.error instanceof HandshakeRefusedError) {
+      if (how.error.field === "race") {
+        // Settling a dial race is routine: the winning dial carries the session.
+        this.#log("debug", `connection ${conn.id}: ${how.error.message}`);
+        return;
+      }
     }
     const what = `connection ${conn.id} (${conn.side}, ${conn.remoteAddr})`;
     this.#log("warn", `${what} ${how.wasOpen ? "reset" : "failed"}: ${how.error.message}`);

@@ -9,13 +9,18 @@ export interface Policy {
   /** The policy's name, carried in the handshake. */
   readonly name: PolicyName;
   /** Which side of a connection uses it. */
-  readonly role: "client" | "server";
+  readonly role: "client" | "server" | "peer";
   /** True when a transport fault ends the session and queued messages are reported unsent. */
   readonly lossy: boolean;
 }
 
 /** Names of the policies this version implements. */
-export type PolicyName = "lossyClient" | "statelessServer" | "losslessClient" | "statefulServer";
+export type PolicyName =
+  | "lossyClient"
+  | "statelessServer"
+  | "losslessClient"
+  | "statefulServer"
+  | "losslessPeer";
 
 /**
  * The named policies.
@@ -31,6 +36,9 @@ export type PolicyName = "lossyClient" | "statelessServer" | "losslessClient" | 
  * - `statefulServer`: the accepting side of a lossless session. It keeps the session
  *   (sequence numbers, unacknowledged messages) in `standby` for `sessionTimeoutMs` and never
  *   dials; a client that comes back later gets a `remote-reset`, never a silent resume.
+ * - `losslessPeer`: either node may dial; one lossless session per pair of nodes. When both
+ *   dial at once, the link dialed by the node whose name sorts first wins, the other dial is
+ *   refused (`race`) and its `connect()` resolves to the winning session.
  *
  * @example
  * ```ts
@@ -43,11 +51,13 @@ export const Policies: Readonly<Record<PolicyName, Policy>> = Object.freeze({
   statelessServer: { name: "statelessServer", role: "server", lossy: true },
   losslessClient: { name: "losslessClient", role: "client", lossy: false },
   statefulServer: { name: "statefulServer", role: "server", lossy: false },
+  losslessPeer: { name: "losslessPeer", role: "peer", lossy: false },
 });
 
 /** The server-side policy that answers a client policy. */
 export function serverPolicyFor(client: string): Policy | undefined {
   if (client === "lossyClient") return Policies.statelessServer;
   if (client === "losslessClient") return Policies.statefulServer;
+  if (client === "losslessPeer") return Policies.losslessPeer;
   return undefined;
 }

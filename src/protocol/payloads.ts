@@ -55,6 +55,8 @@ export interface Hello {
   resumeNonce?: string | null;
   /** Welcome to a lossless client: whether its session was resumed. */
   resumed?: boolean;
+  /** Addresses the sender listens on (lets a peer tell which of its dials go to the sender). */
+  listening?: string[];
 }
 
 /** The JSON body of a Refuse frame. */
@@ -142,6 +144,12 @@ export function decodeHello(payload: Uint8Array): Hello {
   if (obj.inSeq !== undefined) hello.inSeq = num(obj, "inSeq", "Hello");
   if (obj.resumeNonce !== undefined && obj.resumeNonce !== null) {
     hello.resumeNonce = str(obj, "resumeNonce", "Hello");
+  }
+  if (obj.listening !== undefined) {
+    if (!Array.isArray(obj.listening) || obj.listening.some((a) => typeof a !== "string")) {
+      throw new FrameError("malformed", "Hello field listening is not a list of strings");
+    }
+    hello.listening = (obj.listening as string[]).slice(0, 16);
   }
   if (obj.resumed !== undefined) {
     if (typeof obj.resumed !== "boolean") {
