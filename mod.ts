@@ -76,6 +76,8 @@ export {
   serveAdmin,
   type ServeAdminOptions,
 } from "./src/admin/app.ts";
+export { renderMetrics } from "./src/admin/metrics.ts";
+export type { Counters } from "./src/counters.ts";
 export type { NodeEvent, PeerInfo, PeerState, WatchOptions } from "./src/health/health.ts";
 export {
   type DetectorSettings,

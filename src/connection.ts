@@ -31,6 +31,7 @@ import {
   type Hello,
 } from "./protocol/payloads.ts";
 import type { Policy } from "./policy.ts";
+import type { Counters } from "./counters.ts";
 import type { Link } from "../transports/types.ts";
 import type { Timer, TimerWheel } from "./timer/timer_wheel.ts";
 import type { OobOptions, OobProducer, OobRegistration } from "./oob/oob.ts";
@@ -120,6 +121,8 @@ export type SessionEvent =
 /** What a connection reports to its owner; implemented by the messenger. */
 export interface ConnectionHost {
   readonly localHello: Omit<Hello, "policy">;
+  /** Messenger-wide counters this connection adds to. */
+  readonly counters: Counters;
   readonly wheel: TimerWheel;
   readonly limits: {
     maxFrameBytes: number;
@@ -537,6 +540,7 @@ export class Connection {
   /** @internal one chunk read; returns a promise to await before reading more */
   _chunk(reader: LinkReader, chunk: Uint8Array): Promise<void> | undefined {
     this.stats.bytesReceived += chunk.length;
+    this.#host.counters.bytesReceived += chunk.length;
     this.#chunkLength = chunk.length;
     this.#host.heard(this);
     reader.decoder.push(chunk, reader.dispatch);
@@ -563,6 +567,7 @@ export class Connection {
   _frame(reader: LinkReader, tag: TagValue, _flags: number, payload: Uint8Array): void {
     if (reader !== this.#reader || this.#state === "closed" || this.#refusal) return;
     this.stats.framesReceived++;
+    this.#host.counters.framesReceived[tag]++;
     if (this.#state === "handshaking") {
       this.#onHandshakeFrame(tag, payload);
       return;
@@ -811,6 +816,7 @@ export class Connection {
       if (ack > 0) this.#onAck(ack);
     }
     this.stats.messagesReceived++;
+    this.#host.counters.messagesReceived[priority]++;
     this.#host.deliver({
       type: (p[0] << 24 | p[1] << 16 | p[2] << 8 | p[3]) >>> 0,
       priority: PRIORITIES[priority],
@@ -891,6 +897,7 @@ export class Connection {
         for (const chunk of batch) bytes += chunk.length;
         await link.write(batch);
         this.stats.bytesSent += bytes;
+        this.#host.counters.bytesSent += bytes;
       }
     } catch (error) {
       if (link === this.#link) this.#fail(error as Error);
@@ -910,6 +917,8 @@ export class Connection {
   #buildBatch(): Uint8Array[] {
     const batch = this.#control;
     this.stats.framesSent += batch.length;
+    const counters = this.#host.counters;
+    for (const frame of batch) if (frame !== BANNER) counters.framesSent[frame[0]]++;
     this.#control = [];
     if (this.#state !== "open" && this.#state !== "closing") return batch;
     const lossless = !this.policy.lossy;
@@ -960,12 +969,16 @@ export class Connection {
       this.#queuedBytes -= taking;
       this.stats.messagesSent += taken.length - replayed;
       this.stats.framesSent += taken.length;
+      counters.framesSent[Tag.Message] += taken.length;
+      counters.replayed += replayed;
+      for (let i = replayed; i < taken.length; i++) counters.messagesSent[taken[i].priority]++;
       this.replayedMessages += replayed;
       this.#wakeSenders();
     }
     if (this.#closeRequested && !this.#closeSent && this.#queuedBytes === 0) {
       batch.push(encodeFrame(Tag.Close, encodeClose(this.#closeReason)));
       this.stats.framesSent++;
+      counters.framesSent[Tag.Close]++;
       this.#closeSent = true;
     }
     return batch;

@@ -17,6 +17,7 @@ import {
   type UnsentMessage,
 } from "./connection.ts";
 import * as defaults from "./defaults.ts";
+import { type Counters, newCounters } from "./counters.ts";
 import { ConnectionClosedError, HandshakeRefusedError } from "./errors.ts";
 import { consoleLogger, type Logger } from "./log.ts";
 import { Policies, type PolicyName, serverPolicyFor } from "./policy.ts";
@@ -182,6 +183,7 @@ export class Messenger {
     >
   >;
   #sessions = new Map<string, Connection>();
+  #counters: Counters = newCounters();
   #peerAddrs = new Map<string, string>(); // listen address -> peer name (from hellos)
   #sessionWaiters = new Map<string, ((conn: Connection) => void)[]>();
   #heartbeat: HeartbeatSettings;
@@ -279,6 +281,11 @@ export class Messenger {
   /** A snapshot of every peer seen: state, phi, round-trip time, last heard. */
   peers(): PeerInfo[] {
     return this.#health.peers();
+  }
+
+  /** Messenger-wide counters (frames and bytes by tag, messages by priority, resets...). */
+  get counters(): Readonly<Counters> {
+    return this.#counters;
   }
 
   /** Count of `down` events since the messenger started (for the saturation check). */
@@ -603,6 +610,7 @@ export class Messenger {
       listening: [...this.#listeners].map((l) => l.addr),
     });
     const host: ConnectionHost = {
+      counters: this.#counters,
       // A getter: the hello carries the settings of the moment (they change while stopped).
       get localHello() {
         return hello();
@@ -646,7 +654,9 @@ export class Messenger {
       },
       redial: (conn) => this.#transportFor(conn.remoteAddr).connect(conn.remoteAddr),
       session: (event) => {
+        if (event.kind === "resume") this.#counters.reconnects++;
         if (event.kind === "remote-reset") {
+          this.#counters.remoteResets++;
           this.#log(
             "warn",
             `session with ${event.connection.peerName} reset (${event.reason}): ${event.lost} unacknowledged message(s) lost`,
@@ -740,6 +750,7 @@ export class Messenger {
     const what = `connection ${conn.id} (${conn.side}, ${conn.remoteAddr})`;
     this.#log("warn", `${what} ${how.wasOpen ? "reset" : "failed"}: ${how.error.message}`);
     if (how.wasOpen) {
+      this.#counters.resets++;
       this.#events.publish({
         kind: "reset",
         connection: conn,

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { createAdminApp, Messenger, serveAdmin } from "../mod.ts";
-import { captureLogger, pair } from "./_helpers.ts";
+import { captureLogger, pair, take, waitEvent } from "./_helpers.ts";
 
 Deno.test("GET /health (app.request) reports name, uptime and connections by state", async () => {
   await using p = await pair("tcp://127.0.0.1:0");
@@ -49,4 +49,87 @@ Deno.test("GET /health turns 503 once the messenger is closing", async () => {
   const res = await app.request("/health");
   assert.equal(res.status, 503);
   assert.equal((await res.json()).status, "closed");
+});
+
+async function promtool(): Promise<string | null> {
+  try {
+    const out = await new Deno.Command("promtool", { args: ["--version"], stdout: "null" })
+      .output();
+    return out.success ? "promtool" : null;
+  } catch {
+    return null;
+  }
+}
+
+const havePromtool = (await promtool()) !== null;
+const requirePromtool = Deno.env.get("HEARTLINE_REQUIRE_PROMTOOL") === "1";
+
+Deno.test({
+  name: "GET /metrics is valid Prometheus text (promtool check metrics) and counts what flowed",
+  ignore: !havePromtool && !requirePromtool,
+  fn: async () => {
+    await using p = await pair("tcp://127.0.0.1:0", { heartbeat: { intervalMs: 50 } });
+    p.conn.registerOob('Linger"Ping', () => new Uint8Array(4), { intervalMs: 50 });
+    for (let i = 0; i < 10; i++) await p.conn.send(1, new Uint8Array(8), { priority: "high" });
+    await take(p.server, 10);
+    // Wait for a few heartbeats to cross (parts are counted on arrival).
+    for (let i = 0; i < 200 && (p.server.oobStats.partsReceived.get('Linger"Ping') ?? 0) < 3; i++) {
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    const admin = await serveAdmin(p.server, { port: 0 });
+    const res = await fetch(`${admin.url}/metrics`);
+    assert.equal(res.status, 200);
+    assert.match(res.headers.get("content-type") ?? "", /text\/plain; version=0\.0\.4/);
+    const text = await res.text();
+    const check = await new Deno.Command("promtool", {
+      args: ["check", "metrics"],
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const writer = check.stdin.getWriter();
+    await writer.write(new TextEncoder().encode(text));
+    await writer.close();
+    const result = await check.output();
+    const said = new TextDecoder().decode(result.stdout) + new TextDecoder().decode(result.stderr);
+    assert.ok(result.success, said);
+    assert.match(text, /^heartline_messages_received_total\{priority="high"\} 10$/m);
+    assert.match(text, /^heartline_frames_received_total\{tag="message"\} 10$/m);
+    assert.match(text, /^heartline_oob_parts_received_total\{op="Linger\\"Ping"\} [1-9]/m);
+    assert.match(text, /^heartline_connections\{state="open",transport="tcp"\} 1$/m);
+    assert.match(text, /^heartline_peer_up\{peer="client"\} 1$/m);
+    await admin.close();
+  },
+});
+
+Deno.test("GET /peers and /connections describe peers and sessions as JSON", async () => {
+  await using p = await pair("tcp://127.0.0.1:0");
+  const app = createAdminApp(p.server);
+  const peers = await (await app.request("/peers")).json();
+  assert.equal(peers.length, 1);
+  assert.equal(peers[0].name, "client");
+  assert.equal(peers[0].state, "up");
+  assert.equal(peers[0].mode, "global");
+  const conns = await (await app.request("/connections")).json();
+  assert.equal(conns.length, 1);
+  assert.equal(conns[0].peer, "client");
+  assert.equal(conns[0].side, "server");
+  assert.equal(conns[0].policy, "statelessServer");
+  assert.equal(conns[0].state, "open");
+  assert.equal(conns[0].transport, "tcp");
+  assert.equal(typeof conns[0].bytesReceived, "number");
+});
+
+Deno.test("GET /health turns 503 when the configured number of peers is down", async () => {
+  const p = await pair("tcp://127.0.0.1:0");
+  const app = createAdminApp(p.server, { unhealthyPeersDown: 1 });
+  assert.equal((await app.request("/health")).status, 200);
+  const closed = waitEvent(p.server, "close");
+  await p.conn.close();
+  await closed;
+  const res = await app.request("/health");
+  assert.equal(res.status, 503);
+  assert.equal((await res.json()).peersDown, 1);
+  await p.client.close();
+  await p.server.close();
 });

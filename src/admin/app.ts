@@ -1,7 +1,9 @@
 /**
  * The admin endpoint: a small hono app over a messenger, served with `Deno.serve`.
  *
- * Routes: `GET /health` (JSON: node name, status, uptime, connections by state).
+ * Routes: `GET /health` (JSON: node name, status, uptime, connections by state, peers down;
+ * 503 while the messenger is stopping or when too many peers are down), `GET /metrics`
+ * (Prometheus text), `GET /peers` and `GET /connections` (JSON).
  *
  * @module
  */
@@ -9,11 +11,14 @@
 import { Hono } from "npm:hono@4";
 import type { Messenger } from "../messenger.ts";
 import { ADMIN_HOSTNAME } from "../defaults.ts";
+import { renderMetrics } from "./metrics.ts";
 
 /** Options of {@linkcode createAdminApp}. */
 export interface AdminAppOptions {
   /** When set, every request needs `Authorization: Bearer <token>`. */
   token?: string;
+  /** `GET /health` answers 503 when at least this many peers are down. Default: never. */
+  unhealthyPeersDown?: number;
 }
 
 /**
@@ -43,8 +48,35 @@ export function createAdminApp(messenger: Messenger, options: AdminAppOptions = 
   }
   app.get("/health", (c) => {
     const health = messenger.health();
-    return c.json(health, health.status === "running" ? 200 : 503);
+    const peersDown = messenger.status === "closed"
+      ? 0
+      : messenger.peers().filter((p) => p.state === "down").length;
+    const limit = options.unhealthyPeersDown ?? Infinity;
+    const ok = health.status === "running" && peersDown < limit;
+    return c.json({ ...health, peersDown }, ok ? 200 : 503);
   });
+  app.get("/metrics", (c) => {
+    c.header("content-type", "text/plain; version=0.0.4; charset=utf-8");
+    return c.body(renderMetrics(messenger));
+  });
+  app.get("/peers", (c) => c.json(messenger.peers()));
+  app.get("/connections", (c) =>
+    c.json(
+      messenger.connections().map((conn) => ({
+        id: conn.id,
+        peer: conn.peerName ?? null,
+        side: conn.side,
+        policy: conn.policy.name,
+        state: conn.state,
+        transport: conn.remoteAddr.split(":")[0],
+        remoteAddr: conn.remoteAddr,
+        queuedMessages: conn.queuedMessages,
+        queuedBytes: conn.queuedBytes,
+        unackedMessages: conn.unackedMessages,
+        rttMs: conn.rttMs,
+        ...conn.stats,
+      })),
+    ));
   app.notFound((c) => c.json({ error: "not found", path: c.req.path }, 404));
   return app;
 }

@@ -1,0 +1,196 @@
+/**
+ * Prometheus text exposition (format 0.0.4) of a messenger's counters and gauges.
+ *
+ * @module
+ */
+
+import type { Messenger } from "../messenger.ts";
+import { PRIORITIES, Tag } from "../protocol/frame.ts";
+
+const TAG_NAMES: Record<number, string> = Object.fromEntries(
+  Object.entries(Tag).map(([name, value]) => [value, name.toLowerCase()]),
+);
+
+/** Escapes a label value: backslash, double quote and newline. */
+function label(value: string): string {
+  return value.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n");
+}
+
+function num(n: number): string {
+  if (Number.isNaN(n)) return "NaN";
+  if (n === Infinity) return "+Inf";
+  if (n === -Infinity) return "-Inf";
+  return String(n);
+}
+
+class Exposition {
+  lines: string[] = [];
+  metric(
+    name: string,
+    type: "counter" | "gauge",
+    help: string,
+    samples: [Record<string, string>, number][],
+  ): void {
+    this.lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
+    for (const [labels, value] of samples) {
+      const keys = Object.keys(labels);
+      const set = keys.length ? `{${keys.map((k) => `${k}="${label(labels[k])}"`).join(",")}}` : "";
+      this.lines.push(`${name}${set} ${num(value)}`);
+    }
+  }
+}
+
+/**
+ * Renders the messenger's metrics in the Prometheus text format.
+ *
+ * @example
+ * ```ts
+ * import { Messenger } from "../messenger.ts";
+ * import { renderMetrics } from "./metrics.ts";
+ * const m = new Messenger({ name: "a" });
+ * const text = renderMetrics(m);
+ * if (!text.includes("heartline_connections")) throw new Error("missing gauge");
+ * await m.close();
+ * ```
+ */
+export function renderMetrics(messenger: Messenger): string {
+  const c = messenger.counters;
+  const oob = messenger.oobStats;
+  const e = new Exposition();
+  const byTag = (counts: number[]) =>
+    counts.flatMap((n, tag) =>
+      TAG_NAMES[tag] ? [[{ tag: TAG_NAMES[tag] }, n] as [Record<string, string>, number]] : []
+    );
+  const byPriority = (counts: number[]) =>
+    counts.map((n, i) => [{ priority: PRIORITIES[i] }, n] as [Record<string, string>, number]);
+  e.metric(
+    "heartline_frames_sent_total",
+    "counter",
+    "Frames written, by tag.",
+    byTag(c.framesSent),
+  );
+  e.metric(
+    "heartline_frames_received_total",
+    "counter",
+    "Frames read, by tag.",
+    byTag(c.framesReceived),
+  );
+  e.metric("heartline_bytes_sent_total", "counter", "Bytes written to links.", [[{}, c.bytesSent]]);
+  e.metric("heartline_bytes_received_total", "counter", "Bytes read from links.", [[
+    {},
+    c.bytesReceived,
+  ]]);
+  e.metric(
+    "heartline_messages_sent_total",
+    "counter",
+    "Data messages written (replays excluded), by priority.",
+    byPriority(c.messagesSent),
+  );
+  e.metric(
+    "heartline_messages_received_total",
+    "counter",
+    "Data messages delivered, by priority.",
+    byPriority(c.messagesReceived),
+  );
+  e.metric(
+    "heartline_oob_parts_sent_total",
+    "counter",
+    "Out-of-band parts sent, by op.",
+    [...oob.partsSent].map(([op, n]) => [{ op }, n]),
+  );
+  e.metric(
+    "heartline_oob_parts_received_total",
+    "counter",
+    "Out-of-band parts received, by op.",
+    [...oob.partsReceived].map(([op, n]) => [{ op }, n]),
+  );
+  e.metric("heartline_heartbeat_frames_sent_total", "counter", "Heartbeat frames written.", [[
+    {},
+    oob.heartbeatFramesSent,
+  ]]);
+  e.metric("heartline_heartbeat_frames_received_total", "counter", "Heartbeat frames read.", [[
+    {},
+    oob.heartbeatFramesReceived,
+  ]]);
+  let parts = 0;
+  for (const n of oob.partsSent.values()) parts += n;
+  e.metric(
+    "heartline_oob_coalescing_ratio",
+    "gauge",
+    "OOB parts per heartbeat frame sent, since start.",
+    [[{}, oob.heartbeatFramesSent ? parts / oob.heartbeatFramesSent : 0]],
+  );
+  e.metric("heartline_oob_registrations", "gauge", "Live OOB registrations.", [[
+    {},
+    oob.registrations,
+  ]]);
+  e.metric("heartline_oob_errors_total", "counter", "OOB producers or handlers that threw.", [[
+    {},
+    oob.errors,
+  ]]);
+  const conns = new Map<string, number>();
+  for (const conn of messenger.connections()) {
+    const key = `${conn.state}\u0000${conn.remoteAddr.split(":")[0]}`;
+    conns.set(key, (conns.get(key) ?? 0) + 1);
+  }
+  e.metric(
+    "heartline_connections",
+    "gauge",
+    "Connections by state and transport.",
+    [...conns].map(([key, n]) => {
+      const [state, transport] = key.split("\u0000");
+      return [{ state, transport }, n];
+    }),
+  );
+  e.metric("heartline_reconnects_total", "counter", "Lossless sessions resumed after a fault.", [[
+    {},
+    c.reconnects,
+  ]]);
+  e.metric("heartline_resets_total", "counter", "Sessions ended by a fault.", [[{}, c.resets]]);
+  e.metric(
+    "heartline_remote_resets_total",
+    "counter",
+    "Sessions reset because the peer restarted or lost the session.",
+    [[{}, c.remoteResets]],
+  );
+  e.metric("heartline_replayed_messages_total", "counter", "Messages written again on resume.", [[
+    {},
+    c.replayed,
+  ]]);
+  const wheel = messenger.wheel;
+  e.metric("heartline_timer_wheel_timers", "gauge", "Timers in the central wheel.", [[
+    {},
+    wheel.size,
+  ]]);
+  e.metric(
+    "heartline_timer_wheel_late_fires_total",
+    "counter",
+    "Timers that fired more than two ticks late.",
+    [[{}, wheel.lateFires]],
+  );
+  e.metric("heartline_timer_wheel_fired_total", "counter", "Timers fired.", [[{}, wheel.fired]]);
+  const peers = messenger.peers();
+  e.metric(
+    "heartline_peer_up",
+    "gauge",
+    "1 if the peer is up, 0.5 if suspect, 0 if down.",
+    peers.map((p) => [{ peer: p.name }, p.state === "up" ? 1 : p.state === "suspect" ? 0.5 : 0]),
+  );
+  e.metric(
+    "heartline_peer_phi",
+    "gauge",
+    "Failure detector phi per peer.",
+    peers.map((p) => [{ peer: p.name }, p.phi]),
+  );
+  e.metric(
+    "heartline_peer_rtt_seconds",
+    "gauge",
+    "Round-trip time per peer, from echoed heartbeat stamps.",
+    peers.map((p) => [{ peer: p.name }, p.rttMs / 1000]),
+  );
+  e.metric("heartline_uptime_seconds", "gauge", "Seconds since the messenger started.", [[
+    {},
+    messenger.health().uptimeMs / 1000,
+  ]]);
+  return e.lines.join("\n") + "\n";
+}
