@@ -70,6 +70,8 @@ export interface OobStats {
   heartbeatFramesSent: number;
   /** Heartbeat frames received. */
   heartbeatFramesReceived: number;
+  /** Bytes of heartbeat frames sent (preamble included). */
+  heartbeatBytesSent: number;
   /** OOB parts sent, by op. */
   partsSent: Map<string, number>;
   /** OOB parts received, by op. */
@@ -123,6 +125,7 @@ export class OobService {
   readonly stats: OobStats = {
     heartbeatFramesSent: 0,
     heartbeatFramesReceived: 0,
+    heartbeatBytesSent: 0,
     partsSent: new Map(),
     partsReceived: new Map(),
     errors: 0,
@@ -259,11 +262,14 @@ export class OobService {
       const echo = s.peerStamp;
       const echoDelay = echo >= 0 ? now - s.peerStampAt : 0;
       s.peerStamp = -1;
-      conn.sendControl(
-        encodeFrame(Tag.Heartbeat, encodeHeartbeat({ stamp: now, echo, echoDelay, parts })),
+      const frame = encodeFrame(
+        Tag.Heartbeat,
+        encodeHeartbeat({ stamp: now, echo, echoDelay, parts }),
       );
+      conn.sendControl(frame);
       s.heartbeatsSent++;
       this.stats.heartbeatFramesSent++;
+      this.stats.heartbeatBytesSent += frame.length;
       for (const p of parts) {
         this.stats.partsSent.set(p.op, (this.stats.partsSent.get(p.op) ?? 0) + 1);
       }

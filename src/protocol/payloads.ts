@@ -196,9 +196,38 @@ export interface HeartbeatPayload {
 
 const HEARTBEAT_FIXED_BYTES = 26;
 
+// Op names repeat in every heartbeat: encode each once (bounded, so odd callers cannot grow it).
+const opBytesCache = new Map<string, Uint8Array>();
+
+function opBytes(op: string): Uint8Array {
+  let bytes = opBytesCache.get(op);
+  if (!bytes) {
+    bytes = encoder.encode(op);
+    if (opBytesCache.size < 4096) opBytesCache.set(op, bytes);
+  }
+  return bytes;
+}
+
+/** Decodes an op name: ASCII without a decoder call (the common case), UTF-8 otherwise. */
+function decodeOp(bytes: Uint8Array): string {
+  let ascii = true;
+  for (let i = 0; i < bytes.length; i++) {
+    if (bytes[i] >= 0x80) {
+      ascii = false;
+      break;
+    }
+  }
+  if (ascii) return String.fromCharCode(...bytes);
+  try {
+    return decoder.decode(bytes);
+  } catch (cause) {
+    throw new FrameError("malformed", "Heartbeat op name is not UTF-8", { cause });
+  }
+}
+
 /** Encodes a heartbeat frame payload. Op names are at most 255 UTF-8 bytes. */
 export function encodeHeartbeat(hb: HeartbeatPayload): Uint8Array {
-  const ops = hb.parts.map((p) => encoder.encode(p.op));
+  const ops = hb.parts.map((p) => opBytes(p.op));
   let size = HEARTBEAT_FIXED_BYTES;
   for (let i = 0; i < ops.length; i++) {
     if (ops[i].length > 255) throw new RangeError(`OOB op name too long: ${hb.parts[i].op}`);
@@ -237,12 +266,7 @@ export function decodeHeartbeat(payload: Uint8Array): HeartbeatPayload {
     if (pos + 1 > payload.length) break;
     const opLen = payload[pos++];
     if (pos + opLen + 4 > payload.length) break;
-    let op: string;
-    try {
-      op = decoder.decode(payload.subarray(pos, pos + opLen));
-    } catch (cause) {
-      throw new FrameError("malformed", "Heartbeat op name is not UTF-8", { cause });
-    }
+    const op = decodeOp(payload.subarray(pos, pos + opLen));
     pos += opLen;
     const dataLen = view.getUint32(pos);
     pos += 4;
