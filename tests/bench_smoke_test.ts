@@ -1,0 +1,89 @@
+// The benchmarks run and print the JSON format the issues define (tiny sizes; the figures
+// themselves belong to `deno task bench`, not to tests).
+
+import assert from "node:assert/strict";
+
+const root = new URL("../", import.meta.url);
+
+async function runJson(args: string[]) {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-net=127.0.0.1",
+      "--allow-env",
+      "--allow-read",
+      "--allow-run",
+      "--allow-sys",
+      "--v8-flags=--expose-gc",
+      ...args,
+    ],
+    cwd: root,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+  return JSON.parse(new TextDecoder().decode(out.stdout)) as {
+    benchmarks: {
+      name: string;
+      unit: string;
+      value: number;
+      baseline_value: number;
+      ratio: number;
+    }[];
+  };
+}
+
+Deno.test("deno task bench --json prints the benchmark rows", async () => {
+  const { benchmarks } = await runJson([
+    "bench/main.ts",
+    "--json",
+    "--quick",
+    "--only",
+    "tcp_oneway_64B,oob_frames",
+  ]);
+  assert.deepEqual(benchmarks.map((b) => b.name), [
+    "tcp_oneway_64B",
+    "tcp_oneway_64B_lossless",
+    "oob_frames_per_second",
+  ]);
+  for (const b of benchmarks) {
+    assert.ok(b.value > 0 && b.baseline_value > 0, JSON.stringify(b));
+    assert.ok(
+      Math.abs(
+        b.ratio - (b.unit === "frames/s" ? b.baseline_value / b.value : b.value / b.baseline_value),
+      ) < 1e-9,
+    );
+  }
+  const oob = benchmarks.find((b) => b.name === "oob_frames_per_second")!;
+  assert.equal(oob.value, 100, "one frame per connection per second");
+  assert.equal(oob.ratio, 30);
+});
+
+Deno.test("deno task bench:cluster --json compares the two designs", async () => {
+  const { benchmarks } = await runJson([
+    "bench/cluster/main.ts",
+    "--json",
+    "--nodes",
+    "4",
+    "--users",
+    "5",
+    "--interval-ms",
+    "200",
+    "--window-s",
+    "1",
+  ]);
+  const by = Object.fromEntries(benchmarks.map((b) => [b.name, b]));
+  assert.deepEqual(Object.keys(by).sort(), [
+    "cluster_cpu",
+    "cluster_detect_ms",
+    "cluster_heartbeat_bytes",
+    "cluster_heartbeat_frames",
+    "cluster_sockets",
+    "cluster_timers",
+  ]);
+  assert.equal(by.cluster_sockets.value, 12); // 6 pairs, 2 ends
+  assert.equal(by.cluster_sockets.ratio, 3);
+  assert.equal(by.cluster_timers.value, 4);
+  assert.ok(by.cluster_heartbeat_frames.ratio > 5, JSON.stringify(by.cluster_heartbeat_frames));
+  assert.ok(by.cluster_detect_ms.value > 0 && by.cluster_detect_ms.baseline_value > 0);
+});
