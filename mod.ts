@@ -61,6 +61,13 @@ export { consoleLogger, type Logger, type LogLevel } from "./src/log.ts";
 export type { Link, Listener, Transport } from "./transports/types.ts";
 export { TcpTransport } from "./transports/tcp.ts";
 export { MemoryLink, MemoryTransport } from "./transports/memory.ts";
+export {
+  type AttachedListener,
+  WebSocketTransport,
+  WS_HIGH_WATER,
+  WS_MAX_UNREAD,
+  WS_PATH,
+} from "./transports/websocket.ts";
 export type {
   OobDelivery,
   OobHandler,

@@ -18,7 +18,7 @@ import {
 } from "./connection.ts";
 import * as defaults from "./defaults.ts";
 import { type Counters, newCounters } from "./counters.ts";
-import { ConnectionClosedError, HandshakeRefusedError } from "./errors.ts";
+import { ConnectionClosedError, HandshakeRefusedError, TransportError } from "./errors.ts";
 import { consoleLogger, type Logger } from "./log.ts";
 import { Policies, type PolicyName, serverPolicyFor } from "./policy.ts";
 import { PROTOCOL_VERSION, Tag, type TagValue } from "./protocol/frame.ts";
@@ -361,6 +361,17 @@ export class Messenger {
   }
 
   /**
+   * Accepts connections from a listener made elsewhere, for example a WebSocket endpoint
+   * mounted in your own HTTP server (`WebSocketTransport.attach()`). Returns its address.
+   */
+  listenOn(listener: Listener): string {
+    this.#checkRunning();
+    this.#listeners.add(listener);
+    this.#acceptLoop(listener);
+    return listener.addr;
+  }
+
+  /**
    * Returns the connection to `addr`, dialing it if there is none: one connection per peer
    * address. Resolves once the handshake is done; rejects with `HandshakeRefusedError`,
    * `FrameError`, `TransportError` or `ConnectionClosedError`.
@@ -386,11 +397,20 @@ export class Messenger {
     options.signal?.addEventListener("abort", abort, { once: true });
     try {
       let link;
+      // The dial itself is bounded by the handshake timeout too (a wheel timer, no host timer).
+      const dial = new AbortController();
+      const timeout = this.wheel.schedule(this.#options.handshakeTimeoutMs, () => {
+        dial.abort(new TransportError(`Dial to ${addr} timed out`));
+      });
+      const signal = options.signal ? AbortSignal.any([options.signal, dial.signal]) : dial.signal;
       try {
-        link = await transport.connect(addr, { signal: options.signal });
+        link = await transport.connect(addr, { signal });
       } catch (error) {
-        conn.dialFailed(error as Error);
-        throw error;
+        const why = dial.signal.aborted ? dial.signal.reason as Error : error as Error;
+        conn.dialFailed(why);
+        throw why;
+      } finally {
+        timeout.cancel();
       }
       if (conn.state === "closed" || this.#status !== "running") {
         link.close();
