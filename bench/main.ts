@@ -12,6 +12,7 @@ import { parseArgs } from "node:util";
 import { tcpBenchmarks } from "./tcp_bench.ts";
 import { wheelBenchmarks } from "./wheel_bench.ts";
 import { healthBenchmarks } from "./health_bench.ts";
+import { transportBenchmarks } from "./transport_bench.ts";
 import type { BenchResult, BenchSuite } from "./_common.ts";
 
 const { values } = parseArgs({
@@ -23,7 +24,12 @@ const { values } = parseArgs({
   },
 });
 
-const suites: BenchSuite[] = [tcpBenchmarks, wheelBenchmarks, healthBenchmarks];
+const suites: BenchSuite[] = [
+  tcpBenchmarks,
+  transportBenchmarks,
+  wheelBenchmarks,
+  healthBenchmarks,
+];
 const only = values.only?.split(",");
 const results: BenchResult[] = [];
 for (const suite of suites) {

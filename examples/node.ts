@@ -5,6 +5,7 @@
  *
  * ```sh
  * deno run --allow-net=127.0.0.1 examples/node.ts --name a --listen tcp://127.0.0.1:6801
+ * deno run --allow-net=127.0.0.1 examples/node.ts --name w --listen ws://127.0.0.1:6803/heartline
  * deno run --allow-net=127.0.0.1 examples/node.ts --name b --listen tcp://127.0.0.1:6802 \
  *   --peer tcp://127.0.0.1:6801 --admin-port 9102
  * ```
@@ -13,7 +14,14 @@
  */
 
 import { parseArgs } from "node:util";
-import { type Connection, Messenger, serveAdmin } from "../mod.ts";
+import {
+  type Connection,
+  Messenger,
+  serveAdmin,
+  TcpTransport,
+  type Transport,
+  WebSocketTransport,
+} from "../mod.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -24,12 +32,29 @@ const { values } = parseArgs({
     "admin-port": { type: "string" },
     "every-ms": { type: "string", default: "1000" },
     seconds: { type: "string" },
+    // For quic:// addresses (run with --unstable-net): PEM files of the certificate chain,
+    // its key, and the CA that peers' certificates are signed by.
+    cert: { type: "string" },
+    key: { type: "string" },
+    ca: { type: "string" },
   },
 });
 
 const name = values.name!;
 const everyMs = Number(values["every-ms"]);
-const messenger = new Messenger({ name });
+const transports: Transport[] = [new TcpTransport(), new WebSocketTransport()];
+if (values.cert && values.key && values.ca) {
+  // Loaded only when asked for: QUIC needs --unstable-net.
+  const { QuicTransport } = await import("../transports/quic.ts");
+  transports.push(
+    new QuicTransport({
+      cert: await Deno.readTextFile(values.cert),
+      key: await Deno.readTextFile(values.key),
+      caCerts: [await Deno.readTextFile(values.ca)],
+    }),
+  );
+}
+const messenger = new Messenger({ name, transports });
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 

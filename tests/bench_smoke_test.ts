@@ -9,6 +9,8 @@ async function runJson(args: string[]) {
   const out = await new Deno.Command(Deno.execPath(), {
     args: [
       "run",
+      "--unstable-net",
+      "--allow-write=/tmp",
       "--allow-net=127.0.0.1",
       "--allow-env",
       "--allow-read",

@@ -28,6 +28,34 @@ Deno.test("the demo starts three nodes that exchange messages, then stops cleanl
   assert.match(text, /demo stopped: 3\/3 nodes clean/);
 });
 
+Deno.test("the demo runs over QUIC and over WebSocket too", async () => {
+  for (const transport of ["quic", "ws"]) {
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "--allow-net=127.0.0.1",
+        "--allow-run",
+        "--allow-read",
+        "--allow-write=/tmp",
+        "--allow-env",
+        "examples/cluster.ts",
+        "--transport",
+        transport,
+        "--seconds",
+        "3",
+      ],
+      cwd: root,
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const text = new TextDecoder().decode(out.stdout);
+    assert.equal(out.code, 0, text + new TextDecoder().decode(out.stderr));
+    assert.match(text, new RegExp(`over ${transport}`));
+    assert.match(text, /\[charlie\] got "hello #1 from alpha"/);
+    assert.match(text, /demo stopped: 3\/3 nodes clean/);
+  }
+});
+
 Deno.test("mod.ts imported by URL (from a local HTTP server) works", async () => {
   // Serve the repository over HTTP on loopback, as a user would import it from a host.
   const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, async (req) => {

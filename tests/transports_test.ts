@@ -2,7 +2,7 @@
 
 import { MemoryTransport, TcpTransport, WebSocketTransport } from "../mod.ts";
 import { QuicTransport } from "../transports/quic.ts";
-import { testCerts } from "./_certs.ts";
+import { testCerts } from "../examples/_dev_certs.ts";
 import { runTransportSuite } from "./transport_suite.ts";
 
 runTransportSuite("tcp", () =>

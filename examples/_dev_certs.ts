@@ -1,5 +1,6 @@
-// Test certificates, made at test time with openssl: a test CA and a leaf it signs
-// (basicConstraints CA:FALSE, SAN localhost and 127.0.0.1). Nothing is committed.
+// Development certificates, made at run time with openssl: a throwaway CA and a leaf it signs
+// (basicConstraints CA:FALSE, SAN localhost and 127.0.0.1), for tests, benchmarks and the
+// QUIC demo. Nothing is committed and the keys never leave a temporary directory.
 
 /** PEM strings for a QUIC (or TLS) test setup. */
 export interface TestCerts {
