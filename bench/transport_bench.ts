@@ -218,6 +218,175 @@ async function heartlinePingPong(transport: Transport, listenAddr: string, count
 export async function transportBenchmarks(options: BenchOptions): Promise<BenchResult[]> {
   const out: BenchResult[] = [];
   const scale = options.quick ? 0.1 : 1;
+  const names = ["quic_oneway_64B", "quic_oneway_1KiB", "ws_oneway_64B", "quic_pingpong"];
+  if (!names.some((name) => wanted(options, name))) return out; // no certificates needed
+  const certs = await testCerts();
+  const endpoint = new Deno.QuicEndpoint({ hostname: "127.0.0.1", port: 0 });
+  const listener = endpoint.listen({ alpnProtocols: ["raw"], cert: certs.cert, key: certs.key });
+  // The server must accept while the client dials: the handshake needs both.
+  const [client, server] = await Promise.all([
+    Deno.connectQuic({
+      hostname: "127.0.0.1",
+      port: endpoint.addr.port,
+      alpnProtocols: ["raw"],
+      caCerts: [certs.caCert],
+    }),
+    listener.accept(),
+  ]);
+  const cs = await client.createBidirectionalStream();
+  const w = cs.writable.getWriter();
+  await w.write(new Uint8Array([0xff])); // a stream exists for the peer once bytes flow
+  const ss = (await server.incomingBidirectionalStreams.getReader().read()).value!;
+  const serverReader = ss.readable.getReader();
+  const first = (await serverReader.read()).value!;
+  return {
+    clientWriter: w,
+    clientReader: cs.readable.getReader(),
+    serverWriter: ss.writable.getWriter(),
+    serverReader,
+    leftover: first.subarray(1), // bytes after the prelude, if they came along
+    close() {
+      client.close();
+      server.close();
+      endpoint.close();
+    },
+  };
+}
+
+async function rawQuicOneWay(size: number, count: number): Promise<number> {
+  const p = await quicPair();
+  const counter = new Counter();
+  counter.push(p.leftover);
+  const t0 = performance.now();
+  const reader = (async () => {
+    while (counter.got < count) {
+      const { value, done } = await p.serverReader.read();
+      if (done) throw new Error("raw QUIC: early end");
+      counter.push(value);
+    }
+  })();
+  for (const batch of batches(size, count)) {
+    await p.clientWriter.ready;
+    await p.clientWriter.write(batch.slice());
+  }
+  await reader;
+  const rate = count / ((performance.now() - t0) / 1000);
+  p.close();
+  return rate;
+}
+
+async function rawQuicPingPong(count: number): Promise<number[]> {
+  const p = await quicPair();
+  const frame = new Uint8Array(68);
+  new DataView(frame.buffer).setUint32(0, 64);
+  const echo = (async () => {
+    const c = new Counter();
+    c.push(p.leftover);
+    while (c.got < count) {
+      const before = c.got;
+      const { value, done } = await p.serverReader.read();
+      if (done) return;
+      c.push(value);
+      for (let i = before; i < c.got; i++) await p.serverWriter.write(frame.slice());
+    }
+  })();
+  const rtts: number[] = [];
+  const c = new Counter();
+  for (let i = 0; i < count; i++) {
+    const t0 = performance.now();
+    await p.clientWriter.write(frame.slice());
+    while (c.got <= i) {
+      const { value, done } = await p.clientReader.read();
+      if (done) throw new Error("raw QUIC ping: early end");
+      c.push(value);
+    }
+    rtts.push((performance.now() - t0) * 1000);
+  }
+  await echo;
+  p.close();
+  return rtts;
+}
+
+async function rawWsOneWay(size: number, count: number): Promise<number> {
+  const counter = new Counter();
+  let done!: () => void;
+  const finished = new Promise<void>((r) => done = r);
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, (req) => {
+    const { socket, response } = Deno.upgradeWebSocket(req);
+    socket.binaryType = "arraybuffer";
+    socket.onmessage = (e) => {
+      counter.push(new Uint8Array(e.data as ArrayBuffer));
+      if (counter.got >= count) done();
+    };
+    return response;
+  });
+  const ws = new WebSocket(`ws://127.0.0.1:${server.addr.port}/`);
+  ws.binaryType = "arraybuffer";
+  await new Promise((r) => ws.onopen = r);
+  const t0 = performance.now();
+  for (const batch of batches(size, count)) {
+    ws.send(batch);
+    while (ws.bufferedAmount > 1024 * 1024) await new Promise((r) => setTimeout(r, 1));
+  }
+  await finished;
+  const rate = count / ((performance.now() - t0) / 1000);
+  ws.close();
+  await server.shutdown();
+  return rate;
+}
+
+async function heartlineOneWay(
+  transport: Transport,
+  listenAddr: string,
+  size: number,
+  count: number,
+): Promise<number> {
+  const server = new Messenger({ name: "s", transports: [transport], logger: quiet });
+  const client = new Messenger({ name: "c", transports: [transport], logger: quiet });
+  const addr = await server.listen(listenAddr);
+  const conn = await client.connect(addr);
+  const body = new Uint8Array(size).fill(7);
+  const t0 = performance.now();
+  const reader = (async () => {
+    let got = 0;
+    for await (const _ of server.messages()) if (++got === count) break;
+  })();
+  for (let i = 0; i < count; i++) await conn.send(1, body);
+  await reader;
+  const rate = count / ((performance.now() - t0) / 1000);
+  await Promise.all([client.close(), server.close()]);
+  return rate;
+}
+
+async function heartlinePingPong(transport: Transport, listenAddr: string, count: number) {
+  const server = new Messenger({ name: "s", transports: [transport], logger: quiet });
+  const client = new Messenger({ name: "c", transports: [transport], logger: quiet });
+  const addr = await server.listen(listenAddr);
+  const conn = await client.connect(addr);
+  const echo = (async () => {
+    let n = 0;
+    for await (const m of server.messages()) {
+      await m.connection.send(2, m.payload);
+      if (++n === count) break;
+    }
+  })();
+  const replies = client.messages()[Symbol.asyncIterator]();
+  const rtts: number[] = [];
+  for (let i = 0; i < count; i++) {
+    const t0 = performance.now();
+    await conn.send(1, new Uint8Array(64));
+    await replies.next();
+    rtts.push((performance.now() - t0) * 1000);
+  }
+  await echo;
+  await Promise.all([client.close(), server.close()]);
+  return rtts;
+}
+
+/** The QUIC and WebSocket suite. */
+export async function transportBenchmarks(options: BenchOptions): Promise<BenchResult[]> {
+  const out: BenchResult[] = [];
+  const scale = options.quick ? 0.1 : 1;
   if (
     !["quic_", "ws_"].some((prefix) =>
       wanted(options, prefix) || options.only?.some((o) => o.startsWith(prefix))
