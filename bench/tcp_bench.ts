@@ -2,11 +2,10 @@
 // heartline against raw Deno TCP doing the same work (4-byte length-prefixed frames, writes
 // batched into 256 KiB buffers) in the same process and run.
 
-import { Messenger } from "../mod.ts";
+import { heartlineOneWay, heartlinePingPong } from "./_heartline.ts";
 import { type BenchOptions, type BenchResult, median, percentile, wanted } from "./_common.ts";
 
 const BATCH = 256 * 1024;
-const quiet = () => {};
 
 async function rawPair(): Promise<{ client: Deno.TcpConn; server: Deno.TcpConn; close(): void }> {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
@@ -83,37 +82,6 @@ async function rawOneWay(size: number, count: number): Promise<number> {
   return count / (elapsed / 1000);
 }
 
-async function heartlinePair(policy: "lossyClient" | "losslessClient" = "lossyClient") {
-  const server = new Messenger({ name: "bench-server", logger: quiet });
-  const client = new Messenger({ name: "bench-client", logger: quiet });
-  const addr = await server.listen("tcp://127.0.0.1:0");
-  const conn = await client.connect(addr, { policy });
-  return { server, client, conn };
-}
-
-async function heartlineOneWay(
-  size: number,
-  count: number,
-  policy: "lossyClient" | "losslessClient" = "lossyClient",
-): Promise<number> {
-  const { server, client, conn } = await heartlinePair(policy);
-  const body = new Uint8Array(size).fill(7);
-  const start = performance.now();
-  const reader = (async () => {
-    let got = 0;
-    for await (const m of server.messages()) {
-      if (m.payload[0] !== 7 && size > 0) throw new Error("heartline reader: corrupt");
-      if (++got === count) break;
-    }
-  })();
-  for (let i = 0; i < count; i++) await conn.send(1, body);
-  await reader;
-  const elapsed = performance.now() - start;
-  await client.close();
-  await server.close();
-  return count / (elapsed / 1000);
-}
-
 /** Round-trip times in µs of `count` 64-byte ping-pongs over raw TCP. */
 async function rawPingPong(count: number): Promise<number[]> {
   const p = await rawPair();
@@ -146,30 +114,6 @@ async function rawPingPong(count: number): Promise<number[]> {
   }
   await echo;
   p.close();
-  return rtts;
-}
-
-async function heartlinePingPong(count: number): Promise<number[]> {
-  const { server, client, conn } = await heartlinePair();
-  const echo = (async () => {
-    let n = 0;
-    for await (const m of server.messages()) {
-      await m.connection.send(2, m.payload);
-      if (++n === count) break;
-    }
-  })();
-  const replies = client.messages()[Symbol.asyncIterator]();
-  const body = new Uint8Array(64);
-  const rtts: number[] = [];
-  for (let i = 0; i < count; i++) {
-    const t0 = performance.now();
-    await conn.send(1, body);
-    await replies.next();
-    rtts.push((performance.now() - t0) * 1000);
-  }
-  await echo;
-  await client.close();
-  await server.close();
   return rtts;
 }
 
@@ -222,7 +166,7 @@ export async function tcpBenchmarks(options: BenchOptions): Promise<BenchResult[
     for (let r = 0; r < rounds; r++) {
       raw = Math.max(raw, await rawOneWay(64, n));
       lossy = Math.max(lossy, await heartlineOneWay(64, n));
-      lossless = Math.max(lossless, await heartlineOneWay(64, n, "losslessClient"));
+      lossless = Math.max(lossless, await heartlineOneWay(64, n, { policy: "losslessClient" }));
     }
     out.push({
       name: "tcp_oneway_64B_lossless",

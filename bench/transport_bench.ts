@@ -2,13 +2,13 @@
 // run (4-byte length-prefixed messages, writes batched into 256 KiB: a raw QUIC stream with
 // batched writes, a raw WebSocket with one binary message per batch).
 
-import { Messenger, type Transport, WebSocketTransport } from "../mod.ts";
+import { WebSocketTransport } from "../mod.ts";
+import { heartlineOneWay, heartlinePingPong } from "./_heartline.ts";
 import { QuicTransport } from "../transports/quic.ts";
 import { testCerts } from "../examples/_dev_certs.ts";
 import { type BenchOptions, type BenchResult, percentile, wanted } from "./_common.ts";
 
 const BATCH = 256 * 1024;
-const quiet = () => {};
 
 /** Builds batches of `count` length-prefixed messages of `size` bytes. */
 function* batches(size: number, count: number): Generator<Uint8Array> {
@@ -166,54 +166,6 @@ async function rawWsOneWay(size: number, count: number): Promise<number> {
   return rate;
 }
 
-async function heartlineOneWay(
-  transport: Transport,
-  listenAddr: string,
-  size: number,
-  count: number,
-): Promise<number> {
-  const server = new Messenger({ name: "s", transports: [transport], logger: quiet });
-  const client = new Messenger({ name: "c", transports: [transport], logger: quiet });
-  const addr = await server.listen(listenAddr);
-  const conn = await client.connect(addr);
-  const body = new Uint8Array(size).fill(7);
-  const t0 = performance.now();
-  const reader = (async () => {
-    let got = 0;
-    for await (const _ of server.messages()) if (++got === count) break;
-  })();
-  for (let i = 0; i < count; i++) await conn.send(1, body);
-  await reader;
-  const rate = count / ((performance.now() - t0) / 1000);
-  await Promise.all([client.close(), server.close()]);
-  return rate;
-}
-
-async function heartlinePingPong(transport: Transport, listenAddr: string, count: number) {
-  const server = new Messenger({ name: "s", transports: [transport], logger: quiet });
-  const client = new Messenger({ name: "c", transports: [transport], logger: quiet });
-  const addr = await server.listen(listenAddr);
-  const conn = await client.connect(addr);
-  const echo = (async () => {
-    let n = 0;
-    for await (const m of server.messages()) {
-      await m.connection.send(2, m.payload);
-      if (++n === count) break;
-    }
-  })();
-  const replies = client.messages()[Symbol.asyncIterator]();
-  const rtts: number[] = [];
-  for (let i = 0; i < count; i++) {
-    const t0 = performance.now();
-    await conn.send(1, new Uint8Array(64));
-    await replies.next();
-    rtts.push((performance.now() - t0) * 1000);
-  }
-  await echo;
-  await Promise.all([client.close(), server.close()]);
-  return rtts;
-}
-
 /** The QUIC and WebSocket suite. */
 export async function transportBenchmarks(options: BenchOptions): Promise<BenchResult[]> {
   const out: BenchResult[] = [];
@@ -235,14 +187,18 @@ export async function transportBenchmarks(options: BenchOptions): Promise<BenchR
     cases.push([
       name,
       () => rawQuicOneWay(size, n),
-      () => heartlineOneWay(quic(), "quic://127.0.0.1:0", size, n),
+      () => heartlineOneWay(size, n, { transport: quic(), listenAddr: "quic://127.0.0.1:0" }),
     ]);
   }
   const nWs = Math.round(300_000 * scale);
   cases.push([
     "ws_oneway_64B",
     () => rawWsOneWay(64, nWs),
-    () => heartlineOneWay(new WebSocketTransport(), "ws://127.0.0.1:0/heartline", 64, nWs),
+    () =>
+      heartlineOneWay(64, nWs, {
+        transport: new WebSocketTransport(),
+        listenAddr: "ws://127.0.0.1:0/heartline",
+      }),
   ]);
   for (const [name, base, ours] of cases) {
     if (!wanted(options, name)) continue;
@@ -256,9 +212,12 @@ export async function transportBenchmarks(options: BenchOptions): Promise<BenchR
   if (wanted(options, "quic_pingpong")) {
     const count = options.quick ? 300 : 3000;
     await rawQuicPingPong(200);
-    await heartlinePingPong(quic(), "quic://127.0.0.1:0", 200);
+    await heartlinePingPong(200, { transport: quic(), listenAddr: "quic://127.0.0.1:0" });
     const raw = await rawQuicPingPong(count);
-    const ours = await heartlinePingPong(quic(), "quic://127.0.0.1:0", count);
+    const ours = await heartlinePingPong(count, {
+      transport: quic(),
+      listenAddr: "quic://127.0.0.1:0",
+    });
     const value = percentile(ours, 50), baseline = percentile(raw, 50);
     out.push({
       name: "quic_pingpong_64B_p50",

@@ -1,6 +1,15 @@
 // Shared test helpers: loggers that capture, event waits, and messenger pairs on any transport.
 
-import { type Message, Messenger, type MessengerEvent, type MessengerOptions } from "../mod.ts";
+import {
+  ManualClock,
+  MemoryTransport,
+  type Message,
+  Messenger,
+  type MessengerEvent,
+  type MessengerOptions,
+  PROTOCOL_VERSION,
+} from "../mod.ts";
+import type { Hello } from "../src/protocol/payloads.ts";
 import type { LogLevel } from "../src/log.ts";
 
 /** A logger that records lines instead of printing them. */
@@ -69,4 +78,69 @@ export function bytes(n: number, seed = 0): Uint8Array {
   const b = new Uint8Array(n);
   for (let i = 0; i < n; i++) b[i] = (i + seed) & 0xff;
   return b;
+}
+
+/** A hello with the default settings, as a raw peer (or a codec test) would send it. */
+export function rawHello(overrides: Partial<Hello> = {}): Hello {
+  return {
+    version: PROTOCOL_VERSION,
+    name: "raw",
+    nonce: "00",
+    policy: "lossyClient",
+    cluster: "heartline",
+    // A messenger that never listens or dials holds no resources: a way to read the defaults.
+    heartbeat: { ...new Messenger({ logger: () => {} }).heartbeat },
+    ...overrides,
+  };
+}
+
+/** Lets in-memory I/O (promise chains, no timers) run to quiescence. */
+export function settle(): Promise<void> {
+  return new Promise((r) => setTimeout(r, 0));
+}
+
+/**
+ * Two messengers on an in-memory network driven by one manual clock: `server` (named by
+ * `names[1]`) listens, `client` (`names[0]`) is connected. `run(ms, step)` moves virtual time
+ * and lets I/O settle after each step; disposing closes both, moving the clock past any close
+ * timeout a stalled link needs.
+ */
+export async function manualPair(
+  options: MessengerOptions = {},
+  names: [string, string] = ["client", "server"],
+) {
+  const clock = new ManualClock(0);
+  const net = new MemoryTransport();
+  const log = captureLogger();
+  const common = { clock, transports: [net], ...options };
+  const server = new Messenger({ name: names[1], logger: log.log, ...common });
+  const client = new Messenger({ name: names[0], logger: captureLogger().log, ...common });
+  await server.listen(`mem://${names[1]}`);
+  const accepted = waitEvent(server, "accept");
+  const conn = await client.connect(`mem://${names[1]}`);
+  const serverConn = (await accepted).connection;
+  return {
+    clock,
+    net,
+    log,
+    server,
+    client,
+    conn,
+    serverConn,
+    async run(ms: number, step = 100) {
+      for (let t = 0; t < ms; t += step) {
+        clock.advance(Math.min(step, ms - t));
+        await settle();
+      }
+    },
+    async [Symbol.asyncDispose]() {
+      let done = false;
+      const closing = Promise.all([client.close(), server.close()]).then(() => done = true);
+      for (let i = 0; i < 200 && !done; i++) {
+        clock.advance(100);
+        await settle();
+      }
+      await closing;
+    },
+  };
 }

@@ -3,26 +3,11 @@
 
 import assert from "node:assert/strict";
 import { FrameError, HandshakeRefusedError, Messenger } from "../mod.ts";
-import { BANNER, encodeFrame, PROTOCOL_VERSION, Tag } from "../src/protocol/frame.ts";
+import { BANNER, encodeFrame, Tag } from "../src/protocol/frame.ts";
 import { encodeJson } from "../src/protocol/payloads.ts";
-import { bytes, captureLogger, take, waitEvent } from "./_helpers.ts";
+import { bytes, captureLogger, rawHello, take, waitEvent } from "./_helpers.ts";
 
-const HELLO = {
-  version: PROTOCOL_VERSION,
-  name: "raw",
-  nonce: "00",
-  policy: "lossyClient",
-  cluster: "heartline",
-  heartbeat: {
-    mode: "global",
-    intervalMs: 1000,
-    detector: "phi",
-    phiThreshold: 8,
-    acceptablePauseMs: 2000,
-    minStdDevMs: 100,
-    graceMs: 5000,
-  },
-};
+const HELLO = rawHello();
 
 async function rawDial(addr: string): Promise<Deno.TcpConn> {
   const port = Number(new URL(addr).port);

@@ -13,7 +13,7 @@ import {
   silenceToDownMs,
 } from "../mod.ts";
 import { GraceDetector } from "../src/health/detector.ts";
-import { captureLogger, waitEvent } from "./_helpers.ts";
+import { captureLogger, manualPair } from "./_helpers.ts";
 
 const FAST = { intervalMs: 100, acceptablePauseMs: 200, minStdDevMs: 20 };
 const BOUND_SETTINGS = {
@@ -22,10 +22,6 @@ const BOUND_SETTINGS = {
   graceMs: 5000,
   ...FAST,
 };
-
-function settle(): Promise<void> {
-  return new Promise((r) => setTimeout(r, 0));
-}
 
 /** Collects events from an async iterable in the background. */
 function collect(it: AsyncIterable<NodeEvent>): NodeEvent[] {
@@ -37,38 +33,9 @@ function collect(it: AsyncIterable<NodeEvent>): NodeEvent[] {
 }
 
 async function cluster(extra: Partial<MessengerOptions> = {}) {
-  const clock = new ManualClock(0);
-  const net = new MemoryTransport();
-  const common = { clock, transports: [net], heartbeat: FAST, logger: captureLogger().log };
-  const a = new Messenger({ name: "a", ...common, ...extra });
-  const b = new Messenger({ name: "b", ...common, ...extra });
-  await b.listen("mem://b");
-  const accepted = waitEvent(b, "accept");
-  const conn = await a.connect("mem://b");
-  await accepted;
-  return {
-    clock,
-    net,
-    a,
-    b,
-    conn,
-    async run(ms: number, step = 10) {
-      for (let t = 0; t < ms; t += step) {
-        clock.advance(Math.min(step, ms - t));
-        await settle();
-      }
-    },
-    async [Symbol.asyncDispose]() {
-      // Closing a stalled link waits for the close timeout, which runs on the manual clock.
-      let done = false;
-      const closing = Promise.all([a.close(), b.close()]).then(() => done = true);
-      for (let i = 0; i < 200 && !done; i++) {
-        clock.advance(100);
-        await settle();
-      }
-      await closing;
-    },
-  };
+  const p = await manualPair({ heartbeat: FAST, ...extra }, ["a", "b"]);
+  const run = (ms: number, step = 10) => p.run(ms, step);
+  return { ...p, a: p.client, b: p.server, run };
 }
 
 Deno.test("PhiAccrualDetector: phi grows with silence and crosses the threshold at the bound", () => {

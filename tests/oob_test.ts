@@ -2,51 +2,12 @@
 // no test here waits for real time to pass.
 
 import assert from "node:assert/strict";
-import { ManualClock, MemoryTransport, Messenger } from "../mod.ts";
+import { MemoryTransport, Messenger } from "../mod.ts";
 import { KEEPALIVE_OP } from "../src/oob/oob.ts";
-import { bytes, captureLogger, take, waitEvent } from "./_helpers.ts";
+import { bytes, captureLogger, manualPair, settle, take } from "./_helpers.ts";
 
-/** Lets in-memory I/O (promise chains, no timers) run to quiescence. */
-function settle(): Promise<void> {
-  return new Promise((r) => setTimeout(r, 0));
-}
-
-async function setup(opts: { intervalMs?: number } = {}) {
-  const clock = new ManualClock(0);
-  const net = new MemoryTransport();
-  const log = captureLogger();
-  const common = {
-    clock,
-    transports: [net],
-    tickMs: 5,
-    heartbeat: { intervalMs: opts.intervalMs ?? 1000 },
-  };
-  const server = new Messenger({ name: "server", logger: log.log, ...common });
-  const client = new Messenger({ name: "client", logger: captureLogger().log, ...common });
-  await server.listen("mem://server");
-  const accepted = waitEvent(server, "accept");
-  const conn = await client.connect("mem://server");
-  const serverConn = (await accepted).connection;
-  return {
-    clock,
-    net,
-    log,
-    server,
-    client,
-    conn,
-    serverConn,
-    /** Advances virtual time in steps of `step` ms, letting I/O settle after each. */
-    async run(ms: number, step = 100) {
-      for (let t = 0; t < ms; t += step) {
-        clock.advance(Math.min(step, ms - t));
-        await settle();
-      }
-    },
-    async [Symbol.asyncDispose]() {
-      await client.close();
-      await server.close();
-    },
-  };
+function setup(opts: { intervalMs?: number } = {}) {
+  return manualPair({ tickMs: 5, heartbeat: { intervalMs: opts.intervalMs ?? 1000 } });
 }
 
 Deno.test("registerOob() delivers parts at their interval to the peer's handler", async () => {
