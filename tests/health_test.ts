@@ -14,6 +14,7 @@ import {
 } from "../mod.ts";
 import { GraceDetector } from "../src/health/detector.ts";
 import { captureLogger, manualPair } from "./_helpers.ts";
+import { FaultProxy } from "./fault_proxy.ts";
 
 const FAST = { intervalMs: 100, acceptablePauseMs: 200, minStdDevMs: 20 };
 const BOUND_SETTINGS = {
@@ -320,3 +321,26 @@ async function waitForEvent(
   }
   throw new Error(`no matching event among ${events.length} (seen ${seen.n})`);
 }
+
+Deno.test("[tcp] a link blackholed by the fault proxy is reported down within the bound", async () => {
+  const opts = { heartbeat: FAST, logger: captureLogger().log };
+  const server = new Messenger({ name: "b", ...opts });
+  const client = new Messenger({ name: "a", ...opts });
+  const addr = await server.listen("tcp://127.0.0.1:0");
+  const proxy = FaultProxy.start({ targetPort: Number(new URL(addr).port) });
+  await client.connect(proxy.addr);
+  const events = collect(client.watch());
+  const serverEvents = collect(server.watch());
+  await new Promise((r) => setTimeout(r, 600)); // real heartbeats at 100 ms
+  assert.ok(events.every((e) => e.state === "up"), JSON.stringify(events));
+  proxy.blackhole(true);
+  const t0 = performance.now();
+  const down = await waitForEvent(events, (e) => e.state === "down");
+  const elapsed = performance.now() - t0;
+  // The bound plus slack for real timers on a loaded machine.
+  assert.ok(elapsed <= silenceToDownMs(BOUND_SETTINGS) + 25 + 5 + 150, `after ${elapsed} ms`);
+  assert.equal(down.reason, "silent");
+  await waitForEvent(serverEvents, (e) => e.state === "down");
+  proxy.close();
+  await Promise.all([client.close(), server.close()]);
+});
