@@ -166,16 +166,16 @@ export type ConnectionEnd =
   | { kind: "close"; by: "local" | "peer"; reason: string }
   | { kind: "reset"; error: Error; unsent: UnsentMessage[]; wasOpen: boolean };
 
+/** A queued message; `seq` is set when it is written (created with it, for one shape). */
 interface Outgoing {
   type: number;
   priority: number;
   payload: Uint8Array;
+  seq: number;
 }
 
 /** A message written but not yet acknowledged (lossless policies keep these for replay). */
-interface Sent extends Outgoing {
-  seq: number;
-}
+type Sent = Outgoing;
 
 /** A FIFO of outgoing messages with O(1) shift. */
 class OutQueue {
@@ -438,7 +438,7 @@ export class Connection {
       return Promise.reject(this.#closedError());
     }
     // Lossless sessions accept messages while reconnecting or in standby: they wait in the queue.
-    this.#queues[priority].push({ type, priority, payload });
+    this.#queues[priority].push({ type, priority, payload, seq: 0 });
     this.#queuedBytes += size;
     this.#scheduleFlush();
     if (this.#queuedBytes <= this.#host.limits.maxQueueBytes) return RESOLVED;

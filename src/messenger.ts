@@ -260,7 +260,7 @@ export class Messenger {
   #makeHealth(): HealthService {
     const health = new HealthService(this.wheel, this.#oob, this.#heartbeat, (c) => c.rttMs);
     this.#oob.onHeartbeat = (conn, echoed) => {
-      if (echoed) health.echoed(conn, this.wheel.clock.now());
+      health.heartbeat(conn, this.wheel.clock.now(), echoed);
     };
     return health;
   }

@@ -345,3 +345,16 @@ Deno.test("[tcp] a link blackholed by the fault proxy is reported down within th
   proxy.close();
   await Promise.all([client.close(), server.close()]);
 });
+
+Deno.test("PhiAccrualDetector: data arriving between heartbeats is life, not an interval sample", () => {
+  const d = new PhiAccrualDetector(FAST);
+  for (let t = 0; t <= 5000; t += 100) {
+    d.heartbeat(t);
+    for (let k = 1; k < 100; k++) d.touch(t + k); // a busy link: bytes every millisecond
+  }
+  assert.ok(Math.abs(d.meanMs - 100) < 1, `mean ${d.meanMs}`);
+  // Silence counts from the last byte, not the last heartbeat.
+  const beatsOnly = new PhiAccrualDetector(FAST);
+  for (let t = 0; t <= 5000; t += 100) beatsOnly.heartbeat(t);
+  assert.ok(d.phi(5400) < beatsOnly.phi(5400), `${d.phi(5400)} vs ${beatsOnly.phi(5400)}`);
+});

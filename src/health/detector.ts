@@ -76,7 +76,8 @@ export class PhiAccrualDetector {
   #next = 0;
   #sum = 0;
   #sumSq = 0;
-  #last = NaN;
+  #last = NaN; // last sign of life
+  #lastBeat = NaN; // last heartbeat, for interval samples
   #skipNext = false;
   #pause: number;
   #minStd: number;
@@ -96,15 +97,25 @@ export class PhiAccrualDetector {
     return this.#last;
   }
 
-  /** Records an arrival at `now`. */
+  /** Records a heartbeat at `now`: a sign of life and an interval sample. */
   heartbeat(now: number): void {
-    if (!Number.isNaN(this.#last)) {
-      const interval = now - this.#last;
+    if (!Number.isNaN(this.#lastBeat)) {
+      const interval = now - this.#lastBeat;
       if (interval <= 0) return; // several arrivals in one tick count once
       if (this.#skipNext) this.#skipNext = false;
       else this.#add(interval);
     }
-    this.#last = now;
+    this.#lastBeat = now;
+    if (Number.isNaN(this.#last) || now > this.#last) this.#last = now;
+  }
+
+  /**
+   * Records a sign of life that is not a heartbeat (data arriving): silence is measured from
+   * `now`, but the interval statistics, which describe heartbeats, are left alone, so a busy
+   * link does not teach the detector to expect arrivals every few microseconds.
+   */
+  touch(now: number): void {
+    if (Number.isNaN(this.#last) || now > this.#last) this.#last = now;
   }
 
   /**
@@ -113,7 +124,8 @@ export class PhiAccrualDetector {
    * than the interval, is not taken as an interval sample.
    */
   mark(now: number): void {
-    if (Number.isNaN(this.#last) || now > this.#last) this.#last = now;
+    this.touch(now);
+    this.#lastBeat = this.#last;
     this.#skipNext = true;
   }
 
@@ -180,6 +192,11 @@ export class GraceDetector {
 
   /** Marks a sign of life that is not a heartbeat (same as an arrival here). */
   mark(now: number): void {
+    this.#last = now;
+  }
+
+  /** Any sign of life (same as an arrival here). */
+  touch(now: number): void {
     this.#last = now;
   }
 

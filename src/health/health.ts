@@ -256,17 +256,23 @@ export class HealthService {
     }
   }
 
-  /** Anything arrived on `conn` (called per read, so kept small). */
+  /** Anything arrived on `conn` (called per read, so kept small): a sign of life. */
   heard(conn: Connection, now: number): void {
     const peer = this.#byConn.get(conn);
     if (!peer) return;
     peer.lastHeard = now;
-    peer.tracked.heard.heartbeat(now);
+    peer.tracked.heard.touch(now);
   }
 
-  /** A heartbeat arrived that echoes one of our stamps: our heartbeats get through. */
-  echoed(conn: Connection, now: number): void {
-    this.#byConn.get(conn)?.tracked.echo?.heartbeat(now);
+  /**
+   * A heartbeat frame arrived: an interval sample for the detector; with `echoed`, it also
+   * proves that our heartbeats reach the peer.
+   */
+  heartbeat(conn: Connection, now: number, echoed: boolean): void {
+    const tracked = this.#byConn.get(conn)?.tracked;
+    if (!tracked) return;
+    tracked.heard.heartbeat(now);
+    if (echoed) tracked.echo?.heartbeat(now);
   }
 
   peers(): PeerInfo[] {
