@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { createAdminApp, Messenger, serveAdmin } from "../mod.ts";
+import { createAdminApp, Messenger, serveAdmin, WebSocketTransport } from "../mod.ts";
 import { captureLogger, pair, take, waitEvent } from "./_helpers.ts";
 
 Deno.test("GET /health (app.request) reports name, uptime and connections by state", async () => {
@@ -132,4 +132,32 @@ Deno.test("GET /health turns 503 when the configured number of peers is down", a
   assert.equal((await res.json()).peersDown, 1);
   await p.client.close();
   await p.server.close();
+});
+
+Deno.test("one port for both: the WebSocket endpoint mounted beside the admin routes", async () => {
+  const ws = new WebSocketTransport();
+  const server = new Messenger({ name: "edge", transports: [ws], logger: captureLogger().log });
+  const client = new Messenger({ name: "far", transports: [ws], logger: captureLogger().log });
+  const admin = createAdminApp(server);
+  let attached: ReturnType<WebSocketTransport["attach"]> | undefined;
+  const http = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen: () => {} },
+    (req, info) => attached?.handle(req, info) ?? admin.fetch(req),
+  );
+  const base = `127.0.0.1:${http.addr.port}`;
+  attached = ws.attach(`ws://${base}/heartline`);
+  server.listenOn(attached.listener);
+  const conn = await client.connect(`ws://${base}/heartline`);
+  await conn.send(3, new Uint8Array([3]));
+  const [m] = await take(server, 1);
+  assert.equal(m.type, 3);
+  const health = await (await fetch(`http://${base}/health`)).json();
+  assert.equal(health.name, "edge");
+  assert.equal(health.connections.open, 1);
+  const plain = await fetch(`http://${base}/heartline`);
+  assert.equal(plain.status, 426, "the endpoint asks for an upgrade");
+  await plain.body?.cancel();
+  await client.close();
+  await server.close();
+  await http.shutdown();
 });

@@ -6,7 +6,8 @@
  * Layout: {@linkcode WHEEL_LEVELS} levels of 64 slots. Level `k` slots are `64^k` ticks wide.
  * A timer sits in the level whose span covers its remaining delay and, as time reaches its slot
  * at that level, cascades down until it fires from level 0. Each slot is a circular doubly
- * linked list, so insert and cancel are O(1).
+ * linked list, so insert and cancel are O(1). Periodic timers with the same interval and phase
+ * share one entry and fire as a walk over an array of handles.
  *
  * Accuracy: a timer due at time `t` fires at the first tick boundary at or after `t`, that is no
  * earlier than `t` and at most `tickMs` later, plus however late the host runs the wheel's one
