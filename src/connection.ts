@@ -212,7 +212,7 @@ const BATCH_BYTES = 256 * 1024;
 const RESOLVED = Promise.resolve();
 /** Bodies up to this size are packed into a shared per-read arena. */
 const ARENA_MAX_BODY = 4096;
-const ARENA_MIN_BYTES = 4096;
+const ARENA_MIN_BYTES = 256;
 function frameSize(payload: Uint8Array): number {
   return PREAMBLE_BYTES + MESSAGE_HEADER_BYTES + payload.length;
 }
