@@ -379,7 +379,10 @@ export class Messenger {
   async connect(addr: string, options: ConnectOptions = {}): Promise<Connection> {
     this.#checkRunning();
     const refused = this.#refused.get(addr);
-    if (refused && refused.until > this.wheel.clock.now()) throw refused.error;
+    if (refused) {
+      if (refused.until > this.wheel.clock.now()) throw refused.error;
+      this.#refused.delete(addr);
+    }
     const existing = this.#dialed.get(addr) ?? this.#sessionAt(addr);
     if (existing && existing.state !== "closed" && existing.state !== "closing") {
       await existing.opened();

@@ -358,3 +358,20 @@ Deno.test("PhiAccrualDetector: data arriving between heartbeats is life, not an 
   for (let t = 0; t <= 5000; t += 100) beatsOnly.heartbeat(t);
   assert.ok(d.phi(5400) < beatsOnly.phi(5400), `${d.phi(5400)} vs ${beatsOnly.phi(5400)}`);
 });
+
+Deno.test("a server forgets the oldest of many departed clients instead of growing", async () => {
+  const net = new MemoryTransport();
+  const server = new Messenger({ name: "s", transports: [net], logger: () => {} });
+  await server.listen("mem://s");
+  for (let i = 0; i < 1100; i++) {
+    const c = new Messenger({ name: `client-${i}`, transports: [net], logger: () => {} });
+    const conn = await c.connect("mem://s");
+    await conn.close();
+    await c.close();
+  }
+  const peers = server.peers();
+  assert.ok(peers.length <= 1000, `${peers.length} peers remembered`);
+  assert.ok(peers.some((p) => p.name === "client-1099"), "the newest are kept");
+  assert.ok(!peers.some((p) => p.name === "client-0"), "the oldest are forgotten");
+  await server.close();
+});

@@ -92,6 +92,9 @@ class LocalWatcher {
   constructor(public name: string, public op: string, public intervalMs: number) {}
 }
 
+/** Disconnected peers remembered for `peers()` before the oldest are forgotten. */
+const FORGET_AFTER = 1000;
+
 /** Prefix of the OOB op of a local-mode watcher. */
 export const LOCAL_OP_PREFIX = "heartline.local.";
 
@@ -253,6 +256,20 @@ export class HealthService {
     if (this.#byConn.size === 0) {
       this.#check?.cancel();
       this.#check = null;
+    }
+    this.#forgetOldPeers();
+  }
+
+  /** Keeps at most FORGET_AFTER disconnected peers (clients come and go); oldest go first. */
+  #forgetOldPeers(): void {
+    let disconnected = 0;
+    for (const p of this.#peers.values()) if (p.connections.size === 0) disconnected++;
+    for (const [name, p] of this.#peers) {
+      if (disconnected <= FORGET_AFTER) break;
+      if (p.connections.size > 0) continue;
+      this.#peers.delete(name);
+      for (const w of this.#watchers.values()) w.tracked.delete(name);
+      disconnected--;
     }
   }
 
