@@ -139,14 +139,15 @@ Deno.test("one port for both: the WebSocket endpoint mounted beside the admin ro
   const server = new Messenger({ name: "edge", transports: [ws], logger: captureLogger().log });
   const client = new Messenger({ name: "far", transports: [ws], logger: captureLogger().log });
   const admin = createAdminApp(server);
-  let attached: ReturnType<WebSocketTransport["attach"]> | undefined;
+  // The endpoint's address needs the port, which exists once the server is up.
+  const mounted: { ws?: ReturnType<WebSocketTransport["attach"]> } = {};
   const http = Deno.serve(
     { hostname: "127.0.0.1", port: 0, onListen: () => {} },
-    (req, info) => attached?.handle(req, info) ?? admin.fetch(req),
+    (req, info) => mounted.ws?.handle(req, info) ?? admin.fetch(req),
   );
   const base = `127.0.0.1:${http.addr.port}`;
-  attached = ws.attach(`ws://${base}/heartline`);
-  server.listenOn(attached.listener);
+  mounted.ws = ws.attach(`ws://${base}/heartline`);
+  server.listenOn(mounted.ws.listener);
   const conn = await client.connect(`ws://${base}/heartline`);
   await conn.send(3, new Uint8Array([3]));
   const [m] = await take(server, 1);
