@@ -4,55 +4,44 @@ import assert from "node:assert/strict";
 
 const root = new URL("../", import.meta.url);
 
-Deno.test("the demo starts three nodes that exchange messages, then stops cleanly", async () => {
+/** Runs the demo with the given permissions and arguments; returns its output. */
+async function runDemo(permissions: string[], args: string[]): Promise<string> {
   const out = await new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--allow-net=127.0.0.1",
-      "--allow-run",
-      "--allow-read=.",
-      "examples/cluster.ts",
-      "--seconds",
-      "4",
-    ],
+    args: ["run", ...permissions, "examples/cluster.ts", ...args],
     cwd: root,
     stdout: "piped",
     stderr: "piped",
   }).output();
   const text = new TextDecoder().decode(out.stdout);
   assert.equal(out.code, 0, text + new TextDecoder().decode(out.stderr));
+  assert.match(text, /demo stopped: 3\/3 nodes clean/);
+  return text;
+}
+
+Deno.test("the demo starts three nodes that exchange messages, then stops cleanly", async () => {
+  // Over TCP the demo needs no more than loopback, running its nodes, and reading its files.
+  const text = await runDemo(["--allow-net=127.0.0.1", "--allow-run", "--allow-read=."], [
+    "--seconds",
+    "4",
+  ]);
   for (const name of ["alpha", "bravo", "charlie"]) {
     assert.match(text, new RegExp(`\\[${name}\\] got "hello #\\d+ from `), `${name} received`);
     assert.match(text, new RegExp(`\\[${name}\\] closed\\n`), `${name} closed in order`);
   }
-  assert.match(text, /demo stopped: 3\/3 nodes clean/);
 });
 
 Deno.test("the demo runs over QUIC and over WebSocket too", async () => {
+  const permissions = [
+    "--allow-net=127.0.0.1",
+    "--allow-run",
+    "--allow-read",
+    "--allow-write=/tmp", // QUIC: throwaway certificates for the run
+    "--allow-env",
+  ];
   for (const transport of ["quic", "ws"]) {
-    const out = await new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "--allow-net=127.0.0.1",
-        "--allow-run",
-        "--allow-read",
-        "--allow-write=/tmp",
-        "--allow-env",
-        "examples/cluster.ts",
-        "--transport",
-        transport,
-        "--seconds",
-        "3",
-      ],
-      cwd: root,
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    const text = new TextDecoder().decode(out.stdout);
-    assert.equal(out.code, 0, text + new TextDecoder().decode(out.stderr));
+    const text = await runDemo(permissions, ["--transport", transport, "--seconds", "3"]);
     assert.match(text, new RegExp(`over ${transport}`));
     assert.match(text, /\[charlie\] got "hello #1 from alpha"/);
-    assert.match(text, /demo stopped: 3\/3 nodes clean/);
   }
 });
 
