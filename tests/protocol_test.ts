@@ -182,3 +182,24 @@ Deno.test("FrameDecoder copies what it keeps, so callers may reuse their read bu
   assert.deepEqual(got[0], payload);
   assert.equal(decodeAck(got[1]), 7);
 });
+
+Deno.test("crc32c agrees with the bitwise definition for every length and offset up to 70", () => {
+  function bitwise(bytes: Uint8Array): number {
+    let c = 0xffffffff;
+    for (const byte of bytes) {
+      c ^= byte;
+      for (let k = 0; k < 8; k++) c = c & 1 ? (c >>> 1) ^ 0x82f63b78 : c >>> 1;
+    }
+    return (c ^ 0xffffffff) >>> 0;
+  }
+  const data = crypto.getRandomValues(new Uint8Array(80));
+  for (let start = 0; start < 8; start++) {
+    for (let end = start; end <= 70; end++) {
+      assert.equal(
+        crc32c(0, data, start, end),
+        bitwise(data.subarray(start, end)),
+        `${start}-${end}`,
+      );
+    }
+  }
+});
