@@ -30,6 +30,34 @@ Deno.test("the demo starts three nodes that exchange messages, then stops cleanl
   }
 });
 
+Deno.test("Ctrl-C (SIGINT) stops the demo and its nodes cleanly", async () => {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-net=127.0.0.1", "--allow-run", "--allow-read=.", "examples/cluster.ts"],
+    cwd: root,
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let text = "";
+  // Wait for traffic to flow (bounded: the demo greets every second).
+  for (let i = 0; i < 100 && !/got "hello #1/.test(text); i++) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    text += value;
+  }
+  assert.match(text, /got "hello #1/);
+  child.kill("SIGINT");
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    text += value;
+  }
+  const status = await child.status;
+  await child.stderr.cancel();
+  assert.equal(status.code, 0);
+  assert.match(text, /demo stopped: 3\/3 nodes clean/);
+});
+
 Deno.test("the demo runs over QUIC and over WebSocket too", async () => {
   const permissions = [
     "--allow-net=127.0.0.1",
