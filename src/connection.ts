@@ -311,6 +311,7 @@ export class Connection {
   #ackSent = 0;
   #sessionPeerNonce: string | null = null; // the peer incarnation our session belongs to
   #attempt = 0;
+  #linkEpoch = 0; // counts links: per-link state (the OOB op dictionaries) starts afresh
   #peer: Hello | null = null;
   #queues = PRIORITIES.map(() => new OutQueue());
   #control: Uint8Array[] = [];
@@ -386,6 +387,11 @@ export class Connection {
     let n = 0;
     for (const q of this.#queues) n += q.length;
     return n;
+  }
+
+  /** @internal which link the session is on (1 for the first, +1 per new link) */
+  get linkEpoch(): number {
+    return this.#linkEpoch;
   }
 
   /** Messages written and not yet acknowledged by the peer (lossless policies). */
@@ -490,6 +496,7 @@ export class Connection {
   /** @internal attaches the transport link and starts the handshake */
   attach(link: Link): void {
     this.#link = link;
+    this.#linkEpoch++;
     this.#reader = new LinkReader(link, this, this.#host.limits.maxFrameBytes);
     this.#transition("handshaking");
     this.#timer = this.#host.wheel.schedule(this.#host.limits.handshakeTimeoutMs, () => {
@@ -723,6 +730,7 @@ export class Connection {
     reader.owner = this;
     this.#reader = reader;
     this.#link = reader.link;
+    this.#linkEpoch++;
     this.#control.push(
       encodeFrame(
         Tag.Welcome,

@@ -330,3 +330,60 @@ Deno.test("[mem] a lossless peer session resumes after a cut, from the side that
   assert.deepEqual(got.map((m) => m.type), Array.from({ length: 200 }, (_, i) => i));
   await Promise.all([a.close(), b.close()]);
 });
+
+Deno.test("[tcp] OOB parts keep flowing across a resume (op names are defined again per link)", async () => {
+  const opts = { logger: captureLogger().log, ...QUICK };
+  const server = new Messenger({ name: "server", ...opts });
+  const client = new Messenger({ name: "client", ...opts });
+  const addr = await server.listen("tcp://127.0.0.1:0");
+  const proxy = FaultProxy.start({ targetPort: Number(new URL(addr).port) });
+  const conn = await client.connect(proxy.addr, { policy: "losslessClient" });
+  const got: string[] = [];
+  let wake = () => {};
+  server.onOob("WatchPing", (p) => {
+    got.push(new TextDecoder().decode(p.data));
+    wake();
+  });
+  let n = 0;
+  conn.registerOob("WatchPing", () => new TextEncoder().encode(`w${n++}`), { intervalMs: 20 });
+  // Waits for parts, failing (not hanging) if they stop coming.
+  const deadline = performance.now() + 10_000;
+  const next = () =>
+    new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(
+        () => reject(new Error("OOB parts stopped arriving")),
+        deadline - performance.now(),
+      );
+      wake = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
+  const until = async (count: number) => {
+    while (got.length < count) await next();
+  };
+  await until(3);
+  // A new op whose first part (the one that names it) is lost with the old link.
+  proxy.blackhole(true);
+  const late: string[] = [];
+  server.onOob("LatePing", () => {
+    late.push("late");
+    wake();
+  });
+  conn.registerOob("LatePing", () => new Uint8Array([1]), { intervalMs: 20 });
+  while ((client.oobStats.partsSent.get("LatePing") ?? 0) < 1) {
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  const resumed = waitEvent(client, "resume");
+  proxy.cut();
+  proxy.blackhole(false);
+  await resumed;
+  const before = got.length;
+  await until(before + 3);
+  while (late.length < 2) await next();
+  assert.ok(got.every((s) => /^w\d+$/.test(s)), got.join(","));
+  // One resume only: a stale op id on the new link would have faulted it again.
+  assert.equal(client.counters.reconnects, 1);
+  proxy.close();
+  await Promise.all([client.close(), server.close()]);
+});

@@ -15,6 +15,7 @@ import {
   encodeAck,
   encodeHeartbeat,
   encodeJson,
+  OpDictionary,
 } from "../src/protocol/payloads.ts";
 import { FrameError, HandshakeRefusedError } from "../src/errors.ts";
 import { rawHello } from "./_helpers.ts";
@@ -117,16 +118,24 @@ Deno.test("FrameDecoder.end() reports a truncated frame", () => {
   assert.throws(() => decoder.end(), (e) => e instanceof FrameError && e.reason === "truncated");
 });
 
-Deno.test("heartbeat payload round-trips stamps and parts", () => {
+Deno.test("heartbeat payload round-trips stamps and parts; op names travel once per link", () => {
   const parts = [
     { op: "OSDPing", data: new Uint8Array([1, 2, 3]) },
     { op: "LingerPing", data: new Uint8Array(0) },
     { op: "ünïcode", data: new Uint8Array(300).fill(7) },
   ];
-  const hb = decodeHeartbeat(encodeHeartbeat({ stamp: 12.5, echo: -1, echoDelay: 0, parts }));
+  const tx = new OpDictionary(), rx = new OpDictionary();
+  const first = encodeHeartbeat({ stamp: 12.5, echo: -1, echoDelay: 0, parts }, tx);
+  const hb = decodeHeartbeat(first, rx);
   assert.equal(hb.stamp, 12.5);
   assert.equal(hb.echo, -1);
   assert.deepEqual(hb.parts, parts);
+  const second = encodeHeartbeat({ stamp: 13, echo: 12.5, echoDelay: 1, parts }, tx);
+  assert.ok(second.length < first.length, "the second frame carries ids, not names");
+  assert.equal(second.length, 26 + 3 * 4 + 3 + 0 + 300);
+  assert.deepEqual(decodeHeartbeat(second, rx).parts, parts);
+  // A new link (a fresh dictionary) cannot read ids defined on the old one.
+  assert.throws(() => decodeHeartbeat(second, new OpDictionary()), FrameError);
 });
 
 Deno.test("heartbeat decoding rejects truncated and padded payloads", () => {
@@ -135,13 +144,21 @@ Deno.test("heartbeat decoding rejects truncated and padded payloads", () => {
     echo: 2,
     echoDelay: 3,
     parts: [{ op: "x", data: new Uint8Array(8) }],
-  });
+  }, new OpDictionary());
   for (const bad of [good.subarray(0, 10), good.subarray(0, good.length - 1)]) {
-    assert.throws(() => decodeHeartbeat(bad), FrameError);
+    assert.throws(() => decodeHeartbeat(bad, new OpDictionary()), FrameError);
   }
   const padded = new Uint8Array(good.length + 1);
   padded.set(good);
-  assert.throws(() => decodeHeartbeat(padded), FrameError);
+  assert.throws(() => decodeHeartbeat(padded, new OpDictionary()), FrameError);
+  assert.throws(
+    () =>
+      encodeHeartbeat(
+        { stamp: 0, echo: -1, echoDelay: 0, parts: [{ op: "big", data: new Uint8Array(70_000) }] },
+        new OpDictionary(),
+      ),
+    RangeError,
+  );
 });
 
 Deno.test("hello decoding validates fields", () => {

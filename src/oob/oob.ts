@@ -8,7 +8,13 @@
 
 import type { Connection } from "../connection.ts";
 import { encodeFrame, Tag } from "../protocol/frame.ts";
-import { decodeHeartbeat, encodeHeartbeat, type OobPart } from "../protocol/payloads.ts";
+import {
+  decodeHeartbeat,
+  encodeHeartbeat,
+  MAX_OOB_PART_BYTES,
+  type OobPart,
+  OpDictionary,
+} from "../protocol/payloads.ts";
 import type { Timer, TimerWheel } from "../timer/timer_wheel.ts";
 import type { LogLevel } from "../log.ts";
 
@@ -119,6 +125,8 @@ export class OobService {
   #due = new Map<Connection, Registration[]>();
   #handlers = new Map<string, OobHandler>();
   #state = new WeakMap<Connection, HeartbeatState>();
+  #txOps = new WeakMap<Connection, { epoch: number; dict: OpDictionary }>();
+  #rxOps = new WeakMap<Connection, { epoch: number; dict: OpDictionary }>();
   #warned = new Set<string>();
   #onHeartbeat: ((conn: Connection, echoed: boolean) => void) | null = null;
   /** Counters. */
@@ -250,9 +258,12 @@ export class OobService {
           continue;
         }
         if (data === undefined || data === null) continue;
-        if (!(data instanceof Uint8Array)) {
+        if (!(data instanceof Uint8Array) || data.length > MAX_OOB_PART_BYTES) {
           this.stats.errors++;
-          this.#warnOnce(`producer:${reg.op}`, `OOB producer for ${reg.op} returned no bytes`);
+          this.#warnOnce(
+            `producer:${reg.op}`,
+            `OOB producer for ${reg.op} returned no bytes, or more than ${MAX_OOB_PART_BYTES}`,
+          );
           continue;
         }
         parts.push({ op: reg.op, data });
@@ -264,7 +275,7 @@ export class OobService {
       s.peerStamp = -1;
       const frame = encodeFrame(
         Tag.Heartbeat,
-        encodeHeartbeat({ stamp: now, echo, echoDelay, parts }),
+        encodeHeartbeat({ stamp: now, echo, echoDelay, parts }, this.#opsFor(this.#txOps, conn)),
       );
       conn.sendControl(frame);
       s.heartbeatsSent++;
@@ -278,7 +289,7 @@ export class OobService {
 
   /** Read path: a heartbeat frame arrived on `conn`. */
   receive(conn: Connection, payload: Uint8Array): void {
-    const hb = decodeHeartbeat(payload);
+    const hb = decodeHeartbeat(payload, this.#opsFor(this.#rxOps, conn));
     const now = this.#wheel.clock.now();
     const s = this.state(conn);
     s.heartbeatsReceived++;
@@ -302,6 +313,19 @@ export class OobService {
       }
     }
     this.#onHeartbeat?.(conn, hb.echo >= 0);
+  }
+
+  /** The op dictionary of the connection's current link (a new link starts a new one). */
+  #opsFor(
+    map: WeakMap<Connection, { epoch: number; dict: OpDictionary }>,
+    conn: Connection,
+  ): OpDictionary {
+    let entry = map.get(conn);
+    if (!entry || entry.epoch !== conn.linkEpoch) {
+      entry = { epoch: conn.linkEpoch, dict: new OpDictionary() };
+      map.set(conn, entry);
+    }
+    return entry.dict;
   }
 
   #warnOnce(key: string, message: string): void {

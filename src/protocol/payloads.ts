@@ -225,15 +225,69 @@ function decodeOp(bytes: Uint8Array): string {
   }
 }
 
-/** Encodes a heartbeat frame payload. Op names are at most 255 UTF-8 bytes. */
-export function encodeHeartbeat(hb: HeartbeatPayload): Uint8Array {
-  const ops = hb.parts.map((p) => opBytes(p.op));
-  let size = HEARTBEAT_FIXED_BYTES;
-  for (let i = 0; i < ops.length; i++) {
-    if (ops[i].length > 255) throw new RangeError(`OOB op name too long: ${hb.parts[i].op}`);
-    size += 1 + ops[i].length + 4 + hb.parts[i].data.length;
+/** Largest OOB part: its length travels as a u16. */
+export const MAX_OOB_PART_BYTES = 0xffff;
+/** Op ids a link can define (15 bits). */
+const MAX_OP_IDS = 0x7fff;
+const DEFINES = 0x8000;
+
+/**
+ * The op dictionary of one direction of one link. Each op name travels once per link: the
+ * first part of an op defines its id inline, later parts carry only the 2-byte id. Both ends
+ * start empty with each new link (a resumed session starts a new dictionary too).
+ */
+export class OpDictionary {
+  #ids = new Map<string, number>();
+  #ops: string[] = [];
+
+  /** Sender side: the id of `op`, and whether this part must define it. */
+  idFor(op: string): { id: number; define: boolean } {
+    const known = this.#ids.get(op);
+    if (known !== undefined) return { id: known, define: false };
+    if (this.#ops.length >= MAX_OP_IDS) {
+      throw new RangeError(`Too many OOB ops on one link: ${MAX_OP_IDS}`);
+    }
+    const id = this.#ops.length;
+    this.#ids.set(op, id);
+    this.#ops.push(op);
+    return { id, define: true };
   }
+
+  /** Receiver side: records a definition. */
+  define(id: number, op: string): void {
+    if (id !== this.#ops.length) {
+      throw new FrameError("malformed", `Heartbeat op id ${id} defined out of order`);
+    }
+    this.#ops.push(op);
+  }
+
+  /** Receiver side: the op of an id defined earlier on this link. */
+  opOf(id: number): string {
+    const op = this.#ops[id];
+    if (op === undefined) throw new FrameError("malformed", `Heartbeat op id ${id} is unknown`);
+    return op;
+  }
+}
+
+/**
+ * Encodes a heartbeat frame payload. Each part is a u16 op reference (high bit set: an inline
+ * definition, op length u8 and UTF-8 name, follows), a u16 data length and the data. Op names
+ * are at most 255 UTF-8 bytes; part data at most {@linkcode MAX_OOB_PART_BYTES}.
+ */
+export function encodeHeartbeat(hb: HeartbeatPayload, dict: OpDictionary): Uint8Array {
   if (hb.parts.length > 0xffff) throw new RangeError("Too many OOB parts in one heartbeat");
+  const refs: { id: number; define: boolean; name: Uint8Array }[] = [];
+  let size = HEARTBEAT_FIXED_BYTES;
+  for (const part of hb.parts) {
+    const name = opBytes(part.op);
+    if (name.length > 255) throw new RangeError(`OOB op name too long: ${part.op}`);
+    if (part.data.length > MAX_OOB_PART_BYTES) {
+      throw new RangeError(`OOB part too large: ${part.data.length} bytes for ${part.op}`);
+    }
+    const ref = { ...dict.idFor(part.op), name };
+    refs.push(ref);
+    size += 2 + (ref.define ? 1 + name.length : 0) + 2 + part.data.length;
+  }
   const buf = new Uint8Array(size);
   const view = new DataView(buf.buffer);
   view.setFloat64(0, hb.stamp);
@@ -241,20 +295,26 @@ export function encodeHeartbeat(hb: HeartbeatPayload): Uint8Array {
   view.setFloat64(16, hb.echoDelay);
   view.setUint16(24, hb.parts.length);
   let pos = HEARTBEAT_FIXED_BYTES;
-  for (let i = 0; i < ops.length; i++) {
-    buf[pos++] = ops[i].length;
-    buf.set(ops[i], pos);
-    pos += ops[i].length;
-    view.setUint32(pos, hb.parts[i].data.length);
-    pos += 4;
-    buf.set(hb.parts[i].data, pos);
-    pos += hb.parts[i].data.length;
+  for (let i = 0; i < refs.length; i++) {
+    const { id, define, name } = refs[i];
+    view.setUint16(pos, define ? id | DEFINES : id);
+    pos += 2;
+    if (define) {
+      buf[pos++] = name.length;
+      buf.set(name, pos);
+      pos += name.length;
+    }
+    const data = hb.parts[i].data;
+    view.setUint16(pos, data.length);
+    pos += 2;
+    buf.set(data, pos);
+    pos += data.length;
   }
   return buf;
 }
 
-/** Decodes a heartbeat payload; part data are copies, safe to keep. */
-export function decodeHeartbeat(payload: Uint8Array): HeartbeatPayload {
+/** Decodes a heartbeat payload against the link's dictionary; part data are copies. */
+export function decodeHeartbeat(payload: Uint8Array, dict: OpDictionary): HeartbeatPayload {
   if (payload.length < HEARTBEAT_FIXED_BYTES) {
     throw new FrameError("malformed", `Heartbeat too short: ${payload.length} bytes`);
   }
@@ -263,13 +323,23 @@ export function decodeHeartbeat(payload: Uint8Array): HeartbeatPayload {
   const parts: OobPart[] = [];
   let pos = HEARTBEAT_FIXED_BYTES;
   for (let i = 0; i < count; i++) {
-    if (pos + 1 > payload.length) break;
-    const opLen = payload[pos++];
-    if (pos + opLen + 4 > payload.length) break;
-    const op = decodeOp(payload.subarray(pos, pos + opLen));
-    pos += opLen;
-    const dataLen = view.getUint32(pos);
-    pos += 4;
+    if (pos + 2 > payload.length) break;
+    const ref = view.getUint16(pos);
+    pos += 2;
+    let op: string;
+    if (ref & DEFINES) {
+      if (pos + 1 > payload.length) break;
+      const opLen = payload[pos++];
+      if (pos + opLen > payload.length) break;
+      op = decodeOp(payload.subarray(pos, pos + opLen));
+      pos += opLen;
+      dict.define(ref & ~DEFINES, op);
+    } else {
+      op = dict.opOf(ref);
+    }
+    if (pos + 2 > payload.length) break;
+    const dataLen = view.getUint16(pos);
+    pos += 2;
     if (pos + dataLen > payload.length) break;
     parts.push({ op, data: payload.slice(pos, pos + dataLen) });
     pos += dataLen;
