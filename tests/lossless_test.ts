@@ -79,6 +79,17 @@ async function cutStorm(
   return { received, cutsDone };
 }
 
+/** A lossless client and its server over TCP, through a fault proxy. */
+async function proxiedLosslessPair() {
+  const opts = { logger: captureLogger().log, ...QUICK };
+  const server = new Messenger({ name: "server", ...opts });
+  const client = new Messenger({ name: "client", ...opts });
+  const addr = await server.listen("tcp://127.0.0.1:0");
+  const proxy = FaultProxy.start({ targetPort: Number(new URL(addr).port) });
+  const conn = await client.connect(proxy.addr, { policy: "losslessClient" });
+  return { server, client, proxy, conn };
+}
+
 Deno.test("[mem] 100,000 messages survive 200 cuts: exactly once, in order per priority", async () => {
   const net = new MemoryTransport();
   const opts = { transports: [net], logger: captureLogger().log, ...QUICK };
@@ -103,12 +114,7 @@ Deno.test("[mem] 100,000 messages survive 200 cuts: exactly once, in order per p
 });
 
 Deno.test("[tcp] 100,000 messages through a proxy cut 200 times: exactly once, in order", async () => {
-  const opts = { logger: captureLogger().log, ...QUICK };
-  const server = new Messenger({ name: "server", ...opts });
-  const client = new Messenger({ name: "client", ...opts });
-  const addr = await server.listen("tcp://127.0.0.1:0");
-  const proxy = FaultProxy.start({ targetPort: Number(new URL(addr).port) });
-  const conn = await client.connect(proxy.addr, { policy: "losslessClient" });
+  const { server, client, proxy, conn } = await proxiedLosslessPair();
   await cutStorm(client, server, conn, 100_000, 200, () => {
     if (proxy.connections === 0 || conn.state !== "open") return false;
     proxy.cut();
@@ -332,12 +338,7 @@ Deno.test("[mem] a lossless peer session resumes after a cut, from the side that
 });
 
 Deno.test("[tcp] OOB parts keep flowing across a resume (op names are defined again per link)", async () => {
-  const opts = { logger: captureLogger().log, ...QUICK };
-  const server = new Messenger({ name: "server", ...opts });
-  const client = new Messenger({ name: "client", ...opts });
-  const addr = await server.listen("tcp://127.0.0.1:0");
-  const proxy = FaultProxy.start({ targetPort: Number(new URL(addr).port) });
-  const conn = await client.connect(proxy.addr, { policy: "losslessClient" });
+  const { server, client, proxy, conn } = await proxiedLosslessPair();
   const got: string[] = [];
   let wake = () => {};
   server.onOob("WatchPing", (p) => {
