@@ -21,7 +21,7 @@ import { type Counters, newCounters } from "./counters.ts";
 import { ConnectionClosedError, HandshakeRefusedError, TransportError } from "./errors.ts";
 import { consoleLogger, type Logger } from "./log.ts";
 import { Policies, type PolicyName, serverPolicyFor } from "./policy.ts";
-import { PROTOCOL_VERSION, Tag, type TagValue } from "./protocol/frame.ts";
+import { PROTOCOL_VERSION, Tag } from "./protocol/frame.ts";
 import { KEEPALIVE_OP, type OobHandler, OobService, type OobStats } from "./oob/oob.ts";
 import { HEARTBEAT_FIELDS, type HeartbeatSettings, type Hello } from "./protocol/payloads.ts";
 import {
@@ -197,7 +197,6 @@ export class Messenger {
   #started: number;
   #status: "running" | "closing" | "closed" = "running";
   #host: ConnectionHost;
-  #frameHandlers = new Map<number, (conn: Connection, payload: Uint8Array) => void>();
   #onClose: (() => void | Promise<void>)[] = [];
   #oob: OobService;
   #health: HealthService;
@@ -252,7 +251,6 @@ export class Messenger {
     });
     this.#started = this.wheel.clock.now();
     this.#oob = new OobService(this.wheel, this.#log);
-    this.#frameHandlers.set(Tag.Heartbeat, (conn, payload) => this.#oob.receive(conn, payload));
     this.#health = this.#makeHealth();
     this.#host = this.#makeHost();
   }
@@ -537,19 +535,9 @@ export class Messenger {
     this.#status = "closed";
   }
 
-  /** @internal lets a module (OOB, health, admin) handle a frame tag or join close. */
-  _extend(ext: {
-    tag?: TagValue;
-    onFrame?: (conn: Connection, payload: Uint8Array) => void;
-    onClose?: () => void | Promise<void>;
-  }): void {
-    if (ext.tag !== undefined && ext.onFrame) this.#frameHandlers.set(ext.tag, ext.onFrame);
-    if (ext.onClose) this.#onClose.push(ext.onClose);
-  }
-
-  /** @internal logs through the messenger's logger */
-  _log(level: "debug" | "info" | "warn" | "error", message: string): void {
-    this.#log(level, message);
+  /** @internal runs `hook` when the messenger closes, after its connections (the admin server) */
+  _onClose(hook: () => void | Promise<void>): void {
+    this.#onClose.push(hook);
   }
 
   #checkRunning(): void {
@@ -646,17 +634,12 @@ export class Messenger {
       },
       inboundBackpressure: () =>
         inbound.size >= limit ? inbound.waitBelow(Math.max(1, limit >> 1)) : undefined,
-      heard: (conn) => {
-        const now = this.wheel.clock.now();
-        this.#oob.state(conn).lastHeardAt = now;
-        this.#health.heard(conn, now);
-      },
+      heard: (conn) => this.#health.heard(conn, this.wheel.clock.now()),
       registerOob: (conn, op, producer, options) => this.#oob.register(conn, op, producer, options),
       rttMs: (conn) => this.#oob.state(conn).rttMs,
       frame: (conn, tag, payload) => {
-        const handler = this.#frameHandlers.get(tag);
-        if (!handler) return false;
-        handler(conn, payload);
+        if (tag !== Tag.Heartbeat) return false;
+        this.#oob.receive(conn, payload);
         return true;
       },
       opened: (conn) => {

@@ -129,6 +129,6 @@ export function serveAdmin(
     url: `http://${host}:${addr.port}`,
     close: () => closing ??= server.shutdown(),
   };
-  messenger._extend({ onClose: () => admin.close() });
+  messenger._onClose(() => admin.close());
   return Promise.resolve(admin);
 }

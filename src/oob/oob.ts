@@ -55,16 +55,10 @@ export interface OobRegistration {
   cancel(): void;
 }
 
-/** Per-connection liveness data kept by the OOB layer. */
+/** Per-connection heartbeat stamps kept by the OOB layer. */
 export interface HeartbeatState {
-  /** Local clock when the last frame of any kind arrived on this connection. */
-  lastHeardAt: number;
   /** Last measured round-trip time in ms (NaN until the first echo). */
   rttMs: number;
-  /** Heartbeat frames sent on this connection. */
-  heartbeatsSent: number;
-  /** Heartbeat frames received on this connection. */
-  heartbeatsReceived: number;
   /** The peer's last stamp not yet echoed, and when it came. */
   peerStamp: number;
   peerStampAt: number;
@@ -159,14 +153,7 @@ export class OobService {
   state(conn: Connection): HeartbeatState {
     let s = this.#state.get(conn);
     if (!s) {
-      s = {
-        lastHeardAt: this.#wheel.clock.now(),
-        rttMs: NaN,
-        heartbeatsSent: 0,
-        heartbeatsReceived: 0,
-        peerStamp: -1,
-        peerStampAt: 0,
-      };
+      s = { rttMs: NaN, peerStamp: -1, peerStampAt: 0 };
       this.#state.set(conn, s);
     }
     return s;
@@ -213,11 +200,6 @@ export class OobService {
     if (set) { for (const reg of [...set]) reg.cancel(); }
     this.#byConn.delete(conn);
     this.#due.delete(conn);
-  }
-
-  /** Registrations alive on a connection. */
-  registrationsOf(conn: Connection): number {
-    return this.#byConn.get(conn)?.size ?? 0;
   }
 
   _cancelled(reg: Registration): void {
@@ -278,7 +260,6 @@ export class OobService {
         encodeHeartbeat({ stamp: now, echo, echoDelay, parts }, this.#opsFor(this.#txOps, conn)),
       );
       conn.sendControl(frame);
-      s.heartbeatsSent++;
       this.stats.heartbeatFramesSent++;
       this.stats.heartbeatBytesSent += frame.length;
       for (const p of parts) {
@@ -292,7 +273,6 @@ export class OobService {
     const hb = decodeHeartbeat(payload, this.#opsFor(this.#rxOps, conn));
     const now = this.#wheel.clock.now();
     const s = this.state(conn);
-    s.heartbeatsReceived++;
     s.peerStamp = hb.stamp;
     s.peerStampAt = now;
     if (hb.echo >= 0) s.rttMs = Math.max(0, now - hb.echo - hb.echoDelay);
