@@ -7,7 +7,7 @@ import {
   Messenger,
   TransportError,
 } from "../mod.ts";
-import { bytes, captureLogger, pair, take, waitEvent } from "./_helpers.ts";
+import { bytes, captureLogger, pair, settle, take, waitEvent } from "./_helpers.ts";
 
 const TRANSPORTS = [
   { name: "tcp", addr: "tcp://127.0.0.1:0", opts: () => ({}) },
@@ -168,7 +168,6 @@ Deno.test("[mem] send() applies back-pressure at the queue limit and resumes", a
   await using p = await pair("mem://server", { transports: [net], maxQueueBytes: 64 * 1024 });
   net.links[0].peer.stallReads(true);
   let accepted = 0;
-  let blocked = false;
   const writer = (async () => {
     for (let i = 0; i < 400; i++) {
       const s = p.conn.send(i, bytes(8192));
@@ -176,10 +175,15 @@ Deno.test("[mem] send() applies back-pressure at the queue limit and resumes", a
       await s;
     }
   })();
-  // Let the writer run until it must wait: the transport holds 1 MiB, the queue 64 KiB.
-  for (let i = 0; i < 50 && accepted < 400; i++) await new Promise((r) => setTimeout(r, 1));
-  blocked = accepted < 400;
-  assert.ok(blocked, "the sender was made to wait");
+  // In-memory I/O is promise chains only: once it settles, the writer is where it stays.
+  await settle();
+  // The transport took its 1 MiB (128 messages and more), the queue its 64 KiB, then send()
+  // made the writer wait.
+  assert.ok(accepted >= 128 && accepted < 400, `the sender stopped after ${accepted} messages`);
+  await settle();
+  const stuckAt = accepted;
+  await settle();
+  assert.equal(accepted, stuckAt, "the sender stays blocked while the reader is stalled");
   assert.ok(p.conn.queuedBytes <= 64 * 1024 + 8192 + 36, `queued ${p.conn.queuedBytes}`);
   net.links[0].peer.stallReads(false);
   const got = await take(p.server, 400);
@@ -192,8 +196,8 @@ Deno.test("[mem] received messages pile up to the inbound limit, then reading pa
   const net = new MemoryTransport();
   await using p = await pair("mem://server", { transports: [net], maxInboundMessages: 100 });
   for (let i = 0; i < 2000; i++) p.conn.send(i, bytes(512));
-  // Nobody consumes on the server: give the link time to fill its buffer.
-  for (let i = 0; i < 20; i++) await new Promise((r) => setTimeout(r, 1));
+  // Nobody consumes on the server; let the in-memory I/O settle.
+  await settle();
   assert.ok(net.links[0].peer.unreadBytes > 0, "the server stopped reading its link");
   const got = await take(p.server, 2000);
   assert.deepEqual(got.map((m) => m.type), Array.from({ length: 2000 }, (_, i) => i));
