@@ -124,20 +124,10 @@ Deno.test("a peer that stops reading its data socket is reported down: the heart
   await using c = await cluster();
   // The old design for comparison: a heartbeat-only connection between the same nodes,
   // on its own link (no data ever flows on it).
-  const hbA = new Messenger({
-    name: "a",
-    clock: c.clock,
-    transports: [c.net],
-    heartbeat: FAST,
-    logger: () => {},
-  });
-  const hbB = new Messenger({
-    name: "b",
-    clock: c.clock,
-    transports: [c.net],
-    heartbeat: FAST,
-    logger: () => {},
-  });
+  const heartbeatOnly = (name: string) =>
+    new Messenger({ name, clock: c.clock, transports: [c.net], heartbeat: FAST, logger: () => {} });
+  const hbA = heartbeatOnly("a");
+  const hbB = heartbeatOnly("b");
   await hbB.listen("mem://b-heartbeat");
   await hbA.connect("mem://b-heartbeat");
   const dataView = collect(c.a.watch());
