@@ -817,21 +817,24 @@ export class Connection {
         `Message out of order: expected seq ${this.#inSeq + 1}, got ${seq}`,
       );
     }
-    this.#inSeq = seq;
     if (!this.policy.lossy) {
       const ack = ((p[16] << 24 | p[17] << 16 | p[18] << 8 | p[19]) >>> 0) * 0x1_0000_0000 +
         ((p[20] << 24 | p[21] << 16 | p[22] << 8 | p[23]) >>> 0);
       if (ack > 0) this.#onAck(ack);
     }
-    this.stats.messagesReceived++;
-    this.#host.counters.messagesReceived[priority]++;
-    this.#host.deliver({
+    const message: Message = {
       type: (p[0] << 24 | p[1] << 16 | p[2] << 8 | p[3]) >>> 0,
       priority: PRIORITIES[priority],
       payload: this.#copyBody(payload),
       seq,
       connection: this,
-    });
+    };
+    this.#host.deliver(message);
+    // Committed only once delivered: a message that failed on the way is not counted as
+    // received, so a resumed session asks for it again.
+    this.#inSeq = seq;
+    this.stats.messagesReceived++;
+    this.#host.counters.messagesReceived[priority]++;
   }
 
   /**
@@ -843,7 +846,9 @@ export class Connection {
     const size = payload.length - MESSAGE_HEADER_BYTES;
     if (size > ARENA_MAX_BODY) return payload.slice(MESSAGE_HEADER_BYTES);
     if (this.#arena.length - this.#arenaPos < size) {
-      this.#arena = new Uint8Array(Math.max(this.#chunkLength, ARENA_MIN_BYTES));
+      // A body completed by a read shorter than itself is larger than that read: size the
+      // arena by both.
+      this.#arena = new Uint8Array(Math.max(this.#chunkLength, size, ARENA_MIN_BYTES));
       this.#arenaPos = 0;
     }
     const body = this.#arena.subarray(this.#arenaPos, this.#arenaPos + size);

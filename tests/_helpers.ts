@@ -1,5 +1,7 @@
-// Shared test helpers: loggers that capture, event waits, and messenger pairs on any transport.
+// Shared test helpers: loggers that capture, bounded event waits, and messenger pairs on any
+// transport. Importing this module installs the suite's guards (see _guard.ts).
 
+import "./_guard.ts";
 import {
   ManualClock,
   MemoryTransport,
@@ -18,13 +20,45 @@ export function captureLogger(): { lines: string[]; log: (l: LogLevel, m: string
   return { lines, log: (level, message) => lines.push(`${level}: ${message}`) };
 }
 
-/** Resolves with the first event of `messenger` that matches `pred` (subscribe before acting). */
+/** How long a helper waits on I/O before it fails the test, by default: 30 s. */
+export const WAIT_MS = 30_000;
+
+/**
+ * Resolves as `promise` does, or rejects after `ms` with an error naming `what` was awaited:
+ * every wait on I/O in a test has a bound that fails it with a message.
+ */
+export async function deadline<T>(promise: Promise<T>, what: string, ms = WAIT_MS): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const expired = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`Timed out after ${ms} ms waiting for ${what}`)), ms);
+  });
+  try {
+    return await Promise.race([promise, expired]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * Resolves with the first event of `messenger` that matches `pred` (subscribe before acting);
+ * fails after `ms` naming the event it waited for.
+ */
 export function waitEvent<K extends MessengerEvent["kind"]>(
   messenger: Messenger,
   kind: K,
   pred: (e: Extract<MessengerEvent, { kind: K }>) => boolean = () => true,
+  ms = WAIT_MS,
 ): Promise<Extract<MessengerEvent, { kind: K }>> {
   const iter = messenger.events()[Symbol.asyncIterator]();
+  return deadline(waitFor(iter, kind, pred), `a ${kind} event on ${messenger.name}`, ms)
+    .finally(() => iter.return?.());
+}
+
+function waitFor<K extends MessengerEvent["kind"]>(
+  iter: AsyncIterator<MessengerEvent>,
+  kind: K,
+  pred: (e: Extract<MessengerEvent, { kind: K }>) => boolean,
+): Promise<Extract<MessengerEvent, { kind: K }>> {
   return (async () => {
     try {
       for (;;) {
@@ -41,15 +75,22 @@ export function waitEvent<K extends MessengerEvent["kind"]>(
   })();
 }
 
-/** Takes `n` messages from `messenger`. */
-export async function take(messenger: Messenger, n: number): Promise<Message[]> {
+/** Takes `n` messages from `messenger`; fails after `ms` saying how many came. */
+export async function take(messenger: Messenger, n: number, ms = WAIT_MS): Promise<Message[]> {
   const out: Message[] = [];
   if (n === 0) return out;
-  for await (const m of messenger.messages()) {
-    out.push(m);
-    if (out.length === n) break;
+  const taking = (async () => {
+    for await (const m of messenger.messages()) {
+      out.push(m);
+      if (out.length === n) break;
+    }
+    return out;
+  })();
+  try {
+    return await deadline(taking, `${n} messages on ${messenger.name}`, ms);
+  } catch (error) {
+    throw new Error(`${(error as Error).message} (${out.length} came)`);
   }
-  return out;
 }
 
 /** Two messengers, `server` listening on `addr`, `client` connected to it. */

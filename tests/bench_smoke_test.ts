@@ -1,6 +1,7 @@
 // The benchmarks run and print the JSON format the issues define (tiny sizes; the figures
 // themselves belong to `deno task bench`, not to tests).
 
+import "./_guard.ts";
 import assert from "node:assert/strict";
 
 const root = new URL("../", import.meta.url);

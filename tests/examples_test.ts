@@ -1,5 +1,6 @@
 // The front door: the demo runs and stops cleanly, and mod.ts works when imported by URL.
 
+import "./_guard.ts";
 import assert from "node:assert/strict";
 
 const root = new URL("../", import.meta.url);

@@ -1,3 +1,4 @@
+import "./_guard.ts";
 import assert from "node:assert/strict";
 import { ManualClock } from "../src/timer/clock.ts";
 import { TimerWheel } from "../src/timer/timer_wheel.ts";

@@ -12,6 +12,7 @@ import {
   type Transport,
   TransportError,
 } from "../mod.ts";
+import { splitReads } from "../transports/split_reads.ts";
 import { captureLogger, take, waitEvent } from "./_helpers.ts";
 
 /** A transport under test, plus what the suite needs to know about it. */
@@ -62,9 +63,18 @@ function cuttable(inner: Transport): { transport: Transport; cutAll(): void } {
 
 /** Registers the conformance tests for one transport. */
 export function runTransportSuite(name: string, make: () => Promise<TransportCase>): void {
+  registerSuite(name, make, false);
+  // Again with every read split at random boundaries, as real networks hand bytes to readers.
+  registerSuite(`${name} split`, make, true);
+}
+
+let splitSeed = 0;
+
+function registerSuite(name: string, make: () => Promise<TransportCase>, split: boolean): void {
   async function setup(options: MessengerOptions = {}, policy?: "losslessClient") {
     const c = await make();
-    const cut = cuttable(c.transport);
+    const seed = ++splitSeed;
+    const cut = cuttable(split ? splitReads(c.transport, { seed }) : c.transport);
     const common = {
       transports: [cut.transport],
       logger: captureLogger().log,

@@ -1,5 +1,6 @@
 // The conformance suite on every transport.
 
+import "./_guard.ts";
 import { MemoryTransport, TcpTransport, WebSocketTransport } from "../mod.ts";
 import { QuicTransport } from "../transports/quic.ts";
 import { testCerts } from "../examples/_dev_certs.ts";
