@@ -53,11 +53,11 @@ export type ConnectionState =
 export const CONNECTION_TRANSITIONS: Readonly<
   Record<ConnectionState, readonly ConnectionState[]>
 > = Object.freeze({
-  connecting: ["handshaking", "reconnecting", "closed"],
+  connecting: ["handshaking", "open", "reconnecting", "closed"],
   handshaking: ["open", "reconnecting", "closed"],
   open: ["closing", "standby", "reconnecting", "closed"],
   standby: ["open", "closed"],
-  reconnecting: ["connecting", "closed"],
+  reconnecting: ["connecting", "open", "closed"],
   closing: ["closed"],
   closed: [],
 });
@@ -116,7 +116,19 @@ export interface ConnectionStats {
 export type SessionEvent =
   | { kind: "disconnect"; connection: Connection; error: Error }
   | { kind: "resume"; connection: Connection; replayed: number }
-  | { kind: "remote-reset"; connection: Connection; lost: number; reason: string };
+  | {
+    kind: "remote-reset";
+    connection: Connection;
+    /** How many messages the old incarnation had not acknowledged (`unacked.length`). */
+    lost: number;
+    /**
+     * The messages written and never acknowledged, in send order. They may have been
+     * delivered by the old incarnation (it can process a message and die before it acks):
+     * the application decides what to send again.
+     */
+    unacked: UnsentMessage[];
+    reason: string;
+  };
 
 /** What a connection reports to its owner; implemented by the messenger. */
 export interface ConnectionHost {
@@ -135,13 +147,17 @@ export interface ConnectionHost {
     reconnectMaxMs: number;
   };
   /** Server side: which connection takes a link whose hello was accepted (this, or a session). */
-  route(hello: Hello, conn: Connection): Connection | HandshakeRefusedError;
+  route(hello: Hello, conn: Connection): Connection | HandshakeRefusedError | FrameError;
   /** A handshake-only connection handed its link to a session and is gone. */
   abandoned(conn: Connection): void;
   /** Dials the address again for a reconnecting lossless client. */
   redial(conn: Connection): Promise<Link>;
   /** A lossless session event. */
   session(event: SessionEvent): void;
+  /** A defect surfaced (an exception where none was expected): log it loudly. */
+  bug(conn: Connection, error: unknown): void;
+  /** A session now talks to a new incarnation of its peer (after a remote reset). */
+  reincarnated(conn: Connection): void;
   /** Checks a peer's hello; returns the refusal, or undefined to accept. */
   checkPeer(hello: Hello, conn: Connection): HandshakeRefusedError | undefined;
   deliver(message: Message): void;
@@ -249,7 +265,13 @@ class LinkReader {
         if (wait) await wait;
       }
     } catch (error) {
-      if (!this.stopped) this.owner._readFailed(this, error as Error);
+      if (this.stopped) return;
+      try {
+        this.owner._readFailed(this, error as Error);
+      } catch (bug) {
+        // The read loop must never reject: report, never crash the process.
+        this.owner._bug(bug);
+      }
     }
   }
 }
@@ -559,6 +581,14 @@ export class Connection {
     return this.#host.inboundBackpressure();
   }
 
+  /** @internal a defect surfaced on the read path: logged, never an unhandled rejection */
+  _bug(error: unknown): void {
+    this.#host.bug(this, error);
+    try {
+      this.#end(error instanceof Error ? error : new Error(String(error)));
+    } catch { /* already reported */ }
+  }
+
   /** @internal the link's stream ended */
   _linkEnded(reader: LinkReader): void {
     if (reader !== this.#reader) return;
@@ -607,10 +637,14 @@ export class Connection {
         });
       }
       // Say it from this side: our value is "local", the refusing peer's is "peer".
-      const message = "local" in refusal
-        ? `${refusal.field} differs: local ${refusal.peer}, peer ${refusal.local} (refused by peer)`
-        : `Peer refused: ${refusal.message}`;
-      throw new HandshakeRefusedError(refusal.field, message);
+      if ("local" in refusal) {
+        throw new HandshakeRefusedError(
+          refusal.field,
+          `${refusal.field} differs: local ${refusal.peer}, peer ${refusal.local} (refused by peer)`,
+          { local: refusal.peer, peer: refusal.local },
+        );
+      }
+      throw new HandshakeRefusedError(refusal.field, `Peer refused: ${refusal.message}`);
     }
     if (tag !== expected) {
       throw new FrameError("unexpected", `Unexpected frame tag ${tag} during handshake`);
@@ -619,6 +653,7 @@ export class Connection {
     let refusal = this.#host.checkPeer(hello, this);
     if (!refusal && this.side === "server") {
       const target = this.#host.route(hello, this);
+      if (target instanceof FrameError) throw target;
       if (target instanceof HandshakeRefusedError) {
         refusal = target;
       } else if (target !== this) {
@@ -658,7 +693,9 @@ export class Connection {
     if (this.side === "server") {
       this.#peer = hello;
       this.#sessionPeerNonce = hello.nonce;
-      this.#control.push(encodeFrame(Tag.Welcome, encodeJson({ ...this.#helloBody(), inSeq: 0 })));
+      const welcome: Hello = { ...this.#helloBody(), inSeq: 0 };
+      if (!this.policy.lossy) welcome.resumed = false;
+      this.#control.push(encodeFrame(Tag.Welcome, encodeJson(welcome)));
       this.#transition("open");
       this.#host.opened(this);
       this.#opened.resolve();
@@ -673,6 +710,7 @@ export class Connection {
     const first = this.#peer === null;
     const hadSession = this.#sessionPeerNonce !== null;
     let resumed = false;
+    const restarted = hadSession && hello.nonce !== this.#sessionPeerNonce;
     this.#peer = hello;
     if (!this.policy.lossy && hadSession) {
       if (hello.nonce !== this.#sessionPeerNonce || hello.resumed !== true) {
@@ -692,6 +730,8 @@ export class Connection {
       this.#opened.resolve();
     } else if (resumed) {
       this.#host.session({ kind: "resume", connection: this, replayed: this.unackedMessages });
+    } else if (restarted) {
+      this.#host.reincarnated(this);
     }
     this.#scheduleFlush();
   }
@@ -709,15 +749,39 @@ export class Connection {
     this.#closed.resolve();
   }
 
-  /** @internal server side: a resuming (or restarted) client's link joins this session */
+  #resumes(hello: Hello): boolean {
+    return hello.nonce === this.#sessionPeerNonce &&
+      hello.resumeNonce === this.#host.localHello.nonce;
+  }
+
+  /**
+   * @internal checks, before anything changes, whether a hello may take over this session:
+   * a resume cannot claim to have received more than this side ever sent
+   */
+  _checkAdopt(hello: Hello): FrameError | undefined {
+    if (this.#resumes(hello) && (hello.inSeq ?? 0) > this.#outSeq) {
+      return new FrameError(
+        "unexpected",
+        `Resume claims seq ${hello.inSeq} received, but only ${this.#outSeq} were sent`,
+      );
+    }
+    return undefined;
+  }
+
+  /**
+   * @internal a resuming (or restarted) peer's link joins this session: the accepting side of
+   * a lossless session, or a lossless peer whose own redial is pending or in flight (that
+   * redial is dropped; the peer's link wins)
+   */
   _adopt(reader: LinkReader, hello: Hello): void {
-    // Drop whatever link the session had (dead, or half-open), quietly.
+    // Drop whatever link the session had (dead, half-open, or a redial of ours), quietly.
     this.#detachLink();
     this.#side = "server";
+    this.#attempt = 0;
     this.#timer?.cancel();
     this.#timer = null;
-    const resumed = hello.nonce === this.#sessionPeerNonce &&
-      hello.resumeNonce === this.#host.localHello.nonce;
+    const resumed = this.#resumes(hello);
+    const restarted = hello.nonce !== this.#sessionPeerNonce;
     if (!resumed) {
       this.#remoteReset(
         hello.nonce !== this.#sessionPeerNonce ? "peer restarted" : "peer lost the session",
@@ -732,15 +796,14 @@ export class Connection {
     this.#link = reader.link;
     this.#linkEpoch++;
     this.#control.push(
-      encodeFrame(
-        Tag.Welcome,
-        encodeJson({ ...this.#helloBody(), inSeq: this.#inSeq, resumed }),
-      ),
+      encodeFrame(Tag.Welcome, encodeJson({ ...this.#helloBody(), resumed })),
     );
     if (this.#state === "open") this.#transition("standby");
     this.#transition("open");
     if (resumed) {
       this.#host.session({ kind: "resume", connection: this, replayed: this.unackedMessages });
+    } else if (restarted) {
+      this.#host.reincarnated(this);
     }
     this.#scheduleFlush();
   }
@@ -752,9 +815,9 @@ export class Connection {
     this.#ackSent = 0; // re-ack what we hold on the new link
   }
 
-  /** The peer's incarnation or session is gone: what it had not acknowledged is lost. */
+  /** The peer's incarnation or session is gone: what it had not acknowledged is handed back. */
   #remoteReset(reason: string): void {
-    const lost = this.unackedMessages;
+    const unacked = this.#takeUnacked();
     this.#unacked = [];
     this.#unackedHead = 0;
     this.#unackedBytes = 0;
@@ -762,18 +825,24 @@ export class Connection {
     this.#outSeq = 0;
     this.#inSeq = 0;
     this.#ackSent = 0;
-    this.#host.session({ kind: "remote-reset", connection: this, lost, reason });
+    this.#host.session({
+      kind: "remote-reset",
+      connection: this,
+      lost: unacked.length,
+      unacked,
+      reason,
+    });
   }
 
   /** The peer has everything up to `seq`: drop it from the replay buffer. */
   #onAck(seq: number): void {
-    if (this.policy.lossy) return;
     if (seq > this.#outSeq) {
       throw new FrameError(
         "unexpected",
         `Ack for seq ${seq} beyond the last sent (${this.#outSeq})`,
       );
     }
+    if (this.policy.lossy) return;
     let head = this.#unackedHead;
     while (head < this.#unacked.length && this.#unacked[head].seq <= seq) {
       this.#unackedBytes -= frameSize(this.#unacked[head].payload);
@@ -1092,11 +1161,7 @@ export class Connection {
     const wasOpen = this.#state !== "connecting" && this.#state !== "handshaking" ||
       this.#sessionPeerNonce !== null;
     this.#error = error;
-    const unsent: UnsentMessage[] = [];
-    for (let i = this.#unackedHead; i < this.#unacked.length; i++) {
-      const m = this.#unacked[i];
-      unsent.push({ type: m.type, priority: PRIORITIES[m.priority], payload: m.payload });
-    }
+    const unsent = this.#takeUnacked();
     this.#unacked = [];
     this.#unackedHead = 0;
     this.#unackedBytes = 0;
@@ -1113,6 +1178,16 @@ export class Connection {
     this.#host.ended(this, { kind: "reset", error, unsent, wasOpen });
     this.#opened.reject(error);
     this.#closed.resolve();
+  }
+
+  /** The written, unacknowledged messages, in send order, as the application sent them. */
+  #takeUnacked(): UnsentMessage[] {
+    const out: UnsentMessage[] = [];
+    for (let i = this.#unackedHead; i < this.#unacked.length; i++) {
+      const m = this.#unacked[i];
+      out.push({ type: m.type, priority: PRIORITIES[m.priority], payload: m.payload });
+    }
+    return out;
   }
 
   /** Stops reading and closes the current link, if any; the session state stays. */

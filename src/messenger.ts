@@ -18,7 +18,12 @@ import {
 } from "./connection.ts";
 import * as defaults from "./defaults.ts";
 import { type Counters, newCounters } from "./counters.ts";
-import { ConnectionClosedError, HandshakeRefusedError, TransportError } from "./errors.ts";
+import {
+  ConnectionClosedError,
+  type FrameError,
+  HandshakeRefusedError,
+  TransportError,
+} from "./errors.ts";
 import { consoleLogger, type Logger } from "./log.ts";
 import { Policies, type PolicyName, serverPolicyFor } from "./policy.ts";
 import { PROTOCOL_VERSION, Tag } from "./protocol/frame.ts";
@@ -33,7 +38,7 @@ import {
 import type { Clock } from "./timer/clock.ts";
 import { TimerWheel } from "./timer/timer_wheel.ts";
 import { TcpTransport } from "../transports/tcp.ts";
-import type { Listener, Transport } from "../transports/types.ts";
+import type { Link, Listener, Transport } from "../transports/types.ts";
 
 /** Options of {@linkcode Messenger}. */
 export interface MessengerOptions {
@@ -376,6 +381,7 @@ export class Messenger {
    */
   async connect(addr: string, options: ConnectOptions = {}): Promise<Connection> {
     this.#checkRunning();
+    options.signal?.throwIfAborted();
     const refused = this.#refused.get(addr);
     if (refused) {
       if (refused.until > this.wheel.clock.now()) throw refused.error;
@@ -394,7 +400,7 @@ export class Messenger {
     const conn = new Connection(this.#host, "client", policy, addr);
     this.#dialed.set(addr, conn);
     this.#connections.add(conn);
-    const abort = () => conn.dialFailed(new ConnectionClosedError(`Dial aborted: ${addr}`));
+    const abort = () => conn.dialFailed(options.signal!.reason);
     options.signal?.addEventListener("abort", abort, { once: true });
     try {
       let link;
@@ -414,10 +420,14 @@ export class Messenger {
         timeout.cancel();
       }
       if (conn.state === "closed" || this.#status !== "running") {
+        // Aborted, superseded by the peer's winning dial, or the messenger is closing.
         link.close();
-        throw conn.error ?? new ConnectionClosedError("Messenger is closing");
+        if (this.#status !== "running") {
+          throw conn.error ?? new ConnectionClosedError(`Messenger ${this.name} is closing`);
+        }
+      } else {
+        conn.attach(link);
       }
-      conn.attach(link);
       try {
         await conn.opened();
       } catch (error) {
@@ -462,14 +472,17 @@ export class Messenger {
     if (!session || session.state === "closed") {
       session = await new Promise<Connection>((resolve, reject) => {
         const list = this.#sessionWaiters.get(name) ?? [];
-        list.push(resolve);
-        this.#sessionWaiters.set(name, list);
-        this.wheel.schedule(this.#options.handshakeTimeoutMs, () => {
-          const i = list.indexOf(resolve);
-          if (i < 0) return;
-          list.splice(i, 1);
+        const timer = this.wheel.schedule(this.#options.handshakeTimeoutMs, () => {
+          const i = list.indexOf(waiter);
+          if (i >= 0) list.splice(i, 1);
           reject(new ConnectionClosedError(`Lost a dial race to ${name}, whose dial never came`));
         });
+        const waiter = (conn: Connection) => {
+          timer.cancel();
+          resolve(conn);
+        };
+        list.push(waiter);
+        this.#sessionWaiters.set(name, list);
       });
     }
     await session.opened();
@@ -604,6 +617,7 @@ export class Messenger {
       return new HandshakeRefusedError(
         "policy",
         `policy does not fit: local ${conn.policy.name}, peer ${hello.policy}`,
+        { local: conn.policy.name, peer: hello.policy },
       );
     }
     return undefined;
@@ -658,7 +672,11 @@ export class Messenger {
         this.#connections.delete(conn);
         if (this.#dialed.get(conn.remoteAddr) === conn) this.#dialed.delete(conn.remoteAddr);
       },
-      redial: (conn) => this.#transportFor(conn.remoteAddr).connect(conn.remoteAddr),
+      redial: (conn) => this.#redial(conn.remoteAddr),
+      bug: (conn, error) => {
+        this.#log("error", `connection ${conn.id}: defect: ${(error as Error)?.stack ?? error}`);
+      },
+      reincarnated: (conn) => this.#health.opened(conn),
       session: (event) => {
         if (event.kind === "resume") this.#counters.reconnects++;
         if (event.kind === "remote-reset") {
@@ -674,11 +692,24 @@ export class Messenger {
     return host;
   }
 
+  /** A lossless client's redial, bounded by the handshake timeout like the first dial. */
+  async #redial(addr: string): Promise<Link> {
+    const dial = new AbortController();
+    const timeout = this.wheel.schedule(this.#options.handshakeTimeoutMs, () => {
+      dial.abort(new TransportError(`Redial to ${addr} timed out`));
+    });
+    try {
+      return await this.#transportFor(addr).connect(addr, { signal: dial.signal });
+    } finally {
+      timeout.cancel();
+    }
+  }
+
   /**
    * Server side: the connection a hello belongs to. Lossless sessions are kept by peer name;
    * a lossless peer's dial that races one of ours is settled here (docs/policies.md).
    */
-  #route(hello: Hello, conn: Connection): Connection | HandshakeRefusedError {
+  #route(hello: Hello, conn: Connection): Connection | HandshakeRefusedError | FrameError {
     const policy = serverPolicyFor(hello.policy)!;
     conn._assumePolicy(policy);
     if (policy.lossy) return conn;
@@ -691,7 +722,7 @@ export class Messenger {
     if (
       existing && existing !== conn && existing.state !== "closed" && existing.state !== "closing"
     ) {
-      return existing;
+      return existing._checkAdopt(hello) ?? existing;
     }
     this.#sessions.set(hello.name, conn);
     if (policy.role === "peer") {

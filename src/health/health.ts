@@ -162,6 +162,10 @@ export class HealthService {
     }
     const w = watcher;
     const inner = w.events.subscribe(options.signal);
+    // A subscription ended by its signal drops the watcher too once it was the last one.
+    options.signal?.addEventListener("abort", () => {
+      if (w.events.subscribers === 0 && this.#watchers.get(w.name) === w) this.#dropWatcher(w);
+    }, { once: true });
     return {
       [Symbol.asyncIterator]: () => {
         const it = inner[Symbol.asyncIterator]();

@@ -34,8 +34,11 @@ export interface OobDelivery {
   readonly connection: Connection;
 }
 
-/** Handles parts of one op; runs on the read path, so it must be quick. */
-export type OobHandler = (part: OobDelivery) => void;
+/**
+ * Handles parts of one op; runs on the read path, so it must be quick. A handler that throws,
+ * or returns a promise that rejects, is counted in `errors` and logged once per op.
+ */
+export type OobHandler = (part: OobDelivery) => unknown;
 
 /** Options of `Connection.registerOob`. */
 export interface OobOptions {
@@ -286,10 +289,10 @@ export class OobService {
         continue;
       }
       try {
-        handler({ op: part.op, data: part.data, connection: conn });
+        const result = handler({ op: part.op, data: part.data, connection: conn });
+        if (result instanceof Promise) result.catch((error) => this.#handlerFailed(part.op, error));
       } catch (error) {
-        this.stats.errors++;
-        this.#warnOnce(`handler:${part.op}`, `OOB handler for ${part.op} threw: ${error}`);
+        this.#handlerFailed(part.op, error);
       }
     }
     this.#onHeartbeat?.(conn, hb.echo >= 0);
@@ -306,6 +309,11 @@ export class OobService {
       map.set(conn, entry);
     }
     return entry.dict;
+  }
+
+  #handlerFailed(op: string, error: unknown): void {
+    this.stats.errors++;
+    this.#warnOnce(`handler:${op}`, `OOB handler for ${op} threw: ${error}`);
   }
 
   #warnOnce(key: string, message: string): void {
