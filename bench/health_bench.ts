@@ -2,7 +2,8 @@
 // link (in-memory transport, both directions stalled), each the median of several trials,
 // against the configured bound (ratio = bound / measured; above 1 means faster than promised).
 
-import { MemoryTransport, Messenger, type NodeEvent, silenceToDownMs } from "../mod.ts";
+import { Messenger, type NodeEvent, silenceToDownMs } from "../mod.ts";
+import { MemoryTransport } from "../testing.ts";
 import { type BenchOptions, type BenchResult, median, wanted } from "./_common.ts";
 
 const HEARTBEAT = { intervalMs: 100, acceptablePauseMs: 200, minStdDevMs: 20 };

@@ -6,7 +6,8 @@ import process from "node:process";
 import { type BenchOptions, type BenchResult, wanted } from "./_common.ts";
 import { TimerWheel } from "../src/timer/timer_wheel.ts";
 import { ManualClock } from "../src/timer/clock.ts";
-import { MemoryTransport, Messenger } from "../mod.ts";
+import { Messenger } from "../mod.ts";
+import { MemoryTransport } from "../testing.ts";
 
 function heapMiB(): number {
   return Deno.memoryUsage().heapUsed / (1024 * 1024);

@@ -17,11 +17,11 @@ import { parseArgs } from "node:util";
 import {
   type Connection,
   Messenger,
-  serveAdmin,
   TcpTransport,
   type Transport,
   WebSocketTransport,
 } from "../mod.ts";
+import { serveAdmin } from "../admin.ts";
 
 const { values } = parseArgs({
   args: Deno.args,

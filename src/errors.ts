@@ -5,6 +5,24 @@
  */
 
 /**
+ * The base class of every error heartline raises on purpose: catch `HeartlineError` to tell
+ * them from defects and from errors of your own code.
+ *
+ * @example
+ * ```ts
+ * import { FrameError, HeartlineError } from "./errors.ts";
+ * if (!(new FrameError("checksum", "bad") instanceof HeartlineError)) throw new Error("base");
+ * ```
+ */
+export class HeartlineError extends Error {
+  /** Creates the error. */
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "HeartlineError";
+  }
+}
+
+/**
  * A frame or handshake on the wire was malformed: bad banner, unknown tag, oversized length,
  * corrupt checksum, truncated input, or a frame out of protocol order. The connection that
  * carried it is closed; nothing else is affected.
@@ -16,7 +34,7 @@
  * if (err.reason !== "checksum") throw new Error("unexpected");
  * ```
  */
-export class FrameError extends Error {
+export class FrameError extends HeartlineError {
   /** Machine-readable reason, stable across versions. */
   readonly reason: FrameErrorReason;
   /** Creates the error with its reason and a human-readable message. */
@@ -49,7 +67,7 @@ export type FrameErrorReason =
  * if (err.field !== "version") throw new Error("unexpected");
  * ```
  */
-export class HandshakeRefusedError extends Error {
+export class HandshakeRefusedError extends HeartlineError {
   /** The setting that differed (`"version"`, `"cluster"`, `"heartbeat.intervalMs"`, ...). */
   readonly field: string;
   /** This side's value of the field, when known. */
@@ -80,7 +98,7 @@ export class HandshakeRefusedError extends Error {
  * if (err.name !== "ConnectionClosedError") throw new Error("unexpected");
  * ```
  */
-export class ConnectionClosedError extends Error {
+export class ConnectionClosedError extends HeartlineError {
   /** Creates the error. */
   constructor(message: string, options?: ErrorOptions) {
     super(message, options);
@@ -98,10 +116,32 @@ export class ConnectionClosedError extends Error {
  * if (err.name !== "TransportError") throw new Error("unexpected");
  * ```
  */
-export class TransportError extends Error {
+export class TransportError extends HeartlineError {
   /** Creates the error. */
   constructor(message: string, options?: ErrorOptions) {
     super(message, options);
     this.name = "TransportError";
+  }
+}
+
+/**
+ * Something did not happen in time: a dial, a handshake, a session that never came back.
+ * `timeoutMs` is the bound that passed.
+ *
+ * @example
+ * ```ts
+ * import { TimeoutError } from "./errors.ts";
+ * const err = new TimeoutError("Dial to tcp://127.0.0.1:1 timed out", 5000);
+ * if (err.timeoutMs !== 5000) throw new Error("unexpected");
+ * ```
+ */
+export class TimeoutError extends HeartlineError {
+  /** The bound that passed, in ms. */
+  readonly timeoutMs: number;
+  /** Creates the error. */
+  constructor(message: string, timeoutMs: number, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "TimeoutError";
+    this.timeoutMs = timeoutMs;
   }
 }

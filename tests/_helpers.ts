@@ -3,15 +3,14 @@
 
 import "./_guard.ts";
 import {
-  ManualClock,
-  MemoryTransport,
   type Message,
   Messenger,
   type MessengerEvent,
   type MessengerOptions,
   PROTOCOL_VERSION,
 } from "../mod.ts";
-import type { Hello } from "../src/protocol/payloads.ts";
+import { ManualClock, MemoryTransport } from "../testing.ts";
+import type { Hello } from "../src/protocol/handshake.ts";
 import type { LogLevel } from "../src/log.ts";
 
 /** A logger that records lines instead of printing them. */

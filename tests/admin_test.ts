@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { createAdminApp, Messenger, serveAdmin, WebSocketTransport } from "../mod.ts";
+import { Messenger, WebSocketTransport } from "../mod.ts";
+import { createAdminApp, serveAdmin } from "../admin.ts";
 import { captureLogger, pair, take, waitEvent } from "./_helpers.ts";
 
 Deno.test("GET /health (app.request) reports name, uptime and connections by state", async () => {

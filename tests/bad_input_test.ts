@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { FrameError, HandshakeRefusedError, Messenger } from "../mod.ts";
 import { BANNER, encodeFrame, Tag } from "../src/protocol/frame.ts";
-import { encodeJson } from "../src/protocol/payloads.ts";
+import { encodeJson } from "../src/protocol/handshake.ts";
 import { bytes, captureLogger, rawHello, take, waitEvent } from "./_helpers.ts";
 
 const HELLO = rawHello();

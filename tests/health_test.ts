@@ -4,14 +4,13 @@
 import assert from "node:assert/strict";
 import {
   HandshakeRefusedError,
-  ManualClock,
-  MemoryTransport,
   Messenger,
   type MessengerOptions,
   type NodeEvent,
   PhiAccrualDetector,
   silenceToDownMs,
 } from "../mod.ts";
+import { ManualClock, MemoryTransport } from "../testing.ts";
 import { GraceDetector } from "../src/health/detector.ts";
 import { captureLogger, manualPair } from "./_helpers.ts";
 import { FaultProxy } from "./fault_proxy.ts";
@@ -98,7 +97,7 @@ Deno.test("a blackholed link is reported down within the bound on both ends", as
   link.peer.stallReads(true);
   const cutAt = c.clock.now();
   await c.run(2000);
-  const bound = silenceToDownMs(BOUND_SETTINGS) + c.a.wheel.tickMs + 100 / 4;
+  const bound = silenceToDownMs(BOUND_SETTINGS) + c.a.timers.tickMs + 100 / 4;
   for (const [events, peer] of [[eventsA, "b"], [eventsB, "a"]] as const) {
     const down = events.find((e) => e.state === "down");
     assert.ok(down, `down event for ${peer}`);

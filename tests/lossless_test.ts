@@ -4,14 +4,13 @@
 import assert from "node:assert/strict";
 import {
   type Connection,
-  ManualClock,
-  MemoryTransport,
   type Message,
   Messenger,
   type MessengerEvent,
   type MessengerOptions,
   type Priority,
 } from "../mod.ts";
+import { ManualClock, MemoryTransport } from "../testing.ts";
 import { FaultProxy } from "./fault_proxy.ts";
 import { captureLogger, take, waitEvent } from "./_helpers.ts";
 

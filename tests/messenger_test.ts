@@ -3,10 +3,10 @@ import {
   CONNECTION_TRANSITIONS,
   ConnectionClosedError,
   HandshakeRefusedError,
-  MemoryTransport,
   Messenger,
   TransportError,
 } from "../mod.ts";
+import { MemoryTransport } from "../testing.ts";
 import { bytes, captureLogger, pair, settle, take, waitEvent } from "./_helpers.ts";
 
 const TRANSPORTS = [

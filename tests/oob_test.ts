@@ -2,8 +2,9 @@
 // no test here waits for real time to pass.
 
 import assert from "node:assert/strict";
-import { MemoryTransport, Messenger } from "../mod.ts";
-import { KEEPALIVE_OP } from "../src/oob/oob.ts";
+import { Messenger } from "../mod.ts";
+import { MemoryTransport } from "../testing.ts";
+import { KEEPALIVE_OP } from "../src/oob/service.ts";
 import { bytes, captureLogger, manualPair, settle, take } from "./_helpers.ts";
 
 function setup(opts: { intervalMs?: number } = {}) {
@@ -71,16 +72,16 @@ Deno.test("a registration is cancelled with its connection, and the wheel emptie
   const s = await setup();
   const reg = s.conn.registerOob("x", () => bytes(1), { intervalMs: 1000 });
   assert.equal(reg.active, true);
-  const wheelBefore = s.client.wheel.size;
+  const wheelBefore = s.client.timers.size;
   await s.conn.close();
   assert.equal(reg.active, false);
-  assert.ok(s.client.wheel.size < wheelBefore);
+  assert.ok(s.client.timers.size < wheelBefore);
   assert.equal(s.client.oobStats.registrations, 0);
   assert.throws(() => s.conn.registerOob("y", () => bytes(1), { intervalMs: 1000 }));
   await s.client.close();
   await s.server.close();
-  assert.equal(s.client.wheel.size, 0);
-  assert.equal(s.server.wheel.size, 0);
+  assert.equal(s.client.timers.size, 0);
+  assert.equal(s.server.timers.size, 0);
 });
 
 Deno.test("producers and handlers that throw are contained; the others still go out", async () => {
@@ -189,18 +190,18 @@ Deno.test("10,000 producers on 100 connections use no timer beyond the wheel's o
     assert.equal(intervals, 0);
     assert.ok(live.size <= 1, `${live.size} host timers alive`);
     // Plus one keepalive per connection and the failure detector's one check timer.
-    assert.equal(client.wheel.size, 10_000 + 100 + 1);
+    assert.equal(client.timers.size, 10_000 + 100 + 1);
   } finally {
     globalThis.setTimeout = realSet;
     globalThis.clearTimeout = realClear;
     globalThis.setInterval = realInterval;
   }
   for (const r of regs) r.cancel();
-  assert.equal(client.wheel.size, 101, "only the keepalives and the detector check remain");
+  assert.equal(client.timers.size, 101, "only the keepalives and the detector check remain");
   assert.equal(client.oobStats.registrations, 100);
   await client.close();
   await server.close();
-  assert.equal(client.wheel.size, 0);
+  assert.equal(client.timers.size, 0);
 });
 
 Deno.test("registerOob() rejects bad arguments clearly", async () => {

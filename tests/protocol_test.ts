@@ -8,15 +8,9 @@ import {
   PROTOCOL_VERSION,
   Tag,
 } from "../src/protocol/frame.ts";
-import {
-  decodeAck,
-  decodeHeartbeat,
-  decodeHello,
-  encodeAck,
-  encodeHeartbeat,
-  encodeJson,
-  OpDictionary,
-} from "../src/protocol/payloads.ts";
+import { decodeAck, encodeAck } from "../src/protocol/control.ts";
+import { decodeHeartbeat, encodeHeartbeat, OpDictionary } from "../src/protocol/heartbeat.ts";
+import { decodeHello, encodeJson } from "../src/protocol/handshake.ts";
 import { FrameError, HandshakeRefusedError } from "../src/errors.ts";
 import { rawHello } from "./_helpers.ts";
 

@@ -2,7 +2,8 @@
 // completed by reads shorter than the body (defect 1 of the session-core issue).
 
 import assert from "node:assert/strict";
-import { MemoryTransport, Messenger, type PolicyName } from "../mod.ts";
+import { Messenger, type PolicyName } from "../mod.ts";
+import { MemoryTransport } from "../testing.ts";
 import { splitReads } from "../transports/split_reads.ts";
 import { captureLogger, take } from "./_helpers.ts";
 

@@ -9,15 +9,15 @@ import {
   FrameError,
   HandshakeRefusedError,
   type Link,
-  ManualClock,
-  MemoryTransport,
   Messenger,
   type MessengerOptions,
   type NodeEvent,
   type Transport,
 } from "../mod.ts";
+import { ManualClock, MemoryTransport } from "../testing.ts";
 import { BANNER, encodeFrame, FrameDecoder, Tag } from "../src/protocol/frame.ts";
-import { decodeHello, encodeAck, encodeJson } from "../src/protocol/payloads.ts";
+import { decodeHello, encodeJson } from "../src/protocol/handshake.ts";
+import { encodeAck } from "../src/protocol/control.ts";
 import { deadline, rawHello, settle, take, waitEvent } from "./_helpers.ts";
 import { unhandledRejections } from "./_guard.ts";
 

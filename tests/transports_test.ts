@@ -1,7 +1,8 @@
 // The conformance suite on every transport.
 
 import "./_guard.ts";
-import { MemoryTransport, TcpTransport, WebSocketTransport } from "../mod.ts";
+import { TcpTransport, WebSocketTransport } from "../mod.ts";
+import { MemoryTransport } from "../testing.ts";
 import { QuicTransport } from "../transports/quic.ts";
 import { testCerts } from "../examples/_dev_certs.ts";
 import { runTransportSuite } from "./transport_suite.ts";

@@ -17,7 +17,6 @@
 
 import { TransportError } from "../src/errors.ts";
 import { AsyncQueue } from "../src/_async_queue.ts";
-import { PROTOCOL_VERSION } from "../src/protocol/frame.ts";
 import {
   concatChunks,
   formatHostPort,
@@ -27,8 +26,11 @@ import {
   type Transport,
 } from "./types.ts";
 
-/** ALPN protocol id: the protocol's name and version. */
-export const QUIC_ALPN = `heartline/${PROTOCOL_VERSION}`;
+/**
+ * Default ALPN protocol id: the protocol's name and wire version (a test checks it against
+ * `PROTOCOL_VERSION`; transports import nothing from the protocol layer).
+ */
+export const QUIC_ALPN = "heartline/1";
 
 /** Options of {@linkcode QuicTransport}. */
 export interface QuicTransportOptions {
@@ -40,6 +42,8 @@ export interface QuicTransportOptions {
   caCerts?: string[];
   /** Name to verify the server certificate against (default: the address's host). */
   serverName?: string;
+  /** ALPN protocol id offered and required. Default {@linkcode QUIC_ALPN}. */
+  alpn?: string;
   /** Seconds of idle before QUIC itself gives up on a silent peer (default: QUIC's own). */
   maxIdleTimeoutMs?: number;
 }
@@ -189,7 +193,7 @@ export class QuicTransport implements Transport {
     }
     const endpoint = new Deno.QuicEndpoint({ hostname, port });
     const listener = endpoint.listen({
-      alpnProtocols: [QUIC_ALPN],
+      alpnProtocols: [this.#options.alpn ?? QUIC_ALPN],
       cert,
       key,
       maxIdleTimeout: this.#options.maxIdleTimeoutMs,
@@ -206,7 +210,7 @@ export class QuicTransport implements Transport {
       const dialing = Promise.resolve(Deno.connectQuic({
         hostname,
         port,
-        alpnProtocols: [QUIC_ALPN],
+        alpnProtocols: [this.#options.alpn ?? QUIC_ALPN],
         caCerts: this.#options.caCerts,
         serverName: this.#options.serverName,
         maxIdleTimeout: this.#options.maxIdleTimeoutMs,

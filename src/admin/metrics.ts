@@ -5,7 +5,8 @@
  */
 
 import type { Messenger } from "../messenger.ts";
-import { PRIORITIES, Tag } from "../protocol/frame.ts";
+import { Tag } from "../protocol/frame.ts";
+import { PRIORITIES } from "../protocol/message.ts";
 
 const TAG_NAMES: Record<number, string> = Object.fromEntries(
   Object.entries(Tag).map(([name, value]) => [value, name.toLowerCase()]),
@@ -157,7 +158,7 @@ export function renderMetrics(messenger: Messenger): string {
     {},
     c.replayed,
   ]]);
-  const wheel = messenger.wheel;
+  const wheel = messenger.timers;
   e.metric("heartline_timer_wheel_timers", "gauge", "Timers in the central wheel.", [[
     {},
     wheel.size,

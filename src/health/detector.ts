@@ -5,21 +5,10 @@
  * @module
  */
 
-/** Settings of the failure detectors (part of the heartbeat settings every node must share). */
-export interface DetectorSettings {
-  /** `phi` (phi accrual, the default) or `grace` (down after a fixed silence). */
-  detector: "phi" | "grace";
-  /** Expected interval between heartbeats, ms. */
-  intervalMs: number;
-  /** Phi at or above which a peer is down (phi mode). Akka uses 8. */
-  phiThreshold: number;
-  /** Silence tolerated on top of the mean interval before phi rises (phi mode), ms. */
-  acceptablePauseMs: number;
-  /** Floor of the standard deviation of intervals (phi mode), ms. */
-  minStdDevMs: number;
-  /** Silence after which a peer is down (grace mode), ms. */
-  graceMs: number;
-}
+import type { HeartbeatSettings } from "../protocol/handshake.ts";
+
+/** Settings of the failure detectors: the heartbeat settings without the mode. */
+export type DetectorSettings = Omit<HeartbeatSettings, "mode">;
 
 /** Arrival intervals remembered by a phi detector. */
 const WINDOW = 200;

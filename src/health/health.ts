@@ -9,8 +9,9 @@
 
 import { Broadcast } from "../_async_queue.ts";
 import type { Connection } from "../connection.ts";
-import type { OobRegistration, OobService } from "../oob/oob.ts";
-import type { HeartbeatSettings } from "../protocol/payloads.ts";
+import type { OobService } from "../oob/service.ts";
+import type { OobRegistration } from "../oob/types.ts";
+import type { HeartbeatSettings } from "./settings.ts";
 import type { Timer, TimerWheel } from "../timer/timer_wheel.ts";
 import { type FailureDetector, makeDetector } from "./detector.ts";
 
@@ -101,7 +102,7 @@ export const LOCAL_OP_PREFIX = "heartline.local.";
 /** @internal one per messenger */
 export class HealthService {
   #wheel: TimerWheel;
-  #oob: OobService;
+  #oob: OobService<Connection>;
   #settings: HeartbeatSettings;
   #peers = new Map<string, Peer>();
   #byConn = new Map<Connection, Peer>();
@@ -114,7 +115,7 @@ export class HealthService {
 
   constructor(
     wheel: TimerWheel,
-    oob: OobService,
+    oob: OobService<Connection>,
     settings: HeartbeatSettings,
     rtt: (conn: Connection) => number,
   ) {

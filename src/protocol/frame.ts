@@ -34,9 +34,6 @@ export const BANNER: Uint8Array = new Uint8Array([
 /** Length of the frame preamble in bytes. */
 export const PREAMBLE_BYTES = 12;
 
-/** Length of the header in front of a message body. */
-export const MESSAGE_HEADER_BYTES = 24;
-
 /** Frame tags of protocol v1. Values are stable on the wire. */
 export const Tag = {
   /** Client's opening handshake: JSON with name, nonce, policy and settings. */
@@ -63,18 +60,6 @@ export const Tag = {
 export type TagValue = typeof Tag[keyof typeof Tag];
 
 const KNOWN_TAGS = new Set<number>(Object.values(Tag));
-
-/** Priority levels, highest first. Strict between levels, FIFO within one. */
-export const PRIORITIES = ["high", "normal", "low"] as const;
-/** A message priority. */
-export type Priority = typeof PRIORITIES[number];
-
-/** Numeric priority on the wire: 0 is highest. */
-export function priorityIndex(priority: Priority): number {
-  const index = PRIORITIES.indexOf(priority);
-  if (index < 0) throw new TypeError(`Unknown priority: ${priority}`);
-  return index;
-}
 
 /** Writes the preamble and checksum of a frame whose payload is already at `offset + 12`. */
 export function sealFrame(

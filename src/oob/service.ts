@@ -6,7 +6,6 @@
  * @module
  */
 
-import type { Connection } from "../connection.ts";
 import { encodeFrame, Tag } from "../protocol/frame.ts";
 import {
   decodeHeartbeat,
@@ -14,49 +13,26 @@ import {
   MAX_OOB_PART_BYTES,
   type OobPart,
   OpDictionary,
-} from "../protocol/payloads.ts";
+} from "../protocol/heartbeat.ts";
+import type { OobLink, OobOptions, OobProducer, OobRegistration, OobStats } from "./types.ts";
 import type { Timer, TimerWheel } from "../timer/timer_wheel.ts";
 import type { LogLevel } from "../log.ts";
 
-/**
- * Returns the bytes to carry in this heartbeat, or `undefined`/`null` to skip this time.
- * Called from the timer wheel, once per due interval; must not block.
- */
-export type OobProducer = () => Uint8Array | undefined | null;
-
-/** One OOB part as delivered to a handler. */
-export interface OobDelivery {
+/** One OOB part as delivered to a handler; `C` is the connection type. */
+export interface OobDelivery<C = OobLink> {
   /** The op the sender registered under. */
   readonly op: string;
   /** The bytes its producer returned. */
   readonly data: Uint8Array;
   /** The connection it arrived on. */
-  readonly connection: Connection;
+  readonly connection: C;
 }
 
 /**
  * Handles parts of one op; runs on the read path, so it must be quick. A handler that throws,
  * or returns a promise that rejects, is counted in `errors` and logged once per op.
  */
-export type OobHandler = (part: OobDelivery) => unknown;
-
-/** Options of `Connection.registerOob`. */
-export interface OobOptions {
-  /** How often the producer is asked for a part, in ms (at least one wheel tick). */
-  intervalMs: number;
-}
-
-/** A live registration; `cancel()` stops it at once, even if it is due in this tick. */
-export interface OobRegistration {
-  /** The op. */
-  readonly op: string;
-  /** Its interval. */
-  readonly intervalMs: number;
-  /** Whether it is still registered. */
-  readonly active: boolean;
-  /** Stops it. */
-  cancel(): void;
-}
+export type OobHandler<C = OobLink> = (part: OobDelivery<C>) => unknown;
 
 /** Per-connection heartbeat stamps kept by the OOB layer. */
 export interface HeartbeatState {
@@ -67,34 +43,14 @@ export interface HeartbeatState {
   peerStampAt: number;
 }
 
-/** Counters of the OOB layer, per messenger. */
-export interface OobStats {
-  /** Heartbeat frames sent. */
-  heartbeatFramesSent: number;
-  /** Heartbeat frames received. */
-  heartbeatFramesReceived: number;
-  /** Bytes of heartbeat frames sent (preamble included). */
-  heartbeatBytesSent: number;
-  /** OOB parts sent, by op. */
-  partsSent: Map<string, number>;
-  /** OOB parts received, by op. */
-  partsReceived: Map<string, number>;
-  /** Producers or handlers that threw. */
-  errors: number;
-  /** Parts received for an op with no handler. */
-  unhandled: number;
-  /** Live registrations. */
-  registrations: number;
-}
-
 /** The op of the messenger's own keepalive registration (carries no part). */
 export const KEEPALIVE_OP = "heartline.keepalive";
 
-class Registration implements OobRegistration {
+class Registration<C extends OobLink> implements OobRegistration {
   timer: Timer | null = null;
   constructor(
-    readonly service: OobService,
-    readonly conn: Connection,
+    readonly service: OobService<C>,
+    readonly conn: C,
     readonly op: string,
     readonly producer: OobProducer | null,
     readonly intervalMs: number,
@@ -108,6 +64,9 @@ class Registration implements OobRegistration {
     this.timer = null;
     this.service._cancelled(this);
   }
+  [Symbol.dispose](): void {
+    this.cancel();
+  }
 }
 
 const encoder = new TextEncoder();
@@ -115,28 +74,34 @@ const encoder = new TextEncoder();
 /**
  * @internal The messenger's OOB engine: one per messenger, driven by its timer wheel.
  */
-export class OobService {
+export class OobService<C extends OobLink> {
   #wheel: TimerWheel;
   #log: (level: LogLevel, message: string) => void;
-  #byConn = new Map<Connection, Set<Registration>>();
-  #due = new Map<Connection, Registration[]>();
-  #handlers = new Map<string, OobHandler>();
-  #state = new WeakMap<Connection, HeartbeatState>();
-  #txOps = new WeakMap<Connection, { epoch: number; dict: OpDictionary }>();
-  #rxOps = new WeakMap<Connection, { epoch: number; dict: OpDictionary }>();
+  #byConn = new Map<C, Set<Registration<C>>>();
+  #due = new Map<C, Registration<C>[]>();
+  #handlers = new Map<string, OobHandler<C>>();
+  #state = new WeakMap<C, HeartbeatState>();
+  #txOps = new WeakMap<C, { epoch: number; dict: OpDictionary }>();
+  #rxOps = new WeakMap<C, { epoch: number; dict: OpDictionary }>();
   #warned = new Set<string>();
-  #onHeartbeat: ((conn: Connection, echoed: boolean) => void) | null = null;
-  /** Counters. */
-  readonly stats: OobStats = {
+  #onHeartbeat: ((conn: C, echoed: boolean) => void) | null = null;
+  /** Counters (read them through `stats`). */
+  readonly #stats = {
     heartbeatFramesSent: 0,
     heartbeatFramesReceived: 0,
     heartbeatBytesSent: 0,
-    partsSent: new Map(),
-    partsReceived: new Map(),
+    partsSent: new Map<string, number>(),
+    partsReceived: new Map<string, number>(),
     errors: 0,
     unhandled: 0,
     registrations: 0,
   };
+
+  /** A snapshot of the counters. */
+  get stats(): OobStats {
+    const s = this.#stats;
+    return { ...s, partsSent: new Map(s.partsSent), partsReceived: new Map(s.partsReceived) };
+  }
 
   constructor(wheel: TimerWheel, log: (level: LogLevel, message: string) => void) {
     this.#wheel = wheel;
@@ -148,12 +113,12 @@ export class OobService {
    * Sets the listener told of every heartbeat that arrives (the failure detector), with
    * whether it echoed one of our stamps (proof that our heartbeats reach the peer).
    */
-  set onHeartbeat(fn: ((conn: Connection, echoed: boolean) => void) | null) {
+  set onHeartbeat(fn: ((conn: C, echoed: boolean) => void) | null) {
     this.#onHeartbeat = fn;
   }
 
   /** Liveness data of a connection. */
-  state(conn: Connection): HeartbeatState {
+  state(conn: C): HeartbeatState {
     let s = this.#state.get(conn);
     if (!s) {
       s = { rttMs: NaN, peerStamp: -1, peerStampAt: 0 };
@@ -163,7 +128,7 @@ export class OobService {
   }
 
   register(
-    conn: Connection,
+    conn: C,
     op: string,
     producer: OobProducer | null,
     options: OobOptions,
@@ -185,11 +150,11 @@ export class OobService {
     let set = this.#byConn.get(conn);
     if (!set) this.#byConn.set(conn, set = new Set());
     set.add(reg);
-    this.stats.registrations++;
+    this.#stats.registrations++;
     return reg;
   }
 
-  handle(op: string, handler: OobHandler): () => void {
+  handle(op: string, handler: OobHandler<C>): () => void {
     if (this.#handlers.has(op)) throw new TypeError(`OOB op already has a handler: ${op}`);
     this.#handlers.set(op, handler);
     return () => {
@@ -198,21 +163,21 @@ export class OobService {
   }
 
   /** Cancels every registration of a connection that ended. */
-  forget(conn: Connection): void {
+  forget(conn: C): void {
     const set = this.#byConn.get(conn);
     if (set) { for (const reg of [...set]) reg.cancel(); }
     this.#byConn.delete(conn);
     this.#due.delete(conn);
   }
 
-  _cancelled(reg: Registration): void {
-    this.stats.registrations--;
+  _cancelled(reg: Registration<C>): void {
+    this.#stats.registrations--;
     const set = this.#byConn.get(reg.conn);
     set?.delete(reg);
     if (set?.size === 0) this.#byConn.delete(reg.conn);
   }
 
-  #markDue(reg: Registration): void {
+  #markDue(reg: Registration<C>): void {
     let list = this.#due.get(reg.conn);
     if (!list) this.#due.set(reg.conn, list = []);
     list.push(reg);
@@ -238,13 +203,13 @@ export class OobService {
         try {
           data = reg.producer();
         } catch (error) {
-          this.stats.errors++;
+          this.#stats.errors++;
           this.#warnOnce(`producer:${reg.op}`, `OOB producer for ${reg.op} threw: ${error}`);
           continue;
         }
         if (data === undefined || data === null) continue;
         if (!(data instanceof Uint8Array) || data.length > MAX_OOB_PART_BYTES) {
-          this.stats.errors++;
+          this.#stats.errors++;
           this.#warnOnce(
             `producer:${reg.op}`,
             `OOB producer for ${reg.op} returned no bytes, or more than ${MAX_OOB_PART_BYTES}`,
@@ -263,28 +228,28 @@ export class OobService {
         encodeHeartbeat({ stamp: now, echo, echoDelay, parts }, this.#opsFor(this.#txOps, conn)),
       );
       conn.sendControl(frame);
-      this.stats.heartbeatFramesSent++;
-      this.stats.heartbeatBytesSent += frame.length;
+      this.#stats.heartbeatFramesSent++;
+      this.#stats.heartbeatBytesSent += frame.length;
       for (const p of parts) {
-        this.stats.partsSent.set(p.op, (this.stats.partsSent.get(p.op) ?? 0) + 1);
+        this.#stats.partsSent.set(p.op, (this.#stats.partsSent.get(p.op) ?? 0) + 1);
       }
     }
   }
 
   /** Read path: a heartbeat frame arrived on `conn`. */
-  receive(conn: Connection, payload: Uint8Array): void {
+  receive(conn: C, payload: Uint8Array): void {
     const hb = decodeHeartbeat(payload, this.#opsFor(this.#rxOps, conn));
     const now = this.#wheel.clock.now();
     const s = this.state(conn);
     s.peerStamp = hb.stamp;
     s.peerStampAt = now;
     if (hb.echo >= 0) s.rttMs = Math.max(0, now - hb.echo - hb.echoDelay);
-    this.stats.heartbeatFramesReceived++;
+    this.#stats.heartbeatFramesReceived++;
     for (const part of hb.parts) {
-      this.stats.partsReceived.set(part.op, (this.stats.partsReceived.get(part.op) ?? 0) + 1);
+      this.#stats.partsReceived.set(part.op, (this.#stats.partsReceived.get(part.op) ?? 0) + 1);
       const handler = this.#handlers.get(part.op);
       if (!handler) {
-        this.stats.unhandled++;
+        this.#stats.unhandled++;
         this.#warnOnce(`op:${part.op}`, `OOB part for op ${part.op} has no handler (ignored)`);
         continue;
       }
@@ -300,8 +265,8 @@ export class OobService {
 
   /** The op dictionary of the connection's current link (a new link starts a new one). */
   #opsFor(
-    map: WeakMap<Connection, { epoch: number; dict: OpDictionary }>,
-    conn: Connection,
+    map: WeakMap<C, { epoch: number; dict: OpDictionary }>,
+    conn: C,
   ): OpDictionary {
     let entry = map.get(conn);
     if (!entry || entry.epoch !== conn.linkEpoch) {
@@ -312,7 +277,7 @@ export class OobService {
   }
 
   #handlerFailed(op: string, error: unknown): void {
-    this.stats.errors++;
+    this.#stats.errors++;
     this.#warnOnce(`handler:${op}`, `OOB handler for ${op} threw: ${error}`);
   }
 

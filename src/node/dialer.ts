@@ -1,0 +1,174 @@
+/**
+ * The dialer of one node: `connect()` (one connection per address, dials bounded by the
+ * handshake timeout, aborts, dial races) and redials of lossless sessions, with a cache of
+ * refusals so that a peer that refused us is not redialed in a storm.
+ *
+ * @module
+ */
+
+import { type Connection, sessionOf } from "../connection.ts";
+import { HandshakeRefusedError, TimeoutError } from "../errors.ts";
+import type { Limits } from "../options.ts";
+import { Policies, type Policy, type PolicyName } from "../policy.ts";
+import { SupersededError } from "../session/session.ts";
+import type { Clock } from "../timer/clock.ts";
+import type { TimerPort } from "../session/state.ts";
+import type { Link, Transport } from "../../transports/types.ts";
+import type { SessionRegistry } from "./registry.ts";
+
+/** Refusals remembered at most; the oldest go first. */
+const MAX_REMEMBERED_REFUSALS = 1024;
+
+/** Options of `Messenger.connect`. */
+export interface ConnectOptions {
+  /** Client policy of the new connection. Default `lossyClient`. */
+  policy?: PolicyName;
+  /** Aborts the dial and handshake: `connect()` rejects with `signal.reason`. */
+  signal?: AbortSignal;
+}
+
+/** What the dialer needs from its node. */
+export interface DialerPorts {
+  /** The registry of connections. */
+  readonly registry: SessionRegistry;
+  /** The wheel's timers, for dial bounds. */
+  readonly timers: TimerPort;
+  /** The wheel's clock, for the refusal cache. */
+  readonly clock: Clock;
+  /** Limits (handshake timeout, refusal retry). */
+  readonly limits: Limits;
+  /** The transport for an address; throws `TypeError` for an unknown scheme. */
+  transportFor(addr: string): Transport;
+  /** A new client connection to `addr`. */
+  newConnection(policy: Policy, addr: string): Connection;
+  /** Throws unless the node is running. */
+  checkRunning(): void;
+}
+
+/**
+ * Dials for one node.
+ *
+ * @example
+ * ```ts ignore
+ * const conn = await dialer.connect("tcp://127.0.0.1:7000", { policy: "losslessClient" });
+ * ```
+ */
+export class Dialer {
+  readonly #p: DialerPorts;
+  readonly #refused = new Map<string, { error: HandshakeRefusedError; until: number }>();
+
+  /** A dialer over `ports`. */
+  constructor(ports: DialerPorts) {
+    this.#p = ports;
+  }
+
+  /** Forgets every refusal (the heartbeat settings changed). */
+  clearRefusals(): void {
+    this.#refused.clear();
+  }
+
+  /** See `Messenger.connect`. */
+  async connect(addr: string, options: ConnectOptions = {}): Promise<Connection> {
+    const p = this.#p;
+    p.checkRunning();
+    options.signal?.throwIfAborted();
+    this.#checkRefused(addr);
+    const existing = p.registry.existing(addr);
+    if (existing) {
+      await existing.opened();
+      return existing;
+    }
+    const policy = Policies[options.policy ?? "lossyClient"];
+    if (!policy || policy.role === "server") {
+      throw new TypeError(`Not a dialing policy: ${options.policy}`);
+    }
+    const transport = p.transportFor(addr);
+    const conn = p.newConnection(policy, addr);
+    const session = sessionOf(conn);
+    p.registry.addDial(addr, conn);
+    const signal = options.signal;
+    const onAbort = () => session.dialFailed(signal!.reason);
+    signal?.addEventListener("abort", onAbort, { once: true });
+    try {
+      let link: Link;
+      try {
+        link = await this.#dial(transport, addr, signal);
+      } catch (error) {
+        session.dialFailed(error as Error);
+        throw error;
+      }
+      if (conn.state !== "connecting") {
+        // Aborted, superseded by the peer's winning dial, or the messenger is closing.
+        link.close();
+      } else {
+        session.attach(link);
+      }
+      return await this.#opened(conn, addr);
+    } finally {
+      signal?.removeEventListener("abort", onAbort);
+    }
+  }
+
+  /** A lossless session's redial, bounded by the handshake timeout like the first dial. */
+  redial(addr: string): Promise<Link> {
+    return this.#dial(this.#p.transportFor(addr), addr);
+  }
+
+  #checkRefused(addr: string): void {
+    const refused = this.#refused.get(addr);
+    if (!refused) return;
+    if (refused.until > this.#p.clock.now()) throw refused.error;
+    this.#refused.delete(addr);
+  }
+
+  /** Opens a link, bounded by the handshake timeout (a wheel timer) and by `signal`. */
+  async #dial(transport: Transport, addr: string, signal?: AbortSignal): Promise<Link> {
+    const ms = this.#p.limits.handshakeTimeoutMs;
+    const bound = new AbortController();
+    const timer = this.#p.timers.schedule(ms, () => {
+      bound.abort(new TimeoutError(`Dial to ${addr} timed out after ${ms} ms`, ms));
+    });
+    const both = signal ? AbortSignal.any([signal, bound.signal]) : bound.signal;
+    try {
+      return await transport.connect(addr, { signal: both });
+    } catch (error) {
+      throw both.aborted ? both.reason : error;
+    } finally {
+      timer.cancel();
+    }
+  }
+
+  /** Waits for the handshake; a lost dial race resolves to the winning session. */
+  async #opened(conn: Connection, addr: string): Promise<Connection> {
+    try {
+      await conn.opened();
+    } catch (error) {
+      if (error instanceof SupersededError) {
+        // A dial race: the peer's own dial carries the session.
+        const winner = error.winner as Connection;
+        await winner.opened();
+        return winner;
+      }
+      if (error instanceof HandshakeRefusedError && error.field === "race") {
+        return await this.#p.registry.awaitSession(
+          String(error.peer),
+          this.#p.limits.handshakeTimeoutMs,
+        );
+      }
+      if (error instanceof HandshakeRefusedError) this.#remember(addr, error);
+      throw error;
+    }
+    if (conn.policy.role === "peer") this.#p.registry.registerPeerSession(conn);
+    return conn;
+  }
+
+  #remember(addr: string, error: HandshakeRefusedError): void {
+    const now = this.#p.clock.now();
+    for (const [key, r] of this.#refused) {
+      if (r.until <= now || this.#refused.size >= MAX_REMEMBERED_REFUSALS) {
+        this.#refused.delete(key);
+      }
+    }
+    this.#refused.set(addr, { error, until: now + this.#p.limits.refusedRetryMs });
+  }
+}

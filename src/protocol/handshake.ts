@@ -1,0 +1,284 @@
+/**
+ * Handshake payloads of protocol v1: the Hello/Welcome JSON body and the Refuse body, their
+ * codecs, and {@linkcode checkHello}, which decides whether two nodes can talk. Pure functions;
+ * imports nothing above src/protocol/.
+ *
+ * @module
+ */
+
+import { FrameError, HandshakeRefusedError } from "../errors.ts";
+import { PROTOCOL_VERSION } from "./frame.ts";
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder("utf-8", { fatal: true });
+
+/** Largest handshake payload accepted, whatever the frame limit: 16 KiB. */
+export const MAX_HANDSHAKE_BYTES = 16 * 1024;
+
+/** Listen addresses a Hello may list; more are ignored. */
+export const MAX_LISTENING = 16;
+
+/**
+ * Heartbeat settings that every node of a cluster must agree on: the handshake carries them
+ * and refuses a peer whose values differ, naming the field.
+ */
+export interface HeartbeatSettings {
+  /** `global`: one heartbeat per peer shared by all subscribers; `local`: one per subscriber. */
+  mode: "global" | "local";
+  /** `phi` (phi accrual, the default) or `grace` (down after a fixed silence). */
+  detector: "phi" | "grace";
+  /** Expected interval between heartbeats, ms. */
+  intervalMs: number;
+  /** Phi at or above which a peer is down (phi mode). Akka uses 8. */
+  phiThreshold: number;
+  /** Silence tolerated on top of the mean interval before phi rises (phi mode), ms. */
+  acceptablePauseMs: number;
+  /** Floor of the standard deviation of intervals (phi mode), ms. */
+  minStdDevMs: number;
+  /** Silence after which a peer is down (grace mode), ms. */
+  graceMs: number;
+}
+
+/** The fields of {@linkcode HeartbeatSettings}, in the order the handshake checks them. */
+export const HEARTBEAT_FIELDS = [
+  "mode",
+  "intervalMs",
+  "detector",
+  "phiThreshold",
+  "acceptablePauseMs",
+  "minStdDevMs",
+  "graceMs",
+] as const;
+
+/** The JSON body of a Hello or Welcome frame. */
+export interface Hello {
+  /** Protocol version. */
+  version: number;
+  /** Node name of the sender. */
+  name: string;
+  /** Random per-process instance nonce: a new value means the peer restarted. */
+  nonce: string;
+  /** Connection policy the sender uses for this connection. */
+  policy: string;
+  /** Cluster id; peers of different clusters refuse each other. */
+  cluster: string;
+  /** Heartbeat settings. */
+  heartbeat: HeartbeatSettings;
+  /** Lossless policies: the highest sequence the sender has received in the session. */
+  inSeq?: number;
+  /** Lossless client: the nonce of the server incarnation it has a session with, or null. */
+  resumeNonce?: string | null;
+  /** Welcome to a lossless client: whether its session was resumed (always present). */
+  resumed?: boolean;
+  /** Addresses the sender listens on (lets a peer tell which of its dials go to the sender). */
+  listening?: string[];
+}
+
+/** The JSON body of a Refuse frame. */
+export interface Refusal {
+  /** The setting that differs. */
+  field: string;
+  /** Human-readable explanation, from the refusing side's point of view. */
+  message: string;
+  /** The refusing side's value, when the refusal is about differing values. */
+  local?: unknown;
+  /** The refused side's value, as the refusing side received it. */
+  peer?: unknown;
+}
+
+/** Encodes a JSON control payload (hello, welcome, refuse). */
+export function encodeJson(value: unknown): Uint8Array {
+  return encoder.encode(JSON.stringify(value));
+}
+
+function parseJson(payload: Uint8Array, what: string): Record<string, unknown> {
+  if (payload.length > MAX_HANDSHAKE_BYTES) {
+    throw new FrameError("oversize", `${what} too large: ${payload.length} bytes`);
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(decoder.decode(payload));
+  } catch (cause) {
+    throw new FrameError("malformed", `${what} is not valid JSON`, { cause });
+  }
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    throw new FrameError("malformed", `${what} is not a JSON object`);
+  }
+  return value as Record<string, unknown>;
+}
+
+function str(obj: Record<string, unknown>, key: string, what: string): string {
+  const value = obj[key];
+  if (typeof value !== "string") {
+    throw new FrameError("malformed", `${what} field ${key} is not a string`);
+  }
+  return value;
+}
+
+function num(obj: Record<string, unknown>, key: string, what: string): number {
+  const value = obj[key];
+  if (typeof value !== "number" || !Number.isFinite(value)) {
+    throw new FrameError("malformed", `${what} field ${key} is not a number`);
+  }
+  return value;
+}
+
+function decodeHeartbeatSettings(value: unknown): HeartbeatSettings {
+  if (typeof value !== "object" || value === null) {
+    throw new FrameError("malformed", "Hello field heartbeat is not an object");
+  }
+  const heartbeat = value as Record<string, unknown>;
+  const what = "Hello heartbeat";
+  const mode = str(heartbeat, "mode", what);
+  if (mode !== "global" && mode !== "local") {
+    throw new FrameError("malformed", `Hello heartbeat mode is unknown: ${mode}`);
+  }
+  const detector = str(heartbeat, "detector", what);
+  if (detector !== "phi" && detector !== "grace") {
+    throw new FrameError("malformed", `Hello heartbeat detector is unknown: ${detector}`);
+  }
+  return {
+    mode,
+    detector,
+    intervalMs: num(heartbeat, "intervalMs", what),
+    phiThreshold: num(heartbeat, "phiThreshold", what),
+    acceptablePauseMs: num(heartbeat, "acceptablePauseMs", what),
+    minStdDevMs: num(heartbeat, "minStdDevMs", what),
+    graceMs: num(heartbeat, "graceMs", what),
+  };
+}
+
+/**
+ * Decodes and validates a Hello/Welcome payload.
+ *
+ * @example
+ * ```ts
+ * import { decodeHello, encodeJson } from "./handshake.ts";
+ * import { FrameError } from "../errors.ts";
+ * try {
+ *   decodeHello(encodeJson({ version: 1 }));
+ *   throw new Error("accepted a hello without a name");
+ * } catch (e) {
+ *   if (!(e instanceof FrameError)) throw e;
+ * }
+ * ```
+ */
+export function decodeHello(payload: Uint8Array): Hello {
+  const obj = parseJson(payload, "Hello");
+  const hello: Hello = {
+    version: num(obj, "version", "Hello"),
+    name: str(obj, "name", "Hello"),
+    nonce: str(obj, "nonce", "Hello"),
+    policy: str(obj, "policy", "Hello"),
+    cluster: str(obj, "cluster", "Hello"),
+    heartbeat: decodeHeartbeatSettings(obj.heartbeat),
+  };
+  if (obj.inSeq !== undefined) {
+    const inSeq = num(obj, "inSeq", "Hello");
+    if (!Number.isSafeInteger(inSeq) || inSeq < 0) {
+      throw new FrameError("malformed", `Hello field inSeq is not a sequence number: ${inSeq}`);
+    }
+    hello.inSeq = inSeq;
+  }
+  if (obj.resumeNonce !== undefined && obj.resumeNonce !== null) {
+    hello.resumeNonce = str(obj, "resumeNonce", "Hello");
+  }
+  if (obj.listening !== undefined) {
+    if (!Array.isArray(obj.listening) || obj.listening.some((a) => typeof a !== "string")) {
+      throw new FrameError("malformed", "Hello field listening is not a list of strings");
+    }
+    hello.listening = (obj.listening as string[]).slice(0, MAX_LISTENING);
+  }
+  if (obj.resumed !== undefined) {
+    if (typeof obj.resumed !== "boolean") {
+      throw new FrameError("malformed", "Hello field resumed is not a boolean");
+    }
+    hello.resumed = obj.resumed;
+  }
+  return hello;
+}
+
+/** Encodes a Refuse payload from the refusal error this side raised. */
+export function encodeRefusal(error: HandshakeRefusedError): Uint8Array {
+  const refusal: Refusal = { field: error.field, message: error.message };
+  if ("local" in error) {
+    refusal.local = error.local;
+    refusal.peer = error.peer;
+  }
+  return encodeJson(refusal);
+}
+
+/** Decodes a Refuse payload. */
+export function decodeRefusal(payload: Uint8Array): Refusal {
+  const obj = parseJson(payload, "Refusal");
+  const refusal: Refusal = {
+    field: str(obj, "field", "Refusal"),
+    message: str(obj, "message", "Refusal"),
+  };
+  if ("local" in obj && "peer" in obj) {
+    refusal.local = obj.local;
+    refusal.peer = obj.peer;
+  }
+  return refusal;
+}
+
+/**
+ * The refusal a peer sent, as this side sees it: the peer's `local` is our `peer` value and
+ * the other way round.
+ */
+export function refusalFromPeer(refusal: Refusal): HandshakeRefusedError {
+  if ("local" in refusal) {
+    return new HandshakeRefusedError(
+      refusal.field,
+      `${refusal.field} differs: local ${refusal.peer}, peer ${refusal.local} (refused by peer)`,
+      { local: refusal.peer, peer: refusal.local },
+    );
+  }
+  return new HandshakeRefusedError(refusal.field, `Peer refused: ${refusal.message}`);
+}
+
+/** What this node requires of every peer: checked against each Hello and Welcome. */
+export interface LocalTerms {
+  /** The cluster id. */
+  cluster: string;
+  /** The heartbeat settings. */
+  heartbeat: HeartbeatSettings;
+}
+
+/**
+ * Whether a peer's Hello (or Welcome) fits this node: same protocol version, cluster and
+ * heartbeat settings. Returns the refusal naming the first field that differs, with both
+ * values, or `undefined` to accept. Policies are checked by the session, which knows its own.
+ *
+ * @example
+ * ```ts
+ * import { checkHello, type Hello } from "./handshake.ts";
+ * const heartbeat = {
+ *   mode: "global", detector: "phi", intervalMs: 1000, phiThreshold: 8,
+ *   acceptablePauseMs: 2000, minStdDevMs: 100, graceMs: 5000,
+ * } as const;
+ * const peer: Hello = {
+ *   version: 1, name: "b", nonce: "00", policy: "lossyClient", cluster: "other",
+ *   heartbeat,
+ * };
+ * const refusal = checkHello({ cluster: "heartline", heartbeat }, peer);
+ * if (refusal?.field !== "cluster") throw new Error("expected a cluster refusal");
+ * ```
+ */
+export function checkHello(local: LocalTerms, peer: Hello): HandshakeRefusedError | undefined {
+  const differs = (field: string, mine: unknown, theirs: unknown) =>
+    new HandshakeRefusedError(field, `${field} differs: local ${mine}, peer ${theirs}`, {
+      local: mine,
+      peer: theirs,
+    });
+  if (peer.version !== PROTOCOL_VERSION) {
+    return differs("version", PROTOCOL_VERSION, peer.version);
+  }
+  if (peer.cluster !== local.cluster) return differs("cluster", local.cluster, peer.cluster);
+  for (const field of HEARTBEAT_FIELDS) {
+    if (peer.heartbeat[field] !== local.heartbeat[field]) {
+      return differs(`heartbeat.${field}`, local.heartbeat[field], peer.heartbeat[field]);
+    }
+  }
+  return undefined;
+}

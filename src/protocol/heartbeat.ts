@@ -1,0 +1,193 @@
+/**
+ * The Heartbeat frame payload of protocol v1: the sender's stamp, the echo of the peer's last
+ * stamp, and the coalesced out-of-band parts, each naming its op through a per-link op
+ * dictionary. Pure functions on bytes.
+ *
+ * @module
+ */
+
+import { FrameError } from "../errors.ts";
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder("utf-8", { fatal: true });
+
+/** One out-of-band part of a heartbeat frame. */
+export interface OobPart {
+  /** Names the handler on the receiving side (`"OSDPing"`, `"LingerPing"`, ...). */
+  op: string;
+  /** The bytes the producer returned. */
+  data: Uint8Array;
+}
+
+/** A decoded heartbeat frame. */
+export interface HeartbeatPayload {
+  /** Sender's clock when the frame was built, in ms. */
+  stamp: number;
+  /** The last stamp the sender received from us, or -1 if none. */
+  echo: number;
+  /** How long the sender held `echo` before sending it back, in ms. */
+  echoDelay: number;
+  /** The coalesced OOB parts. */
+  parts: OobPart[];
+}
+
+const HEARTBEAT_FIXED_BYTES = 26;
+
+// Op names repeat in every heartbeat: encode each once (bounded, so odd callers cannot grow it).
+const opBytesCache = new Map<string, Uint8Array>();
+
+function opBytes(op: string): Uint8Array {
+  let bytes = opBytesCache.get(op);
+  if (!bytes) {
+    bytes = encoder.encode(op);
+    if (opBytesCache.size < 4096) opBytesCache.set(op, bytes);
+  }
+  return bytes;
+}
+
+/** Decodes an op name: ASCII without a decoder call (the common case), UTF-8 otherwise. */
+function decodeOp(bytes: Uint8Array): string {
+  let ascii = true;
+  for (let i = 0; i < bytes.length; i++) {
+    if (bytes[i] >= 0x80) {
+      ascii = false;
+      break;
+    }
+  }
+  if (ascii) return String.fromCharCode(...bytes);
+  try {
+    return decoder.decode(bytes);
+  } catch (cause) {
+    throw new FrameError("malformed", "Heartbeat op name is not UTF-8", { cause });
+  }
+}
+
+/** Largest OOB part: its length travels as a u16. */
+export const MAX_OOB_PART_BYTES = 0xffff;
+/** Op ids a link can define (15 bits). */
+const MAX_OP_IDS = 0x7fff;
+const DEFINES = 0x8000;
+
+/**
+ * The op dictionary of one direction of one link. Each op name travels once per link: the
+ * first part of an op defines its id inline, later parts carry only the 2-byte id. Both ends
+ * start empty with each new link (a resumed session starts a new dictionary too).
+ */
+export class OpDictionary {
+  #ids = new Map<string, number>();
+  #ops: string[] = [];
+
+  /** Sender side: the id of `op`, and whether this part must define it. */
+  idFor(op: string): { id: number; define: boolean } {
+    const known = this.#ids.get(op);
+    if (known !== undefined) return { id: known, define: false };
+    if (this.#ops.length >= MAX_OP_IDS) {
+      throw new RangeError(`Too many OOB ops on one link: ${MAX_OP_IDS}`);
+    }
+    const id = this.#ops.length;
+    this.#ids.set(op, id);
+    this.#ops.push(op);
+    return { id, define: true };
+  }
+
+  /** Receiver side: records a definition. */
+  define(id: number, op: string): void {
+    if (id !== this.#ops.length) {
+      throw new FrameError("malformed", `Heartbeat op id ${id} defined out of order`);
+    }
+    this.#ops.push(op);
+  }
+
+  /** Receiver side: the op of an id defined earlier on this link. */
+  opOf(id: number): string {
+    const op = this.#ops[id];
+    if (op === undefined) throw new FrameError("malformed", `Heartbeat op id ${id} is unknown`);
+    return op;
+  }
+}
+
+/**
+ * Encodes a heartbeat frame payload. Each part is a u16 op reference (high bit set: an inline
+ * definition, op length u8 and UTF-8 name, follows), a u16 data length and the data. Op names
+ * are at most 255 UTF-8 bytes; part data at most {@linkcode MAX_OOB_PART_BYTES}.
+ */
+export function encodeHeartbeat(hb: HeartbeatPayload, dict: OpDictionary): Uint8Array {
+  if (hb.parts.length > 0xffff) throw new RangeError("Too many OOB parts in one heartbeat");
+  const refs: { id: number; define: boolean; name: Uint8Array }[] = [];
+  let size = HEARTBEAT_FIXED_BYTES;
+  for (const part of hb.parts) {
+    const name = opBytes(part.op);
+    if (name.length > 255) throw new RangeError(`OOB op name too long: ${part.op}`);
+    if (part.data.length > MAX_OOB_PART_BYTES) {
+      throw new RangeError(`OOB part too large: ${part.data.length} bytes for ${part.op}`);
+    }
+    const ref = { ...dict.idFor(part.op), name };
+    refs.push(ref);
+    size += 2 + (ref.define ? 1 + name.length : 0) + 2 + part.data.length;
+  }
+  const buf = new Uint8Array(size);
+  const view = new DataView(buf.buffer);
+  view.setFloat64(0, hb.stamp);
+  view.setFloat64(8, hb.echo);
+  view.setFloat64(16, hb.echoDelay);
+  view.setUint16(24, hb.parts.length);
+  let pos = HEARTBEAT_FIXED_BYTES;
+  for (let i = 0; i < refs.length; i++) {
+    const { id, define, name } = refs[i];
+    view.setUint16(pos, define ? id | DEFINES : id);
+    pos += 2;
+    if (define) {
+      buf[pos++] = name.length;
+      buf.set(name, pos);
+      pos += name.length;
+    }
+    const data = hb.parts[i].data;
+    view.setUint16(pos, data.length);
+    pos += 2;
+    buf.set(data, pos);
+    pos += data.length;
+  }
+  return buf;
+}
+
+/** Decodes a heartbeat payload against the link's dictionary; part data are copies. */
+export function decodeHeartbeat(payload: Uint8Array, dict: OpDictionary): HeartbeatPayload {
+  if (payload.length < HEARTBEAT_FIXED_BYTES) {
+    throw new FrameError("malformed", `Heartbeat too short: ${payload.length} bytes`);
+  }
+  const view = new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
+  const count = view.getUint16(24);
+  const parts: OobPart[] = [];
+  let pos = HEARTBEAT_FIXED_BYTES;
+  for (let i = 0; i < count; i++) {
+    if (pos + 2 > payload.length) break;
+    const ref = view.getUint16(pos);
+    pos += 2;
+    let op: string;
+    if (ref & DEFINES) {
+      if (pos + 1 > payload.length) break;
+      const opLen = payload[pos++];
+      if (pos + opLen > payload.length) break;
+      op = decodeOp(payload.subarray(pos, pos + opLen));
+      pos += opLen;
+      dict.define(ref & ~DEFINES, op);
+    } else {
+      op = dict.opOf(ref);
+    }
+    if (pos + 2 > payload.length) break;
+    const dataLen = view.getUint16(pos);
+    pos += 2;
+    if (pos + dataLen > payload.length) break;
+    parts.push({ op, data: payload.slice(pos, pos + dataLen) });
+    pos += dataLen;
+  }
+  if (parts.length !== count || pos !== payload.length) {
+    throw new FrameError("malformed", "Heartbeat parts do not match the frame length");
+  }
+  return {
+    stamp: view.getFloat64(0),
+    echo: view.getFloat64(8),
+    echoDelay: view.getFloat64(16),
+    parts,
+  };
+}

@@ -1,0 +1,100 @@
+/**
+ * Reads one link and feeds its frames to an owner that may change while it runs: the
+ * accepting side reads a Hello on a handshake-only session, then hands the link to the session
+ * it resumes, without a second reader on the link and without losing bytes already read.
+ *
+ * @module
+ */
+
+import { FrameDecoder, type TagValue } from "../protocol/frame.ts";
+import type { Link } from "../../transports/types.ts";
+
+/** What a reader reports to the session that owns it. */
+export interface ReaderOwner {
+  /**
+   * One chunk arrived: the owner counts it and feeds it to `reader.decode()`, which reports its
+   * frames. Returns a promise to await before reading more (back-pressure).
+   */
+  readChunk(reader: LinkReader, chunk: Uint8Array): Promise<void> | undefined;
+  /** One complete frame (its payload is valid only during the call). */
+  readFrame(reader: LinkReader, tag: TagValue, payload: Uint8Array): void;
+  /** The stream ended in order. */
+  readEnded(reader: LinkReader): void;
+  /** Reading failed: a transport error or bad bytes. */
+  readFailed(reader: LinkReader, error: Error): void;
+  /** A defect surfaced while handling a failure: reported, never thrown further. */
+  defect(error: unknown): void;
+}
+
+/**
+ * The read loop of one link. `run()` never rejects: every error goes to the owner.
+ *
+ * @example
+ * ```ts
+ * import { LinkReader } from "./link_reader.ts";
+ * import { MemoryTransport } from "../../transports/memory.ts";
+ * import { BANNER, encodeFrame, Tag } from "../protocol/frame.ts";
+ * const net = new MemoryTransport();
+ * const listener = await net.listen("mem://r");
+ * const link = await net.connect("mem://r");
+ * const tags: number[] = [];
+ * const owner = {
+ *   readChunk: (r: LinkReader, chunk: Uint8Array) => void r.decode(chunk),
+ *   readFrame: (_r: LinkReader, tag: number) => void tags.push(tag),
+ *   readEnded: () => {},
+ *   readFailed: () => {},
+ *   defect: () => {},
+ * };
+ * for await (const accepted of listener) {
+ *   await link.write([BANNER, encodeFrame(Tag.Close, new Uint8Array(0))]);
+ *   link.close();
+ *   await new LinkReader(accepted, owner, 1024).run();
+ *   break;
+ * }
+ * if (tags[0] !== Tag.Close) throw new Error("frame not read");
+ * listener.close();
+ * ```
+ */
+export class LinkReader {
+  /** Set when the owner let go of this link: nothing more is reported. */
+  stopped = false;
+  /** The frame decoder, kept with the link (it holds a partial frame between reads). */
+  readonly decoder: FrameDecoder;
+  #dispatch = (tag: TagValue, _flags: number, payload: Uint8Array): void => {
+    if (!this.stopped) this.owner.readFrame(this, tag, payload);
+  };
+
+  /** A reader of `link` reporting to `owner`. */
+  constructor(readonly link: Link, public owner: ReaderOwner, maxFrameBytes: number) {
+    this.decoder = new FrameDecoder({ maxFrameBytes });
+  }
+
+  /** Feeds one chunk to the decoder, which calls back per frame. */
+  decode(chunk: Uint8Array): void {
+    this.decoder.push(chunk, this.#dispatch);
+  }
+
+  /** Reads until the link ends, fails or the reader is stopped. Never rejects. */
+  async run(): Promise<void> {
+    try {
+      for (;;) {
+        const chunk = await this.link.read();
+        if (this.stopped) return;
+        if (chunk === null) {
+          this.decoder.end();
+          this.owner.readEnded(this);
+          return;
+        }
+        const wait = this.owner.readChunk(this, chunk);
+        if (wait) await wait;
+      }
+    } catch (error) {
+      if (this.stopped) return;
+      try {
+        this.owner.readFailed(this, error as Error);
+      } catch (defect) {
+        this.owner.defect(defect);
+      }
+    }
+  }
+}

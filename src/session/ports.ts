@@ -1,0 +1,113 @@
+/**
+ * The narrow interfaces ("ports") a session needs from the node around it. A session imports
+ * nothing above src/session/: the messenger implements these ports, and tests can implement
+ * them with fakes. `H` is the handle the node knows a session by (its `Connection`).
+ *
+ * @module
+ */
+
+import type { Counters } from "../counters.ts";
+import type { HeartlineError } from "../errors.ts";
+import type { Limits } from "../options.ts";
+import type { Hello, LocalTerms } from "../protocol/handshake.ts";
+import type { Priority } from "../protocol/message.ts";
+import type { Link } from "../../transports/types.ts";
+import type { TimerPort } from "./state.ts";
+
+export type { TimerPort };
+
+/** A message that was queued or written but never acknowledged when its session ended. */
+export interface UnsentMessage {
+  /** Application-defined message type. */
+  readonly type: number;
+  /** Its priority. */
+  readonly priority: Priority;
+  /** Its body. */
+  readonly payload: Uint8Array;
+}
+
+/** This node, as its sessions present it in handshakes. */
+export interface LocalNode {
+  /** The node's name. */
+  readonly name: string;
+  /** This incarnation's nonce. */
+  readonly nonce: string;
+  /** The Hello fields every session of this node sends (policy and resume fields aside). */
+  hello(): Omit<Hello, "policy" | "inSeq" | "resumeNonce" | "resumed">;
+  /** What this node requires of every peer (checked against each Hello and Welcome). */
+  terms(): LocalTerms;
+}
+
+/** Where received messages go. */
+export interface InboundPort<H> {
+  /** One message, in order; `payload` belongs to the receiver. */
+  deliver(handle: H, type: number, priority: Priority, payload: Uint8Array, seq: number): void;
+  /** A promise to await before reading more, when received messages pile up. */
+  backpressure(): Promise<void> | undefined;
+}
+
+/** The accepting side's routing: which session a Hello belongs to. */
+export interface RoutingPort<S> {
+  /**
+   * The session that takes the link whose Hello arrived on `from`: `from` itself (a new
+   * session), another session (a resume or a restarted peer), or the error that refuses it.
+   */
+  route(hello: Hello, from: S): S | HeartlineError;
+}
+
+/** Dials again for a session whose link failed. */
+export interface DialPort {
+  /** A new link to `addr`, bounded by the handshake timeout. */
+  redial(addr: string): Promise<Link>;
+}
+
+/** How a session ended. */
+export type SessionEnd =
+  | { kind: "close"; by: "local" | "peer"; reason: string }
+  | { kind: "reset"; error: Error; unsent: UnsentMessage[]; wasOpen: boolean };
+
+/** What a lossless session reports while it lives. */
+export type LosslessEvent =
+  | { kind: "disconnect"; error: Error }
+  | { kind: "resume"; replayed: number }
+  | { kind: "remote-reset"; unacked: UnsentMessage[]; reason: string };
+
+/** What a session tells the node about its life. */
+export interface SessionObserver<H> {
+  /** The first handshake completed. */
+  opened(handle: H): void;
+  /** The session ended (closed in order or reset by a fault). */
+  ended(handle: H, how: SessionEnd): void;
+  /** A handshake-only session handed its link to another session and is gone, quietly. */
+  handedOver(handle: H): void;
+  /** A lossless session lost its link, resumed, or found its peer reset. */
+  lossless(handle: H, event: LosslessEvent): void;
+  /** The session now talks to a new incarnation of its peer. */
+  reincarnated(handle: H): void;
+  /** Bytes arrived: a sign of life. */
+  heard(handle: H): void;
+  /** A Heartbeat frame arrived (its payload is valid only during the call). */
+  heartbeat(handle: H, payload: Uint8Array): void;
+  /** A defect (an exception where none was expected): logged loudly, never thrown further. */
+  defect(handle: H, error: unknown): void;
+}
+
+/** Everything a session needs from its node. */
+export interface SessionPorts<H, S> {
+  /** The timer wheel. */
+  readonly timers: TimerPort;
+  /** Limits and timeouts. */
+  readonly limits: Limits;
+  /** This node. */
+  readonly local: LocalNode;
+  /** Received messages. */
+  readonly inbound: InboundPort<H>;
+  /** Routing of accepted links. */
+  readonly routing: RoutingPort<S>;
+  /** Redials. */
+  readonly dialer: DialPort;
+  /** Life events. */
+  readonly observer: SessionObserver<H>;
+  /** Messenger-wide counters this session adds to. */
+  readonly counters: Counters;
+}

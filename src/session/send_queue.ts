@@ -1,0 +1,163 @@
+/**
+ * The send queue of one session: control frames (heartbeats, acks, handshake frames) ahead of
+ * everything, then messages in three strict priorities, FIFO within each; its size in bytes;
+ * and the senders waiting for room.
+ *
+ * @module
+ */
+
+import type { OutgoingMessage } from "../protocol/message.ts";
+
+/** A FIFO with O(1) shift. */
+class Fifo<T> {
+  #items: (T | undefined)[] = [];
+  #head = 0;
+
+  get length(): number {
+    return this.#items.length - this.#head;
+  }
+
+  push(item: T): void {
+    this.#items.push(item);
+  }
+
+  peek(): T {
+    return this.#items[this.#head] as T;
+  }
+
+  shift(): T {
+    const item = this.#items[this.#head] as T;
+    this.#items[this.#head++] = undefined;
+    if (this.#head === this.#items.length) {
+      this.#items = [];
+      this.#head = 0;
+    }
+    return item;
+  }
+
+  drain(): T[] {
+    const rest = this.#items.slice(this.#head) as T[];
+    this.#items = [];
+    this.#head = 0;
+    return rest;
+  }
+}
+
+interface Waiter {
+  resolve: () => void;
+  reject: (reason: unknown) => void;
+}
+
+/**
+ * Control frames, then messages by priority.
+ *
+ * @example
+ * ```ts
+ * import { SendQueue } from "./send_queue.ts";
+ * const q = new SendQueue();
+ * q.push({ type: 1, priority: 2, payload: new Uint8Array(1), seq: 0 }, 37);
+ * q.push({ type: 2, priority: 0, payload: new Uint8Array(1), seq: 0 }, 37);
+ * if (q.shift(() => true)?.type !== 2) throw new Error("high first");
+ * ```
+ */
+export class SendQueue {
+  #levels = [new Fifo<OutgoingMessage>(), new Fifo<OutgoingMessage>(), new Fifo<OutgoingMessage>()];
+  #control: Uint8Array[] = [];
+  #bytes = 0;
+  #waiters: Waiter[] = [];
+
+  /** Bytes of queued messages (frames included). */
+  get bytes(): number {
+    return this.#bytes;
+  }
+
+  /** Queued messages. */
+  get messages(): number {
+    return this.#levels[0].length + this.#levels[1].length + this.#levels[2].length;
+  }
+
+  /** Whether control frames wait. */
+  get hasControl(): boolean {
+    return this.#control.length > 0;
+  }
+
+  /** Queues a message of `size` bytes on the wire. */
+  push(message: OutgoingMessage, size: number): void {
+    this.#levels[message.priority].push(message);
+    this.#bytes += size;
+  }
+
+  /** Queues a control frame ahead of every message. */
+  pushControl(frame: Uint8Array): void {
+    this.#control.push(frame);
+  }
+
+  /** Takes every control frame. */
+  takeControl(): Uint8Array[] {
+    const frames = this.#control;
+    this.#control = [];
+    return frames;
+  }
+
+  /** Drops the control frames (they belonged to a link that is gone). */
+  dropControl(): void {
+    this.#control = [];
+  }
+
+  /**
+   * Takes the first message by priority if `accept(message)` agrees (the writer says no when
+   * its batch or the replay buffer is full); the caller reports its bytes with `taken()`.
+   */
+  shift(accept: (message: OutgoingMessage) => boolean): OutgoingMessage | undefined {
+    for (const level of this.#levels) {
+      if (level.length === 0) continue;
+      // Levels are strict: only the head of the highest non-empty level may go.
+      return accept(level.peek()) ? level.shift() : undefined;
+    }
+    return undefined;
+  }
+
+  /** Marks `size` bytes as written: they leave the queue's count, and waiters may go. */
+  taken(size: number, limit: number): void {
+    this.#bytes -= size;
+    if (this.#waiters.length > 0 && this.#bytes <= limit) {
+      for (const w of this.#waiters.splice(0)) w.resolve();
+    }
+  }
+
+  /**
+   * Resolves once the queue is at or under `limit` bytes; rejects with `signal.reason` if the
+   * signal aborts first, or with the error given to {@linkcode SendQueue.failWaiters}.
+   */
+  waitForRoom(limit: number, signal?: AbortSignal): Promise<void> {
+    if (this.#bytes <= limit) return Promise.resolve();
+    const { promise, resolve, reject } = Promise.withResolvers<void>();
+    const waiter: Waiter = { resolve, reject };
+    this.#waiters.push(waiter);
+    if (signal) {
+      const onAbort = () => {
+        const i = this.#waiters.indexOf(waiter);
+        if (i >= 0) this.#waiters.splice(i, 1);
+        reject(signal.reason);
+      };
+      signal.addEventListener("abort", onAbort, { once: true });
+      promise.then(
+        () => signal.removeEventListener("abort", onAbort),
+        () => signal.removeEventListener("abort", onAbort),
+      );
+    }
+    return promise;
+  }
+
+  /** Rejects every waiting sender with `error` (the session is closing or closed). */
+  failWaiters(error: () => Error): void {
+    for (const w of this.#waiters.splice(0)) w.reject(error());
+  }
+
+  /** Takes every queued message, in priority order (the session ended). */
+  drain(): OutgoingMessage[] {
+    const all = this.#levels.flatMap((level) => level.drain());
+    this.#bytes = 0;
+    return all;
+  }
+}
