@@ -9,8 +9,8 @@ import {
   type Listener,
   Messenger,
   type MessengerOptions,
-  type Transport,
   TimeoutError,
+  type Transport,
   TransportError,
 } from "../mod.ts";
 import { splitReads } from "../transports/split_reads.ts";
