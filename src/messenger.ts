@@ -82,6 +82,11 @@ export interface MessengerOptions {
   reconnectBaseMs?: number;
   /** `losslessClient`: longest reconnect delay (before jitter). Default 5 s. */
   reconnectMaxMs?: number;
+  /**
+   * Uniform numbers in [0, 1) for reconnect jitter. Default `Math.random`; tests inject a
+   * seeded source (with a `ManualClock`) so that a schedule replays exactly.
+   */
+  random?: () => number;
 }
 
 /** Events a messenger reports, as a tagged union on `kind`. */
@@ -195,6 +200,7 @@ export class Messenger {
   readonly #registry: SessionRegistry;
   readonly #dialer: Dialer;
   readonly #ports: ConnectionPorts;
+  readonly #random: () => number;
 
   /** Creates a messenger; it does nothing until `listen()` or `connect()`. */
   constructor(options: MessengerOptions = {}) {
@@ -202,6 +208,7 @@ export class Messenger {
     this.#cluster = options.cluster ?? defaults.CLUSTER;
     this.#limits = resolveLimits(options);
     this.#heartbeat = resolveHeartbeat(options.heartbeat ?? {});
+    this.#random = options.random ?? Math.random;
     for (const t of options.transports ?? [new TcpTransport()]) {
       for (const scheme of t.schemes) this.#transports.set(scheme, t);
     }
@@ -497,6 +504,7 @@ export class Messenger {
       timers: this.#wheel,
       limits: this.#limits,
       counters: this.#counters,
+      random: this.#random,
       local: {
         name: this.name,
         nonce: this.nonce,
@@ -537,6 +545,9 @@ export class Messenger {
 
   #opened(conn: Connection): void {
     this.#log("info", `connection ${conn.id} open with ${conn.peerName}`);
+    // At once, not when connect() resumes: a dial of the peer's that arrives in between must
+    // see this session, or the pair would end up with two.
+    if (conn.policy.role === "peer") this.#registry.registerPeerSession(conn);
     // The messenger's own keepalive: one more registration, coalesced like the others.
     this.#oob.register(conn, KEEPALIVE_OP, null, { intervalMs: this.#heartbeat.intervalMs });
     this.#health.opened(conn);

@@ -15,6 +15,7 @@ import {
   type Transport,
 } from "../mod.ts";
 import { ManualClock, MemoryTransport } from "../testing.ts";
+import { sessionOf } from "../src/connection.ts";
 import { BANNER, encodeFrame, FrameDecoder, Tag } from "../src/protocol/frame.ts";
 import { decodeHello, encodeJson } from "../src/protocol/handshake.ts";
 import { encodeAck } from "../src/protocol/control.ts";
@@ -210,6 +211,7 @@ Deno.test("a resume hello claiming more than was sent is refused; the session st
     nonce: client.nonce,
     policy: "losslessClient",
     resumeNonce: server.nonce,
+    session: sessionOf(conn).id!, // it knows the session: only its claim is a lie
     inSeq: 999,
   });
   await raw.send(Tag.Hello, encodeJson(hello), true);

@@ -215,8 +215,9 @@ export class MemoryTransport implements Transport {
     return Promise.resolve(listener);
   }
 
-  /** Dials `mem://name`. */
-  connect(addr: string): Promise<Link> {
+  /** Dials `mem://name`; an aborted signal rejects with its reason. */
+  connect(addr: string, options: { signal?: AbortSignal } = {}): Promise<Link> {
+    if (options.signal?.aborted) return Promise.reject(options.signal.reason);
     const name = parseMemAddr(addr);
     const listener = this.#listeners.get(name);
     if (!listener || listener.closed) {

@@ -250,7 +250,9 @@ export class WebSocketTransport implements Transport {
   }
 
   /** Dials a WebSocket endpoint. */
-  connect(addr: string): Promise<Link> {
+  connect(addr: string, options: { signal?: AbortSignal } = {}): Promise<Link> {
+    const { signal } = options;
+    if (signal?.aborted) return Promise.reject(signal.reason);
     const { url } = wsParts(addr);
     if (url.pathname === "/") url.pathname = WS_PATH;
     return new Promise((resolve, reject) => {
@@ -261,12 +263,21 @@ export class WebSocketTransport implements Transport {
         reject(new TransportError(`WebSocket connect to ${addr} failed`, { cause }));
         return;
       }
+      // An abort before the socket opens closes it and rejects with the signal's reason.
+      const onAbort = () => {
+        ws.onopen = ws.onerror = null;
+        ws.close();
+        reject(signal!.reason);
+      };
+      signal?.addEventListener("abort", onAbort, { once: true });
       ws.binaryType = "arraybuffer";
       ws.onopen = () => {
+        signal?.removeEventListener("abort", onAbort);
         ws.onerror = null;
         resolve(new WebSocketLink(ws, "ws://local", url.href, this.#maxUnread));
       };
       ws.onerror = () => {
+        signal?.removeEventListener("abort", onAbort);
         reject(new TransportError(`WebSocket connect to ${addr} failed`));
       };
     });

@@ -158,7 +158,6 @@ export class Dialer {
       if (error instanceof HandshakeRefusedError) this.#remember(addr, error);
       throw error;
     }
-    if (conn.policy.role === "peer") this.#p.registry.registerPeerSession(conn);
     return conn;
   }
 

@@ -15,6 +15,9 @@ const decoder = new TextDecoder("utf-8", { fatal: true });
 /** Largest handshake payload accepted, whatever the frame limit: 16 KiB. */
 export const MAX_HANDSHAKE_BYTES = 16 * 1024;
 
+/** Longest session id accepted, in characters. */
+export const MAX_SESSION_ID = 64;
+
 /** Listen addresses a Hello may list; more are ignored. */
 export const MAX_LISTENING = 16;
 
@@ -68,6 +71,11 @@ export interface Hello {
   inSeq?: number;
   /** Lossless client: the nonce of the server incarnation it has a session with, or null. */
   resumeNonce?: string | null;
+  /**
+   * Lossless: the session's id. A Welcome names the session the link now carries; a dialing
+   * side's Hello names the session it wants to resume (absent before its first Welcome).
+   */
+  session?: string;
   /** Welcome to a lossless client: whether its session was resumed (always present). */
   resumed?: boolean;
   /** Addresses the sender listens on (lets a peer tell which of its dials go to the sender). */
@@ -182,6 +190,13 @@ export function decodeHello(payload: Uint8Array): Hello {
   }
   if (obj.resumeNonce !== undefined && obj.resumeNonce !== null) {
     hello.resumeNonce = str(obj, "resumeNonce", "Hello");
+  }
+  if (obj.session !== undefined) {
+    const session = str(obj, "session", "Hello");
+    if (session.length > MAX_SESSION_ID) {
+      throw new FrameError("malformed", `Hello field session is too long: ${session.length}`);
+    }
+    hello.session = session;
   }
   if (obj.listening !== undefined) {
     if (!Array.isArray(obj.listening) || obj.listening.some((a) => typeof a !== "string")) {

@@ -34,6 +34,8 @@ export interface ResumeFacts {
   inSeq: number;
   /** The peer incarnation the session belongs to, or null before the first handshake. */
   resumeNonce: string | null;
+  /** The session's id (chosen by the side that accepted its first link), or null. */
+  session: string | null;
 }
 
 /** This side's Hello (or the body of its Welcome) for a link. */
@@ -47,6 +49,7 @@ export function helloFor(
   if (!policy.lossy) {
     hello.inSeq = facts.inSeq;
     if (side === "client") hello.resumeNonce = facts.resumeNonce;
+    if (facts.session !== null) hello.session = facts.session;
   }
   return hello;
 }

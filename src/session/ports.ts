@@ -33,7 +33,7 @@ export interface LocalNode {
   /** This incarnation's nonce. */
   readonly nonce: string;
   /** The Hello fields every session of this node sends (policy and resume fields aside). */
-  hello(): Omit<Hello, "policy" | "inSeq" | "resumeNonce" | "resumed">;
+  hello(): Omit<Hello, "policy" | "inSeq" | "resumeNonce" | "resumed" | "session">;
   /** What this node requires of every peer (checked against each Hello and Welcome). */
   terms(): LocalTerms;
 }
@@ -110,4 +110,6 @@ export interface SessionPorts<H, S> {
   readonly observer: SessionObserver<H>;
   /** Messenger-wide counters this session adds to. */
   readonly counters: Counters;
+  /** Uniform numbers in [0, 1) for reconnect jitter (seeded in tests, so runs replay). */
+  readonly random: () => number;
 }

@@ -112,6 +112,12 @@ export class Session<H> implements ReaderOwner {
   #peer: Hello | null = null;
   /** The peer incarnation the session belongs to: set once a handshake completed. */
   #sessionPeerNonce: string | null = null;
+  /**
+   * The session's id: chosen by the side that accepted its first link (and anew when the peer
+   * turned out not to know the session), carried in every Welcome and in the dialing side's
+   * Hello. A resume needs it: the same two incarnations can have had more than one session.
+   */
+  #sessionId: string | null = null;
   #outSeq = 0;
   #inSeq = 0;
   #ackSent = 0;
@@ -185,6 +191,10 @@ export class Session<H> implements ReaderOwner {
   /** Highest sequence number written in this session. */
   get sentSeq(): number {
     return this.#outSeq;
+  }
+  /** The session's id (null on lossy policies and before the first handshake). */
+  get id(): string | null {
+    return this.#sessionId;
   }
   /** Largest frame payload this session's node accepts or sends. */
   get maxFrameBytes(): number {
@@ -346,6 +356,7 @@ export class Session<H> implements ReaderOwner {
     return helloFor(this.#ports.local, this.#policy, this.#side, {
       inSeq: this.#inSeq,
       resumeNonce: this.#sessionPeerNonce,
+      session: this.#sessionId,
     });
   }
 
@@ -509,6 +520,7 @@ export class Session<H> implements ReaderOwner {
   #accepted(hello: Hello): void {
     this.#peer = hello;
     this.#sessionPeerNonce = hello.nonce;
+    if (!this.#policy.lossy) this.#sessionId = newSessionId();
     const welcome: Hello = { ...this.#hello(), inSeq: 0 };
     if (!this.#policy.lossy) welcome.resumed = false;
     this.#queue.pushControl(handshakeFrame(Tag.Welcome, welcome));
@@ -523,7 +535,8 @@ export class Session<H> implements ReaderOwner {
     const first = this.#peer === null;
     const hadSession = this.#sessionPeerNonce !== null;
     const restarted = hadSession && hello.nonce !== this.#sessionPeerNonce;
-    const resumed = !this.#policy.lossy && hadSession && !restarted && hello.resumed === true;
+    const resumed = !this.#policy.lossy && hadSession && !restarted && hello.resumed === true &&
+      hello.session === this.#sessionId;
     if (resumed && (hello.inSeq ?? 0) > this.#outSeq) {
       throw new FrameError(
         "unexpected",
@@ -536,6 +549,7 @@ export class Session<H> implements ReaderOwner {
       else this.#remoteReset(restarted ? "peer restarted" : "session expired");
     }
     this.#sessionPeerNonce = hello.nonce;
+    this.#sessionId = hello.session ?? null;
     this.#attempt = 0;
     this.#sm.enter("open");
     if (first) {
@@ -560,8 +574,11 @@ export class Session<H> implements ReaderOwner {
     target.adopt(reader, hello);
   }
 
+  /** Whether `hello` resumes this very session (not only one between the same incarnations). */
   #resumes(hello: Hello): boolean {
-    return hello.nonce === this.#sessionPeerNonce && hello.resumeNonce === this.#ports.local.nonce;
+    return hello.nonce === this.#sessionPeerNonce &&
+      hello.resumeNonce === this.#ports.local.nonce &&
+      hello.session !== undefined && hello.session === this.#sessionId;
   }
 
   /**
@@ -589,8 +606,12 @@ export class Session<H> implements ReaderOwner {
     this.#attempt = 0;
     const resumed = this.#resumes(hello);
     const restarted = hello.nonce !== this.#sessionPeerNonce;
-    if (resumed) this.#resumeFrom(hello.inSeq ?? 0);
-    else this.#remoteReset(restarted ? "peer restarted" : "peer lost the session");
+    if (resumed) {
+      this.#resumeFrom(hello.inSeq ?? 0);
+    } else {
+      this.#remoteReset(restarted ? "peer restarted" : "peer lost the session");
+      this.#sessionId = newSessionId(); // a new session starts on this link
+    }
     this.#peer = hello;
     this.#sessionPeerNonce = hello.nonce;
     reader.owner = this;
@@ -662,7 +683,7 @@ export class Session<H> implements ReaderOwner {
     const limits = this.#ports.limits;
     if (action === "reconnect") {
       const base = limits.reconnectBaseMs * 2 ** Math.min(this.#attempt++, 16);
-      const delay = Math.min(limits.reconnectMaxMs, base) * (0.5 + Math.random() / 2);
+      const delay = Math.min(limits.reconnectMaxMs, base) * (0.5 + this.#ports.random() / 2);
       this.#sm.enter("reconnecting", delay, () => this.#redial());
     } else {
       const expire = () =>
@@ -713,6 +734,12 @@ export class Session<H> implements ReaderOwner {
     this.#opened.reject(error);
     this.#closed.resolve();
   }
+}
+
+/** A random session id: 16 hex digits. */
+function newSessionId(): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(8));
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
 function unsent(m: OutgoingMessage): UnsentMessage {
