@@ -12,7 +12,6 @@ import { decodeAck, decodeClose, encodeAck } from "../protocol/control.ts";
 import { BANNER, encodeFrame, Tag, type TagValue } from "../protocol/frame.ts";
 import type { Hello } from "../protocol/handshake.ts";
 import {
-  decodeMessageHeader,
   MESSAGE_HEADER_BYTES,
   messageFrameBytes,
   type OutgoingMessage,
@@ -27,63 +26,20 @@ import {
   helloFor,
   processHandshakeFrame,
 } from "./handshake.ts";
-import { LinkReader, type ReaderOwner } from "./link_reader.ts";
+import type { LinkReader } from "./link_reader.ts";
+import { LinkSlot } from "./link_slot.ts";
 import type { SessionPorts, UnsentMessage } from "./ports.ts";
-import { ReplayBuffer } from "./replay_buffer.ts";
+import { newSessionId, SessionSequence } from "./sequence.ts";
 import { SendQueue } from "./send_queue.ts";
 import { type ConnectionState, StateMachine } from "./state.ts";
 import { BodyArena, Writer } from "./writer.ts";
 import { Close } from "./close.ts";
+import { deferred, type SessionInit, type SessionStats, SupersededError } from "./types.ts";
 
-/** Counters of one session. */
-export interface SessionStats {
-  /** Messages written (replays excluded). */
-  messagesSent: number;
-  /** Messages received. */
-  messagesReceived: number;
-  /** Bytes written, frames included. */
-  bytesSent: number;
-  /** Bytes read. */
-  bytesReceived: number;
-  /** Frames written. */
-  framesSent: number;
-  /** Frames read. */
-  framesReceived: number;
-  /** Messages written again after a resume. */
-  replayed: number;
-  /** Replayed messages that had already been delivered and were dropped. */
-  duplicatesDropped: number;
-}
-
-/** A dial of ours lost a race to the peer's own dial; carries the session to use instead. */
-export class SupersededError<H> extends Error {
-  /** Creates the error naming the winning session's handle. */
-  constructor(readonly winner: H) {
-    super("Dial superseded by the peer's own dial");
-    this.name = "SupersededError";
-  }
-}
-
-function deferred<T>(): PromiseWithResolvers<T> {
-  const d = Promise.withResolvers<T>();
-  d.promise.catch(() => {}); // observed through other paths; never an unhandled rejection
-  return d;
-}
-
-/** The fixed facts of a session. */
-export interface SessionInit<H> {
-  /** `client` dialed the first link, `server` accepted it. */
-  side: "client" | "server";
-  /** This end's policy (the accepting side learns it from the Hello). */
-  policy: Policy;
-  /** The address dialed, or the peer's address. */
-  remoteAddr: string;
-  /** What the node knows this session by. */
-  handle: H;
-}
+export { type SessionInit, type SessionStats, SupersededError } from "./types.ts";
 
 /** One session: see the module doc. */
-export class Session<H> implements ReaderOwner {
+export class Session<H> {
   /** What the node knows this session by. */
   readonly handle: H;
   /** The address dialed (client) or the peer's address (server). */
@@ -91,7 +47,7 @@ export class Session<H> implements ReaderOwner {
   readonly #ports: SessionPorts<H, Session<H>>;
   readonly #sm: StateMachine;
   readonly #queue = new SendQueue();
-  readonly #replay = new ReplayBuffer();
+  readonly #seq: SessionSequence;
   readonly #writer: Writer;
   readonly #arena = new BodyArena();
   readonly #stats: SessionStats = {
@@ -106,21 +62,8 @@ export class Session<H> implements ReaderOwner {
   };
   #side: "client" | "server";
   #policy: Policy;
-  #link: Link | null = null;
-  #reader: LinkReader | null = null;
-  #linkEpoch = 0;
+  readonly #slot: LinkSlot;
   #peer: Hello | null = null;
-  /** The peer incarnation the session belongs to: set once a handshake completed. */
-  #sessionPeerNonce: string | null = null;
-  /**
-   * The session's id: chosen by the side that accepted its first link (and anew when the peer
-   * turned out not to know the session), carried in every Welcome and in the dialing side's
-   * Hello. A resume needs it: the same two incarnations can have had more than one session.
-   */
-  #sessionId: string | null = null;
-  #outSeq = 0;
-  #inSeq = 0;
-  #ackSent = 0;
   #attempt = 0;
   #close: Close | null = null; // exists only while closing
   #refusal: HandshakeRefusedError | null = null; // handshaking: Refuse queued, fail once written
@@ -136,9 +79,18 @@ export class Session<H> implements ReaderOwner {
     this.#policy = init.policy;
     this.remoteAddr = init.remoteAddr;
     this.#sm = new StateMachine(ports.timers);
+    this.#seq = new SessionSequence(() => this.#policy.lossy);
+    this.#slot = new LinkSlot({
+      chunk: (bytes) => this.#onChunk(bytes),
+      frame: (tag, payload) => this.#onFrame(tag, payload),
+      chunkDone: () => this.#onChunkDone(),
+      ended: () => this.#onEnded(),
+      failed: (error) => this.#fail(error),
+      defect: (error) => this.#defect(error),
+    }, ports.limits.maxFrameBytes);
     this.#writer = new Writer({
       queue: this.#queue,
-      replay: this.#replay,
+      replay: this.#seq.replay,
       stats: this.#stats,
       counters: ports.counters,
       limits: ports.limits,
@@ -170,7 +122,7 @@ export class Session<H> implements ReaderOwner {
   }
   /** Which link the session is on (1 for the first, +1 per new link). */
   get linkEpoch(): number {
-    return this.#linkEpoch;
+    return this.#slot.epoch;
   }
   /** Bytes of messages queued and not yet written. */
   get queuedBytes(): number {
@@ -182,19 +134,19 @@ export class Session<H> implements ReaderOwner {
   }
   /** Messages written and not yet acknowledged (lossless policies). */
   get unackedMessages(): number {
-    return this.#replay.count;
+    return this.#seq.replay.count;
   }
   /** Highest sequence number received in this session. */
   get receivedSeq(): number {
-    return this.#inSeq;
+    return this.#seq.inSeq;
   }
   /** Highest sequence number written in this session. */
   get sentSeq(): number {
-    return this.#outSeq;
+    return this.#seq.outSeq;
   }
   /** The session's id (null on lossy policies and before the first handshake). */
   get id(): string | null {
-    return this.#sessionId;
+    return this.#seq.id;
   }
   /** Largest frame payload this session's node accepts or sends. */
   get maxFrameBytes(): number {
@@ -206,7 +158,7 @@ export class Session<H> implements ReaderOwner {
   }
   /** The current link, for the writer. */
   get link(): Link | null {
-    return this.#reader ? this.#link : null;
+    return this.#slot.link;
   }
   /** Whether messages may be written now. */
   get writable(): boolean {
@@ -215,7 +167,7 @@ export class Session<H> implements ReaderOwner {
   }
   /** The highest sequence received, which every written message acknowledges. */
   get ackToSend(): number {
-    return this.#inSeq;
+    return this.#seq.inSeq;
   }
   /** Resolves when the first handshake completes; rejects with the error if it fails. */
   opened(): Promise<void> {
@@ -303,13 +255,14 @@ export class Session<H> implements ReaderOwner {
       this.#fail(this.#refusal);
       return;
     }
-    if (link !== this.#link && this.#link) this.#writer.schedule(); // a new link meanwhile
+    const current = this.#slot.link;
+    if (current && link !== current) this.#writer.schedule(); // a new link meanwhile
     if (this.#close?.done(this.#writer.busy)) this.#finishClose();
   }
 
   /** The writer failed on `link`. */
   writeFailed(link: Link, error: Error): void {
-    if (link === this.#link) this.#fail(error);
+    if (link === this.#slot.link) this.#fail(error);
   }
 
   #finishClose(): void {
@@ -326,9 +279,7 @@ export class Session<H> implements ReaderOwner {
 
   /** Attaches a link (a first dial, a redial, or an accepted link) and starts the handshake. */
   attach(link: Link): void {
-    this.#link = link;
-    this.#linkEpoch++;
-    this.#reader = new LinkReader(link, this, this.#ports.limits.maxFrameBytes);
+    this.#slot.attach(link);
     const ms = this.#ports.limits.handshakeTimeoutMs;
     this.#sm.enter("handshaking", ms, () => {
       this.#fail(new FrameError("handshake-timeout", `Handshake not completed within ${ms} ms`));
@@ -338,7 +289,7 @@ export class Session<H> implements ReaderOwner {
       this.#queue.pushControl(handshakeFrame(Tag.Hello, this.#hello()));
     }
     this.#writer.schedule();
-    this.#reader.run();
+    this.#slot.start();
   }
 
   /** The dial failed (or was aborted) before a link existed. */
@@ -354,43 +305,35 @@ export class Session<H> implements ReaderOwner {
   /** This side's Hello (or Welcome body) for the current link. */
   #hello(): Hello {
     return helloFor(this.#ports.local, this.#policy, this.#side, {
-      inSeq: this.#inSeq,
-      resumeNonce: this.#sessionPeerNonce,
-      session: this.#sessionId,
+      inSeq: this.#seq.inSeq,
+      resumeNonce: this.#seq.peerNonce,
+      session: this.#seq.id,
     });
   }
 
   /** Stops reading and closes the current link, if any; the session state stays. */
   #detachLink(): void {
-    const reader = this.#reader;
-    if (reader) reader.stopped = true;
-    this.#reader = null;
+    this.#slot.detach();
     this.#queue.dropControl();
-    const link = this.#link;
-    this.#link = null;
-    link?.close();
   }
 
-  // ---- reading (ReaderOwner) ----
+  // ---- reading (what the link slot reports) ----
 
-  /** @internal one chunk read */
-  readChunk(reader: LinkReader, chunk: Uint8Array): Promise<void> | undefined {
-    this.#stats.bytesReceived += chunk.length;
-    this.#ports.counters.bytesReceived += chunk.length;
-    this.#arena.readLength = chunk.length;
+  #onChunk(bytes: number): void {
+    this.#stats.bytesReceived += bytes;
+    this.#ports.counters.bytesReceived += bytes;
+    this.#arena.readLength = bytes;
     this.#ports.observer.heard(this.handle);
-    reader.decode(chunk);
-    if (!this.#policy.lossy && this.#inSeq > this.#ackSent && this.#sm.state === "open") {
-      // One standalone ack per read at most, so one-way flows still trim the peer's buffer.
-      this.#ackSent = this.#inSeq;
-      this.sendControl(encodeFrame(Tag.Ack, encodeAck(this.#inSeq)));
-    }
+  }
+
+  #onChunkDone(): Promise<void> | undefined {
+    const ack = this.#sm.state === "open" ? this.#seq.takeAckDue() : undefined;
+    if (ack !== undefined) this.sendControl(encodeFrame(Tag.Ack, encodeAck(ack)));
     return this.#ports.inbound.backpressure();
   }
 
-  /** @internal one frame read */
-  readFrame(reader: LinkReader, tag: TagValue, payload: Uint8Array): void {
-    if (reader !== this.#reader || this.#sm.state === "closed" || this.#refusal) return;
+  #onFrame(tag: TagValue, payload: Uint8Array): void {
+    if (this.#sm.state === "closed" || this.#refusal) return;
     this.#stats.framesReceived++;
     this.#ports.counters.framesReceived[tag]++;
     if (this.#sm.state === "handshaking") {
@@ -415,9 +358,7 @@ export class Session<H> implements ReaderOwner {
     }
   }
 
-  /** @internal the link's stream ended */
-  readEnded(reader: LinkReader): void {
-    if (reader !== this.#reader) return;
+  #onEnded(): void {
     if (this.#close?.sent) {
       this.#finishClose();
       return;
@@ -427,13 +368,8 @@ export class Session<H> implements ReaderOwner {
     );
   }
 
-  /** @internal reading failed (transport error or bad bytes) */
-  readFailed(reader: LinkReader, error: Error): void {
-    if (reader === this.#reader) this.#fail(error);
-  }
-
-  /** @internal a defect on the read path: reported, and the session ends */
-  defect(error: unknown): void {
+  /** A defect on the read path: reported, and the session ends. */
+  #defect(error: unknown): void {
     this.#ports.observer.defect(this.handle, error);
     try {
       this.#end(error instanceof Error ? error : new Error(String(error)));
@@ -441,38 +377,23 @@ export class Session<H> implements ReaderOwner {
   }
 
   #onMessage(payload: Uint8Array): void {
-    const h = decodeMessageHeader(payload);
-    if (h.seq !== this.#inSeq + 1) {
-      if (h.seq <= this.#inSeq && !this.#policy.lossy) {
-        this.#stats.duplicatesDropped++; // a replay of something already delivered
-        return;
-      }
-      throw new FrameError(
-        "unexpected",
-        `Message out of order: expected seq ${this.#inSeq + 1}, got ${h.seq}`,
-      );
+    const h = this.#seq.accept(payload);
+    if (h === null) {
+      this.#stats.duplicatesDropped++; // a replay of something already delivered
+      return;
     }
     if (h.ack > 0 && !this.#policy.lossy) this.#onAck(h.ack);
     const body = this.#arena.copy(payload, MESSAGE_HEADER_BYTES);
     this.#ports.inbound.deliver(this.handle, h.type, PRIORITIES[h.priority], body, h.seq);
-    // Committed only once delivered: a message that failed on the way is not counted as
-    // received, so a resumed session asks for it again.
-    this.#inSeq = h.seq;
+    this.#seq.received(h.seq); // only once delivered (see SessionSequence.received)
     this.#stats.messagesReceived++;
     this.#ports.counters.messagesReceived[h.priority]++;
   }
 
   /** The peer has everything up to `seq`. */
   #onAck(seq: number): void {
-    if (seq > this.#outSeq) {
-      throw new FrameError(
-        "unexpected",
-        `Ack for seq ${seq} beyond the last sent (${this.#outSeq})`,
-      );
-    }
-    if (this.#policy.lossy) return;
-    this.#replay.ack(seq);
-    this.#writer.schedule(); // room in the replay buffer may let queued messages go
+    this.#seq.ack(seq);
+    if (!this.#policy.lossy) this.#writer.schedule(); // room in the replay buffer lets more go
   }
 
   #onClose(payload: Uint8Array): void {
@@ -489,12 +410,12 @@ export class Session<H> implements ReaderOwner {
 
   /** Gives a queued message its sequence number as it is written. */
   nextSeq(): number {
-    return ++this.#outSeq;
+    return this.#seq.nextSeq();
   }
 
   /** Every written message carried this ack. */
   acked(seq: number): void {
-    if (!this.#policy.lossy) this.#ackSent = seq;
+    this.#seq.acked(seq);
   }
 
   // ---- the handshake (see handshake.ts) ----
@@ -519,8 +440,8 @@ export class Session<H> implements ReaderOwner {
   /** Server side: a new session's Hello was accepted. */
   #accepted(hello: Hello): void {
     this.#peer = hello;
-    this.#sessionPeerNonce = hello.nonce;
-    if (!this.#policy.lossy) this.#sessionId = newSessionId();
+    this.#seq.peerNonce = hello.nonce;
+    if (!this.#policy.lossy) this.#seq.id = newSessionId();
     const welcome: Hello = { ...this.#hello(), inSeq: 0 };
     if (!this.#policy.lossy) welcome.resumed = false;
     this.#queue.pushControl(handshakeFrame(Tag.Welcome, welcome));
@@ -533,31 +454,27 @@ export class Session<H> implements ReaderOwner {
   /** Client side: the server's Welcome arrived (first connect or a resume). */
   #welcomed(hello: Hello): void {
     const first = this.#peer === null;
-    const hadSession = this.#sessionPeerNonce !== null;
-    const restarted = hadSession && hello.nonce !== this.#sessionPeerNonce;
-    const resumed = !this.#policy.lossy && hadSession && !restarted && hello.resumed === true &&
-      hello.session === this.#sessionId;
-    if (resumed && (hello.inSeq ?? 0) > this.#outSeq) {
-      throw new FrameError(
-        "unexpected",
-        `Welcome claims seq ${hello.inSeq} received, but only ${this.#outSeq} were sent`,
-      );
+    const decision = this.#seq.decideWelcome(hello);
+    if (decision.kind === "resume") {
+      const lie = this.#seq.checkClaim(hello, "Welcome");
+      if (lie) throw lie;
     }
     this.#peer = hello;
-    if (!this.#policy.lossy && hadSession) {
-      if (resumed) this.#resumeFrom(hello.inSeq ?? 0);
-      else this.#remoteReset(restarted ? "peer restarted" : "session expired");
-    }
-    this.#sessionPeerNonce = hello.nonce;
-    this.#sessionId = hello.session ?? null;
+    if (decision.kind === "resume") this.#seq.resumeFrom(hello.inSeq ?? 0);
+    if (decision.kind === "reset") this.#remoteReset(decision.reason);
+    this.#seq.peerNonce = hello.nonce;
+    this.#seq.id = hello.session ?? null;
     this.#attempt = 0;
     this.#sm.enter("open");
     if (first) {
       this.#ports.observer.opened(this.handle);
       this.#opened.resolve();
-    } else if (resumed) {
-      this.#ports.observer.lossless(this.handle, { kind: "resume", replayed: this.#replay.count });
-    } else if (restarted) {
+    } else if (decision.kind === "resume") {
+      this.#ports.observer.lossless(this.handle, {
+        kind: "resume",
+        replayed: this.#seq.replay.count,
+      });
+    } else if (decision.kind === "reset" && decision.reason === "peer restarted") {
       this.#ports.observer.reincarnated(this.handle);
     }
     this.#writer.schedule();
@@ -565,20 +482,11 @@ export class Session<H> implements ReaderOwner {
 
   /** A handshake-only session hands its link and reader to the session it resumes. */
   #handOver(target: Session<H>, hello: Hello): void {
-    const reader = this.#reader!;
-    this.#reader = null;
-    this.#link = null;
+    const reader = this.#slot.release();
     this.#sm.enter("closed");
     this.#ports.observer.handedOver(this.handle);
     this.#closed.resolve();
     target.adopt(reader, hello);
-  }
-
-  /** Whether `hello` resumes this very session (not only one between the same incarnations). */
-  #resumes(hello: Hello): boolean {
-    return hello.nonce === this.#sessionPeerNonce &&
-      hello.resumeNonce === this.#ports.local.nonce &&
-      hello.session !== undefined && hello.session === this.#sessionId;
   }
 
   /**
@@ -586,13 +494,8 @@ export class Session<H> implements ReaderOwner {
    * cannot claim to have received more than this side ever sent.
    */
   checkAdopt(hello: Hello): FrameError | undefined {
-    if (this.#resumes(hello) && (hello.inSeq ?? 0) > this.#outSeq) {
-      return new FrameError(
-        "unexpected",
-        `Resume claims seq ${hello.inSeq} received, but only ${this.#outSeq} were sent`,
-      );
-    }
-    return undefined;
+    if (!this.#seq.resumes(hello, this.#ports.local.nonce)) return undefined;
+    return this.#seq.checkClaim(hello, "Resume");
   }
 
   /**
@@ -604,26 +507,26 @@ export class Session<H> implements ReaderOwner {
     this.#detachLink(); // whatever link the session had: dead, half-open, or our redial
     this.#side = "server";
     this.#attempt = 0;
-    const resumed = this.#resumes(hello);
-    const restarted = hello.nonce !== this.#sessionPeerNonce;
-    if (resumed) {
-      this.#resumeFrom(hello.inSeq ?? 0);
+    const decision = this.#seq.decideAdopt(hello, this.#ports.local.nonce);
+    if (decision.kind === "resume") {
+      this.#seq.resumeFrom(hello.inSeq ?? 0);
     } else {
-      this.#remoteReset(restarted ? "peer restarted" : "peer lost the session");
-      this.#sessionId = newSessionId(); // a new session starts on this link
+      this.#remoteReset(decision.reason);
+      this.#seq.id = newSessionId(); // a new session starts on this link
     }
     this.#peer = hello;
-    this.#sessionPeerNonce = hello.nonce;
-    reader.owner = this;
-    this.#reader = reader;
-    this.#link = reader.link;
-    this.#linkEpoch++;
+    this.#seq.peerNonce = hello.nonce;
+    this.#slot.adopt(reader);
+    const resumed = decision.kind === "resume";
     this.#queue.pushControl(handshakeFrame(Tag.Welcome, { ...this.#hello(), resumed }));
     if (this.#sm.state === "open") this.#sm.enter("standby");
     this.#sm.enter("open");
     if (resumed) {
-      this.#ports.observer.lossless(this.handle, { kind: "resume", replayed: this.#replay.count });
-    } else if (restarted) {
+      this.#ports.observer.lossless(this.handle, {
+        kind: "resume",
+        replayed: this.#seq.replay.count,
+      });
+    } else if (decision.reason === "peer restarted") {
       this.#ports.observer.reincarnated(this.handle);
     }
     this.#writer.schedule();
@@ -642,19 +545,9 @@ export class Session<H> implements ReaderOwner {
     this.#closed.resolve();
   }
 
-  /** Both sides agree the peer has everything up to `peerInSeq`: trim, then replay the rest. */
-  #resumeFrom(peerInSeq: number): void {
-    this.#replay.ack(peerInSeq);
-    this.#replay.rewind();
-    this.#ackSent = 0; // re-ack what we hold on the new link
-  }
-
   /** The peer's incarnation or session is gone: what it had not acknowledged is handed back. */
   #remoteReset(reason: string): void {
-    const unacked = this.#replay.takeAll().map(unsent);
-    this.#outSeq = 0;
-    this.#inSeq = 0;
-    this.#ackSent = 0;
+    const unacked = this.#seq.reset().map(unsent);
     this.#ports.observer.lossless(this.handle, { kind: "remote-reset", unacked, reason });
   }
 
@@ -669,7 +562,7 @@ export class Session<H> implements ReaderOwner {
   #fail(error: Error): void {
     const state = this.#sm.state;
     if (state === "closed") return;
-    const action = this.#sessionPeerNonce === null || state === "closing" ||
+    const action = !this.#seq.established || state === "closing" ||
         error instanceof HandshakeRefusedError
       ? "end"
       : this.#policy.onFault(this.#side);
@@ -679,7 +572,7 @@ export class Session<H> implements ReaderOwner {
     }
     this.#error = error;
     this.#detachLink();
-    this.#replay.rewind();
+    this.#seq.replay.rewind();
     const limits = this.#ports.limits;
     if (action === "reconnect") {
       const base = limits.reconnectBaseMs * 2 ** Math.min(this.#attempt++, 16);
@@ -718,10 +611,9 @@ export class Session<H> implements ReaderOwner {
   #end(error: Error): void {
     const state = this.#sm.state;
     if (state === "closed") return;
-    const wasOpen = (state !== "connecting" && state !== "handshaking") ||
-      this.#sessionPeerNonce !== null;
+    const wasOpen = (state !== "connecting" && state !== "handshaking") || this.#seq.established;
     this.#error = error;
-    const unsentMessages = [...this.#replay.takeAll(), ...this.#queue.drain()].map(unsent);
+    const unsentMessages = [...this.#seq.reset(), ...this.#queue.drain()].map(unsent);
     this.#detachLink();
     this.#sm.enter("closed");
     this.#queue.failWaiters(() => this.closedError());
@@ -734,12 +626,6 @@ export class Session<H> implements ReaderOwner {
     this.#opened.reject(error);
     this.#closed.resolve();
   }
-}
-
-/** A random session id: 16 hex digits. */
-function newSessionId(): string {
-  const bytes = crypto.getRandomValues(new Uint8Array(8));
-  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
 function unsent(m: OutgoingMessage): UnsentMessage {

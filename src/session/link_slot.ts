@@ -1,0 +1,128 @@
+/**
+ * The link a session is on, if any: the transport link and its reader, counted by an epoch
+ * (per-link state such as OOB op dictionaries starts afresh with each). Reports only what its
+ * current reader reads: a reader the session let go of, or handed to another session, is
+ * never heard from again here.
+ *
+ * @module
+ */
+
+import type { TagValue } from "../protocol/frame.ts";
+import type { Link } from "../../transports/types.ts";
+import { LinkReader, type ReaderOwner } from "./link_reader.ts";
+
+/** What a slot reports to its session, for the current link only. */
+export interface LinkEvents {
+  /** A chunk of `bytes` arrived (before its frames are decoded). */
+  chunk(bytes: number): void;
+  /** One frame (its payload is valid only during the call). */
+  frame(tag: TagValue, payload: Uint8Array): void;
+  /** The chunk's frames are handled; returns a promise to await before reading more. */
+  chunkDone(): Promise<void> | undefined;
+  /** The stream ended in order. */
+  ended(): void;
+  /** Reading failed: a transport error or bad bytes. */
+  failed(error: Error): void;
+  /** A defect surfaced on the read path. */
+  defect(error: unknown): void;
+}
+
+/**
+ * Holds a session's current link and reader.
+ *
+ * @example
+ * ```ts
+ * import { LinkSlot } from "./link_slot.ts";
+ * const events = {
+ *   chunk() {}, frame() {}, chunkDone: () => undefined, ended() {}, failed() {}, defect() {},
+ * };
+ * const slot = new LinkSlot(events, 1024);
+ * if (slot.link !== null || slot.epoch !== 0) throw new Error("empty at first");
+ * ```
+ */
+export class LinkSlot implements ReaderOwner {
+  readonly #events: LinkEvents;
+  readonly #maxFrameBytes: number;
+  #reader: LinkReader | null = null;
+  #epoch = 0;
+
+  /** An empty slot reporting to `events`, decoding frames up to `maxFrameBytes`. */
+  constructor(events: LinkEvents, maxFrameBytes: number) {
+    this.#events = events;
+    this.#maxFrameBytes = maxFrameBytes;
+  }
+
+  /** The current link, or null. */
+  get link(): Link | null {
+    return this.#reader?.link ?? null;
+  }
+
+  /** Which link this is: 1 for the first, +1 per new link. */
+  get epoch(): number {
+    return this.#epoch;
+  }
+
+  /** Takes a fresh link; call {@linkcode LinkSlot.start} once the first frames are queued. */
+  attach(link: Link): void {
+    this.detach();
+    this.#reader = new LinkReader(link, this, this.#maxFrameBytes);
+    this.#epoch++;
+  }
+
+  /** Starts reading the current link (the read loop never rejects). */
+  start(): void {
+    this.#reader?.run();
+  }
+
+  /** Takes a link whose reader already runs (handed over by another session's slot). */
+  adopt(reader: LinkReader): void {
+    this.detach();
+    reader.owner = this;
+    this.#reader = reader;
+    this.#epoch++;
+  }
+
+  /** Lets go of the reader without closing its link, to hand both to another session. */
+  release(): LinkReader {
+    const reader = this.#reader!;
+    this.#reader = null;
+    return reader;
+  }
+
+  /** Stops reading and closes the current link, if any. */
+  detach(): void {
+    const reader = this.#reader;
+    if (!reader) return;
+    this.#reader = null;
+    reader.stopped = true;
+    reader.link.close();
+  }
+
+  /** @internal see {@linkcode ReaderOwner} */
+  readChunk(reader: LinkReader, chunk: Uint8Array): Promise<void> | undefined {
+    if (reader !== this.#reader) return undefined;
+    this.#events.chunk(chunk.length);
+    reader.decode(chunk);
+    return this.#events.chunkDone();
+  }
+
+  /** @internal see {@linkcode ReaderOwner} */
+  readFrame(reader: LinkReader, tag: TagValue, payload: Uint8Array): void {
+    if (reader === this.#reader) this.#events.frame(tag, payload);
+  }
+
+  /** @internal see {@linkcode ReaderOwner} */
+  readEnded(reader: LinkReader): void {
+    if (reader === this.#reader) this.#events.ended();
+  }
+
+  /** @internal see {@linkcode ReaderOwner} */
+  readFailed(reader: LinkReader, error: Error): void {
+    if (reader === this.#reader) this.#events.failed(error);
+  }
+
+  /** @internal see {@linkcode ReaderOwner} */
+  defect(error: unknown): void {
+    this.#events.defect(error);
+  }
+}
