@@ -1,0 +1,310 @@
+// The parts of a session, each alone with fakes: the state machine and its per-state timers,
+// the send queue, the replay buffer, the sequence (resume decisions), the writer and the link
+// slot. The model-based tests (model_test.ts) check them together.
+
+import "./_guard.ts";
+import assert from "node:assert/strict";
+import { FrameError } from "../src/errors.ts";
+import { newCounters } from "../src/counters.ts";
+import { resolveLimits } from "../src/options.ts";
+import { BANNER, encodeFrame, FrameDecoder, Tag } from "../src/protocol/frame.ts";
+import {
+  encodeMessages,
+  messageFrameBytes,
+  type OutgoingMessage,
+} from "../src/protocol/message.ts";
+import { IllegalTransitionError, StateMachine, type TimerPort } from "../src/session/state.ts";
+import { SendQueue } from "../src/session/send_queue.ts";
+import { ReplayBuffer } from "../src/session/replay_buffer.ts";
+import { SessionSequence } from "../src/session/sequence.ts";
+import { Writer, type WriterSession } from "../src/session/writer.ts";
+import { LinkSlot } from "../src/session/link_slot.ts";
+import type { Link } from "../transports/types.ts";
+import { rawHello } from "./_helpers.ts";
+
+/** Timers that fire only when the test says so. */
+function fakeTimers() {
+  const timers: { ms: number; fn: () => void; cancelled: boolean }[] = [];
+  const port: TimerPort = {
+    schedule(ms, fn) {
+      const t = { ms, fn, cancelled: false };
+      timers.push(t);
+      return { cancel: () => void (t.cancelled = true) };
+    },
+  };
+  const fireAll = () => {
+    for (const t of timers.splice(0)) if (!t.cancelled) t.fn();
+  };
+  return { port, timers, fireAll };
+}
+
+function message(seq: number, size = 4, priority = 1): OutgoingMessage {
+  return { type: seq, priority, payload: new Uint8Array(size), seq };
+}
+
+Deno.test("StateMachine: leaving a state cancels its timer, so it never fires late", () => {
+  const t = fakeTimers();
+  const sm = new StateMachine(t.port);
+  let fired = 0;
+  sm.enter("handshaking", 5000, () => fired++);
+  sm.enter("open");
+  t.fireAll();
+  assert.equal(fired, 0, "the handshake timeout belonged to handshaking");
+  sm.enter("standby", 100, () => fired++);
+  sm.rearm(200, () => (fired += 10));
+  t.fireAll();
+  assert.equal(fired, 10, "only the rearmed timer fires");
+});
+
+Deno.test("StateMachine: a transition the table does not allow throws IllegalTransitionError", () => {
+  const sm = new StateMachine(fakeTimers().port);
+  sm.enter("handshaking");
+  sm.enter("reconnecting");
+  assert.throws(() => sm.enter("standby"), IllegalTransitionError);
+  assert.equal(sm.state, "reconnecting", "the state is unchanged");
+});
+
+Deno.test("SendQueue: strict priorities, FIFO within one, waiters released below the limit", async () => {
+  const q = new SendQueue();
+  q.push(message(1, 4, 2), 40);
+  q.push(message(2, 4, 1), 40);
+  q.push(message(3, 4, 0), 40);
+  q.push(message(4, 4, 0), 40);
+  const room = q.waitForRoom(100);
+  let released = false;
+  room.then(() => released = true);
+  const order = [];
+  for (let m = q.shift(() => true); m; m = q.shift(() => true)) {
+    order.push(m.type);
+    q.taken(40, 100);
+  }
+  assert.deepEqual(order, [3, 4, 2, 1]);
+  await room;
+  assert.ok(released);
+  assert.equal(q.bytes, 0);
+});
+
+Deno.test("SendQueue: a refused head blocks its level (no overtaking within a priority)", () => {
+  const q = new SendQueue();
+  q.push(message(1, 4, 1), 40);
+  q.push(message(2, 4, 1), 40);
+  assert.equal(q.shift(() => false), undefined);
+  assert.equal(q.shift(() => true)?.type, 1);
+});
+
+Deno.test("SendQueue: an aborted wait rejects with the signal's reason and is forgotten", async () => {
+  const q = new SendQueue();
+  q.push(message(1), 1000);
+  const abort = new AbortController();
+  const waiting = q.waitForRoom(10, abort.signal);
+  abort.abort(new Error("gave up"));
+  await assert.rejects(waiting, /gave up/);
+  q.failWaiters(() => new Error("must not reach the aborted waiter"));
+});
+
+Deno.test("ReplayBuffer: acks trim, a rewind writes everything unacknowledged again", () => {
+  const r = new ReplayBuffer();
+  for (let seq = 1; seq <= 5; seq++) r.push(message(seq, 10));
+  assert.equal(r.bytes, 5 * messageFrameBytes(new Uint8Array(10)));
+  assert.equal(r.replayPending, false);
+  r.ack(2);
+  assert.equal(r.count, 3);
+  r.rewind();
+  const again = [];
+  for (let m = r.nextReplay(); m; m = r.nextReplay()) again.push(m.seq);
+  assert.deepEqual(again, [3, 4, 5]);
+  r.ack(5);
+  assert.equal(r.count, 0);
+  assert.equal(r.bytes, 0);
+});
+
+Deno.test("ReplayBuffer: stays exact across compaction of a long buffer", () => {
+  const r = new ReplayBuffer();
+  for (let seq = 1; seq <= 10_000; seq++) r.push(message(seq, 0));
+  r.ack(6000); // past the compaction point
+  r.rewind();
+  assert.equal(r.nextReplay()?.seq, 6001);
+  assert.equal(r.count, 4000);
+  assert.deepEqual(r.takeAll().map((m) => m.seq).slice(0, 2), [6001, 6002]);
+});
+
+Deno.test("SessionSequence: next message, replayed duplicate, gap", () => {
+  const s = new SessionSequence(() => false);
+  const frame = (seq: number) =>
+    encodeMessages([message(seq, 0)], messageFrameBytes(new Uint8Array(0)), 0).subarray(12);
+  assert.equal(s.accept(frame(1))?.seq, 1);
+  assert.equal(s.inSeq, 0, "nothing is committed before delivery");
+  s.received(1);
+  assert.equal(s.accept(frame(1)), null, "a replay of a delivered message is dropped");
+  assert.throws(() => s.accept(frame(3)), FrameError);
+  assert.equal(s.takeAckDue(), 1);
+  assert.equal(s.takeAckDue(), undefined, "one standalone ack per new seq");
+});
+
+Deno.test("SessionSequence: an ack beyond the last sent is a protocol error", () => {
+  const s = new SessionSequence(() => true);
+  s.nextSeq();
+  s.ack(1);
+  assert.throws(() => s.ack(2), FrameError);
+});
+
+Deno.test("SessionSequence: resume needs the same incarnations and the session's id", () => {
+  const s = new SessionSequence(() => false);
+  s.peerNonce = "p1";
+  s.id = "s1";
+  const hello = rawHello({ nonce: "p1", resumeNonce: "me", session: "s1" });
+  assert.deepEqual(s.decideAdopt(hello, "me"), { kind: "resume" });
+  assert.equal(s.decideAdopt({ ...hello, session: "s0" }, "me").kind, "reset");
+  assert.deepEqual(s.decideAdopt({ ...hello, nonce: "p2" }, "me"), {
+    kind: "reset",
+    reason: "peer restarted",
+  });
+  assert.deepEqual(s.decideAdopt({ ...hello, session: undefined }, "me"), {
+    kind: "reset",
+    reason: "peer lost the session",
+  });
+  const welcome = rawHello({ nonce: "p1", resumed: true, session: "s1" });
+  assert.equal(s.decideWelcome(welcome).kind, "resume");
+  assert.equal(s.decideWelcome({ ...welcome, resumed: false }).kind, "reset");
+  assert.equal(s.decideWelcome({ ...welcome, session: "other" }).kind, "reset");
+  assert.ok(s.checkClaim({ ...hello, inSeq: 1 }, "Resume") instanceof FrameError, "nothing sent");
+});
+
+Deno.test("SessionSequence: a reset hands back the unacknowledged and numbers start over", () => {
+  const s = new SessionSequence(() => false);
+  for (let i = 0; i < 3; i++) s.replay.push(message(s.nextSeq()));
+  s.ack(1);
+  assert.deepEqual(s.reset().map((m) => m.seq), [2, 3]);
+  assert.equal(s.outSeq, 0);
+  assert.equal(s.nextSeq(), 1);
+});
+
+/** A writer over a fake session and link that records every batch. */
+function writerRig(options: { lossy?: boolean; maxUnackedBytes?: number } = {}) {
+  const batches: Uint8Array[][] = [];
+  const link = {
+    write(chunks: Uint8Array[]) {
+      batches.push(chunks);
+      return Promise.resolve();
+    },
+  } as unknown as Link;
+  const queue = new SendQueue();
+  const seq = new SessionSequence(() => options.lossy ?? false);
+  let closeFrame: Uint8Array | undefined;
+  let passes = 0;
+  const session: WriterSession = {
+    link,
+    writable: true,
+    get closePending() {
+      return closeFrame !== undefined && queue.bytes === 0;
+    },
+    get ackToSend() {
+      return seq.inSeq;
+    },
+    policy: { lossy: options.lossy ?? false },
+    takeCloseFrame() {
+      if (queue.bytes > 0) return undefined;
+      const f = closeFrame;
+      closeFrame = undefined;
+      return f;
+    },
+    nextSeq: () => seq.nextSeq(),
+    acked: (s) => seq.acked(s),
+    written: () => void passes++,
+    writeFailed: (_l, e) => {
+      throw e;
+    },
+  };
+  const limits = resolveLimits({ maxUnackedBytes: options.maxUnackedBytes });
+  const stats = { messagesSent: 0, bytesSent: 0, framesSent: 0, replayed: 0 };
+  const writer = new Writer({
+    queue,
+    replay: seq.replay,
+    stats,
+    counters: newCounters(),
+    limits,
+    session,
+  });
+  const tags = () => {
+    const out: number[] = [];
+    const d = new FrameDecoder({ maxFrameBytes: 1 << 20, expectBanner: false });
+    for (const b of batches) {
+      for (const chunk of b) if (chunk !== BANNER) d.push(chunk, (tag) => void out.push(tag));
+    }
+    return out;
+  };
+  return {
+    queue,
+    seq,
+    writer,
+    batches,
+    tags,
+    stats,
+    close: (f: Uint8Array) => closeFrame = f,
+    passes: () => passes,
+  };
+}
+
+async function flushed(rig: ReturnType<typeof writerRig>): Promise<void> {
+  const before = rig.passes();
+  rig.writer.schedule();
+  for (let i = 0; i < 100 && rig.passes() === before; i++) await Promise.resolve();
+  assert.ok(rig.passes() > before, "the writer finished a pass");
+}
+
+Deno.test("Writer: control frames first, then replay, then the queue; Close only after it", async () => {
+  const rig = writerRig();
+  rig.queue.push(message(0, 8), messageFrameBytes(new Uint8Array(8)));
+  rig.queue.pushControl(encodeFrame(Tag.Heartbeat, new Uint8Array(26)));
+  rig.close(encodeFrame(Tag.Close, new Uint8Array(0)));
+  await flushed(rig);
+  assert.deepEqual(rig.tags(), [Tag.Heartbeat, Tag.Message, Tag.Close]);
+  assert.equal(rig.seq.replay.count, 1, "a lossless writer keeps what it wrote");
+  rig.seq.replay.rewind();
+  await flushed(rig);
+  assert.deepEqual(rig.tags().slice(3), [Tag.Message], "the rewound message is written again");
+  assert.equal(rig.stats.replayed, 1);
+});
+
+Deno.test("Writer: a full replay buffer holds messages in the queue", async () => {
+  const size = messageFrameBytes(new Uint8Array(100));
+  const rig = writerRig({ maxUnackedBytes: size * 2 });
+  for (let i = 0; i < 5; i++) rig.queue.push(message(0, 100), size);
+  await flushed(rig);
+  assert.equal(rig.seq.replay.count, 2);
+  assert.equal(rig.queue.messages, 3, "the rest waits for acks");
+  rig.seq.ack(2);
+  await flushed(rig);
+  assert.equal(rig.queue.messages, 1);
+});
+
+Deno.test("LinkSlot: a released reader's link stays open and reports nothing here", () => {
+  const heard: string[] = [];
+  const slot = new LinkSlot({
+    chunk: () => void heard.push("chunk"),
+    frame: () => void heard.push("frame"),
+    chunkDone: () => undefined,
+    ended: () => void heard.push("ended"),
+    failed: () => void heard.push("failed"),
+    defect: () => void heard.push("defect"),
+  }, 1024);
+  let closed = false;
+  const link = {
+    read: () => new Promise<null>(() => {}),
+    close: () => void (closed = true),
+  } as unknown as Link;
+  slot.attach(link);
+  assert.equal(slot.epoch, 1);
+  const reader = slot.release();
+  assert.equal(slot.link, null);
+  slot.readEnded(reader);
+  slot.readFailed(reader, new Error("x"));
+  assert.deepEqual(heard, []);
+  assert.equal(closed, false, "release hands the link on, open");
+  slot.adopt(reader);
+  assert.equal(slot.epoch, 2);
+  slot.readEnded(reader);
+  assert.deepEqual(heard, ["ended"]);
+  slot.detach();
+  assert.equal(closed, true);
+});
