@@ -10,18 +10,19 @@
 import { AsyncQueue, Broadcast } from "./_async_queue.ts";
 import {
   Connection,
+  CONNECTION_TRANSITIONS,
   type ConnectionPorts,
   type ConnectionState,
   type Message,
-  type SessionEvent,
   sessionOf,
-  type UnsentMessage,
 } from "./connection.ts";
 import * as defaults from "./defaults.ts";
+import { randomHex } from "./_random.ts";
 import { type Counters, newCounters } from "./counters.ts";
 import { ConnectionClosedError, HandshakeRefusedError } from "./errors.ts";
 import { consoleLogger, type Logger } from "./log.ts";
-import { type Limits, resolveLimits } from "./options.ts";
+import { type Limits, type MessengerOptions, resolveLimits } from "./options.ts";
+import type { MessengerEvent, MessengerHealth, TimerStats } from "./events.ts";
 import { Policies, type Policy } from "./policy.ts";
 import { PROTOCOL_VERSION } from "./protocol/frame.ts";
 import { KEEPALIVE_OP, type OobHandler, OobService } from "./oob/service.ts";
@@ -42,123 +43,8 @@ import { TcpTransport } from "../transports/tcp.ts";
 import type { Listener, Transport } from "../transports/types.ts";
 
 export type { ConnectOptions } from "./node/dialer.ts";
-
-/** Options of {@linkcode Messenger}. */
-export interface MessengerOptions {
-  /** This node's name, sent in the handshake. Default: `node-` and a random suffix. */
-  name?: string;
-  /** Cluster id; peers with another id are refused. Default {@linkcode defaults.CLUSTER}. */
-  cluster?: string;
-  /** Transports by scheme. Default: TCP only. */
-  transports?: Transport[];
-  /** Time source for the timer wheel; inject a `ManualClock` in tests. */
-  clock?: Clock;
-  /** Timer wheel tick in ms (its accuracy bound). Default 5. */
-  tickMs?: number;
-  /** Heartbeat settings; every node of a cluster must use the same. */
-  heartbeat?: Partial<HeartbeatSettings>;
-  /** Largest frame payload, in bytes. Default 16 MiB. */
-  maxFrameBytes?: number;
-  /** Per-connection send queue limit in bytes before `send()` waits. Default 8 MiB. */
-  maxQueueBytes?: number;
-  /** Received messages held for `messages()` before reading pauses. Default 10,000. */
-  maxInboundMessages?: number;
-  /** Time a new link has to finish its handshake (and a dial to connect). Default 5 s. */
-  handshakeTimeoutMs?: number;
-  /** Time an orderly close waits for the peer. Default 5 s. */
-  closeTimeoutMs?: number;
-  /** Where log lines go. Default: warnings and errors to stderr. */
-  logger?: Logger;
-  /**
-   * After a peer refused our handshake, `connect()` to that address fails at once (with the
-   * same error) for this long instead of redialing: no retry storm. Default 60 s.
-   */
-  refusedRetryMs?: number;
-  /** Lossless policies: bytes of written, unacknowledged messages kept for replay. Default 8 MiB. */
-  maxUnackedBytes?: number;
-  /** `statefulServer`: how long a session waits in standby for its client. Default 30 s. */
-  sessionTimeoutMs?: number;
-  /** `losslessClient`: first reconnect delay; it doubles per failed try. Default 50 ms. */
-  reconnectBaseMs?: number;
-  /** `losslessClient`: longest reconnect delay (before jitter). Default 5 s. */
-  reconnectMaxMs?: number;
-  /**
-   * Uniform numbers in [0, 1) for reconnect jitter. Default `Math.random`; tests inject a
-   * seeded source (with a `ManualClock`) so that a schedule replays exactly.
-   */
-  random?: () => number;
-}
-
-/** Events a messenger reports, as a tagged union on `kind`. */
-export type MessengerEvent =
-  | {
-    /** A connection this node dialed completed its handshake. */
-    kind: "connect";
-    connection: Connection;
-  }
-  | {
-    /** A connection this node accepted completed its handshake. */
-    kind: "accept";
-    connection: Connection;
-  }
-  | {
-    /** A session ended in order, by this side or the peer. */
-    kind: "close";
-    connection: Connection;
-    by: "local" | "peer";
-    reason: string;
-  }
-  | {
-    /** A session ended by a fault; `unsent` holds the messages that were never written. */
-    kind: "reset";
-    connection: Connection;
-    error: Error;
-    unsent: UnsentMessage[];
-  }
-  | {
-    /** A connection failed before its session opened (bad input, refusal, timeout). */
-    kind: "error";
-    connection: Connection;
-    error: Error;
-  }
-  | SessionEvent;
-
-/** What `GET /health` reports. */
-export interface MessengerHealth {
-  /** Node name. */
-  name: string;
-  /** Instance nonce. */
-  nonce: string;
-  /** `running` or `closing` or `closed`. */
-  status: "running" | "closing" | "closed";
-  /** Milliseconds since the messenger was created. */
-  uptimeMs: number;
-  /** Bound listener addresses. */
-  listening: string[];
-  /** Connections by state. */
-  connections: Record<ConnectionState, number>;
-}
-
-/** A read-only view of the central timer wheel, for diagnostics and metrics. */
-export interface TimerStats {
-  /** Timers in the wheel. */
-  readonly size: number;
-  /** The wheel's tick (its accuracy bound), ms. */
-  readonly tickMs: number;
-  /** Timers fired since start. */
-  readonly fired: number;
-  /** Timers that fired more than two ticks late. */
-  readonly lateFires: number;
-  /** Whether the wheel's one host timeout is armed. */
-  readonly armed: boolean;
-}
-
-function randomHex(bytes: number): string {
-  return Array.from(
-    crypto.getRandomValues(new Uint8Array(bytes)),
-    (b) => b.toString(16).padStart(2, "0"),
-  ).join("");
-}
+export type { MessengerOptions } from "./options.ts";
+export type { MessengerEvent, MessengerHealth, TimerStats } from "./events.ts";
 
 /**
  * A node's messenger.
@@ -413,15 +299,9 @@ export class Messenger {
 
   /** Health summary (what `GET /health` serves). */
   health(): MessengerHealth {
-    const connections: Record<ConnectionState, number> = {
-      connecting: 0,
-      handshaking: 0,
-      open: 0,
-      standby: 0,
-      reconnecting: 0,
-      closing: 0,
-      closed: 0,
-    };
+    const connections = Object.fromEntries(
+      Object.keys(CONNECTION_TRANSITIONS).map((state) => [state, 0]),
+    ) as Record<ConnectionState, number>;
     for (const c of this.#registry.connections()) connections[c.state]++;
     return {
       name: this.name,

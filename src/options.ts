@@ -1,11 +1,61 @@
 /**
- * The numeric limits of a messenger, resolved once from its options: every default comes from
- * src/defaults.ts, every value is checked here.
+ * The options of a messenger, and its numeric limits resolved once from them: every default
+ * comes from src/defaults.ts, every value is checked here.
  *
  * @module
  */
 
 import * as defaults from "./defaults.ts";
+import type { HeartbeatSettings } from "./health/settings.ts";
+import type { Logger } from "./log.ts";
+import type { Clock } from "./timer/clock.ts";
+import type { Transport } from "../transports/types.ts";
+
+/** Options of `Messenger`. */
+export interface MessengerOptions {
+  /** This node's name, sent in the handshake. Default: `node-` and a random suffix. */
+  name?: string;
+  /** Cluster id; peers with another id are refused. Default `heartline`. */
+  cluster?: string;
+  /** Transports by scheme. Default: TCP only. */
+  transports?: Transport[];
+  /** Time source for the timer wheel; inject a `ManualClock` in tests. */
+  clock?: Clock;
+  /** Timer wheel tick in ms (its accuracy bound). Default 5. */
+  tickMs?: number;
+  /** Heartbeat settings; every node of a cluster must use the same. */
+  heartbeat?: Partial<HeartbeatSettings>;
+  /** Largest frame payload, in bytes. Default 16 MiB. */
+  maxFrameBytes?: number;
+  /** Per-connection send queue limit in bytes before `send()` waits. Default 8 MiB. */
+  maxQueueBytes?: number;
+  /** Received messages held for `messages()` before reading pauses. Default 10,000. */
+  maxInboundMessages?: number;
+  /** Time a new link has to finish its handshake (and a dial to connect). Default 5 s. */
+  handshakeTimeoutMs?: number;
+  /** Time an orderly close waits for the peer. Default 5 s. */
+  closeTimeoutMs?: number;
+  /** Where log lines go. Default: warnings and errors to stderr. */
+  logger?: Logger;
+  /**
+   * After a peer refused our handshake, `connect()` to that address fails at once (with the
+   * same error) for this long instead of redialing: no retry storm. Default 60 s.
+   */
+  refusedRetryMs?: number;
+  /** Lossless policies: bytes of written, unacknowledged messages kept for replay. Default 8 MiB. */
+  maxUnackedBytes?: number;
+  /** `statefulServer`: how long a session waits in standby for its client. Default 30 s. */
+  sessionTimeoutMs?: number;
+  /** `losslessClient`: first reconnect delay; it doubles per failed try. Default 50 ms. */
+  reconnectBaseMs?: number;
+  /** `losslessClient`: longest reconnect delay (before jitter). Default 5 s. */
+  reconnectMaxMs?: number;
+  /**
+   * Uniform numbers in [0, 1) for reconnect jitter. Default `Math.random`; tests inject a
+   * seeded source (with a `ManualClock`) so that a schedule replays exactly.
+   */
+  random?: () => number;
+}
 
 /** The limits and timeouts that sessions, the dialer and the registry read. */
 export interface Limits {

@@ -95,6 +95,8 @@ export interface AdminServer {
   readonly url: string;
   /** Stops the server. */
   close(): Promise<void>;
+  /** Stops the server (for `await using`). */
+  [Symbol.asyncDispose](): Promise<void>;
 }
 
 /**
@@ -125,9 +127,11 @@ export function serveAdmin(
   const addr = server.addr;
   const host = addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname;
   let closing: Promise<void> | null = null;
+  const close = () => closing ??= server.shutdown();
   const admin: AdminServer = {
     url: `http://${host}:${addr.port}`,
-    close: () => closing ??= server.shutdown(),
+    close,
+    [Symbol.asyncDispose]: close,
   };
   messenger._onClose(() => admin.close());
   return Promise.resolve(admin);

@@ -67,6 +67,10 @@ class Registration<C extends OobLink> implements OobRegistration {
   [Symbol.dispose](): void {
     this.cancel();
   }
+  [Symbol.asyncDispose](): Promise<void> {
+    this.cancel();
+    return Promise.resolve();
+  }
 }
 
 const encoder = new TextEncoder();

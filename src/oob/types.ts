@@ -32,6 +32,8 @@ export interface OobRegistration {
   cancel(): void;
   /** Stops it (for `using`). */
   [Symbol.dispose](): void;
+  /** Stops it (for `await using`). */
+  [Symbol.asyncDispose](): Promise<void>;
 }
 
 /** Counters of the OOB layer, per messenger. */

@@ -7,6 +7,7 @@
  * @module
  */
 
+import { randomHex } from "../_random.ts";
 import { FrameError } from "../errors.ts";
 import type { Hello } from "../protocol/handshake.ts";
 import {
@@ -34,8 +35,7 @@ export type WelcomeDecision =
 
 /** A random session id: 16 hex digits. */
 export function newSessionId(): string {
-  const bytes = crypto.getRandomValues(new Uint8Array(8));
-  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  return randomHex(8);
 }
 
 /**
