@@ -131,6 +131,7 @@ export class Connection {
   readonly remoteAddr: string;
   readonly #session: Session<Connection>;
   readonly #oob: ConnectionOobPort;
+  readonly #maxFrameBytes: number;
 
   /** @internal created by the messenger */
   constructor(
@@ -139,6 +140,7 @@ export class Connection {
   ) {
     this.remoteAddr = init.remoteAddr;
     this.#oob = init.oob;
+    this.#maxFrameBytes = ports.limits.maxFrameBytes;
     this.#session = new Session(ports, {
       side: init.side,
       policy: init.policy,
@@ -179,22 +181,22 @@ export class Connection {
 
   /** Bytes of messages queued and not yet written. */
   get queuedBytes(): number {
-    return this.#session.queuedBytes;
+    return this.#session.queue.bytes;
   }
 
   /** Messages queued and not yet written. */
   get queuedMessages(): number {
-    return this.#session.queuedMessages;
+    return this.#session.queue.messages;
   }
 
   /** Messages written and not yet acknowledged by the peer (lossless policies). */
   get unackedMessages(): number {
-    return this.#session.unackedMessages;
+    return this.#session.sequence.replay.count;
   }
 
   /** Highest sequence number received in this session. */
   get receivedSeq(): number {
-    return this.#session.receivedSeq;
+    return this.#session.sequence.inSeq;
   }
 
   /** Messages written again after a resume (lossless). */
@@ -252,7 +254,7 @@ export class Connection {
       if (!(payload instanceof Uint8Array)) {
         throw new TypeError("Message payload must be a Uint8Array");
       }
-      const limit = this.#session.maxFrameBytes;
+      const limit = this.#maxFrameBytes;
       if (MESSAGE_HEADER_BYTES + payload.length > limit) {
         throw new RangeError(`Message too large: ${payload.length} bytes, frame limit ${limit}`);
       }

@@ -211,7 +211,7 @@ Deno.test("a resume hello claiming more than was sent is refused; the session st
     nonce: client.nonce,
     policy: "losslessClient",
     resumeNonce: server.nonce,
-    session: sessionOf(conn).id!, // it knows the session: only its claim is a lie
+    session: sessionOf(conn).sequence.id!, // it knows the session: only its claim is a lie
     inSeq: 999,
   });
   await raw.send(Tag.Hello, encodeJson(hello), true);

@@ -19,6 +19,7 @@ import { ReplayBuffer } from "../src/session/replay_buffer.ts";
 import { SessionSequence } from "../src/session/sequence.ts";
 import { Writer, type WriterSession } from "../src/session/writer.ts";
 import { LinkSlot } from "../src/session/link_slot.ts";
+import { Close } from "../src/session/close.ts";
 import type { Link } from "../transports/types.ts";
 import { rawHello } from "./_helpers.ts";
 
@@ -190,26 +191,12 @@ function writerRig(options: { lossy?: boolean; maxUnackedBytes?: number } = {}) 
   } as unknown as Link;
   const queue = new SendQueue();
   const seq = new SessionSequence(() => options.lossy ?? false);
-  let closeFrame: Uint8Array | undefined;
+  let closing: Close | null = null;
   let passes = 0;
   const session: WriterSession = {
     link,
     writable: true,
-    get closePending() {
-      return closeFrame !== undefined && queue.bytes === 0;
-    },
-    get ackToSend() {
-      return seq.inSeq;
-    },
     policy: { lossy: options.lossy ?? false },
-    takeCloseFrame() {
-      if (queue.bytes > 0) return undefined;
-      const f = closeFrame;
-      closeFrame = undefined;
-      return f;
-    },
-    nextSeq: () => seq.nextSeq(),
-    acked: (s) => seq.acked(s),
     written: () => void passes++,
     writeFailed: (_l, e) => {
       throw e;
@@ -219,7 +206,8 @@ function writerRig(options: { lossy?: boolean; maxUnackedBytes?: number } = {}) 
   const stats = { messagesSent: 0, bytesSent: 0, framesSent: 0, replayed: 0 };
   const writer = new Writer({
     queue,
-    replay: seq.replay,
+    seq,
+    closing: () => closing,
     stats,
     counters: newCounters(),
     limits,
@@ -240,7 +228,7 @@ function writerRig(options: { lossy?: boolean; maxUnackedBytes?: number } = {}) 
     batches,
     tags,
     stats,
-    close: (f: Uint8Array) => closeFrame = f,
+    close: () => closing = new Close("bye", "local"),
     passes: () => passes,
   };
 }
@@ -256,7 +244,7 @@ Deno.test("Writer: control frames first, then replay, then the queue; Close only
   const rig = writerRig();
   rig.queue.push(message(0, 8), messageFrameBytes(new Uint8Array(8)));
   rig.queue.pushControl(encodeFrame(Tag.Heartbeat, new Uint8Array(26)));
-  rig.close(encodeFrame(Tag.Close, new Uint8Array(0)));
+  rig.close();
   await flushed(rig);
   assert.deepEqual(rig.tags(), [Tag.Heartbeat, Tag.Message, Tag.Close]);
   assert.equal(rig.seq.replay.count, 1, "a lossless writer keeps what it wrote");

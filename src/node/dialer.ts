@@ -87,14 +87,14 @@ export class Dialer {
     const session = sessionOf(conn);
     p.registry.addDial(addr, conn);
     const signal = options.signal;
-    const onAbort = () => session.dialFailed(signal!.reason);
+    const onAbort = () => session.abort(signal!.reason);
     signal?.addEventListener("abort", onAbort, { once: true });
     try {
       let link: Link;
       try {
         link = await this.#dial(transport, addr, signal);
       } catch (error) {
-        session.dialFailed(error as Error);
+        session.abort(error as Error);
         throw error;
       }
       if (conn.state !== "connecting") {

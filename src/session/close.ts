@@ -16,7 +16,8 @@ import { encodeFrame, Tag } from "../protocol/frame.ts";
  * ```ts
  * import { Close } from "./close.ts";
  * const c = new Close("bye", "local");
- * c.sent = true;
+ * if (c.take(10) !== undefined) throw new Error("the queue goes first");
+ * if (c.take(0) === undefined || c.take(0) !== undefined) throw new Error("one Close frame");
  * c.received = true;
  * if (!c.done(false)) throw new Error("both Close frames crossed");
  * ```
@@ -30,8 +31,15 @@ export class Close {
   /** A close for `reason`, started by this side or the peer. */
   constructor(readonly reason: string, readonly by: "local" | "peer") {}
 
-  /** Our Close frame. */
-  frame(): Uint8Array {
+  /** Whether our Close frame is due: not sent yet, and the queue (`queuedBytes`) written. */
+  due(queuedBytes: number): boolean {
+    return !this.sent && queuedBytes === 0;
+  }
+
+  /** Our Close frame, once, when it is due (then it counts as sent). */
+  take(queuedBytes: number): Uint8Array | undefined {
+    if (!this.due(queuedBytes)) return undefined;
+    this.sent = true;
     return encodeFrame(Tag.Close, encodeClose(this.reason));
   }
 

@@ -1,6 +1,7 @@
 /**
  * The handshake of one link, seen from a session in `handshaking`: the accepting side
- * processes a Hello (check, route, accept or refuse), the dialing side a Welcome or a Refuse.
+ * processes a Hello (check, route, accept or refuse), the dialing side a Welcome (check, then
+ * first open, resume or remote reset, as the session's sequence decides) or a Refuse.
  * See docs/protocol.md (Handshake) and docs/policies.md (resume and races).
  *
  * @module
@@ -19,6 +20,7 @@ import {
 } from "../protocol/handshake.ts";
 import { type Policy, serverPolicyFor } from "../policy.ts";
 import type { LocalNode, SessionPorts } from "./ports.ts";
+import { newSessionId, type SessionSequence } from "./sequence.ts";
 
 /** A Hello or Welcome frame. */
 export function handshakeFrame(
@@ -28,28 +30,18 @@ export function handshakeFrame(
   return encodeFrame(tag, encodeJson(hello));
 }
 
-/** What this side's Hello says about its session, for resume. */
-export interface ResumeFacts {
-  /** Highest sequence received. */
-  inSeq: number;
-  /** The peer incarnation the session belongs to, or null before the first handshake. */
-  resumeNonce: string | null;
-  /** The session's id (chosen by the side that accepted its first link), or null. */
-  session: string | null;
-}
-
 /** This side's Hello (or the body of its Welcome) for a link. */
 export function helloFor(
   local: LocalNode,
   policy: Policy,
   side: "client" | "server",
-  facts: ResumeFacts,
+  seq: Pick<SessionSequence, "inSeq" | "peerNonce" | "id">,
 ): Hello {
   const hello: Hello = { ...local.hello(), policy: policy.name };
   if (!policy.lossy) {
-    hello.inSeq = facts.inSeq;
-    if (side === "client") hello.resumeNonce = facts.resumeNonce;
-    if (facts.session !== null) hello.session = facts.session;
+    hello.inSeq = seq.inSeq;
+    if (side === "client") hello.resumeNonce = seq.peerNonce;
+    if (seq.id !== null) hello.session = seq.id;
   }
   return hello;
 }
@@ -57,19 +49,33 @@ export function helloFor(
 /** The session a handshake acts on, as the handshake needs it. */
 export interface HandshakeTarget<S> {
   /** Which end dialed this link. */
-  readonly side: "client" | "server";
+  side(): "client" | "server";
   /** This end's policy. */
-  readonly policy: Policy;
+  policy(): Policy;
   /** The node's ports (local terms, routing). */
   readonly ports: Pick<SessionPorts<unknown, S>, "local" | "routing">;
   /** The session itself, as routing knows it. */
   readonly self: S;
+  /** The session's identity and numbers. */
+  readonly seq: SessionSequence;
+  /** Whether a handshake completed on this session before (this is not its first link). */
+  hasPeer(): boolean;
+  /** This side's Hello (or Welcome body) for this link. */
+  hello(): Hello;
+  /** Queues a handshake frame ahead of everything else. */
+  queue(frame: Uint8Array): void;
+  /** Records the peer's Hello or Welcome of this link. */
+  peerIs(hello: Hello): void;
   /** Refuse the peer: queue this Refuse frame, then fail with `refusal` once it is written. */
   refuse(refusal: HandshakeRefusedError, frame: Uint8Array): void;
-  /** Server: a new session was accepted. */
-  accept(hello: Hello): void;
-  /** Client: the Welcome arrived. */
-  welcomed(hello: Hello): void;
+  /** The link is open; `first` when the session itself just began (its `opened()` resolves). */
+  open(first: boolean): void;
+  /** The session resumed on this link. */
+  resumed(): void;
+  /** The session now talks to a new incarnation of its peer. */
+  reincarnated(): void;
+  /** The peer's incarnation or session is gone: hand back the unacknowledged, start over. */
+  remoteReset(reason: string): void;
   /** Server: another session takes this link (a resume, or a restarted peer). */
   handOver(target: S, hello: Hello): void;
 }
@@ -80,13 +86,13 @@ export function processHandshakeFrame<S>(
   tag: TagValue,
   payload: Uint8Array,
 ): void {
-  if (h.side === "client" && tag === Tag.Refuse) return processRefuse(payload);
-  const expected = h.side === "server" ? Tag.Hello : Tag.Welcome;
+  if (h.side() === "client" && tag === Tag.Refuse) return processRefuse(payload);
+  const expected = h.side() === "server" ? Tag.Hello : Tag.Welcome;
   if (tag !== expected) {
     throw new FrameError("unexpected", `Unexpected frame tag ${tag} during handshake`);
   }
   const hello = decodeHello(payload);
-  if (h.side === "server") processHello(h, hello);
+  if (h.side() === "server") processHello(h, hello);
   else processWelcome(h, hello);
 }
 
@@ -94,7 +100,7 @@ export function processHandshakeFrame<S>(
 function processHello<S>(h: HandshakeTarget<S>, hello: Hello): void {
   let refusal = checkHello(h.ports.local.terms(), hello);
   if (!refusal && !serverPolicyFor(hello.policy)) {
-    refusal = policyMismatch(h.policy.name, hello.policy);
+    refusal = policyMismatch(h.policy().name, hello.policy);
   }
   if (!refusal) {
     const target = h.ports.routing.route(hello, h.self);
@@ -103,17 +109,65 @@ function processHello<S>(h: HandshakeTarget<S>, hello: Hello): void {
     else if (target !== h.self) return h.handOver(target, hello);
   }
   if (refusal) return h.refuse(refusal, encodeFrame(Tag.Refuse, encodeRefusal(refusal)));
-  h.accept(hello);
+  acceptNew(h, hello);
+}
+
+/** Server: a new session begins; a lossless one gets its id. */
+function acceptNew<S>(h: HandshakeTarget<S>, hello: Hello): void {
+  h.peerIs(hello);
+  h.seq.peerNonce = hello.nonce;
+  const welcome: Hello = h.hello();
+  if (!h.policy().lossy) {
+    h.seq.id = newSessionId();
+    Object.assign(welcome, { inSeq: 0, resumed: false, session: h.seq.id });
+  }
+  h.queue(handshakeFrame(Tag.Welcome, welcome));
+  h.open(true);
 }
 
 /** Client: a Welcome arrived. */
 function processWelcome<S>(h: HandshakeTarget<S>, hello: Hello): void {
   const refusal = checkHello(h.ports.local.terms(), hello);
   if (refusal) throw refusal;
-  if (serverPolicyFor(h.policy.name)?.name !== hello.policy) {
-    throw policyMismatch(h.policy.name, hello.policy);
+  if (serverPolicyFor(h.policy().name)?.name !== hello.policy) {
+    throw policyMismatch(h.policy().name, hello.policy);
   }
-  h.welcomed(hello);
+  const first = !h.hasPeer();
+  const decision = h.seq.decideWelcome(hello);
+  if (decision.kind === "resume") {
+    const lie = h.seq.checkClaim(hello, "Welcome");
+    if (lie) throw lie;
+  }
+  h.peerIs(hello);
+  if (decision.kind === "resume") h.seq.resumeFrom(hello.inSeq ?? 0);
+  if (decision.kind === "reset") h.remoteReset(decision.reason);
+  h.seq.peerNonce = hello.nonce;
+  h.seq.id = hello.session ?? null;
+  h.open(first);
+  if (decision.kind === "resume") h.resumed();
+  else if (decision.kind === "reset" && decision.reason === "peer restarted") h.reincarnated();
+}
+
+/**
+ * Server: a Hello that another session's link carried now joins this session (which has
+ * taken the link): it resumes, or, when the peer restarted or lost the session, the session
+ * starts over with a new id and the unacknowledged are handed back.
+ */
+export function processAdoptedHello<S>(h: HandshakeTarget<S>, hello: Hello): void {
+  const decision = h.seq.decideAdopt(hello, h.ports.local.nonce);
+  if (decision.kind === "resume") {
+    h.seq.resumeFrom(hello.inSeq ?? 0);
+  } else {
+    h.remoteReset(decision.reason);
+    h.seq.id = newSessionId(); // a new session starts on this link
+  }
+  h.peerIs(hello);
+  h.seq.peerNonce = hello.nonce;
+  const resumed = decision.kind === "resume";
+  h.queue(handshakeFrame(Tag.Welcome, { ...h.hello(), resumed }));
+  h.open(false);
+  if (resumed) h.resumed();
+  else if (decision.reason === "peer restarted") h.reincarnated();
 }
 
 /** Client: the peer refused us. */

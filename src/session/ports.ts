@@ -10,7 +10,7 @@ import type { Counters } from "../counters.ts";
 import type { HeartlineError } from "../errors.ts";
 import type { Limits } from "../options.ts";
 import type { Hello, LocalTerms } from "../protocol/handshake.ts";
-import type { Priority } from "../protocol/message.ts";
+import { type OutgoingMessage, PRIORITIES, type Priority } from "../protocol/message.ts";
 import type { Link } from "../../transports/types.ts";
 import type { TimerPort } from "./state.ts";
 
@@ -24,6 +24,11 @@ export interface UnsentMessage {
   readonly priority: Priority;
   /** Its body. */
   readonly payload: Uint8Array;
+}
+
+/** A queued or written message as the application sent it. */
+export function toUnsent(m: OutgoingMessage): UnsentMessage {
+  return { type: m.type, priority: PRIORITIES[m.priority], payload: m.payload };
 }
 
 /** This node, as its sessions present it in handshakes. */

@@ -7,34 +7,37 @@
  * @module
  */
 
-import { ConnectionClosedError, FrameError, HandshakeRefusedError } from "../errors.ts";
+import { ConnectionClosedError, FrameError, type HandshakeRefusedError } from "../errors.ts";
 import { decodeAck, decodeClose, encodeAck } from "../protocol/control.ts";
 import { BANNER, encodeFrame, Tag, type TagValue } from "../protocol/frame.ts";
 import type { Hello } from "../protocol/handshake.ts";
-import {
-  MESSAGE_HEADER_BYTES,
-  messageFrameBytes,
-  type OutgoingMessage,
-  PRIORITIES,
-  type Priority,
-} from "../protocol/message.ts";
+import { messageFrameBytes } from "../protocol/message.ts";
 import type { Policy } from "../policy.ts";
 import type { Link } from "../../transports/types.ts";
 import {
   handshakeFrame,
   type HandshakeTarget,
   helloFor,
+  processAdoptedHello,
   processHandshakeFrame,
 } from "./handshake.ts";
 import type { LinkReader } from "./link_reader.ts";
 import { LinkSlot } from "./link_slot.ts";
-import type { SessionPorts, UnsentMessage } from "./ports.ts";
-import { newSessionId, SessionSequence } from "./sequence.ts";
+import { type SessionPorts, toUnsent } from "./ports.ts";
+import { planFault, redial, standbyExpired } from "./recovery.ts";
+import { SessionSequence } from "./sequence.ts";
 import { SendQueue } from "./send_queue.ts";
 import { type ConnectionState, StateMachine } from "./state.ts";
-import { BodyArena, Writer } from "./writer.ts";
+import { Writer } from "./writer.ts";
+import { Receiver } from "./receiver.ts";
 import { Close } from "./close.ts";
-import { deferred, type SessionInit, type SessionStats, SupersededError } from "./types.ts";
+import {
+  deferred,
+  newSessionStats,
+  type SessionInit,
+  type SessionStats,
+  SupersededError,
+} from "./types.ts";
 
 export { type SessionInit, type SessionStats, SupersededError } from "./types.ts";
 
@@ -46,23 +49,17 @@ export class Session<H> {
   readonly remoteAddr: string;
   readonly #ports: SessionPorts<H, Session<H>>;
   readonly #sm: StateMachine;
-  readonly #queue = new SendQueue();
-  readonly #seq: SessionSequence;
+  /** The send queue (the connection reads its sizes; only the session changes it). */
+  readonly queue: SendQueue = new SendQueue();
+  /** Identity, numbers and replay buffer (read by the connection; changed by the session). */
+  readonly sequence: SessionSequence;
   readonly #writer: Writer;
-  readonly #arena = new BodyArena();
-  readonly #stats: SessionStats = {
-    messagesSent: 0,
-    messagesReceived: 0,
-    bytesSent: 0,
-    bytesReceived: 0,
-    framesSent: 0,
-    framesReceived: 0,
-    replayed: 0,
-    duplicatesDropped: 0,
-  };
+  readonly #receiver: Receiver<H>;
+  readonly #stats: SessionStats = newSessionStats();
   #side: "client" | "server";
   #policy: Policy;
   readonly #slot: LinkSlot;
+  readonly #target: HandshakeTarget<Session<H>>;
   #peer: Hello | null = null;
   #attempt = 0;
   #close: Close | null = null; // exists only while closing
@@ -79,18 +76,30 @@ export class Session<H> {
     this.#policy = init.policy;
     this.remoteAddr = init.remoteAddr;
     this.#sm = new StateMachine(ports.timers);
-    this.#seq = new SessionSequence(() => this.#policy.lossy);
+    this.sequence = new SessionSequence(() => this.#policy.lossy);
+    this.#receiver = new Receiver({
+      handle: this.handle,
+      seq: this.sequence,
+      stats: this.#stats,
+      counters: ports.counters,
+      inbound: ports.inbound,
+      heard: () => ports.observer.heard(this.handle),
+      ack: (seq) => this.#onAck(seq),
+      lossy: () => this.#policy.lossy,
+    });
     this.#slot = new LinkSlot({
-      chunk: (bytes) => this.#onChunk(bytes),
+      chunk: (bytes) => this.#receiver.chunk(bytes),
       frame: (tag, payload) => this.#onFrame(tag, payload),
       chunkDone: () => this.#onChunkDone(),
       ended: () => this.#onEnded(),
       failed: (error) => this.#fail(error),
       defect: (error) => this.#defect(error),
     }, ports.limits.maxFrameBytes);
+    this.#target = this.#handshakeTarget();
     this.#writer = new Writer({
-      queue: this.#queue,
-      replay: this.#seq.replay,
+      queue: this.queue,
+      seq: this.sequence,
+      closing: () => this.#close,
       stats: this.#stats,
       counters: ports.counters,
       limits: ports.limits,
@@ -124,34 +133,6 @@ export class Session<H> {
   get linkEpoch(): number {
     return this.#slot.epoch;
   }
-  /** Bytes of messages queued and not yet written. */
-  get queuedBytes(): number {
-    return this.#queue.bytes;
-  }
-  /** Messages queued and not yet written. */
-  get queuedMessages(): number {
-    return this.#queue.messages;
-  }
-  /** Messages written and not yet acknowledged (lossless policies). */
-  get unackedMessages(): number {
-    return this.#seq.replay.count;
-  }
-  /** Highest sequence number received in this session. */
-  get receivedSeq(): number {
-    return this.#seq.inSeq;
-  }
-  /** Highest sequence number written in this session. */
-  get sentSeq(): number {
-    return this.#seq.outSeq;
-  }
-  /** The session's id (null on lossy policies and before the first handshake). */
-  get id(): string | null {
-    return this.#seq.id;
-  }
-  /** Largest frame payload this session's node accepts or sends. */
-  get maxFrameBytes(): number {
-    return this.#ports.limits.maxFrameBytes;
-  }
   /** A snapshot of the counters. */
   get stats(): Readonly<SessionStats> {
     return { ...this.#stats };
@@ -165,10 +146,7 @@ export class Session<H> {
     const s = this.#sm.state;
     return s === "open" || s === "closing";
   }
-  /** The highest sequence received, which every written message acknowledges. */
-  get ackToSend(): number {
-    return this.#seq.inSeq;
-  }
+
   /** Resolves when the first handshake completes; rejects with the error if it fails. */
   opened(): Promise<void> {
     return this.#opened.promise;
@@ -188,15 +166,15 @@ export class Session<H> {
     const s = this.#sm.state;
     if (s === "closing" || s === "closed") return Promise.reject(this.closedError());
     // Lossless sessions accept messages while reconnecting or in standby: they wait here.
-    this.#queue.push({ type, priority, payload, seq: 0 }, messageFrameBytes(payload));
+    this.queue.push({ type, priority, payload, seq: 0 }, messageFrameBytes(payload));
     this.#writer.schedule();
-    return this.#queue.waitForRoom(this.#ports.limits.maxQueueBytes, signal);
+    return this.queue.waitForRoom(this.#ports.limits.maxQueueBytes, signal);
   }
 
   /** Queues an encoded control frame ahead of all data (heartbeats, acks). */
   sendControl(frame: Uint8Array): void {
     if (this.#sm.state !== "open") return;
-    this.#queue.pushControl(frame);
+    this.queue.pushControl(frame);
     this.#writer.schedule();
   }
 
@@ -233,20 +211,8 @@ export class Session<H> {
   #startClosing(reason: string, by: "local" | "peer"): void {
     this.#close = new Close(reason, by);
     this.#sm.enter("closing", this.#ports.limits.closeTimeoutMs, () => this.#finishClose());
-    this.#queue.failWaiters(() => this.closedError());
+    this.queue.failWaiters(() => this.closedError());
     this.#writer.schedule();
-  }
-
-  /** The writer wrote our Close frame, or wants to know whether it should. */
-  takeCloseFrame(): Uint8Array | undefined {
-    if (this.#close === null || this.#close.sent || this.#queue.bytes > 0) return undefined;
-    this.#close.sent = true;
-    return this.#close.frame();
-  }
-
-  /** Whether the writer has a Close frame to write. */
-  get closePending(): boolean {
-    return this.#close !== null && !this.#close.sent && this.#queue.bytes === 0;
   }
 
   /** The writer finished a pass: settle what waited on it. */
@@ -284,17 +250,12 @@ export class Session<H> {
     this.#sm.enter("handshaking", ms, () => {
       this.#fail(new FrameError("handshake-timeout", `Handshake not completed within ${ms} ms`));
     });
-    this.#queue.pushControl(BANNER);
+    this.queue.pushControl(BANNER);
     if (this.#side === "client") {
-      this.#queue.pushControl(handshakeFrame(Tag.Hello, this.#hello()));
+      this.queue.pushControl(handshakeFrame(Tag.Hello, this.#hello()));
     }
     this.#writer.schedule();
     this.#slot.start();
-  }
-
-  /** The dial failed (or was aborted) before a link existed. */
-  dialFailed(error: Error): void {
-    this.#fail(error);
   }
 
   /** The accepting side takes the policy that answers the client's. */
@@ -304,30 +265,19 @@ export class Session<H> {
 
   /** This side's Hello (or Welcome body) for the current link. */
   #hello(): Hello {
-    return helloFor(this.#ports.local, this.#policy, this.#side, {
-      inSeq: this.#seq.inSeq,
-      resumeNonce: this.#seq.peerNonce,
-      session: this.#seq.id,
-    });
+    return helloFor(this.#ports.local, this.#policy, this.#side, this.sequence);
   }
 
   /** Stops reading and closes the current link, if any; the session state stays. */
   #detachLink(): void {
     this.#slot.detach();
-    this.#queue.dropControl();
+    this.queue.dropControl();
   }
 
   // ---- reading (what the link slot reports) ----
 
-  #onChunk(bytes: number): void {
-    this.#stats.bytesReceived += bytes;
-    this.#ports.counters.bytesReceived += bytes;
-    this.#arena.readLength = bytes;
-    this.#ports.observer.heard(this.handle);
-  }
-
   #onChunkDone(): Promise<void> | undefined {
-    const ack = this.#sm.state === "open" ? this.#seq.takeAckDue() : undefined;
+    const ack = this.#sm.state === "open" ? this.sequence.takeAckDue() : undefined;
     if (ack !== undefined) this.sendControl(encodeFrame(Tag.Ack, encodeAck(ack)));
     return this.#ports.inbound.backpressure();
   }
@@ -337,12 +287,12 @@ export class Session<H> {
     this.#stats.framesReceived++;
     this.#ports.counters.framesReceived[tag]++;
     if (this.#sm.state === "handshaking") {
-      processHandshakeFrame(this.#handshake(), tag, payload);
+      processHandshakeFrame(this.#target, tag, payload);
       return;
     }
     switch (tag) {
       case Tag.Message:
-        this.#onMessage(payload);
+        this.#receiver.message(payload);
         return;
       case Tag.Heartbeat:
         this.#ports.observer.heartbeat(this.handle, payload);
@@ -376,23 +326,9 @@ export class Session<H> {
     } catch { /* already reported */ }
   }
 
-  #onMessage(payload: Uint8Array): void {
-    const h = this.#seq.accept(payload);
-    if (h === null) {
-      this.#stats.duplicatesDropped++; // a replay of something already delivered
-      return;
-    }
-    if (h.ack > 0 && !this.#policy.lossy) this.#onAck(h.ack);
-    const body = this.#arena.copy(payload, MESSAGE_HEADER_BYTES);
-    this.#ports.inbound.deliver(this.handle, h.type, PRIORITIES[h.priority], body, h.seq);
-    this.#seq.received(h.seq); // only once delivered (see SessionSequence.received)
-    this.#stats.messagesReceived++;
-    this.#ports.counters.messagesReceived[h.priority]++;
-  }
-
   /** The peer has everything up to `seq`. */
   #onAck(seq: number): void {
-    this.#seq.ack(seq);
+    this.sequence.ack(seq);
     if (!this.#policy.lossy) this.#writer.schedule(); // room in the replay buffer lets more go
   }
 
@@ -406,76 +342,42 @@ export class Session<H> {
     if (this.#close?.done(this.#writer.busy)) this.#finishClose();
   }
 
-  // ---- sequence numbers, for the writer ----
-
-  /** Gives a queued message its sequence number as it is written. */
-  nextSeq(): number {
-    return this.#seq.nextSeq();
-  }
-
-  /** Every written message carried this ack. */
-  acked(seq: number): void {
-    this.#seq.acked(seq);
-  }
-
   // ---- the handshake (see handshake.ts) ----
 
-  #handshake(): HandshakeTarget<Session<H>> {
+  #handshakeTarget(): HandshakeTarget<Session<H>> {
     return {
-      side: this.#side,
-      policy: this.#policy,
+      side: () => this.#side,
+      policy: () => this.#policy,
+      hasPeer: () => this.#peer !== null,
       ports: this.#ports,
       self: this,
+      seq: this.sequence,
+      hello: () => this.#hello(),
+      queue: (frame) => this.queue.pushControl(frame),
+      peerIs: (hello) => this.#peer = hello,
       refuse: (refusal, frame) => {
         this.#refusal = refusal;
-        this.#queue.pushControl(frame);
+        this.queue.pushControl(frame);
         this.#writer.schedule();
       },
-      accept: (hello) => this.#accepted(hello),
-      welcomed: (hello) => this.#welcomed(hello),
+      open: (first) => this.#open(first),
+      resumed: () => {
+        const replayed = this.sequence.replay.count;
+        this.#ports.observer.lossless(this.handle, { kind: "resume", replayed });
+      },
+      reincarnated: () => this.#ports.observer.reincarnated(this.handle),
+      remoteReset: (reason) => this.#remoteReset(reason),
       handOver: (target, hello) => this.#handOver(target, hello),
     };
   }
 
-  /** Server side: a new session's Hello was accepted. */
-  #accepted(hello: Hello): void {
-    this.#peer = hello;
-    this.#seq.peerNonce = hello.nonce;
-    if (!this.#policy.lossy) this.#seq.id = newSessionId();
-    const welcome: Hello = { ...this.#hello(), inSeq: 0 };
-    if (!this.#policy.lossy) welcome.resumed = false;
-    this.#queue.pushControl(handshakeFrame(Tag.Welcome, welcome));
-    this.#sm.enter("open");
-    this.#ports.observer.opened(this.handle);
-    this.#opened.resolve();
-    this.#writer.schedule();
-  }
-
-  /** Client side: the server's Welcome arrived (first connect or a resume). */
-  #welcomed(hello: Hello): void {
-    const first = this.#peer === null;
-    const decision = this.#seq.decideWelcome(hello);
-    if (decision.kind === "resume") {
-      const lie = this.#seq.checkClaim(hello, "Welcome");
-      if (lie) throw lie;
-    }
-    this.#peer = hello;
-    if (decision.kind === "resume") this.#seq.resumeFrom(hello.inSeq ?? 0);
-    if (decision.kind === "reset") this.#remoteReset(decision.reason);
-    this.#seq.peerNonce = hello.nonce;
-    this.#seq.id = hello.session ?? null;
+  /** The link is open: the session begins (`first`) or goes on. */
+  #open(first: boolean): void {
     this.#attempt = 0;
     this.#sm.enter("open");
     if (first) {
       this.#ports.observer.opened(this.handle);
       this.#opened.resolve();
-    } else if (decision.kind === "resume") {
-      this.#ports.observer.lossless(this.handle, {
-        kind: "resume",
-        replayed: this.#seq.replay.count,
-      });
-    } else if (decision.kind === "reset" && decision.reason === "peer restarted") {
-      this.#ports.observer.reincarnated(this.handle);
     }
     this.#writer.schedule();
   }
@@ -494,8 +396,8 @@ export class Session<H> {
    * cannot claim to have received more than this side ever sent.
    */
   checkAdopt(hello: Hello): FrameError | undefined {
-    if (!this.#seq.resumes(hello, this.#ports.local.nonce)) return undefined;
-    return this.#seq.checkClaim(hello, "Resume");
+    if (!this.sequence.resumes(hello, this.#ports.local.nonce)) return undefined;
+    return this.sequence.checkClaim(hello, "Resume");
   }
 
   /**
@@ -506,30 +408,9 @@ export class Session<H> {
   adopt(reader: LinkReader, hello: Hello): void {
     this.#detachLink(); // whatever link the session had: dead, half-open, or our redial
     this.#side = "server";
-    this.#attempt = 0;
-    const decision = this.#seq.decideAdopt(hello, this.#ports.local.nonce);
-    if (decision.kind === "resume") {
-      this.#seq.resumeFrom(hello.inSeq ?? 0);
-    } else {
-      this.#remoteReset(decision.reason);
-      this.#seq.id = newSessionId(); // a new session starts on this link
-    }
-    this.#peer = hello;
-    this.#seq.peerNonce = hello.nonce;
     this.#slot.adopt(reader);
-    const resumed = decision.kind === "resume";
-    this.#queue.pushControl(handshakeFrame(Tag.Welcome, { ...this.#hello(), resumed }));
     if (this.#sm.state === "open") this.#sm.enter("standby");
-    this.#sm.enter("open");
-    if (resumed) {
-      this.#ports.observer.lossless(this.handle, {
-        kind: "resume",
-        replayed: this.#seq.replay.count,
-      });
-    } else if (decision.reason === "peer restarted") {
-      this.#ports.observer.reincarnated(this.handle);
-    }
-    this.#writer.schedule();
+    processAdoptedHello(this.#target, hello);
   }
 
   /**
@@ -547,7 +428,7 @@ export class Session<H> {
 
   /** The peer's incarnation or session is gone: what it had not acknowledged is handed back. */
   #remoteReset(reason: string): void {
-    const unacked = this.#seq.reset().map(unsent);
+    const unacked = this.sequence.reset().map(toUnsent);
     this.#ports.observer.lossless(this.handle, { kind: "remote-reset", unacked, reason });
   }
 
@@ -562,61 +443,51 @@ export class Session<H> {
   #fail(error: Error): void {
     const state = this.#sm.state;
     if (state === "closed") return;
-    const action = !this.#seq.established || state === "closing" ||
-        error instanceof HandshakeRefusedError
-      ? "end"
-      : this.#policy.onFault(this.#side);
-    if (action === "end") {
-      this.#end(error);
-      return;
-    }
+    const facts = {
+      state,
+      established: this.sequence.established,
+      policy: this.#policy,
+      side: this.#side,
+      attempt: this.#attempt,
+    };
+    const limits = this.#ports.limits;
+    const plan = planFault(facts, error, limits, this.#ports.random);
+    if (plan.kind === "end") return this.#end(error);
     this.#error = error;
     this.#detachLink();
-    this.#seq.replay.rewind();
-    const limits = this.#ports.limits;
-    if (action === "reconnect") {
-      const base = limits.reconnectBaseMs * 2 ** Math.min(this.#attempt++, 16);
-      const delay = Math.min(limits.reconnectMaxMs, base) * (0.5 + this.#ports.random() / 2);
-      this.#sm.enter("reconnecting", delay, () => this.#redial());
+    this.sequence.replay.rewind();
+    if (plan.kind === "reconnect") {
+      this.#attempt++;
+      this.#sm.enter("reconnecting", plan.delayMs, () => this.#redial());
     } else {
-      const expire = () =>
-        this.#end(
-          new ConnectionClosedError(
-            `Session with ${this.#peer?.name} expired after ${limits.sessionTimeoutMs} ms in standby`,
-          ),
-        );
+      const expire = () => this.#end(standbyExpired(this.#peer?.name, limits));
       if (state === "standby") this.#sm.rearm(limits.sessionTimeoutMs, expire);
       else this.#sm.enter("standby", limits.sessionTimeoutMs, expire);
     }
     if (state === "open") this.#ports.observer.lossless(this.handle, { kind: "disconnect", error });
   }
 
-  async #redial(): Promise<void> {
+  #redial(): void {
     this.#sm.enter("connecting");
-    let link: Link;
-    try {
-      link = await this.#ports.dialer.redial(this.remoteAddr);
-    } catch (error) {
-      if (this.#sm.state === "connecting") this.#fail(error as Error);
-      return;
-    }
-    if (this.#sm.state !== "connecting") { // closed, or the peer's own link was adopted
-      link.close();
-      return;
-    }
-    this.attach(link);
+    // While it dials the session may close, or take the link its peer dialed in.
+    redial(this.#ports.dialer, this.remoteAddr, {
+      wanted: () => this.#sm.state === "connecting",
+      attach: (link) => this.attach(link),
+      failed: (error) => this.#fail(error),
+    });
   }
 
   /** Ends the session for good: reports unacknowledged and queued messages as unsent. */
   #end(error: Error): void {
     const state = this.#sm.state;
     if (state === "closed") return;
-    const wasOpen = (state !== "connecting" && state !== "handshaking") || this.#seq.established;
+    const wasOpen = (state !== "connecting" && state !== "handshaking") ||
+      this.sequence.established;
     this.#error = error;
-    const unsentMessages = [...this.#seq.reset(), ...this.#queue.drain()].map(unsent);
+    const unsentMessages = [...this.sequence.reset(), ...this.queue.drain()].map(toUnsent);
     this.#detachLink();
     this.#sm.enter("closed");
-    this.#queue.failWaiters(() => this.closedError());
+    this.queue.failWaiters(() => this.closedError());
     this.#ports.observer.ended(this.handle, {
       kind: "reset",
       error,
@@ -626,8 +497,4 @@ export class Session<H> {
     this.#opened.reject(error);
     this.#closed.resolve();
   }
-}
-
-function unsent(m: OutgoingMessage): UnsentMessage {
-  return { type: m.type, priority: PRIORITIES[m.priority] as Priority, payload: m.payload };
 }

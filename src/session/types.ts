@@ -27,6 +27,20 @@ export interface SessionStats {
   duplicatesDropped: number;
 }
 
+/** Zeroed counters. */
+export function newSessionStats(): SessionStats {
+  return {
+    messagesSent: 0,
+    messagesReceived: 0,
+    bytesSent: 0,
+    bytesReceived: 0,
+    framesSent: 0,
+    framesReceived: 0,
+    replayed: 0,
+    duplicatesDropped: 0,
+  };
+}
+
 /** A dial of ours lost a race to the peer's own dial; carries the session to use instead. */
 export class SupersededError<H> extends Error {
   /** Creates the error naming the winning session's handle. */

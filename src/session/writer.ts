@@ -1,7 +1,6 @@
 /**
  * The writing side of a session: one write loop per session that gathers control frames,
- * replayed messages and queued messages (strict priority) into batches, and the arena that
- * received bodies are copied into.
+ * replayed messages and queued messages (strict priority) into batches.
  *
  * @module
  */
@@ -11,7 +10,8 @@ import type { Limits } from "../options.ts";
 import { BANNER, Tag } from "../protocol/frame.ts";
 import { encodeMessages, messageFrameBytes, type OutgoingMessage } from "../protocol/message.ts";
 import type { Link } from "../../transports/types.ts";
-import type { ReplayBuffer } from "./replay_buffer.ts";
+import type { SessionSequence } from "./sequence.ts";
+import type { Close } from "./close.ts";
 import type { SendQueue } from "./send_queue.ts";
 
 /** Bytes of data frames gathered into one write. */
@@ -23,18 +23,8 @@ export interface WriterSession {
   readonly link: Link | null;
   /** Whether messages may be written now (open or closing). */
   readonly writable: boolean;
-  /** Whether a Close frame is due (closing, queue written). */
-  readonly closePending: boolean;
-  /** The ack every written message carries. */
-  readonly ackToSend: number;
   /** Lossy policies keep no replay buffer. */
   readonly policy: { readonly lossy: boolean };
-  /** The Close frame, once, when it is due. */
-  takeCloseFrame(): Uint8Array | undefined;
-  /** The next sequence number. */
-  nextSeq(): number;
-  /** Messages carrying `seq` as their ack were written. */
-  acked(seq: number): void;
   /** A write pass ended on `link`. */
   written(link: Link): void;
   /** Writing to `link` failed. */
@@ -45,8 +35,10 @@ export interface WriterSession {
 export interface WriterParts {
   /** The send queue. */
   queue: SendQueue;
-  /** The replay buffer. */
-  replay: ReplayBuffer;
+  /** Sequence numbers, acks and the replay buffer. */
+  seq: SessionSequence;
+  /** The orderly close in progress, if any: its Close frame goes once the queue is written. */
+  closing: () => Close | null;
   /** Per-session counters. */
   stats: { messagesSent: number; bytesSent: number; framesSent: number; replayed: number };
   /** Messenger-wide counters. */
@@ -84,12 +76,13 @@ export class Writer {
   }
 
   #hasOutgoing(): boolean {
-    const { queue, replay, session, limits } = this.#p;
+    const { queue, session, limits } = this.#p;
+    const replay = this.#p.seq.replay;
     if (queue.hasControl) return true;
     if (!session.writable) return false;
     if (replay.replayPending) return true;
     if (queue.bytes > 0 && replay.bytes < limits.maxUnackedBytes) return true;
-    return session.closePending;
+    return this.#p.closing()?.due(queue.bytes) ?? false;
   }
 
   async #flush(): Promise<void> {
@@ -121,7 +114,8 @@ export class Writer {
    * the Close frame once the queue is written.
    */
   #buildBatch(): Uint8Array[] {
-    const { queue, replay, session, stats, counters, limits } = this.#p;
+    const { queue, seq, session, stats, counters, limits } = this.#p;
+    const replay = seq.replay;
     const batch = queue.takeControl();
     stats.framesSent += batch.length;
     for (const frame of batch) if (frame !== BANNER) counters.framesSent[frame[0]]++;
@@ -141,7 +135,7 @@ export class Writer {
     while (room()) {
       const m = queue.shift(room);
       if (!m) break;
-      m.seq = session.nextSeq();
+      m.seq = seq.nextSeq();
       const size = messageFrameBytes(m.payload);
       total += size;
       fresh += size;
@@ -149,9 +143,9 @@ export class Writer {
       if (lossless) replay.push(m);
     }
     if (taken.length > 0) {
-      const ack = session.ackToSend;
+      const ack = seq.inSeq;
       batch.push(encodeMessages(taken, total, ack));
-      session.acked(ack);
+      seq.acked(ack);
       stats.messagesSent += taken.length - replayed;
       stats.framesSent += taken.length;
       stats.replayed += replayed;
@@ -160,53 +154,12 @@ export class Writer {
       for (let i = replayed; i < taken.length; i++) counters.messagesSent[taken[i].priority]++;
       queue.taken(fresh, limits.maxQueueBytes);
     }
-    const close = session.takeCloseFrame();
+    const close = this.#p.closing()?.take(queue.bytes);
     if (close) {
       batch.push(close);
       stats.framesSent++;
       counters.framesSent[Tag.Close]++;
     }
     return batch;
-  }
-}
-
-/** Bodies up to this size are packed into a shared per-read arena. */
-const ARENA_MAX_BODY = 4096;
-const ARENA_MIN_BYTES = 256;
-
-/**
- * Copies received bodies out of the transport's buffers. Small bodies are packed into one
- * arena per read instead of one allocation each (the hot path of small messages), so a body
- * may share its ArrayBuffer with its neighbours from the same read.
- *
- * @example
- * ```ts
- * import { BodyArena } from "./writer.ts";
- * const arena = new BodyArena();
- * arena.readLength = 10; // a read shorter than the body that it completed
- * const body = arena.copy(new Uint8Array(1024).fill(7), 24);
- * if (body.length !== 1000 || body[999] !== 7) throw new Error("whole body");
- * ```
- */
-export class BodyArena {
-  /** Length of the read being decoded: sizes the next arena. */
-  readLength = 0;
-  #arena = new Uint8Array(0);
-  #pos = 0;
-
-  /** A copy of `payload` from `offset` on. */
-  copy(payload: Uint8Array, offset: number): Uint8Array {
-    const size = payload.length - offset;
-    if (size > ARENA_MAX_BODY) return payload.slice(offset);
-    if (this.#arena.length - this.#pos < size) {
-      // A body completed by a read shorter than itself is larger than that read: size the
-      // arena by both.
-      this.#arena = new Uint8Array(Math.max(this.readLength, size, ARENA_MIN_BYTES));
-      this.#pos = 0;
-    }
-    const body = this.#arena.subarray(this.#pos, this.#pos + size);
-    body.set(payload.subarray(offset));
-    this.#pos += size;
-    return body;
   }
 }
