@@ -39,6 +39,11 @@ class Exposition {
       this.lines.push(`${name}${set} ${num(value)}`);
     }
   }
+
+  /** A metric with one unlabelled sample. */
+  single(name: string, type: "counter" | "gauge", help: string, value: number): void {
+    this.metric(name, type, help, [[{}, value]]);
+  }
 }
 
 /**
@@ -55,15 +60,27 @@ class Exposition {
  * ```
  */
 export function renderMetrics(messenger: Messenger): string {
-  const c = messenger.counters;
-  const oob = messenger.oobStats;
   const e = new Exposition();
-  const byTag = (counts: number[]) =>
-    counts.flatMap((n, tag) =>
-      TAG_NAMES[tag] ? [[{ tag: TAG_NAMES[tag] }, n] as [Record<string, string>, number]] : []
-    );
-  const byPriority = (counts: number[]) =>
-    counts.map((n, i) => [{ priority: PRIORITIES[i] }, n] as [Record<string, string>, number]);
+  trafficMetrics(e, messenger);
+  oobMetrics(e, messenger);
+  sessionMetrics(e, messenger);
+  peerMetrics(e, messenger);
+  return e.lines.join("\n") + "\n";
+}
+
+type Samples = [Record<string, string>, number][];
+
+function byTag(counts: readonly number[]): Samples {
+  return counts.flatMap((n, tag) => TAG_NAMES[tag] ? [[{ tag: TAG_NAMES[tag] }, n]] : []);
+}
+
+function byPriority(counts: readonly number[]): Samples {
+  return counts.map((n, i) => [{ priority: PRIORITIES[i] }, n]);
+}
+
+/** Frames, bytes and messages. */
+function trafficMetrics(e: Exposition, messenger: Messenger): void {
+  const c = messenger.counters;
   e.metric(
     "heartline_frames_sent_total",
     "counter",
@@ -76,11 +93,8 @@ export function renderMetrics(messenger: Messenger): string {
     "Frames read, by tag.",
     byTag(c.framesReceived),
   );
-  e.metric("heartline_bytes_sent_total", "counter", "Bytes written to links.", [[{}, c.bytesSent]]);
-  e.metric("heartline_bytes_received_total", "counter", "Bytes read from links.", [[
-    {},
-    c.bytesReceived,
-  ]]);
+  e.single("heartline_bytes_sent_total", "counter", "Bytes written to links.", c.bytesSent);
+  e.single("heartline_bytes_received_total", "counter", "Bytes read from links.", c.bytesReceived);
   e.metric(
     "heartline_messages_sent_total",
     "counter",
@@ -93,42 +107,57 @@ export function renderMetrics(messenger: Messenger): string {
     "Data messages delivered, by priority.",
     byPriority(c.messagesReceived),
   );
+}
+
+/** Out-of-band parts and the heartbeat frames that carry them. */
+function oobMetrics(e: Exposition, messenger: Messenger): void {
+  const oob = messenger.oobStats;
+  const perOp = (m: ReadonlyMap<string, number>): Samples => [...m].map(([op, n]) => [{ op }, n]);
   e.metric(
     "heartline_oob_parts_sent_total",
     "counter",
     "Out-of-band parts sent, by op.",
-    [...oob.partsSent].map(([op, n]) => [{ op }, n]),
+    perOp(oob.partsSent),
   );
   e.metric(
     "heartline_oob_parts_received_total",
     "counter",
     "Out-of-band parts received, by op.",
-    [...oob.partsReceived].map(([op, n]) => [{ op }, n]),
+    perOp(oob.partsReceived),
   );
-  e.metric("heartline_heartbeat_frames_sent_total", "counter", "Heartbeat frames written.", [[
-    {},
+  e.single(
+    "heartline_heartbeat_frames_sent_total",
+    "counter",
+    "Heartbeat frames written.",
     oob.heartbeatFramesSent,
-  ]]);
-  e.metric("heartline_heartbeat_frames_received_total", "counter", "Heartbeat frames read.", [[
-    {},
+  );
+  e.single(
+    "heartline_heartbeat_frames_received_total",
+    "counter",
+    "Heartbeat frames read.",
     oob.heartbeatFramesReceived,
-  ]]);
+  );
   let parts = 0;
   for (const n of oob.partsSent.values()) parts += n;
-  e.metric(
+  const ratio = oob.heartbeatFramesSent ? parts / oob.heartbeatFramesSent : 0;
+  e.single(
     "heartline_oob_coalescing_ratio",
     "gauge",
     "OOB parts per heartbeat frame sent, since start.",
-    [[{}, oob.heartbeatFramesSent ? parts / oob.heartbeatFramesSent : 0]],
+    ratio,
   );
-  e.metric("heartline_oob_registrations", "gauge", "Live OOB registrations.", [[
-    {},
-    oob.registrations,
-  ]]);
-  e.metric("heartline_oob_errors_total", "counter", "OOB producers or handlers that threw.", [[
-    {},
+  e.single("heartline_oob_registrations", "gauge", "Live OOB registrations.", oob.registrations);
+  e.single(
+    "heartline_oob_errors_total",
+    "counter",
+    "OOB producers or handlers that threw.",
     oob.errors,
-  ]]);
+  );
+}
+
+/** Connections, resumes and resets, and the timer wheel. */
+function sessionMetrics(e: Exposition, messenger: Messenger): void {
+  const c = messenger.counters;
   const conns = new Map<string, number>();
   for (const conn of messenger.connections()) {
     const key = `${conn.state}\u0000${conn.remoteAddr.split(":")[0]}`;
@@ -143,39 +172,45 @@ export function renderMetrics(messenger: Messenger): string {
       return [{ state, transport }, n];
     }),
   );
-  e.metric("heartline_reconnects_total", "counter", "Lossless sessions resumed after a fault.", [[
-    {},
+  e.single(
+    "heartline_reconnects_total",
+    "counter",
+    "Lossless sessions resumed after a fault.",
     c.reconnects,
-  ]]);
-  e.metric("heartline_resets_total", "counter", "Sessions ended by a fault.", [[{}, c.resets]]);
-  e.metric(
+  );
+  e.single("heartline_resets_total", "counter", "Sessions ended by a fault.", c.resets);
+  e.single(
     "heartline_remote_resets_total",
     "counter",
     "Sessions reset because the peer restarted or lost the session.",
-    [[{}, c.remoteResets]],
+    c.remoteResets,
   );
-  e.metric("heartline_replayed_messages_total", "counter", "Messages written again on resume.", [[
-    {},
+  e.single(
+    "heartline_replayed_messages_total",
+    "counter",
+    "Messages written again on resume.",
     c.replayed,
-  ]]);
+  );
   const wheel = messenger.timers;
-  e.metric("heartline_timer_wheel_timers", "gauge", "Timers in the central wheel.", [[
-    {},
-    wheel.size,
-  ]]);
-  e.metric(
+  e.single("heartline_timer_wheel_timers", "gauge", "Timers in the central wheel.", wheel.size);
+  e.single(
     "heartline_timer_wheel_late_fires_total",
     "counter",
     "Timers that fired more than two ticks late.",
-    [[{}, wheel.lateFires]],
+    wheel.lateFires,
   );
-  e.metric("heartline_timer_wheel_fired_total", "counter", "Timers fired.", [[{}, wheel.fired]]);
+  e.single("heartline_timer_wheel_fired_total", "counter", "Timers fired.", wheel.fired);
+}
+
+/** What the failure detector says of each peer. */
+function peerMetrics(e: Exposition, messenger: Messenger): void {
   const peers = messenger.peers();
+  const state = (s: string) => s === "up" ? 1 : s === "suspect" ? 0.5 : 0;
   e.metric(
     "heartline_peer_up",
     "gauge",
     "1 if the peer is up, 0.5 if suspect, 0 if down.",
-    peers.map((p) => [{ peer: p.name }, p.state === "up" ? 1 : p.state === "suspect" ? 0.5 : 0]),
+    peers.map((p) => [{ peer: p.name }, state(p.state)]),
   );
   e.metric(
     "heartline_peer_phi",
@@ -189,9 +224,6 @@ export function renderMetrics(messenger: Messenger): string {
     "Round-trip time per peer, from echoed heartbeat stamps.",
     peers.map((p) => [{ peer: p.name }, p.rttMs / 1000]),
   );
-  e.metric("heartline_uptime_seconds", "gauge", "Seconds since the messenger started.", [[
-    {},
-    messenger.health().uptimeMs / 1000,
-  ]]);
-  return e.lines.join("\n") + "\n";
+  const uptime = messenger.health().uptimeMs / 1000;
+  e.single("heartline_uptime_seconds", "gauge", "Seconds since the messenger started.", uptime);
 }

@@ -170,43 +170,12 @@ export class FrameDecoder {
 
   /** Feeds one chunk; calls `onFrame` for each frame completed by it. */
   push(chunk: Uint8Array, onFrame: FrameHandler): void {
-    let buf = chunk;
-    if (this.#chunkBytes > 0) {
-      // Copy: the caller may reuse `chunk`'s buffer for its next read.
-      this.#chunks.push(chunk.slice());
-      this.#chunkBytes += chunk.length;
-      if (this.#chunkBytes < this.#need) return;
-      buf = new Uint8Array(this.#chunkBytes);
-      let at = 0;
-      for (const c of this.#chunks) {
-        buf.set(c, at);
-        at += c.length;
-      }
-      this.#chunks = [];
-      this.#chunkBytes = 0;
-    }
+    const buf = this.#pending(chunk);
+    if (buf === null) return;
     let pos = 0;
     if (this.#needBanner) {
-      const have = Math.min(buf.length, BANNER.length - 1);
-      for (let i = 0; i < have; i++) {
-        if (buf[i] !== BANNER[i]) {
-          throw new FrameError("banner", "Wrong banner: the peer does not speak heartline");
-        }
-      }
-      if (buf.length < BANNER.length) {
-        this.#keep(buf.slice(), BANNER.length);
-        return;
-      }
-      const version = buf[BANNER.length - 1];
-      if (version !== PROTOCOL_VERSION) {
-        throw new HandshakeRefusedError(
-          "version",
-          `Protocol version differs: local ${PROTOCOL_VERSION}, peer ${version}`,
-        );
-      }
-      this.peerVersion = version;
-      this.#needBanner = false;
-      pos = BANNER.length;
+      pos = this.#banner(buf);
+      if (pos < 0) return;
     }
     const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
     while (buf.length - pos >= PREAMBLE_BYTES) {
@@ -219,10 +188,7 @@ export class FrameDecoder {
       }
       const length = view.getUint32(pos + 4);
       if (length > this.#max) {
-        throw new FrameError(
-          "oversize",
-          `Frame too large: ${length} bytes, limit ${this.#max}`,
-        );
+        throw new FrameError("oversize", `Frame too large: ${length} bytes, limit ${this.#max}`);
       }
       const end = pos + PREAMBLE_BYTES + length;
       if (end > buf.length) {
@@ -242,6 +208,51 @@ export class FrameDecoder {
       pos = end;
     }
     if (pos < buf.length) this.#keep(buf.slice(pos), PREAMBLE_BYTES);
+  }
+
+  /**
+   * The bytes to decode: `chunk` itself, or the pending bytes joined with it once they reach
+   * what the pending frame needs (null until then).
+   */
+  #pending(chunk: Uint8Array): Uint8Array | null {
+    if (this.#chunkBytes === 0) return chunk;
+    // Copy: the caller may reuse `chunk`'s buffer for its next read.
+    this.#chunks.push(chunk.slice());
+    this.#chunkBytes += chunk.length;
+    if (this.#chunkBytes < this.#need) return null;
+    const buf = new Uint8Array(this.#chunkBytes);
+    let at = 0;
+    for (const c of this.#chunks) {
+      buf.set(c, at);
+      at += c.length;
+    }
+    this.#chunks = [];
+    this.#chunkBytes = 0;
+    return buf;
+  }
+
+  /** Checks the banner at the start of `buf`: returns where frames start, or -1 to wait. */
+  #banner(buf: Uint8Array): number {
+    const have = Math.min(buf.length, BANNER.length - 1);
+    for (let i = 0; i < have; i++) {
+      if (buf[i] !== BANNER[i]) {
+        throw new FrameError("banner", "Wrong banner: the peer does not speak heartline");
+      }
+    }
+    if (buf.length < BANNER.length) {
+      this.#keep(buf.slice(), BANNER.length);
+      return -1;
+    }
+    const version = buf[BANNER.length - 1];
+    if (version !== PROTOCOL_VERSION) {
+      throw new HandshakeRefusedError(
+        "version",
+        `Protocol version differs: local ${PROTOCOL_VERSION}, peer ${version}`,
+      );
+    }
+    this.peerVersion = version;
+    this.#needBanner = false;
+    return BANNER.length;
   }
 
   #keep(rest: Uint8Array, need: number): void {
