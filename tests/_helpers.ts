@@ -134,6 +134,14 @@ export function rawHello(overrides: Partial<Hello> = {}): Hello {
   };
 }
 
+/** Moves a manual clock `ms` forward in steps, letting in-memory I/O settle after each. */
+export async function advanceSettling(clock: ManualClock, ms: number, step: number): Promise<void> {
+  for (let t = 0; t < ms; t += step) {
+    clock.advance(Math.min(step, ms - t));
+    await settle();
+  }
+}
+
 /** Lets in-memory I/O (promise chains, no timers) run to quiescence. */
 export function settle(): Promise<void> {
   return new Promise((r) => setTimeout(r, 0));
@@ -167,12 +175,7 @@ export async function manualPair(
     client,
     conn,
     serverConn,
-    async run(ms: number, step = 100) {
-      for (let t = 0; t < ms; t += step) {
-        clock.advance(Math.min(step, ms - t));
-        await settle();
-      }
-    },
+    run: (ms: number, step = 100) => advanceSettling(clock, ms, step),
     async [Symbol.asyncDispose]() {
       let done = false;
       const closing = Promise.all([client.close(), server.close()]).then(() => done = true);

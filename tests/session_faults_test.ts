@@ -19,7 +19,7 @@ import { sessionOf } from "../src/connection.ts";
 import { BANNER, encodeFrame, FrameDecoder, Tag } from "../src/protocol/frame.ts";
 import { decodeHello, encodeJson } from "../src/protocol/handshake.ts";
 import { encodeAck } from "../src/protocol/control.ts";
-import { deadline, rawHello, settle, take, waitEvent } from "./_helpers.ts";
+import { advanceSettling, deadline, rawHello, settle, take, waitEvent } from "./_helpers.ts";
 import { unhandledRejections } from "./_guard.ts";
 
 /** A small in-memory cluster on one manual clock. */
@@ -42,12 +42,7 @@ function cluster(options: MessengerOptions = {}) {
     logs,
     make,
     /** Moves virtual time in steps, letting in-memory I/O settle after each. */
-    async run(ms: number, step = 50) {
-      for (let t = 0; t < ms; t += step) {
-        clock.advance(Math.min(step, ms - t));
-        await settle();
-      }
-    },
+    run: (ms: number, step = 50) => advanceSettling(clock, ms, step),
     /** A crash: every link is cut (no Close frame goes out), then the messenger is dropped. */
     async crash(m: Messenger) {
       for (const link of net.links) link.cut();
