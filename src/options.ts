@@ -6,7 +6,7 @@
  */
 
 import * as defaults from "./defaults.ts";
-import type { HeartbeatSettings } from "./health/settings.ts";
+import type { HeartbeatSettings } from "./protocol/handshake.ts";
 import type { Logger } from "./log.ts";
 import type { Clock } from "./timer/clock.ts";
 import type { Transport } from "../transports/types.ts";

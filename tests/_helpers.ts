@@ -156,8 +156,9 @@ export function settle(): Promise<void> {
 export async function manualPair(
   options: MessengerOptions = {},
   names: [string, string] = ["client", "server"],
+  start = 0,
 ) {
-  const clock = new ManualClock(0);
+  const clock = new ManualClock(start);
   const net = new MemoryTransport();
   const log = captureLogger();
   const common = { clock, transports: [net], ...options };

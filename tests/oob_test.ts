@@ -51,6 +51,33 @@ Deno.test("parts due in the same tick travel in one heartbeat frame", async () =
   assert.equal(got.get("LingerPing"), 2);
 });
 
+Deno.test("0.5 s and 1 s parts due together share one frame, whatever the clock's epoch", async () => {
+  // performance.now() starts at a fraction; times rounded into different ticks once split
+  // one tick's parts over two frames 3-5 ms apart.
+  for (const start of [123.456, 98_765.4321]) {
+    await using s = await manualPair(
+      { tickMs: 5, heartbeat: { intervalMs: 1000 } },
+      undefined,
+      start,
+    );
+    let half = 0, one = 0;
+    s.server.onOob("half", () => void half++);
+    s.server.onOob("one", () => void one++);
+    s.conn.registerOob("half", () => bytes(1), { intervalMs: 500 });
+    s.conn.registerOob("one", () => bytes(1), { intervalMs: 1000 });
+    const before = s.server.oobStats.heartbeatFramesReceived;
+    await s.run(10_000, 50);
+    const frames = s.server.oobStats.heartbeatFramesReceived - before;
+    assert.equal(half, 20, `start ${start}`);
+    assert.equal(one, 10, `start ${start}`);
+    assert.equal(
+      frames,
+      20,
+      `start ${start}: keepalive, 1 s and 0.5 s parts in one frame each time`,
+    );
+  }
+});
+
 Deno.test("cancel() stops a registration that is due in the same tick", async () => {
   await using s = await setup();
   const got: string[] = [];

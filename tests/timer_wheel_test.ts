@@ -245,3 +245,26 @@ Deno.test("TimerWheel: cancelling every member of a group leaves nothing armed",
   assert.equal(wheel.armed, false);
   assert.equal(clock.pending, 0);
 });
+
+Deno.test("TimerWheel: aligned intervals meet in the same tick whatever the clock's epoch", () => {
+  // A real clock starts at an arbitrary fraction (performance.now()): due times computed as
+  // epoch + k * interval and turned back into ticks must not round into different ticks.
+  for (const epoch of [123.456, 0.1, 98_765.4321, 1e9 + 0.7]) {
+    const clock = new ManualClock(epoch);
+    const wheel = new TimerWheel({ clock, tickMs: 5, onError: () => {} });
+    const fires: string[] = [];
+    let advance = 0;
+    wheel.every(500, () => fires.push(`${advance}:half`));
+    wheel.every(1000, () => fires.push(`${advance}:one`));
+    for (advance = 1; advance <= 200_000 / 5; advance++) clock.advance(5);
+    const byAdvance = new Map<string, string[]>();
+    for (const f of fires) {
+      const [at, what] = f.split(":");
+      byAdvance.set(at, [...byAdvance.get(at) ?? [], what]);
+    }
+    const ones = [...byAdvance.values()].filter((w) => w.includes("one"));
+    assert.equal(ones.length, 200, `epoch ${epoch}: 200 seconds`);
+    for (const w of ones) assert.deepEqual(w.sort(), ["half", "one"], `epoch ${epoch}: together`);
+    wheel.close();
+  }
+});

@@ -45,6 +45,9 @@ interface ManualTimeout {
   fn: () => void;
 }
 
+/** Timeouts one `ManualClock.advance()` may fire before it calls it a loop. */
+export const MAX_FIRES_PER_ADVANCE = 1_000_000;
+
 /**
  * A clock that moves only when told to, for tests: `advance(ms)` runs every timeout that falls
  * due, in order, without real waiting.
@@ -93,10 +96,19 @@ export class ManualClock implements Clock {
     return this.#timeouts.size;
   }
 
-  /** Moves time forward by `ms`, firing every timeout that falls due on the way, in order. */
+  /**
+   * Moves time forward by `ms`, firing every timeout that falls due on the way, in order.
+   * Throws `RangeError` if one advance fires more than {@linkcode MAX_FIRES_PER_ADVANCE}
+   * timeouts: something re-arms for "now" in a loop, and a real clock would spin on it.
+   */
   advance(ms: number): void {
     const target = this.#now + ms;
-    for (;;) {
+    for (let fired = 0;; fired++) {
+      if (fired > MAX_FIRES_PER_ADVANCE) {
+        throw new RangeError(
+          `ManualClock fired over ${MAX_FIRES_PER_ADVANCE} timeouts in one advance: a timer re-arms for now in a loop`,
+        );
+      }
       let next: ManualTimeout | undefined;
       for (const t of this.#timeouts.values()) {
         if (t.at <= target && (!next || t.at < next.at || (t.at === next.at && t.seq < next.seq))) {

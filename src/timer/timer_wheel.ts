@@ -28,6 +28,8 @@ const SLOTS = 1 << SLOT_BITS;
 const MASK = SLOTS - 1;
 const SPAN = Array.from({ length: WHEEL_LEVELS + 1 }, (_, k) => SLOTS ** k);
 const MAX_DELTA = SPAN[WHEEL_LEVELS] - 1;
+/** Float slack when times become ticks: far below a tick, far above rounding error. */
+const TICK_EPSILON = 1e-7;
 
 /** A scheduled timer; `cancel()` removes it in O(1). */
 export interface Timer {
@@ -47,6 +49,7 @@ class TimerNode implements Timer {
   constructor(
     public wheel: TimerWheel | null,
     public expiry: number,
+    /** When it is due, in ms since the wheel's epoch (offsets keep aligned phases exact). */
     public dueMs: number,
     public intervalMs: number,
     public callback: (() => void) | null,
@@ -199,7 +202,7 @@ export class TimerWheel {
   /** Schedules `callback` once, `delayMs` from now. */
   schedule(delayMs: number, callback: () => void): Timer {
     this.#checkOpen();
-    const due = this.#clock.now() + Math.max(0, delayMs);
+    const due = this.#sinceEpoch() + Math.max(0, delayMs);
     const node = new TimerNode(this, this.#tickOf(due), due, 0, callback);
     this.#insert(node);
     this.#timers++;
@@ -220,10 +223,8 @@ export class TimerWheel {
     const key = aligned ? `a${intervalMs}` : `u${++this.#groupSeq}`;
     let group = this.#groups.get(key);
     if (!group) {
-      const now = this.#clock.now();
-      const due = aligned
-        ? (Math.floor((now - this.#epoch) / intervalMs) + 1) * intervalMs + this.#epoch
-        : now + intervalMs;
+      const now = this.#sinceEpoch();
+      const due = aligned ? (Math.floor(now / intervalMs) + 1) * intervalMs : now + intervalMs;
       const g = group = new PeriodicGroup(key);
       g.node = new TimerNode(this, this.#tickOf(due), due, intervalMs, () => this.#fireGroup(g));
       g.node.group = g;
@@ -303,8 +304,10 @@ export class TimerWheel {
     this.#handle = undefined;
     this.#armedAt = Infinity;
     try {
-      const now = this.#clock.now();
-      const target = Math.floor((now - this.#epoch) / this.#tickMs);
+      const now = this.#sinceEpoch();
+      // A wake-up exactly at a tick boundary processes that tick, whatever the float rounding of
+      // the clock (otherwise it would re-arm for "now" and spin until the clock moves on).
+      const target = Math.floor(now / this.#tickMs + TICK_EPSILON);
       if (this.#size === 0) this.#current = Math.max(this.#current, target);
       while (this.#current < target) {
         if (target - this.#current > SLOTS) {
@@ -372,8 +375,14 @@ export class TimerWheel {
     if (this.#closed) throw new TypeError("Timer wheel is closed");
   }
 
+  /** The tick a due time (ms since the epoch) falls in. */
   #tickOf(dueMs: number): number {
-    return Math.ceil((dueMs - this.#epoch) / this.#tickMs);
+    return Math.ceil(dueMs / this.#tickMs - TICK_EPSILON);
+  }
+
+  /** The clock's reading as ms since the wheel's epoch. */
+  #sinceEpoch(): number {
+    return this.#clock.now() - this.#epoch;
   }
 
   #insert(node: TimerNode): void {
@@ -480,7 +489,7 @@ export class TimerWheel {
     if (this.#size === 0) return; // sleep; a pending timeout fires once and finds nothing
     const next = this.#nextTick();
     if (next === Infinity) return;
-    const at = this.#epoch + next * this.#tickMs;
+    const at = next * this.#tickMs;
     // Periodic timers alone (heartbeats) do not keep the host process alive; a pending
     // one-shot (a reconnect, a handshake or close timeout) does, like a plain setTimeout.
     const ref = this.#oneShots > 0;
@@ -493,7 +502,7 @@ export class TimerWheel {
         this.#handle = undefined;
         this.advance();
       },
-      Math.max(0, at - this.#clock.now()),
+      Math.max(0, at - this.#sinceEpoch()),
       { ref },
     );
   }
