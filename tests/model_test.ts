@@ -57,6 +57,7 @@ interface Coverage {
   resumes: number;
   remoteResets: number;
   resets: number;
+  closes: number;
 }
 
 /** One step of a schedule. */
@@ -65,7 +66,8 @@ type Action =
   | { kind: "cut" }
   | { kind: "advance"; ms: number }
   | { kind: "partition"; ms: number }
-  | { kind: "restart"; node: Node };
+  | { kind: "restart"; node: Node }
+  | { kind: "close"; node: Node };
 
 const sizeArb = fc.oneof(
   fc.constant(0),
@@ -103,6 +105,13 @@ const actionArb: fc.Arbitrary<Action> = fc.oneof(
     weight: 1,
     arbitrary: fc.record({
       kind: fc.constant("restart" as const),
+      node: fc.constantFrom<Node>("a", "b"),
+    }),
+  },
+  {
+    weight: 1,
+    arbitrary: fc.record({
+      kind: fc.constant("close" as const),
       node: fc.constantFrom<Node>("a", "b"),
     }),
   },
@@ -362,6 +371,8 @@ class Run {
         for (const u of e.unacked) this.reported.add(u.type);
       } else if (e.kind === "resume") {
         this.coverage.resumes++;
+      } else if (e.kind === "close") {
+        this.coverage.closes++;
       }
     }
   }
@@ -439,6 +450,16 @@ class Run {
     await this.settle();
   }
 
+  /**
+   * The application closes its connection in order (the queue is written first); a later send
+   * from a dialing node dials again.
+   */
+  async closeConnection(node: Node): Promise<void> {
+    const conn = this.connectionOf(node);
+    if (!conn) return;
+    await this.within(conn.close("model closes"), 2_000);
+  }
+
   /** A process dies without a word (its links are cut) and starts again with a new nonce. */
   async restart(node: Node): Promise<void> {
     const old = this.nodes.get(node)!;
@@ -470,6 +491,8 @@ class Run {
         return await this.advance(action.ms);
       case "restart":
         return await this.restart(action.node);
+      case "close":
+        return await this.closeConnection(action.node);
     }
   }
 
@@ -590,6 +613,7 @@ for (const mode of ["client", "peer", "lossy"] as const) {
       resumes: 0,
       remoteResets: 0,
       resets: 0,
+      closes: 0,
     };
     if (REPLAY) {
       const [schedule] = JSON.parse(REPLAY);
@@ -602,6 +626,7 @@ for (const mode of ["client", "peer", "lossy"] as const) {
     );
     console.log(`model ${mode}: ${JSON.stringify(coverage)}`);
     assert.ok(coverage.delivered > coverage.sent / 2, "most messages were delivered");
+    assert.ok(coverage.closes > 0, "connections were closed in order");
     if (mode === "lossy") {
       assert.ok(coverage.resets > 0, "faults reset lossy sessions");
     } else {
