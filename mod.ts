@@ -49,6 +49,7 @@ export {
   type FrameErrorReason,
   HandshakeRefusedError,
   HeartlineError,
+  QueueFullError,
   TimeoutError,
   TransportError,
 } from "./src/errors.ts";

@@ -27,6 +27,8 @@ export interface Counters {
   remoteResets: number;
   /** Messages written again on resume. */
   replayed: number;
+  /** Accepted links closed at once: over `maxConnections` or `maxPendingHandshakes`. */
+  linksRefused: number;
 }
 
 /** Fresh zeroed counters. */
@@ -42,5 +44,6 @@ export function newCounters(): Counters {
     resets: 0,
     remoteResets: 0,
     replayed: 0,
+    linksRefused: 0,
   };
 }

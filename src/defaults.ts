@@ -38,3 +38,7 @@ export const SESSION_TIMEOUT_MS = 30_000;
 export const RECONNECT_BASE_MS = 50;
 /** `losslessClient`: longest reconnect delay: 5 s. */
 export const RECONNECT_MAX_MS = 5_000;
+/** Connections a messenger holds at most (accepted and dialed); more are closed on accept. */
+export const MAX_CONNECTIONS = 16_384;
+/** Accepted links still in their handshake at most; more are closed on accept. */
+export const MAX_PENDING_HANDSHAKES = 256;

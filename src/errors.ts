@@ -145,3 +145,26 @@ export class TimeoutError extends HeartlineError {
     this.timeoutMs = timeoutMs;
   }
 }
+
+/**
+ * A send that would grow a connection's queue past its hard cap (twice `maxQueueBytes`): the
+ * sender did not wait for the `send()` promises that told it to slow down. The message is not
+ * queued; everything queued before it stays.
+ *
+ * @example
+ * ```ts
+ * import { QueueFullError } from "./errors.ts";
+ * const err = new QueueFullError("Send queue full", 2048);
+ * if (err.limitBytes !== 2048) throw new Error("unexpected");
+ * ```
+ */
+export class QueueFullError extends HeartlineError {
+  /** The hard cap that was reached, in bytes. */
+  readonly limitBytes: number;
+  /** Creates the error. */
+  constructor(message: string, limitBytes: number, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "QueueFullError";
+    this.limitBytes = limitBytes;
+  }
+}

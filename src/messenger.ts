@@ -8,14 +8,7 @@
  */
 
 import { AsyncQueue, Broadcast } from "./_async_queue.ts";
-import {
-  Connection,
-  CONNECTION_TRANSITIONS,
-  type ConnectionPorts,
-  type ConnectionState,
-  type Message,
-  sessionOf,
-} from "./connection.ts";
+import { Connection, type ConnectionPorts, type Message, sessionOf } from "./connection.ts";
 import * as defaults from "./defaults.ts";
 import { randomHex } from "./_random.ts";
 import { type Counters, newCounters } from "./counters.ts";
@@ -25,6 +18,7 @@ import { type Limits, type MessengerOptions, resolveLimits } from "./options.ts"
 import type { MessengerEvent, MessengerHealth, TimerStats } from "./events.ts";
 import { Policies, type Policy } from "./policy.ts";
 import { PROTOCOL_VERSION } from "./protocol/frame.ts";
+import { printable } from "./protocol/text.ts";
 import { KEEPALIVE_OP, type OobHandler, OobService } from "./oob/service.ts";
 import type { OobStats } from "./oob/types.ts";
 import { type HeartbeatSettings, resolveHeartbeat } from "./health/settings.ts";
@@ -299,17 +293,13 @@ export class Messenger {
 
   /** Health summary (what `GET /health` serves). */
   health(): MessengerHealth {
-    const connections = Object.fromEntries(
-      Object.keys(CONNECTION_TRANSITIONS).map((state) => [state, 0]),
-    ) as Record<ConnectionState, number>;
-    for (const c of this.#registry.connections()) connections[c.state]++;
     return {
       name: this.name,
       nonce: this.nonce,
       status: this.#status,
       uptimeMs: Math.round(this.#wheel.clock.now() - this.#started),
       listening: [...this.#listeners].map((l) => l.addr),
-      connections,
+      connections: this.#registry.byState(),
     };
   }
 
@@ -362,8 +352,13 @@ export class Messenger {
   async #acceptLoop(listener: Listener): Promise<void> {
     try {
       for await (const link of listener) {
-        if (this.#status !== "running") {
+        const over = this.#status === "running" ? this.#registry.admit(this.#limits) : "closing";
+        if (over) {
           link.close();
+          // Logged on the first refusal and every 1,000th: a flood must not flood the log too.
+          if (over !== "closing" && this.#counters.linksRefused++ % 1000 === 0) {
+            this.#log("warn", `accepted link closed at once: ${over} reached`);
+          }
           continue;
         }
         const conn = this.#newConnection("server", Policies.statelessServer, link.remoteAddr);
@@ -424,7 +419,7 @@ export class Messenger {
   }
 
   #opened(conn: Connection): void {
-    this.#log("info", `connection ${conn.id} open with ${conn.peerName}`);
+    this.#log("info", `connection ${conn.id} open with ${printable(conn.peerName)}`);
     // At once, not when connect() resumes: a dial of the peer's that arrives in between must
     // see this session, or the pair would end up with two.
     if (conn.policy.role === "peer") this.#registry.registerPeerSession(conn);
@@ -448,7 +443,9 @@ export class Messenger {
         this.#counters.remoteResets++;
         this.#log(
           "warn",
-          `session with ${connection.peerName} reset (${event.reason}): ${lost} unacknowledged message(s) lost`,
+          `session with ${
+            printable(connection.peerName)
+          } reset (${event.reason}): ${lost} unacknowledged message(s) lost`,
         );
         this.#events.publish({
           kind: "remote-reset",
@@ -473,11 +470,14 @@ export class Messenger {
     }
     if (how.error instanceof HandshakeRefusedError && how.error.field === "race") {
       // Settling a dial race is routine: the winning dial carries the session.
-      this.#log("debug", `connection ${conn.id}: ${how.error.message}`);
+      this.#log("debug", `connection ${conn.id}: ${printable(how.error.message)}`);
       return;
     }
     const what = `connection ${conn.id} (${conn.side}, ${conn.remoteAddr})`;
-    this.#log("warn", `${what} ${how.wasOpen ? "reset" : "failed"}: ${how.error.message}`);
+    this.#log(
+      "warn",
+      `${what} ${how.wasOpen ? "reset" : "failed"}: ${printable(how.error.message)}`,
+    );
     if (how.wasOpen) {
       this.#counters.resets++;
       this.#events.publish({

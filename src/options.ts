@@ -44,6 +44,10 @@ export interface MessengerOptions {
   refusedRetryMs?: number;
   /** Lossless policies: bytes of written, unacknowledged messages kept for replay. Default 8 MiB. */
   maxUnackedBytes?: number;
+  /** Connections held at most; an accepted link beyond it is closed at once. Default 16,384. */
+  maxConnections?: number;
+  /** Accepted links in their handshake at most; more are closed at once. Default 256. */
+  maxPendingHandshakes?: number;
   /** `statefulServer`: how long a session waits in standby for its client. Default 30 s. */
   sessionTimeoutMs?: number;
   /** `losslessClient`: first reconnect delay; it doubles per failed try. Default 50 ms. */
@@ -79,6 +83,10 @@ export interface Limits {
   readonly reconnectMaxMs: number;
   /** How long a refused handshake blocks redialing the same address. */
   readonly refusedRetryMs: number;
+  /** Connections held at most. */
+  readonly maxConnections: number;
+  /** Accepted links in their handshake at most. */
+  readonly maxPendingHandshakes: number;
 }
 
 /**
@@ -128,5 +136,11 @@ export function resolveLimits(o: Partial<Limits>): Limits {
     reconnectBaseMs: positive("reconnectBaseMs", o.reconnectBaseMs, defaults.RECONNECT_BASE_MS),
     reconnectMaxMs: positive("reconnectMaxMs", o.reconnectMaxMs, defaults.RECONNECT_MAX_MS),
     refusedRetryMs: positive("refusedRetryMs", o.refusedRetryMs, defaults.REFUSED_RETRY_MS),
+    maxConnections: positive("maxConnections", o.maxConnections, defaults.MAX_CONNECTIONS),
+    maxPendingHandshakes: positive(
+      "maxPendingHandshakes",
+      o.maxPendingHandshakes,
+      defaults.MAX_PENDING_HANDSHAKES,
+    ),
   };
 }

@@ -59,6 +59,13 @@ function oversizedFrame(): Uint8Array {
   return frame;
 }
 
+/** A Hello preamble that announces 1 MiB (under the frame limit, over the handshake cap). */
+function bigHelloPreamble(): Uint8Array {
+  const frame = encodeFrame(Tag.Hello, new Uint8Array(0));
+  new DataView(frame.buffer).setUint32(4, 1024 * 1024);
+  return frame.subarray(0, 12);
+}
+
 function corruptHello(): Uint8Array {
   const frame = encodeFrame(Tag.Hello, encodeJson(HELLO));
   frame[20] ^= 0x55;
@@ -85,6 +92,12 @@ const CASES: { name: string; bytes: () => Uint8Array; reason: string; half?: boo
   {
     name: "an oversized length",
     bytes: () => new Uint8Array([...BANNER, ...oversizedFrame()]),
+    reason: "oversize",
+  },
+  {
+    // Refused as the preamble arrives: the 1 MiB is never sent, let alone buffered.
+    name: "a Hello announced above 16 KiB",
+    bytes: () => new Uint8Array([...BANNER, ...bigHelloPreamble()]),
     reason: "oversize",
   },
   {

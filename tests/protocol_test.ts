@@ -10,7 +10,12 @@ import {
 } from "../src/protocol/frame.ts";
 import { decodeAck, encodeAck } from "../src/protocol/control.ts";
 import { decodeHeartbeat, encodeHeartbeat, OpDictionary } from "../src/protocol/heartbeat.ts";
-import { decodeHello, encodeJson } from "../src/protocol/handshake.ts";
+import {
+  decodeHello,
+  decodeRefusal,
+  encodeJson,
+  encodeRefusal,
+} from "../src/protocol/handshake.ts";
 import { FrameError, HandshakeRefusedError } from "../src/errors.ts";
 import { rawHello } from "./_helpers.ts";
 
@@ -213,4 +218,14 @@ Deno.test("crc32c agrees with the bitwise definition for every length and offset
       );
     }
   }
+});
+
+Deno.test("a Refuse frame about the cluster names the field, not the refusing node's cluster id", () => {
+  const error = new HandshakeRefusedError("cluster", "cluster differs: local secret-id, peer x", {
+    local: "secret-id",
+    peer: "x",
+  });
+  const text = new TextDecoder().decode(encodeRefusal(error));
+  assert.ok(!text.includes("secret-id"), text);
+  assert.equal(decodeRefusal(encodeRefusal(error)).field, "cluster");
 });

@@ -281,7 +281,7 @@ Deno.test("LinkSlot: a released reader's link stays open and reports nothing her
     read: () => new Promise<null>(() => {}),
     close: () => void (closed = true),
   } as unknown as Link;
-  slot.attach(link);
+  slot.attach(link, 1024);
   assert.equal(slot.epoch, 1);
   const reader = slot.release();
   assert.equal(slot.link, null);

@@ -70,6 +70,11 @@ class TcpLink implements Link {
   }
 }
 
+/** First wait after a failed accept; it doubles while accepts keep failing. */
+const ACCEPT_BACKOFF_MS = 5;
+/** Longest wait between failed accepts (at the file-descriptor limit, say). */
+const ACCEPT_BACKOFF_MAX_MS = 1000;
+
 class TcpListener implements Listener {
   readonly addr: string;
   #listener: Deno.TcpListener;
@@ -80,6 +85,7 @@ class TcpListener implements Listener {
   }
 
   async *[Symbol.asyncIterator](): AsyncIterator<Link> {
+    let backoff = 0;
     for (;;) {
       let conn: Deno.TcpConn;
       try {
@@ -88,9 +94,13 @@ class TcpListener implements Listener {
         if (error instanceof Deno.errors.BadResource || error instanceof Deno.errors.Interrupted) {
           return;
         }
-        // A failed accept (a peer that reset before we took it) does not end the listener.
+        // A failed accept (a peer that reset before we took it, or no file descriptor left)
+        // does not end the listener; repeated failures back off instead of spinning a core.
+        backoff = Math.min(ACCEPT_BACKOFF_MAX_MS, backoff ? backoff * 2 : ACCEPT_BACKOFF_MS);
+        await new Promise((resolve) => setTimeout(resolve, backoff));
         continue;
       }
+      backoff = 0;
       yield new TcpLink(conn);
     }
   }

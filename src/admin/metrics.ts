@@ -180,6 +180,12 @@ function sessionMetrics(e: Exposition, messenger: Messenger): void {
   );
   e.single("heartline_resets_total", "counter", "Sessions ended by a fault.", c.resets);
   e.single(
+    "heartline_links_refused_total",
+    "counter",
+    "Accepted links closed at once (maxConnections or maxPendingHandshakes reached).",
+    c.linksRefused,
+  );
+  e.single(
     "heartline_remote_resets_total",
     "counter",
     "Sessions reset because the peer restarted or lost the session.",

@@ -6,7 +6,13 @@
  * @module
  */
 
-import { type Connection, sessionOf } from "../connection.ts";
+import {
+  type Connection,
+  CONNECTION_TRANSITIONS,
+  type ConnectionState,
+  sessionOf,
+} from "../connection.ts";
+import type { Limits } from "../options.ts";
 import { HandshakeRefusedError, type HeartlineError, TimeoutError } from "../errors.ts";
 import { serverPolicyFor } from "../policy.ts";
 import type { Hello } from "../protocol/handshake.ts";
@@ -38,6 +44,8 @@ export class SessionRegistry {
   readonly #timers: TimerPort;
   /** Every connection that is not closed. */
   readonly #connections = new Set<Connection>();
+  /** Accepted connections that may still be handshaking (pruned lazily: see admit()). */
+  readonly #pending = new Set<Connection>();
   /** Our dials, by the address dialed (one connection per address). */
   readonly #dialed = new Map<string, Connection>();
   /** Lossless sessions, by peer name. */
@@ -63,9 +71,32 @@ export class SessionRegistry {
     return [...this.#connections];
   }
 
-  /** Records a connection (accepted or dialed). */
+  /** Records a connection this node accepted (it handshakes until it opens or ends). */
   add(conn: Connection): void {
     this.#connections.add(conn);
+    this.#pending.add(conn);
+  }
+
+  /**
+   * Whether one more accepted link may be taken: the limit it would pass (`maxConnections`
+   * or `maxPendingHandshakes`), or undefined if it may.
+   */
+  admit(limits: Pick<Limits, "maxConnections" | "maxPendingHandshakes">): string | undefined {
+    if (this.#connections.size >= limits.maxConnections) return "maxConnections";
+    if (this.#pending.size >= limits.maxPendingHandshakes) {
+      for (const c of this.#pending) if (c.peerName !== undefined) this.#pending.delete(c);
+    }
+    if (this.#pending.size >= limits.maxPendingHandshakes) return "maxPendingHandshakes";
+    return undefined;
+  }
+
+  /** Connections by state (what `/health` shows). */
+  byState(): Record<ConnectionState, number> {
+    const counts = Object.fromEntries(
+      Object.keys(CONNECTION_TRANSITIONS).map((state) => [state, 0]),
+    ) as Record<ConnectionState, number>;
+    for (const c of this.#connections) counts[c.state]++;
+    return counts;
   }
 
   /** Records our dial to `addr`. */
@@ -90,6 +121,7 @@ export class SessionRegistry {
   /** A connection is gone (closed, reset, or handed its link to another session). */
   forget(conn: Connection): void {
     this.#connections.delete(conn);
+    this.#pending.delete(conn);
     const name = conn.peerName;
     if (name !== undefined && this.#sessions.get(name) === conn) this.#sessions.delete(name);
     if (this.#dialed.get(conn.remoteAddr) === conn) this.#dialed.delete(conn.remoteAddr);

@@ -14,6 +14,7 @@ import {
   type OobPart,
   OpDictionary,
 } from "../protocol/heartbeat.ts";
+import { printable } from "../protocol/text.ts";
 import type { OobLink, OobOptions, OobProducer, OobRegistration, OobStats } from "./types.ts";
 import type { Timer, TimerWheel } from "../timer/timer_wheel.ts";
 import type { LogLevel } from "../log.ts";
@@ -74,6 +75,20 @@ class Registration<C extends OobLink> implements OobRegistration {
 }
 
 const encoder = new TextEncoder();
+/** Distinct OOB warnings logged per messenger at most. */
+const MAX_WARNED = 256;
+/** Ops counted by name per messenger at most; the rest are counted under OTHER_OPS. */
+export const MAX_COUNTED_OPS = 1024;
+/** The name the parts of ops beyond {@linkcode MAX_COUNTED_OPS} are counted under. */
+export const OTHER_OPS = "(other)";
+
+/** Counts one part of `op`, in a table that a peer's op names cannot grow without bound. */
+function countOp(counts: Map<string, number>, op: string): void {
+  const known = counts.get(op);
+  if (known !== undefined) counts.set(op, known + 1);
+  else if (counts.size < MAX_COUNTED_OPS) counts.set(op, 1);
+  else counts.set(OTHER_OPS, (counts.get(OTHER_OPS) ?? 0) + 1);
+}
 
 /**
  * @internal The messenger's OOB engine: one per messenger, driven by its timer wheel.
@@ -235,7 +250,7 @@ export class OobService<C extends OobLink> {
       this.#stats.heartbeatFramesSent++;
       this.#stats.heartbeatBytesSent += frame.length;
       for (const p of parts) {
-        this.#stats.partsSent.set(p.op, (this.#stats.partsSent.get(p.op) ?? 0) + 1);
+        countOp(this.#stats.partsSent, p.op);
       }
     }
   }
@@ -250,7 +265,7 @@ export class OobService<C extends OobLink> {
     if (hb.echo >= 0) s.rttMs = Math.max(0, now - hb.echo - hb.echoDelay);
     this.#stats.heartbeatFramesReceived++;
     for (const part of hb.parts) {
-      this.#stats.partsReceived.set(part.op, (this.#stats.partsReceived.get(part.op) ?? 0) + 1);
+      countOp(this.#stats.partsReceived, part.op);
       const handler = this.#handlers.get(part.op);
       if (!handler) {
         this.#stats.unhandled++;
@@ -285,9 +300,11 @@ export class OobService<C extends OobLink> {
     this.#warnOnce(`handler:${op}`, `OOB handler for ${op} threw: ${error}`);
   }
 
+  /** Logs `message` once per `key`, for at most MAX_WARNED keys (op names come from peers). */
   #warnOnce(key: string, message: string): void {
-    if (this.#warned.has(key)) return;
+    if (this.#warned.has(key) || this.#warned.size > MAX_WARNED) return;
     this.#warned.add(key);
-    this.#log("warn", message);
+    if (this.#warned.size > MAX_WARNED) message = "more OOB warnings follow, not logged";
+    this.#log("warn", printable(message, 500));
   }
 }

@@ -158,6 +158,17 @@ export class FrameDecoder {
     return this.#chunkBytes;
   }
 
+  /**
+   * The largest frame payload accepted from now on, checked as each preamble arrives (a
+   * session lowers it while it handshakes: handshake frames are small).
+   */
+  get maxFrameBytes(): number {
+    return this.#max;
+  }
+  set maxFrameBytes(bytes: number) {
+    this.#max = bytes;
+  }
+
   /** Throws if the stream ended in the middle of a banner or frame. */
   end(): void {
     if (this.#chunkBytes > 0) {

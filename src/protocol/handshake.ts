@@ -8,12 +8,16 @@
 
 import { FrameError, HandshakeRefusedError } from "../errors.ts";
 import { PROTOCOL_VERSION } from "./frame.ts";
+import { printable } from "./text.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder("utf-8", { fatal: true });
 
 /** Largest handshake payload accepted, whatever the frame limit: 16 KiB. */
 export const MAX_HANDSHAKE_BYTES = 16 * 1024;
+
+/** Longest node name accepted, in characters. */
+export const MAX_NAME = 255;
 
 /** Longest session id accepted, in characters. */
 export const MAX_SESSION_ID = 64;
@@ -181,6 +185,9 @@ export function decodeHello(payload: Uint8Array): Hello {
     cluster: str(obj, "cluster", "Hello"),
     heartbeat: decodeHeartbeatSettings(obj.heartbeat),
   };
+  if (hello.name.length === 0 || hello.name.length > MAX_NAME) {
+    throw new FrameError("malformed", `Hello field name must be 1 to ${MAX_NAME} characters`);
+  }
   if (obj.inSeq !== undefined) {
     const inSeq = num(obj, "inSeq", "Hello");
     if (!Number.isSafeInteger(inSeq) || inSeq < 0) {
@@ -213,8 +220,17 @@ export function decodeHello(payload: Uint8Array): Hello {
   return hello;
 }
 
+/**
+ * Fields whose value a Refuse frame never carries: anyone who reaches a listener may send a
+ * Hello, and the cluster id is not theirs to learn.
+ */
+export const UNDISCLOSED_FIELDS: ReadonlySet<string> = new Set(["cluster"]);
+
 /** Encodes a Refuse payload from the refusal error this side raised. */
 export function encodeRefusal(error: HandshakeRefusedError): Uint8Array {
+  if (UNDISCLOSED_FIELDS.has(error.field)) {
+    return encodeJson({ field: error.field, message: `${error.field} differs` });
+  }
   const refusal: Refusal = { field: error.field, message: error.message };
   if ("local" in error) {
     refusal.local = error.local;
@@ -239,17 +255,28 @@ export function decodeRefusal(payload: Uint8Array): Refusal {
 
 /**
  * The refusal a peer sent, as this side sees it: the peer's `local` is our `peer` value and
- * the other way round.
+ * the other way round. For an undisclosed field, `ours` (this side's own value) is named and
+ * the peer's is not.
  */
-export function refusalFromPeer(refusal: Refusal): HandshakeRefusedError {
+export function refusalFromPeer(refusal: Refusal, ours?: LocalTerms): HandshakeRefusedError {
+  if (UNDISCLOSED_FIELDS.has(refusal.field) && ours && refusal.field in ours) {
+    const local = ours[refusal.field as keyof LocalTerms];
+    return new HandshakeRefusedError(
+      refusal.field,
+      `${refusal.field} differs: local ${local}, peer not disclosed (refused by peer)`,
+      { local, peer: undefined },
+    );
+  }
   if ("local" in refusal) {
     return new HandshakeRefusedError(
       refusal.field,
-      `${refusal.field} differs: local ${refusal.peer}, peer ${refusal.local} (refused by peer)`,
+      `${printable(refusal.field)} differs: local ${printable(refusal.peer)}, peer ${
+        printable(refusal.local)
+      } (refused by peer)`,
       { local: refusal.peer, peer: refusal.local },
     );
   }
-  return new HandshakeRefusedError(refusal.field, `Peer refused: ${refusal.message}`);
+  return new HandshakeRefusedError(refusal.field, `Peer refused: ${printable(refusal.message)}`);
 }
 
 /** What this node requires of every peer: checked against each Hello and Welcome. */

@@ -66,6 +66,11 @@ function decodeOp(bytes: Uint8Array): string {
 export const MAX_OOB_PART_BYTES = 0xffff;
 /** Op ids a link can define (15 bits). */
 const MAX_OP_IDS = 0x7fff;
+/**
+ * Ops a receiver accepts per link and direction by default: each defined op costs memory for
+ * as long as the link lives, so a peer cannot make a link hold 32,767 of them.
+ */
+export const MAX_OPS_PER_LINK = 1024;
 const DEFINES = 0x8000;
 
 /**
@@ -76,6 +81,12 @@ const DEFINES = 0x8000;
 export class OpDictionary {
   #ids = new Map<string, number>();
   #ops: string[] = [];
+  readonly #maxOps: number;
+
+  /** An empty dictionary accepting at most `maxOps` definitions from the peer. */
+  constructor(maxOps = MAX_OPS_PER_LINK) {
+    this.#maxOps = maxOps;
+  }
 
   /** Sender side: the id of `op`, and whether this part must define it. */
   idFor(op: string): { id: number; define: boolean } {
@@ -92,6 +103,9 @@ export class OpDictionary {
 
   /** Receiver side: records a definition. */
   define(id: number, op: string): void {
+    if (this.#ops.length >= this.#maxOps) {
+      throw new FrameError("oversize", `Too many OOB ops on one link: over ${this.#maxOps}`);
+    }
     if (id !== this.#ops.length) {
       throw new FrameError("malformed", `Heartbeat op id ${id} defined out of order`);
     }

@@ -16,6 +16,7 @@ import {
   encodeJson,
   encodeRefusal,
   type Hello,
+  type LocalTerms,
   refusalFromPeer,
 } from "../protocol/handshake.ts";
 import { type Policy, serverPolicyFor } from "../policy.ts";
@@ -86,7 +87,9 @@ export function processHandshakeFrame<S>(
   tag: TagValue,
   payload: Uint8Array,
 ): void {
-  if (h.side() === "client" && tag === Tag.Refuse) return processRefuse(payload);
+  if (h.side() === "client" && tag === Tag.Refuse) {
+    return processRefuse(payload, h.ports.local.terms());
+  }
   const expected = h.side() === "server" ? Tag.Hello : Tag.Welcome;
   if (tag !== expected) {
     throw new FrameError("unexpected", `Unexpected frame tag ${tag} during handshake`);
@@ -171,7 +174,7 @@ export function processAdoptedHello<S>(h: HandshakeTarget<S>, hello: Hello): voi
 }
 
 /** Client: the peer refused us. */
-function processRefuse(payload: Uint8Array): never {
+function processRefuse(payload: Uint8Array, ours: LocalTerms): never {
   const refusal = decodeRefusal(payload);
   if (refusal.field === "race") {
     // Lost a dial race: the peer's own dial carries the session (see docs/policies.md).
@@ -179,7 +182,7 @@ function processRefuse(payload: Uint8Array): never {
       peer: refusal.peer,
     });
   }
-  throw refusalFromPeer(refusal);
+  throw refusalFromPeer(refusal, ours);
 }
 
 function policyMismatch(local: string, peer: string): HandshakeRefusedError {

@@ -36,7 +36,7 @@ export interface LinkEvents {
  * const events = {
  *   chunk() {}, frame() {}, chunkDone: () => undefined, ended() {}, failed() {}, defect() {},
  * };
- * const slot = new LinkSlot(events, 1024);
+ * const slot = new LinkSlot(events, 1 << 20);
  * if (slot.link !== null || slot.epoch !== 0) throw new Error("empty at first");
  * ```
  */
@@ -62,11 +62,20 @@ export class LinkSlot implements ReaderOwner {
     return this.#epoch;
   }
 
-  /** Takes a fresh link; call {@linkcode LinkSlot.start} once the first frames are queued. */
-  attach(link: Link): void {
+  /**
+   * Takes a fresh link; call {@linkcode LinkSlot.start} once the first frames are queued.
+   * Until {@linkcode LinkSlot.opened}, frames above `handshakeFrameBytes` are refused as soon
+   * as their preamble arrives, before any of their payload is buffered.
+   */
+  attach(link: Link, handshakeFrameBytes: number): void {
     this.detach();
-    this.#reader = new LinkReader(link, this, this.#maxFrameBytes);
+    this.#reader = new LinkReader(link, this, Math.min(handshakeFrameBytes, this.#maxFrameBytes));
     this.#epoch++;
+  }
+
+  /** The handshake is done: frames up to the session's limit are accepted from now on. */
+  opened(): void {
+    if (this.#reader) this.#reader.decoder.maxFrameBytes = this.#maxFrameBytes;
   }
 
   /** Starts reading the current link (the read loop never rejects). */
@@ -80,6 +89,7 @@ export class LinkSlot implements ReaderOwner {
     reader.owner = this;
     this.#reader = reader;
     this.#epoch++;
+    this.opened();
   }
 
   /** Lets go of the reader without closing its link, to hand both to another session. */

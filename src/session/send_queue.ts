@@ -6,6 +6,7 @@
  * @module
  */
 
+import { QueueFullError } from "../errors.ts";
 import type { OutgoingMessage } from "../protocol/message.ts";
 
 /** A FIFO with O(1) shift. */
@@ -79,6 +80,16 @@ export class SendQueue {
   /** Whether control frames wait. */
   get hasControl(): boolean {
     return this.#control.length > 0;
+  }
+
+  /**
+   * The error for a message of `size` bytes that would take the queue past its hard cap
+   * (twice `limit`, the size at which `send()` starts to wait), or undefined if it fits.
+   */
+  overCap(size: number, limit: number): QueueFullError | undefined {
+    const cap = 2 * limit;
+    if (this.#bytes + size <= cap) return undefined;
+    return new QueueFullError(`Send queue full: ${this.#bytes} bytes queued, hard cap ${cap}`, cap);
   }
 
   /** Queues a message of `size` bytes on the wire. */

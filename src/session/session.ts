@@ -10,7 +10,7 @@
 import { ConnectionClosedError, FrameError, type HandshakeRefusedError } from "../errors.ts";
 import { decodeAck, decodeClose, encodeAck } from "../protocol/control.ts";
 import { BANNER, encodeFrame, Tag, type TagValue } from "../protocol/frame.ts";
-import type { Hello } from "../protocol/handshake.ts";
+import { type Hello, MAX_HANDSHAKE_BYTES } from "../protocol/handshake.ts";
 import { messageFrameBytes } from "../protocol/message.ts";
 import type { Policy } from "../policy.ts";
 import type { Link } from "../../transports/types.ts";
@@ -143,8 +143,7 @@ export class Session<H> {
   }
   /** Whether messages may be written now. */
   get writable(): boolean {
-    const s = this.#sm.state;
-    return s === "open" || s === "closing";
+    return this.#sm.state === "open" || this.#sm.state === "closing";
   }
 
   /** Resolves when the first handshake completes; rejects with the error if it fails. */
@@ -160,15 +159,18 @@ export class Session<H> {
 
   /**
    * Queues a message (the facade has checked its arguments). Resolves at once while the
-   * queue is under its limit, otherwise once it drains below it.
+   * queue is under its limit, otherwise once it drains below it; rejects past the hard cap.
    */
   send(type: number, priority: number, payload: Uint8Array, signal?: AbortSignal): Promise<void> {
     const s = this.#sm.state;
     if (s === "closing" || s === "closed") return Promise.reject(this.closedError());
+    const limit = this.#ports.limits.maxQueueBytes, size = messageFrameBytes(payload);
+    const full = this.queue.overCap(size, limit);
+    if (full) return Promise.reject(full);
     // Lossless sessions accept messages while reconnecting or in standby: they wait here.
-    this.queue.push({ type, priority, payload, seq: 0 }, messageFrameBytes(payload));
+    this.queue.push({ type, priority, payload, seq: 0 }, size);
     this.#writer.schedule();
-    return this.queue.waitForRoom(this.#ports.limits.maxQueueBytes, signal);
+    return this.queue.waitForRoom(limit, signal);
   }
 
   /** Queues an encoded control frame ahead of all data (heartbeats, acks). */
@@ -217,10 +219,7 @@ export class Session<H> {
 
   /** The writer finished a pass: settle what waited on it. */
   written(link: Link): void {
-    if (this.#refusal) {
-      this.#fail(this.#refusal);
-      return;
-    }
+    if (this.#refusal) return this.#fail(this.#refusal);
     const current = this.#slot.link;
     if (current && link !== current) this.#writer.schedule(); // a new link meanwhile
     if (this.#close?.done(this.#writer.busy)) this.#finishClose();
@@ -245,7 +244,7 @@ export class Session<H> {
 
   /** Attaches a link (a first dial, a redial, or an accepted link) and starts the handshake. */
   attach(link: Link): void {
-    this.#slot.attach(link);
+    this.#slot.attach(link, MAX_HANDSHAKE_BYTES);
     const ms = this.#ports.limits.handshakeTimeoutMs;
     this.#sm.enter("handshaking", ms, () => {
       this.#fail(new FrameError("handshake-timeout", `Handshake not completed within ${ms} ms`));
@@ -309,10 +308,7 @@ export class Session<H> {
   }
 
   #onEnded(): void {
-    if (this.#close?.sent) {
-      this.#finishClose();
-      return;
-    }
+    if (this.#close?.sent) return this.#finishClose();
     this.#fail(
       new ConnectionClosedError(`Peer ${this.remoteAddr} closed the link without a Close frame`),
     );
@@ -374,6 +370,7 @@ export class Session<H> {
   /** The link is open: the session begins (`first`) or goes on. */
   #open(first: boolean): void {
     this.#attempt = 0;
+    this.#slot.opened();
     this.#sm.enter("open");
     if (first) {
       this.#ports.observer.opened(this.handle);
