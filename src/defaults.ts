@@ -42,3 +42,5 @@ export const RECONNECT_MAX_MS = 5_000;
 export const MAX_CONNECTIONS = 16_384;
 /** Accepted links still in their handshake at most; more are closed on accept. */
 export const MAX_PENDING_HANDSHAKES = 256;
+/** A connection whose link carried nothing (not even a heartbeat) this long is lost: 60 s. */
+export const IDLE_TIMEOUT_MS = 60_000;

@@ -5,6 +5,7 @@
  */
 
 import type { Connection, ConnectionState, SessionEvent, UnsentMessage } from "./connection.ts";
+import type { LosslessEvent } from "./session/ports.ts";
 
 /** Events a messenger reports, as a tagged union on `kind`. */
 export type MessengerEvent =
@@ -68,4 +69,18 @@ export interface TimerStats {
   readonly lateFires: number;
   /** Whether the wheel's one host timeout is armed. */
   readonly armed: boolean;
+}
+
+/** The messenger event for what a lossless session reported. */
+export function sessionEvent(connection: Connection, event: LosslessEvent): SessionEvent {
+  switch (event.kind) {
+    case "disconnect":
+      return { kind: "disconnect", connection, error: event.error };
+    case "resume":
+      return { kind: "resume", connection, replayed: event.replayed };
+    case "remote-reset": {
+      const { unacked, reason } = event;
+      return { kind: "remote-reset", connection, lost: unacked.length, unacked, reason };
+    }
+  }
 }

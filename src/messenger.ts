@@ -12,10 +12,15 @@ import { Connection, type ConnectionPorts, type Message, sessionOf } from "./con
 import * as defaults from "./defaults.ts";
 import { randomHex } from "./_random.ts";
 import { type Counters, newCounters } from "./counters.ts";
-import { ConnectionClosedError, HandshakeRefusedError } from "./errors.ts";
+import { ConnectionClosedError, HandshakeRefusedError, TimeoutError } from "./errors.ts";
 import { consoleLogger, type Logger } from "./log.ts";
 import { type Limits, type MessengerOptions, resolveLimits } from "./options.ts";
-import type { MessengerEvent, MessengerHealth, TimerStats } from "./events.ts";
+import {
+  type MessengerEvent,
+  type MessengerHealth,
+  sessionEvent,
+  type TimerStats,
+} from "./events.ts";
 import { Policies, type Policy } from "./policy.ts";
 import { PROTOCOL_VERSION } from "./protocol/frame.ts";
 import { printable } from "./protocol/text.ts";
@@ -29,6 +34,7 @@ import {
   type WatchOptions,
 } from "./health/health.ts";
 import { type ConnectOptions, Dialer } from "./node/dialer.ts";
+import { IdleWatch } from "./node/idle.ts";
 import { SessionRegistry } from "./node/registry.ts";
 import type { LosslessEvent, SessionEnd } from "./session/ports.ts";
 import type { Clock } from "./timer/clock.ts";
@@ -79,6 +85,7 @@ export class Messenger {
   #health: HealthService;
   readonly #registry: SessionRegistry;
   readonly #dialer: Dialer;
+  readonly #idle: IdleWatch;
   readonly #ports: ConnectionPorts;
   readonly #random: () => number;
 
@@ -112,6 +119,10 @@ export class Messenger {
       checkRunning: () => this.#checkRunning(),
     });
     this.#ports = this.#makePorts();
+    this.#idle = new IdleWatch(this.#wheel, this.#limits.idleTimeoutMs, (conn, silentMs) => {
+      const ms = this.#limits.idleTimeoutMs;
+      sessionOf(conn).fault(new TimeoutError(`Link silent for ${Math.round(silentMs)} ms`, ms));
+    });
   }
 
   #makeHealth(): HealthService {
@@ -406,10 +417,14 @@ export class Messenger {
       observer: {
         opened: (conn) => this.#opened(conn),
         ended: (conn, how) => this.#ended(conn, how),
-        handedOver: (conn) => this.#registry.forget(conn),
+        handedOver: (conn) => this.#forget(conn),
         lossless: (conn, event) => this.#lossless(conn, event),
         reincarnated: (conn) => this.#health.opened(conn),
-        heard: (conn) => this.#health.heard(conn, this.#wheel.clock.now()),
+        heard: (conn) => {
+          const now = this.#wheel.clock.now();
+          this.#health.heard(conn, now);
+          this.#idle.heard(conn, now);
+        },
         heartbeat: (conn, payload) => this.#oob.receive(conn, payload),
         defect: (conn, error) => {
           this.#log("error", `connection ${conn.id}: defect: ${(error as Error)?.stack ?? error}`);
@@ -430,36 +445,22 @@ export class Messenger {
   }
 
   #lossless(connection: Connection, event: LosslessEvent): void {
-    switch (event.kind) {
-      case "disconnect":
-        this.#events.publish({ kind: "disconnect", connection, error: event.error });
-        return;
-      case "resume":
-        this.#counters.reconnects++;
-        this.#events.publish({ kind: "resume", connection, replayed: event.replayed });
-        return;
-      case "remote-reset": {
-        const lost = event.unacked.length;
-        this.#counters.remoteResets++;
-        this.#log(
-          "warn",
-          `session with ${
-            printable(connection.peerName)
-          } reset (${event.reason}): ${lost} unacknowledged message(s) lost`,
-        );
-        this.#events.publish({
-          kind: "remote-reset",
-          connection,
-          lost,
-          unacked: event.unacked,
-          reason: event.reason,
-        });
-      }
+    if (event.kind === "resume") this.#counters.reconnects++;
+    if (event.kind === "remote-reset") {
+      this.#counters.remoteResets++;
+      const who = printable(connection.peerName), lost = event.unacked.length;
+      this.#log("warn", `session with ${who} reset (${event.reason}): ${lost} unacked lost`);
     }
+    this.#events.publish(sessionEvent(connection, event));
+  }
+
+  #forget(conn: Connection): void {
+    this.#registry.forget(conn);
+    this.#idle.forget(conn);
   }
 
   #ended(conn: Connection, how: SessionEnd): void {
-    this.#registry.forget(conn);
+    this.#forget(conn);
     this.#oob.forget(conn);
     if (how.kind === "close" || how.wasOpen) {
       this.#health.ended(conn, how.kind === "close" ? "closed" : "reset");

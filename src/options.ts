@@ -48,6 +48,11 @@ export interface MessengerOptions {
   maxConnections?: number;
   /** Accepted links in their handshake at most; more are closed at once. Default 256. */
   maxPendingHandshakes?: number;
+  /**
+   * A link that carries nothing at all for this long (heartbeats count) is treated as lost: a
+   * lossy session resets, a lossless one reconnects. Default 60 s.
+   */
+  idleTimeoutMs?: number;
   /** `statefulServer`: how long a session waits in standby for its client. Default 30 s. */
   sessionTimeoutMs?: number;
   /** `losslessClient`: first reconnect delay; it doubles per failed try. Default 50 ms. */
@@ -87,6 +92,8 @@ export interface Limits {
   readonly maxConnections: number;
   /** Accepted links in their handshake at most. */
   readonly maxPendingHandshakes: number;
+  /** Silence after which a link is treated as lost. */
+  readonly idleTimeoutMs: number;
 }
 
 /**
@@ -142,5 +149,6 @@ export function resolveLimits(o: Partial<Limits>): Limits {
       o.maxPendingHandshakes,
       defaults.MAX_PENDING_HANDSHAKES,
     ),
+    idleTimeoutMs: positive("idleTimeoutMs", o.idleTimeoutMs, defaults.IDLE_TIMEOUT_MS),
   };
 }

@@ -3,7 +3,7 @@
 
 import "./_guard.ts";
 import assert from "node:assert/strict";
-import { FrameError, Messenger, QueueFullError } from "../mod.ts";
+import { FrameError, Messenger, QueueFullError, TimeoutError } from "../mod.ts";
 import { MAX_OPS_PER_LINK, OpDictionary } from "../src/protocol/heartbeat.ts";
 import { decodeHello, encodeJson } from "../src/protocol/handshake.ts";
 import { printable } from "../src/protocol/text.ts";
@@ -136,3 +136,20 @@ async function readsToEnd(conn: Deno.TcpConn, ms: number): Promise<boolean> {
     clearTimeout(timer);
   }
 }
+
+Deno.test("a link silent past idleTimeoutMs is lost (heartbeats count as traffic)", async () => {
+  await using s = await manualPair({
+    tickMs: 5,
+    heartbeat: { intervalMs: 500 },
+    idleTimeoutMs: 3000,
+  });
+  const reset = waitEvent(s.client, "reset");
+  await s.run(10_000, 100); // heartbeats only: not idle
+  assert.equal(s.conn.state, "open");
+  // The client hears nothing more (its reads stall): after the idle timeout, its link is lost.
+  s.net.links[0].stallReads(true);
+  await s.run(5_000, 100);
+  const ev = await reset;
+  assert.ok(ev.error instanceof TimeoutError && ev.error.timeoutMs === 3000, String(ev.error));
+  assert.equal(s.conn.state, "closed");
+});

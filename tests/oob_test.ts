@@ -216,15 +216,16 @@ Deno.test("10,000 producers on 100 connections use no timer beyond the wheel's o
     }
     assert.equal(intervals, 0);
     assert.ok(live.size <= 1, `${live.size} host timers alive`);
-    // Plus one keepalive per connection and the failure detector's one check timer.
-    assert.equal(client.timers.size, 10_000 + 100 + 1);
+    // Plus one keepalive per connection, the failure detector's one check timer and the idle
+    // check's one.
+    assert.equal(client.timers.size, 10_000 + 100 + 2);
   } finally {
     globalThis.setTimeout = realSet;
     globalThis.clearTimeout = realClear;
     globalThis.setInterval = realInterval;
   }
   for (const r of regs) r.cancel();
-  assert.equal(client.timers.size, 101, "only the keepalives and the detector check remain");
+  assert.equal(client.timers.size, 102, "only the keepalives and the two checks remain");
   assert.equal(client.oobStats.registrations, 100);
   await client.close();
   await server.close();

@@ -1,8 +1,6 @@
 /**
- * One session with one peer: its state machine, send queue, replay buffer and links. The
- * handshake lives in handshake.ts and the writer in writer.ts; this file holds the life of a
- * session: attaching links, reading, faults, resume and close. It talks to the node only
- * through the ports in ports.ts.
+ * One session with one peer: its state machine, queues, links and faults. It talks to the node
+ * only through the ports in ports.ts; the handshake, writer and receiver are their own files.
  *
  * @module
  */
@@ -203,6 +201,11 @@ export class Session<H> {
       this.#startClosing(reason, "local");
     }
     return this.#closed.promise;
+  }
+
+  /** The link failed (it went silent, for one): the policy decides what follows. */
+  fault(error: Error): void {
+    this.#fail(error);
   }
 
   /** Ends the session at once: no Close frame; queued and unacknowledged messages are unsent. */
