@@ -9,6 +9,12 @@ export class AsyncQueue<T> implements AsyncIterable<T> {
   #drainWaiters: { below: number; resolve: () => void }[] = [];
   #drainBelow = -1; // shift() checks drain waiters only when size drops below this
   #closed = false;
+  readonly #onTake: ((item: T) => void) | undefined;
+
+  /** A queue; `onTake` is told of each item as a consumer takes it. */
+  constructor(onTake?: (item: T) => void) {
+    this.#onTake = onTake;
+  }
 
   /** Items waiting to be taken. */
   get size(): number {
@@ -25,6 +31,7 @@ export class AsyncQueue<T> implements AsyncIterable<T> {
     if (this.#closed) return false;
     const waiter = this.#waiters.shift();
     if (waiter) {
+      this.#onTake?.(item);
       waiter({ value: item, done: false });
       return true;
     }
@@ -42,6 +49,7 @@ export class AsyncQueue<T> implements AsyncIterable<T> {
       this.#head = 0;
     }
     if (this.size < this.#drainBelow) this.#checkDrain();
+    this.#onTake?.(item);
     return item;
   }
 

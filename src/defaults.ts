@@ -8,8 +8,10 @@
 export const MAX_FRAME_BYTES = 16 * 1024 * 1024;
 /** Bytes of messages a connection queues before `send()` waits: 8 MiB. */
 export const MAX_QUEUE_BYTES = 8 * 1024 * 1024;
-/** Received messages waiting for `messages()` before the messenger stops reading sockets. */
+/** Received messages of one connection waiting for `messages()` before it stops reading. */
 export const MAX_INBOUND_MESSAGES = 10_000;
+/** Bytes of bodies of one connection waiting for `messages()` before it stops reading: 8 MiB. */
+export const MAX_INBOUND_BYTES = 8 * 1024 * 1024;
 /** Time a new link has to complete its handshake: 5 s. */
 export const HANDSHAKE_TIMEOUT_MS = 5_000;
 /** Time an orderly close waits for the peer's Close before cutting the link: 5 s. */

@@ -7,7 +7,7 @@
  * @module
  */
 
-import { AsyncQueue, Broadcast } from "./_async_queue.ts";
+import { Broadcast } from "./_async_queue.ts";
 import { Connection, type ConnectionPorts, type Message, sessionOf } from "./connection.ts";
 import * as defaults from "./defaults.ts";
 import { randomHex } from "./_random.ts";
@@ -35,6 +35,7 @@ import {
 } from "./health/health.ts";
 import { type ConnectOptions, Dialer } from "./node/dialer.ts";
 import { IdleWatch } from "./node/idle.ts";
+import { InboundQueue } from "./node/inbound.ts";
 import { SessionRegistry } from "./node/registry.ts";
 import type { LosslessEvent, SessionEnd } from "./session/ports.ts";
 import type { Clock } from "./timer/clock.ts";
@@ -75,7 +76,7 @@ export class Messenger {
   #heartbeat: HeartbeatSettings;
   readonly #transports = new Map<string, Transport>();
   readonly #listeners = new Set<Listener>();
-  readonly #inbound = new AsyncQueue<Message>();
+  readonly #inbound: InboundQueue;
   readonly #events = new Broadcast<MessengerEvent>();
   readonly #log: Logger;
   readonly #started: number;
@@ -94,6 +95,7 @@ export class Messenger {
     this.name = options.name ?? `node-${randomHex(3)}`;
     this.#cluster = options.cluster ?? defaults.CLUSTER;
     this.#limits = resolveLimits(options);
+    this.#inbound = new InboundQueue(this.#limits);
     this.#heartbeat = resolveHeartbeat(options.heartbeat ?? {});
     this.#random = options.random ?? Math.random;
     for (const t of options.transports ?? [new TcpTransport()]) {
@@ -285,11 +287,12 @@ export class Messenger {
 
   /**
    * Received messages, in arrival order. Iterators compete: each message goes to one of them.
-   * While nobody consumes, up to `maxInboundMessages` wait here and then the messenger stops
+   * A connection whose messages pile up untaken (`maxInboundMessages` or `maxInboundBytes`)
+   * stops reading its link, so its sender feels back-pressure; the other connections read on.
    * reading its sockets, so senders feel back-pressure.
    */
   messages(): AsyncIterable<Message> {
-    return this.#inbound;
+    return this.#inbound.queue;
   }
 
   /** A new subscription to this messenger's events; any number may be open. */
@@ -385,7 +388,6 @@ export class Messenger {
 
   #makePorts(): ConnectionPorts {
     const inbound = this.#inbound;
-    const limit = this.#limits.maxInboundMessages;
     return {
       timers: this.#wheel,
       limits: this.#limits,
@@ -407,10 +409,9 @@ export class Messenger {
       },
       inbound: {
         deliver: (connection, type, priority, payload, seq) => {
-          inbound.push({ type, priority, payload, seq, connection });
+          inbound.deliver({ type, priority, payload, seq, connection });
         },
-        backpressure: () =>
-          inbound.size >= limit ? inbound.waitBelow(Math.max(1, limit >> 1)) : undefined,
+        backpressure: (connection) => inbound.backpressure(connection),
       },
       routing: { route: (hello, from) => this.#registry.route(hello, from) },
       dialer: { redial: (addr) => this.#dialer.redial(addr) },
@@ -456,6 +457,7 @@ export class Messenger {
 
   #forget(conn: Connection): void {
     this.#registry.forget(conn);
+    this.#inbound.forget(conn);
     this.#idle.forget(conn);
   }
 

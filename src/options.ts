@@ -29,8 +29,13 @@ export interface MessengerOptions {
   maxFrameBytes?: number;
   /** Per-connection send queue limit in bytes before `send()` waits. Default 8 MiB. */
   maxQueueBytes?: number;
-  /** Received messages held for `messages()` before reading pauses. Default 10,000. */
+  /** Received messages of one connection not yet taken before it stops reading. Default 10,000. */
   maxInboundMessages?: number;
+  /**
+   * Bytes of received bodies of one connection not yet taken by `messages()` before that
+   * connection stops reading (the others read on). Default 8 MiB.
+   */
+  maxInboundBytes?: number;
   /** Time a new link has to finish its handshake (and a dial to connect). Default 5 s. */
   handshakeTimeoutMs?: number;
   /** Time an orderly close waits for the peer. Default 5 s. */
@@ -74,6 +79,8 @@ export interface Limits {
   readonly maxQueueBytes: number;
   /** Received messages held for `messages()` before reading pauses. */
   readonly maxInboundMessages: number;
+  /** Received bytes held per connection before its reading pauses. */
+  readonly maxInboundBytes: number;
   /** Time a new link has to finish its handshake (and a dial to connect). */
   readonly handshakeTimeoutMs: number;
   /** Time an orderly close waits for the peer. */
@@ -127,6 +134,7 @@ export function resolveLimits(o: Partial<Limits>): Limits {
   return {
     maxFrameBytes: positive("maxFrameBytes", o.maxFrameBytes, defaults.MAX_FRAME_BYTES),
     maxQueueBytes: positive("maxQueueBytes", o.maxQueueBytes, defaults.MAX_QUEUE_BYTES),
+    maxInboundBytes: positive("maxInboundBytes", o.maxInboundBytes, defaults.MAX_INBOUND_BYTES),
     maxInboundMessages: positive(
       "maxInboundMessages",
       o.maxInboundMessages,

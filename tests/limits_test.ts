@@ -86,6 +86,11 @@ Deno.test("links over maxPendingHandshakes or maxConnections are closed at once;
   });
   const addr = await server.listen("tcp://127.0.0.1:0");
   const port = Number(new URL(addr).port);
+  // Subscribed first: the four that wait end (as errors) once we drop them.
+  const events = server.events()[Symbol.asyncIterator]();
+  const fourGone = (async () => {
+    for (let n = 0; n < 4;) if ((await events.next()).value?.kind === "error") n++;
+  })();
   // Ten silent links: four wait in their handshake, the other six are closed at once.
   const raw = await Promise.all(
     Array.from({ length: 10 }, () => Deno.connect({ hostname: "127.0.0.1", port })),
@@ -94,10 +99,6 @@ Deno.test("links over maxPendingHandshakes or maxConnections are closed at once;
   assert.equal(ended.filter((e) => e).length, 6, "six closed at once");
   assert.equal(server.counters.linksRefused, 6);
   assert.equal(log.lines.filter((l) => l.includes("maxPendingHandshakes reached")).length, 1);
-  const events = server.events()[Symbol.asyncIterator]();
-  const fourGone = (async () => {
-    for (let n = 0; n < 4;) if ((await events.next()).value?.kind === "error") n++;
-  })();
   for (const c of raw) {
     try {
       c.close();
@@ -152,4 +153,37 @@ Deno.test("a link silent past idleTimeoutMs is lost (heartbeats count as traffic
   const ev = await reset;
   assert.ok(ev.error instanceof TimeoutError && ev.error.timeoutMs === 3000, String(ev.error));
   assert.equal(s.conn.state, "closed");
+});
+
+Deno.test("a flooding peer pauses its own link, not the others: their heartbeats keep arriving", async () => {
+  const common = { heartbeat: { intervalMs: 100 }, logger: () => {} };
+  const server = new Messenger({ name: "server", maxInboundBytes: 64 * 1024, ...common });
+  const addr = await server.listen("tcp://127.0.0.1:0");
+  const flooder = new Messenger({ name: "flooder", ...common });
+  const calm = new Messenger({ name: "calm", ...common });
+  const flood = await flooder.connect(addr);
+  const steady = await calm.connect(addr);
+  let beats = 0, wanted = Infinity;
+  const { promise: fiveMore, resolve } = Promise.withResolvers<void>();
+  server.onOob("calm.ping", () => {
+    if (++beats >= wanted) resolve();
+  });
+  steady.registerOob("calm.ping", () => new Uint8Array([1]), { intervalMs: 100 });
+  // 16 MiB that nobody takes yet (more than the kernel's socket buffers hold): the flooder's
+  // link must pause near 64 KiB held.
+  const total = 1024;
+  const sending = (async () => {
+    for (let i = 0; i < total; i++) await flood.send(i, new Uint8Array(16 * 1024));
+  })();
+  sending.catch(() => {});
+  wanted = beats + 5;
+  await deadline(fiveMore, "five heartbeat parts from the calm peer while the flooder is paused");
+  assert.ok(flood.queuedBytes > 0, "the flooder is held back");
+  // Everything arrives once the application reads: nothing was lost.
+  const got = await take(server, total);
+  assert.deepEqual(got.map((m) => m.type), Array.from({ length: total }, (_, i) => i));
+  await deadline(sending, "the flooder's sends to finish");
+  await flooder.close();
+  await calm.close();
+  await server.close();
 });

@@ -47,8 +47,8 @@ export interface LocalNode {
 export interface InboundPort<H> {
   /** One message, in order; `payload` belongs to the receiver. */
   deliver(handle: H, type: number, priority: Priority, payload: Uint8Array, seq: number): void;
-  /** A promise to await before reading more, when received messages pile up. */
-  backpressure(): Promise<void> | undefined;
+  /** A promise to await before this session reads more, when its messages pile up untaken. */
+  backpressure(handle: H): Promise<void> | undefined;
 }
 
 /** The accepting side's routing: which session a Hello belongs to. */

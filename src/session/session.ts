@@ -281,7 +281,7 @@ export class Session<H> {
   #onChunkDone(): Promise<void> | undefined {
     const ack = this.#sm.state === "open" ? this.sequence.takeAckDue() : undefined;
     if (ack !== undefined) this.sendControl(encodeFrame(Tag.Ack, encodeAck(ack)));
-    return this.#ports.inbound.backpressure();
+    return this.#ports.inbound.backpressure(this.handle);
   }
 
   #onFrame(tag: TagValue, payload: Uint8Array): void {

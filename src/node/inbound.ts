@@ -1,0 +1,108 @@
+/**
+ * Received messages on their way to the application: one queue that `messages()` iterators
+ * take from, and, per connection, what it has delivered and the application has not taken yet.
+ * A connection past its limits stops reading its own link (the sender feels TCP back-pressure)
+ * while every other connection keeps reading, so its heartbeats keep arriving.
+ *
+ * @module
+ */
+
+import { AsyncQueue } from "../_async_queue.ts";
+import type { Connection, Message } from "../connection.ts";
+
+/** What one connection has delivered and the application not yet taken. */
+interface Pending {
+  bytes: number;
+  messages: number;
+  /** Set while the connection's reader waits for the application. */
+  wake: (() => void) | null;
+}
+
+/** Limits per connection. */
+export interface InboundLimits {
+  /** Messages not yet taken, per connection, before its reads pause. */
+  readonly maxInboundMessages: number;
+  /** Bytes of bodies not yet taken, per connection, before its reads pause. */
+  readonly maxInboundBytes: number;
+}
+
+/**
+ * The inbound queue of a messenger.
+ *
+ * @example
+ * ```ts ignore
+ * const inbound = new InboundQueue({ maxInboundMessages: 10_000, maxInboundBytes: 8 << 20 });
+ * inbound.deliver(message);
+ * await inbound.backpressure(message.connection); // undefined while under the limits
+ * ```
+ */
+export class InboundQueue {
+  /** What `messages()` iterates. */
+  readonly queue: AsyncQueue<Message>;
+  readonly #pending = new Map<Connection, Pending>();
+  readonly #limits: InboundLimits;
+
+  /** An empty queue with per-connection `limits`. */
+  constructor(limits: InboundLimits) {
+    this.#limits = limits;
+    this.queue = new AsyncQueue<Message>((m) => this.#taken(m));
+  }
+
+  /** Queues a message for the application. */
+  deliver(message: Message): void {
+    let p = this.#pending.get(message.connection);
+    if (!p) this.#pending.set(message.connection, p = { bytes: 0, messages: 0, wake: null });
+    p.bytes += message.payload.length;
+    p.messages++;
+    this.queue.push(message);
+  }
+
+  /**
+   * A promise to await before `conn` reads more, when what it delivered piles up (resolved
+   * once the application has taken it down to half of the limits); undefined otherwise.
+   */
+  backpressure(conn: Connection): Promise<void> | undefined {
+    const p = this.#pending.get(conn);
+    if (!p || !this.#over(p, 1)) return undefined;
+    return new Promise<void>((resolve) => {
+      const previous = p.wake;
+      p.wake = () => {
+        previous?.();
+        resolve();
+      };
+    });
+  }
+
+  /** `conn` is gone: its reader must not wait any longer. */
+  forget(conn: Connection): void {
+    const p = this.#pending.get(conn);
+    if (!p) return;
+    this.#pending.delete(conn);
+    p.wake?.();
+  }
+
+  /** Ends the queue (the messenger closed); waiting readers go on. */
+  close(): void {
+    for (const p of this.#pending.values()) p.wake?.();
+    this.#pending.clear();
+    this.queue.close();
+  }
+
+  #over(p: Pending, fraction: number): boolean {
+    return p.messages >= this.#limits.maxInboundMessages * fraction ||
+      p.bytes >= this.#limits.maxInboundBytes * fraction;
+  }
+
+  #taken(message: Message): void {
+    const p = this.#pending.get(message.connection);
+    if (!p) return;
+    p.bytes -= message.payload.length;
+    p.messages--;
+    if (p.wake && !this.#over(p, 0.5)) {
+      const wake = p.wake;
+      p.wake = null;
+      wake();
+    }
+    if (p.messages === 0 && !p.wake) this.#pending.delete(message.connection);
+  }
+}
