@@ -52,6 +52,7 @@ export {
   QueueFullError,
   TimeoutError,
   TransportError,
+  UnexpectedPeerError,
 } from "./src/errors.ts";
 export { PROTOCOL_VERSION } from "./src/protocol/frame.ts";
 export { PRIORITIES, type Priority } from "./src/protocol/message.ts";

@@ -168,3 +168,28 @@ export class QueueFullError extends HeartlineError {
     this.limitBytes = limitBytes;
   }
 }
+
+/**
+ * A dial reached a node other than the one the caller expected (`connect(addr, { expectName })`):
+ * the address now belongs to another node, or someone answers in its name.
+ *
+ * @example
+ * ```ts
+ * import { UnexpectedPeerError } from "./errors.ts";
+ * const err = new UnexpectedPeerError("bravo", "mallory");
+ * if (err.expected !== "bravo" || err.actual !== "mallory") throw new Error("unexpected");
+ * ```
+ */
+export class UnexpectedPeerError extends HeartlineError {
+  /** The name the caller expected. */
+  readonly expected: string;
+  /** The name the peer gave (undefined if it gave none). */
+  readonly actual: string | undefined;
+  /** Creates the error naming both. */
+  constructor(expected: string, actual: string | undefined, options?: ErrorOptions) {
+    super(`Expected peer ${expected}, reached ${actual ?? "an unnamed peer"}`, options);
+    this.name = "UnexpectedPeerError";
+    this.expected = expected;
+    this.actual = actual;
+  }
+}

@@ -23,6 +23,10 @@ Deno.test("GET /health (app.request) reports name, uptime and connections by sta
     "standby",
   ]);
   assert.deepEqual(body.listening, [p.addr]);
+  assert.equal(body.nonce, undefined, "instance nonces stay off the admin JSON");
+  const peers = await (await createAdminApp(p.server).request("/peers")).json();
+  assert.equal(peers[0].name, "client");
+  assert.equal(peers[0].nonce, undefined);
 });
 
 Deno.test("admin endpoint over a real socket: health, 404, bearer token, stops with messenger", async () => {
@@ -31,7 +35,10 @@ Deno.test("admin endpoint over a real socket: health, 404, bearer token, stops w
   assert.match(admin.url, /^http:\/\/127\.0\.0\.1:\d+$/);
   const denied = await fetch(`${admin.url}/health`);
   assert.equal(denied.status, 401);
-  await denied.body?.cancel();
+  assert.deepEqual(await denied.json(), { error: "unauthorized" });
+  const wrong = await fetch(`${admin.url}/health`, { headers: { authorization: "Bearer s3creT" } });
+  assert.equal(wrong.status, 401);
+  await wrong.body?.cancel();
   const auth = { headers: { authorization: "Bearer s3cret" } };
   const ok = await fetch(`${admin.url}/health`, auth);
   assert.equal(ok.status, 200);

@@ -9,6 +9,7 @@
  */
 
 import { Hono } from "npm:hono@4";
+import { bearerAuth } from "npm:hono@4/bearer-auth";
 import type { Messenger } from "../messenger.ts";
 import { ADMIN_HOSTNAME } from "../defaults.ts";
 import { renderMetrics } from "./metrics.ts";
@@ -38,13 +39,17 @@ export interface AdminAppOptions {
 export function createAdminApp(messenger: Messenger, options: AdminAppOptions = {}): Hono {
   const app = new Hono();
   if (options.token !== undefined) {
-    const expected = `Bearer ${options.token}`;
-    app.use("*", async (c, next) => {
-      if (c.req.header("authorization") !== expected) {
-        return c.json({ error: "unauthorized" }, 401);
-      }
-      await next();
-    });
+    // hono's own middleware: the token is compared in constant time.
+    const unauthorized = { error: "unauthorized" };
+    app.use(
+      "*",
+      bearerAuth({
+        token: options.token,
+        noAuthenticationHeader: { message: unauthorized },
+        invalidAuthenticationHeader: { message: unauthorized },
+        invalidToken: { message: unauthorized },
+      }),
+    );
   }
   app.get("/health", (c) => {
     const health = messenger.health();
@@ -53,13 +58,15 @@ export function createAdminApp(messenger: Messenger, options: AdminAppOptions = 
       : messenger.peers().filter((p) => p.state === "down").length;
     const limit = options.unhealthyPeersDown ?? Infinity;
     const ok = health.status === "running" && peersDown < limit;
-    return c.json({ ...health, peersDown }, ok ? 200 : 503);
+    // Instance nonces stay off the wire: they identify sessions (docs/security.md).
+    const { nonce: _nonce, ...shown } = health;
+    return c.json({ ...shown, peersDown }, ok ? 200 : 503);
   });
   app.get("/metrics", (c) => {
     c.header("content-type", "text/plain; version=0.0.4; charset=utf-8");
     return c.body(renderMetrics(messenger));
   });
-  app.get("/peers", (c) => c.json(messenger.peers()));
+  app.get("/peers", (c) => c.json(messenger.peers().map(({ nonce: _nonce, ...peer }) => peer)));
   app.get("/connections", (c) =>
     c.json(
       messenger.connections().map((conn) => ({

@@ -7,7 +7,7 @@
  */
 
 import { type Connection, sessionOf } from "../connection.ts";
-import { HandshakeRefusedError, TimeoutError } from "../errors.ts";
+import { HandshakeRefusedError, TimeoutError, UnexpectedPeerError } from "../errors.ts";
 import type { Limits } from "../options.ts";
 import { Policies, type Policy, type PolicyName } from "../policy.ts";
 import { SupersededError } from "../session/session.ts";
@@ -25,6 +25,12 @@ export interface ConnectOptions {
   policy?: PolicyName;
   /** Aborts the dial and handshake: `connect()` rejects with `signal.reason`. */
   signal?: AbortSignal;
+  /**
+   * The node name the caller expects at `addr`. A peer that gives another name is not
+   * returned: `connect()` rejects with `UnexpectedPeerError` (and a dial of its own is closed).
+   * It also lets `connect()` reuse a session the named node dialed in, instead of dialing.
+   */
+  expectName?: string;
 }
 
 /** What the dialer needs from its node. */
@@ -69,11 +75,22 @@ export class Dialer {
 
   /** See `Messenger.connect`. */
   async connect(addr: string, options: ConnectOptions = {}): Promise<Connection> {
+    const conn = await this.#connect(addr, options);
+    const expected = options.expectName;
+    if (expected !== undefined && conn.peerName !== expected) {
+      const error = new UnexpectedPeerError(expected, conn.peerName);
+      if (conn.remoteAddr === addr && conn.side === "client") conn.abort(error);
+      throw error;
+    }
+    return conn;
+  }
+
+  async #connect(addr: string, options: ConnectOptions): Promise<Connection> {
     const p = this.#p;
     p.checkRunning();
     options.signal?.throwIfAborted();
     this.#checkRefused(addr);
-    const existing = p.registry.existing(addr);
+    const existing = p.registry.existing(addr, options.expectName);
     if (existing) {
       await existing.opened();
       return existing;

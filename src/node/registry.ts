@@ -105,9 +105,18 @@ export class SessionRegistry {
     this.#connections.add(conn);
   }
 
-  /** The live connection to `addr`: our own dial, or a peer session known to listen there. */
-  existing(addr: string): Connection | undefined {
-    const conn = this.#dialed.get(addr) ?? this.sessionAt(addr);
+  /**
+   * The live connection to `addr`: our own dial to it, or, when the caller names the node it
+   * expects there, that node's session even if the node dialed us. A Hello's claim to listen at
+   * an address is the peer's word only: on its own it never makes `connect(addr)` resolve to
+   * that peer.
+   */
+  existing(addr: string, expectName?: string): Connection | undefined {
+    let conn = this.#dialed.get(addr);
+    if (!conn && expectName !== undefined) {
+      const session = this.sessionAt(addr);
+      if (session?.peerName === expectName) conn = session;
+    }
     if (!conn || conn.state === "closed" || conn.state === "closing") return undefined;
     return conn;
   }
