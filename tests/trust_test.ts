@@ -3,7 +3,7 @@
 
 import "./_guard.ts";
 import assert from "node:assert/strict";
-import { Messenger, UnexpectedPeerError } from "../mod.ts";
+import { Messenger, UnexpectedPeerError, WebSocketTransport } from "../mod.ts";
 import { BANNER, encodeFrame, Tag } from "../src/protocol/frame.ts";
 import { encodeJson } from "../src/protocol/handshake.ts";
 import { captureLogger, deadline, rawHello, waitEvent } from "./_helpers.ts";
@@ -52,4 +52,34 @@ Deno.test("a Hello's claim to listen at bravo's address does not make connect(br
   raw.close();
   await alpha.close();
   await bravo.close();
+});
+
+/** Sends a raw WebSocket upgrade request; returns the HTTP status code of the answer. */
+async function upgradeStatus(addr: string, origin?: string): Promise<number> {
+  const url = new URL(addr.replace(/^ws/, "http"));
+  const conn = await Deno.connect({ hostname: url.hostname, port: Number(url.port) });
+  const lines = [
+    `GET ${url.pathname} HTTP/1.1`,
+    `Host: ${url.host}`,
+    "Upgrade: websocket",
+    "Connection: Upgrade",
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+    "Sec-WebSocket-Version: 13",
+    ...(origin ? [`Origin: ${origin}`] : []),
+  ];
+  await conn.write(new TextEncoder().encode(lines.join("\r\n") + "\r\n\r\n"));
+  const buf = new Uint8Array(256);
+  const n = await deadline(conn.read(buf), "the upgrade's answer");
+  conn.close();
+  return Number(new TextDecoder().decode(buf.subarray(0, n ?? 0)).split(" ")[1]);
+}
+
+Deno.test("WebSocket upgrades from a browser origin are refused unless allowed", async () => {
+  const ws = new WebSocketTransport({ allowedOrigins: ["https://ops.example"] });
+  const m = new Messenger({ name: "edge", transports: [ws], ...quiet() });
+  const addr = await m.listen("ws://127.0.0.1:0/heartline");
+  assert.equal(await upgradeStatus(addr, "http://evil.example"), 403);
+  assert.equal(await upgradeStatus(addr, "https://ops.example"), 101);
+  assert.equal(await upgradeStatus(addr), 101, "peers that send no Origin are not affected");
+  await m.close();
 });

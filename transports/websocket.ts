@@ -193,10 +193,17 @@ export class WebSocketTransport implements Transport {
   /** Serves `ws://` and `wss://` addresses. */
   readonly schemes = ["ws", "wss"] as const;
   #maxUnread: number;
+  #allowedOrigins: ReadonlySet<string>;
 
-  /** Creates the transport. */
-  constructor(options: { maxUnreadBytes?: number } = {}) {
+  /**
+   * Creates the transport. An upgrade request that carries an `Origin` header (every browser
+   * sends one) is refused with 403 unless that origin is in `allowedOrigins` (default: none),
+   * so a web page the machine happens to open cannot dial into the cluster; peers that send no
+   * `Origin` (other nodes, the CLI) are not affected.
+   */
+  constructor(options: { maxUnreadBytes?: number; allowedOrigins?: string[] } = {}) {
     this.#maxUnread = options.maxUnreadBytes ?? WS_MAX_UNREAD;
+    this.#allowedOrigins = new Set(options.allowedOrigins ?? []);
   }
 
   /**
@@ -214,6 +221,10 @@ export class WebSocketTransport implements Transport {
         if (url.pathname !== path) return null;
         if (req.headers.get("upgrade")?.toLowerCase() !== "websocket") {
           return new Response("heartline WebSocket endpoint: upgrade required", { status: 426 });
+        }
+        const origin = req.headers.get("origin");
+        if (origin !== null && !this.#allowedOrigins.has(origin)) {
+          return new Response("origin not allowed", { status: 403 });
         }
         if (listener.queue.closed) return new Response("closed", { status: 503 });
         const remote = info?.remoteAddr as Deno.NetAddr | undefined; // read before upgrading
