@@ -67,6 +67,7 @@ export {
 export { consoleLogger, type Logger, type LogLevel } from "./src/log.ts";
 export type { Link, Listener, Transport } from "./transports/types.ts";
 export { TcpTransport } from "./transports/tcp.ts";
+export { TlsTransport, type TlsTransportOptions } from "./transports/tls.ts";
 export {
   type AttachedListener,
   WebSocketTransport,

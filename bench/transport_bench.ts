@@ -1,8 +1,8 @@
-// QUIC and WebSocket: heartline against the raw transport doing the same work in the same
-// run (4-byte length-prefixed messages, writes batched into 256 KiB: a raw QUIC stream with
-// batched writes, a raw WebSocket with one binary message per batch).
+// QUIC, TLS and WebSocket: heartline against the raw transport doing the same work in the same
+// run (4-byte length-prefixed messages, writes batched into 256 KiB: a raw QUIC stream or TLS
+// stream with batched writes, a raw WebSocket with one binary message per batch).
 
-import { WebSocketTransport } from "../mod.ts";
+import { TlsTransport, WebSocketTransport } from "../mod.ts";
 import { heartlineOneWay, heartlinePingPong } from "./_heartline.ts";
 import { QuicTransport } from "../transports/quic.ts";
 import { testCerts } from "../examples/_dev_certs.ts";
@@ -138,6 +138,40 @@ async function rawQuicPingPong(count: number): Promise<number[]> {
   return rtts;
 }
 
+/** A raw TLS stream (Deno.listenTls / Deno.connectTls) with writes batched like heartline's. */
+async function rawTlsOneWay(size: number, count: number): Promise<number> {
+  const certs = await testCerts();
+  const listener = Deno.listenTls({
+    hostname: "127.0.0.1",
+    port: 0,
+    cert: certs.cert,
+    key: certs.key,
+  });
+  const [client, server] = await Promise.all([
+    Deno.connectTls({ hostname: "127.0.0.1", port: listener.addr.port, caCerts: [certs.caCert] }),
+    listener.accept(),
+  ]);
+  const counter = new Counter();
+  const t0 = performance.now();
+  const reader = (async () => {
+    const buf = new Uint8Array(64 * 1024);
+    while (counter.got < count) {
+      const n = await server.read(buf);
+      if (n === null) throw new Error("raw TLS: early end");
+      counter.push(buf.subarray(0, n));
+    }
+  })();
+  for (const batch of batches(size, count)) {
+    for (let at = 0; at < batch.length;) at += await client.write(batch.subarray(at));
+  }
+  await reader;
+  const rate = count / ((performance.now() - t0) / 1000);
+  client.close();
+  server.close();
+  listener.close();
+  return rate;
+}
+
 async function rawWsOneWay(size: number, count: number): Promise<number> {
   const counter = new Counter();
   let done!: () => void;
@@ -170,7 +204,13 @@ async function rawWsOneWay(size: number, count: number): Promise<number> {
 export async function transportBenchmarks(options: BenchOptions): Promise<BenchResult[]> {
   const out: BenchResult[] = [];
   const scale = options.quick ? 0.1 : 1;
-  const names = ["quic_oneway_64B", "quic_oneway_1KiB", "ws_oneway_64B", "quic_pingpong"];
+  const names = [
+    "quic_oneway_64B",
+    "quic_oneway_1KiB",
+    "tls_oneway_64B",
+    "ws_oneway_64B",
+    "quic_pingpong",
+  ];
   if (!names.some((name) => wanted(options, name))) return out; // no certificates needed
   const certs = await testCerts();
   const quic = () =>
@@ -190,6 +230,13 @@ export async function transportBenchmarks(options: BenchOptions): Promise<BenchR
       () => heartlineOneWay(size, n, { transport: quic(), listenAddr: "quic://127.0.0.1:0" }),
     ]);
   }
+  const tls = () => new TlsTransport({ cert: certs.cert, key: certs.key, caCerts: [certs.caCert] });
+  const nTls = Math.round(500_000 * scale);
+  cases.push([
+    "tls_oneway_64B",
+    () => rawTlsOneWay(64, nTls),
+    () => heartlineOneWay(64, nTls, { transport: tls(), listenAddr: "tls://127.0.0.1:0" }),
+  ]);
   const nWs = Math.round(300_000 * scale);
   cases.push([
     "ws_oneway_64B",

@@ -1,7 +1,7 @@
 // The conformance suite on every transport.
 
 import "./_guard.ts";
-import { TcpTransport, WebSocketTransport } from "../mod.ts";
+import { TcpTransport, TlsTransport, WebSocketTransport } from "../mod.ts";
 import { MemoryTransport } from "../testing.ts";
 import { QuicTransport } from "../transports/quic.ts";
 import { testCerts } from "../examples/_dev_certs.ts";
@@ -26,6 +26,15 @@ runTransportSuite("quic", async () => {
   return {
     transport: new QuicTransport({ cert: certs.cert, key: certs.key, caCerts: [certs.caCert] }),
     listenAddr: "quic://127.0.0.1:0",
+    readBackpressure: true,
+  };
+});
+
+runTransportSuite("tls", async () => {
+  const certs = await testCerts();
+  return {
+    transport: new TlsTransport({ cert: certs.cert, key: certs.key, caCerts: [certs.caCert] }),
+    listenAddr: "tls://127.0.0.1:0",
     readBackpressure: true,
   };
 });

@@ -1,0 +1,116 @@
+// Internal: links and listeners over Deno's byte-stream connections, shared by the TCP and TLS
+// transports.
+
+import { TransportError } from "../src/errors.ts";
+import { concatChunks, formatHostPort, type Link, type Listener } from "./types.ts";
+
+/** Size of each read buffer. */
+const READ_BUFFER_BYTES = 64 * 1024;
+
+/**
+ * A link over a byte-stream connection (TCP, or TLS over TCP): one reused read buffer, each
+ * batch written as one buffer.
+ */
+export class StreamLink implements Link {
+  readonly localAddr: string;
+  readonly remoteAddr: string;
+  #conn: Deno.Conn<Deno.NetAddr>;
+  #closed = false;
+  #readBuffer = new Uint8Array(READ_BUFFER_BYTES);
+  #what: string;
+
+  /** A link over `conn`, with addresses in `scheme` form. */
+  constructor(conn: Deno.Conn<Deno.NetAddr>, scheme: string) {
+    this.#conn = conn;
+    this.#what = scheme.toUpperCase();
+    const l = conn.localAddr, r = conn.remoteAddr;
+    this.localAddr = formatHostPort(scheme, l.hostname, l.port);
+    this.remoteAddr = formatHostPort(scheme, r.hostname, r.port);
+  }
+
+  async read(): Promise<Uint8Array | null> {
+    if (this.#closed) return null;
+    // One buffer for the life of the link: a chunk is valid until the next read() (the
+    // contract of Link.read), and the frame decoder copies whatever it keeps.
+    const buf = this.#readBuffer;
+    let n: number | null;
+    try {
+      n = await this.#conn.read(buf);
+    } catch (cause) {
+      if (this.#closed) return null;
+      throw new TransportError(`${this.#what} read failed: ${(cause as Error).message}`, { cause });
+    }
+    return n === null ? null : buf.subarray(0, n);
+  }
+
+  async write(chunks: Uint8Array[]): Promise<void> {
+    if (this.#closed) throw new TransportError(`${this.#what} link is closed`);
+    const data = concatChunks(chunks);
+    try {
+      let at = 0;
+      while (at < data.length) at += await this.#conn.write(data.subarray(at));
+    } catch (cause) {
+      throw new TransportError(`${this.#what} write failed: ${(cause as Error).message}`, {
+        cause,
+      });
+    }
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    try {
+      this.#conn.close();
+    } catch {
+      // already closed by the peer or the runtime
+    }
+  }
+}
+
+/** First wait after a failed accept; it doubles while accepts keep failing. */
+const ACCEPT_BACKOFF_MS = 5;
+/** Longest wait between failed accepts (at the file-descriptor limit, say). */
+const ACCEPT_BACKOFF_MAX_MS = 1000;
+
+/** A listener whose accepted connections become links through `wrap`. */
+export class StreamListener<C extends Deno.Conn<Deno.NetAddr>> implements Listener {
+  readonly addr: string;
+  #listener: Deno.Listener<C, Deno.NetAddr>;
+  #wrap: (conn: C) => Link;
+
+  /** Accepts from `listener`, naming its address in `scheme` form. */
+  constructor(listener: Deno.Listener<C, Deno.NetAddr>, scheme: string, wrap: (conn: C) => Link) {
+    this.#listener = listener;
+    this.#wrap = wrap;
+    this.addr = formatHostPort(scheme, listener.addr.hostname, listener.addr.port);
+  }
+
+  async *[Symbol.asyncIterator](): AsyncIterator<Link> {
+    let backoff = 0;
+    for (;;) {
+      let conn: C;
+      try {
+        conn = await this.#listener.accept();
+      } catch (error) {
+        if (error instanceof Deno.errors.BadResource || error instanceof Deno.errors.Interrupted) {
+          return;
+        }
+        // A failed accept (a peer that reset before we took it, or no file descriptor left)
+        // does not end the listener; repeated failures back off instead of spinning a core.
+        backoff = Math.min(ACCEPT_BACKOFF_MAX_MS, backoff ? backoff * 2 : ACCEPT_BACKOFF_MS);
+        await new Promise((resolve) => setTimeout(resolve, backoff));
+        continue;
+      }
+      backoff = 0;
+      yield this.#wrap(conn);
+    }
+  }
+
+  close(): void {
+    try {
+      this.#listener.close();
+    } catch {
+      // already closed
+    }
+  }
+}
