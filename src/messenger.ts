@@ -409,7 +409,7 @@ export class Messenger {
       },
       inbound: {
         deliver: (connection, type, priority, payload, seq) => {
-          inbound.deliver({ type, priority, payload, seq, connection });
+          inbound.deliver(connection, type, priority, payload, seq);
         },
         backpressure: (connection) => inbound.backpressure(connection),
       },

@@ -18,6 +18,29 @@ interface Pending {
   wake: (() => void) | null;
 }
 
+/**
+ * A received message as queued: the fields of `Message`, and the record of the connection it
+ * counts against, so that taking it needs no lookup.
+ */
+class Delivered implements Message {
+  readonly #pending: Pending;
+  constructor(
+    readonly type: number,
+    readonly priority: Message["priority"],
+    readonly payload: Uint8Array,
+    readonly seq: number,
+    readonly connection: Connection,
+    pending: Pending,
+  ) {
+    this.#pending = pending;
+  }
+
+  /** The record `message` counts against. */
+  static pendingOf(message: Delivered): Pending {
+    return message.#pending;
+  }
+}
+
 /** Limits per connection. */
 export interface InboundLimits {
   /** Messages not yet taken, per connection, before its reads pause. */
@@ -32,7 +55,7 @@ export interface InboundLimits {
  * @example
  * ```ts ignore
  * const inbound = new InboundQueue({ maxInboundMessages: 10_000, maxInboundBytes: 8 << 20 });
- * inbound.deliver(message);
+ * inbound.deliver(conn, type, priority, payload, seq);
  * await inbound.backpressure(message.connection); // undefined while under the limits
  * ```
  */
@@ -41,20 +64,34 @@ export class InboundQueue {
   readonly queue: AsyncQueue<Message>;
   readonly #pending = new Map<Connection, Pending>();
   readonly #limits: InboundLimits;
+  // Messages come in runs from one connection: the last record, to skip the lookup.
+  #lastConnection: Connection | null = null;
+  #lastPending: Pending | undefined;
 
   /** An empty queue with per-connection `limits`. */
   constructor(limits: InboundLimits) {
     this.#limits = limits;
-    this.queue = new AsyncQueue<Message>((m) => this.#taken(m));
+    this.queue = new AsyncQueue<Message>((m) => this.#taken(m as Delivered));
   }
 
   /** Queues a message for the application. */
-  deliver(message: Message): void {
-    let p = this.#pending.get(message.connection);
-    if (!p) this.#pending.set(message.connection, p = { bytes: 0, messages: 0, wake: null });
-    p.bytes += message.payload.length;
+  deliver(
+    connection: Connection,
+    type: number,
+    priority: Message["priority"],
+    payload: Uint8Array,
+    seq: number,
+  ): void {
+    let p = connection === this.#lastConnection ? this.#lastPending : undefined;
+    if (!p) {
+      p = this.#pending.get(connection);
+      if (!p) this.#pending.set(connection, p = { bytes: 0, messages: 0, wake: null });
+      this.#lastConnection = connection;
+      this.#lastPending = p;
+    }
+    p.bytes += payload.length;
     p.messages++;
-    this.queue.push(message);
+    this.queue.push(new Delivered(type, priority, payload, seq, connection, p));
   }
 
   /**
@@ -78,6 +115,7 @@ export class InboundQueue {
     const p = this.#pending.get(conn);
     if (!p) return;
     this.#pending.delete(conn);
+    if (this.#lastConnection === conn) this.#lastConnection = null;
     p.wake?.();
   }
 
@@ -93,16 +131,15 @@ export class InboundQueue {
       p.bytes >= this.#limits.maxInboundBytes * fraction;
   }
 
-  #taken(message: Message): void {
-    const p = this.#pending.get(message.connection);
-    if (!p) return;
+  // On the hot path: no lookup (the message carries its record).
+  #taken(message: Delivered): void {
+    const p = Delivered.pendingOf(message);
     p.bytes -= message.payload.length;
     p.messages--;
-    if (p.wake && !this.#over(p, 0.5)) {
+    if (p.wake !== null && !this.#over(p, 0.5)) {
       const wake = p.wake;
       p.wake = null;
       wake();
     }
-    if (p.messages === 0 && !p.wake) this.#pending.delete(message.connection);
   }
 }
