@@ -18,6 +18,9 @@
  */
 
 import { type Clock, systemClock } from "./clock.ts";
+import { PeriodicGroup, PeriodicTimer, type Timer, TimerNode, unlink } from "./_nodes.ts";
+
+export type { Timer } from "./_nodes.ts";
 
 /** Default tick: 5 ms. */
 export const DEFAULT_TICK_MS = 5;
@@ -30,79 +33,6 @@ const SPAN = Array.from({ length: WHEEL_LEVELS + 1 }, (_, k) => SLOTS ** k);
 const MAX_DELTA = SPAN[WHEEL_LEVELS] - 1;
 /** Float slack when times become ticks: far below a tick, far above rounding error. */
 const TICK_EPSILON = 1e-7;
-
-/** A scheduled timer; `cancel()` removes it in O(1). */
-export interface Timer {
-  /** Stops the timer; a no-op if it already fired (one-shot) or was cancelled. */
-  cancel(): void;
-  /** Whether the timer will still fire. */
-  readonly active: boolean;
-}
-
-class TimerNode implements Timer {
-  prev: TimerNode = this;
-  next: TimerNode = this;
-  linked = false;
-  cancelled = false;
-  /** Set when this node drives a group of periodic timers. */
-  group: PeriodicGroup | null = null;
-  constructor(
-    public wheel: TimerWheel | null,
-    public expiry: number,
-    /** When it is due, in ms since the wheel's epoch (offsets keep aligned phases exact). */
-    public dueMs: number,
-    public intervalMs: number,
-    public callback: (() => void) | null,
-  ) {}
-  get active(): boolean {
-    return !this.cancelled && (this.linked || this.intervalMs > 0);
-  }
-  cancel(): void {
-    if (this.cancelled) return;
-    this.cancelled = true;
-    if (this.linked) {
-      unlink(this);
-      this.wheel?._removed(this.group === null);
-    }
-    this.callback = null;
-  }
-}
-
-/**
- * Periodic timers with the same interval and phase share one wheel entry: firing them is a
- * walk over an array, and each costs a small handle instead of a wheel node. Aligned phases
- * (the default) make this the common case, and are what lets OOB parts coalesce.
- */
-class PeriodicGroup {
-  members: PeriodicTimer[] = [];
-  node!: TimerNode;
-  /** True while its members fire: removals then only mark, and compact afterwards. */
-  firing = false;
-  removedWhileFiring = false;
-  constructor(readonly key: string) {}
-}
-
-class PeriodicTimer implements Timer {
-  index = 0;
-  constructor(
-    public group: PeriodicGroup | null,
-    public callback: (() => void) | null,
-    readonly wheel: TimerWheel,
-  ) {}
-  get active(): boolean {
-    return this.group !== null;
-  }
-  cancel(): void {
-    if (this.group) this.wheel._leave(this);
-  }
-}
-
-function unlink(node: TimerNode): void {
-  node.prev.next = node.next;
-  node.next.prev = node.prev;
-  node.prev = node.next = node;
-  node.linked = false;
-}
 
 /** Options of {@linkcode TimerWheel}. */
 export interface TimerWheelOptions {
@@ -159,12 +89,9 @@ export class TimerWheel {
   #tickEndHooks = new Set<() => void>();
   #onError: (error: unknown) => void;
   #closed = false;
-  /** Timers that fired more than `2 * tickMs` after they were due. */
-  lateFires = 0;
-  /** Callbacks that threw. */
-  errors = 0;
-  /** Timers fired since creation. */
-  fired = 0;
+  #lateFires = 0;
+  #errors = 0;
+  #fired = 0;
 
   /** Creates an empty wheel; it sets no timeout until a timer is scheduled. */
   constructor(options: TimerWheelOptions = {}) {
@@ -177,6 +104,21 @@ export class TimerWheel {
       const sentinel = new TimerNode(null, 0, 0, 0, null);
       return sentinel;
     });
+  }
+
+  /** Timers that fired more than `2 * tickMs` after they were due. */
+  get lateFires(): number {
+    return this.#lateFires;
+  }
+
+  /** Callbacks that threw. */
+  get errors(): number {
+    return this.#errors;
+  }
+
+  /** Timers fired since creation. */
+  get fired(): number {
+    return this.#fired;
   }
 
   /** The clock this wheel reads. */
@@ -265,7 +207,7 @@ export class TimerWheel {
     // members that leave are only marked, and the array is compacted afterwards.
     const members = group.members;
     const n = members.length;
-    this.fired += n - 1; // the group's own fire counted one
+    this.#fired += n - 1; // the group's own fire counted one
     group.firing = true;
     try {
       for (let i = 0; i < n; i++) {
@@ -432,7 +374,7 @@ export class TimerWheel {
     }
     const callback = node.callback;
     if (now - node.dueMs > 2 * this.#tickMs) {
-      this.lateFires += node.group ? node.group.members.length : 1;
+      this.#lateFires += node.group ? node.group.members.length : 1;
     }
     if (node.intervalMs > 0) {
       // Next period; periods missed while the host was stalled are skipped, not burst.
@@ -447,7 +389,7 @@ export class TimerWheel {
       this.#timers--;
       this.#oneShots--;
     }
-    this.fired++;
+    this.#fired++;
     this.#firedThisAdvance++;
     if (callback) this.#guard(callback);
   }
@@ -456,7 +398,7 @@ export class TimerWheel {
     try {
       fn();
     } catch (error) {
-      this.errors++;
+      this.#errors++;
       this.#onError(error);
     }
   }
