@@ -47,3 +47,14 @@ export function newCounters(): Counters {
     linksRefused: 0,
   };
 }
+
+/** A copy of `c` that later increments do not change. */
+export function snapshotCounters(c: Counters): Counters {
+  return {
+    ...c,
+    framesSent: [...c.framesSent],
+    framesReceived: [...c.framesReceived],
+    messagesSent: [...c.messagesSent],
+    messagesReceived: [...c.messagesReceived],
+  };
+}

@@ -11,10 +11,17 @@ import { Broadcast } from "./_async_queue.ts";
 import { Connection, type ConnectionPorts, type Message, sessionOf } from "./connection.ts";
 import * as defaults from "./defaults.ts";
 import { randomHex } from "./_random.ts";
-import { type Counters, newCounters } from "./counters.ts";
+import { type Counters, newCounters, snapshotCounters } from "./counters.ts";
 import { ConnectionClosedError, HandshakeRefusedError, TimeoutError } from "./errors.ts";
 import { consoleLogger, type Logger } from "./log.ts";
-import { type Limits, type MessengerOptions, resolveLimits } from "./options.ts";
+import {
+  checkListen,
+  type Limits,
+  type MessengerOptions,
+  resolveKeys,
+  resolveLimits,
+} from "./options.ts";
+import type { Keys } from "./protocol/auth.ts";
 import {
   type MessengerEvent,
   type MessengerHealth,
@@ -89,6 +96,8 @@ export class Messenger {
   readonly #idle: IdleWatch;
   readonly #ports: ConnectionPorts;
   readonly #random: () => number;
+  readonly #keys: Keys | null;
+  readonly #insecure: boolean;
 
   /** Creates a messenger; it does nothing until `listen()` or `connect()`. */
   constructor(options: MessengerOptions = {}) {
@@ -98,6 +107,8 @@ export class Messenger {
     this.#inbound = new InboundQueue(this.#limits);
     this.#heartbeat = resolveHeartbeat(options.heartbeat ?? {});
     this.#random = options.random ?? Math.random;
+    this.#keys = resolveKeys(this.name, options.auth);
+    this.#insecure = options.insecure ?? false;
     for (const t of options.transports ?? [new TcpTransport()]) {
       for (const scheme of t.schemes) this.#transports.set(scheme, t);
     }
@@ -168,14 +179,7 @@ export class Messenger {
 
   /** A snapshot of the messenger-wide counters (frames and bytes by tag, messages, resets). */
   get counters(): Readonly<Counters> {
-    const c = this.#counters;
-    return {
-      ...c,
-      framesSent: [...c.framesSent],
-      framesReceived: [...c.framesReceived],
-      messagesSent: [...c.messagesSent],
-      messagesReceived: [...c.messagesReceived],
-    };
+    return snapshotCounters(this.#counters);
   }
 
   /** Count of `down` events since the messenger started (for the saturation check). */
@@ -185,14 +189,8 @@ export class Messenger {
 
   /** A read-only view of the central timer wheel. */
   get timers(): TimerStats {
-    const w = this.#wheel;
-    return {
-      size: w.size,
-      tickMs: w.tickMs,
-      fired: w.fired,
-      lateFires: w.lateFires,
-      armed: w.armed,
-    };
+    const { size, tickMs, fired, lateFires, armed } = this.#wheel;
+    return { size, tickMs, fired, lateFires, armed };
   }
 
   /** The messenger's clock (the wheel's): what `NodeEvent.at` is measured on. */
@@ -258,6 +256,7 @@ export class Messenger {
   /** Binds `addr` (`tcp://127.0.0.1:0`, `mem://a`, ...) and returns the bound address. */
   async listen(addr: string): Promise<string> {
     this.#checkRunning();
+    checkListen(addr, this.#keys, this.#insecure);
     const listener = await this.#transportFor(addr).listen(addr);
     this.#listeners.add(listener);
     this.#acceptLoop(listener);
@@ -406,6 +405,7 @@ export class Messenger {
           listening: [...this.#listeners].map((l) => l.addr),
         }),
         terms: () => ({ cluster: this.#cluster, heartbeat: this.#heartbeat }),
+        keys: () => this.#keys,
       },
       inbound: {
         deliver: (connection, type, priority, payload, seq) => {

@@ -6,6 +6,7 @@
  */
 
 import * as defaults from "./defaults.ts";
+import type { Keys } from "./protocol/auth.ts";
 import type { HeartbeatSettings } from "./protocol/handshake.ts";
 import type { Logger } from "./log.ts";
 import type { Clock } from "./timer/clock.ts";
@@ -65,10 +66,67 @@ export interface MessengerOptions {
   /** `losslessClient`: longest reconnect delay (before jitter). Default 5 s. */
   reconnectMaxMs?: number;
   /**
+   * Authentication: this node proves its name with a key and accepts only peers that prove
+   * theirs. `key` is one cluster-wide key (every member can then claim any member's name);
+   * `keyring` maps node names to per-node keys (a node proves only its own name), and takes
+   * precedence over `key` for the names it lists. Both sides must authenticate, or neither.
+   */
+  auth?: AuthOptions;
+  /**
+   * Allows `listen()` on an address beyond loopback without authentication. Default false:
+   * such a listener would let anyone who reaches it join.
+   */
+  insecure?: boolean;
+  /**
    * Uniform numbers in [0, 1) for reconnect jitter. Default `Math.random`; tests inject a
    * seeded source (with a `ManualClock`) so that a schedule replays exactly.
    */
   random?: () => number;
+}
+
+/** Keys a messenger authenticates with (see `MessengerOptions.auth`). */
+export interface AuthOptions {
+  /** One key for the whole cluster. */
+  key?: string;
+  /** Per-node keys, by node name. */
+  keyring?: Record<string, string>;
+}
+
+/**
+ * The keys of node `name`, or null without authentication; `TypeError` when the options give
+ * it no key of its own.
+ *
+ * @example
+ * ```ts
+ * import { resolveKeys } from "./options.ts";
+ * const keys = resolveKeys("a", { keyring: { a: "ka", b: "kb" } });
+ * if (keys?.own !== "ka" || keys.keyFor("b") !== "kb" || keys.keyFor("c")) throw new Error("keys");
+ * ```
+ */
+export function resolveKeys(name: string, auth: AuthOptions | undefined): Keys | null {
+  if (!auth) return null;
+  const ring = new Map(Object.entries(auth.keyring ?? {}));
+  const own = ring.get(name) ?? auth.key;
+  if (!own) {
+    throw new TypeError(`Option auth gives node ${name} no key: set auth.key or auth.keyring`);
+  }
+  return { own, keyFor: (peer) => ring.get(peer) ?? auth.key };
+}
+
+/**
+ * Throws `TypeError` when a messenger without keys is about to listen beyond loopback and was
+ * not told `insecure: true`.
+ */
+export function checkListen(addr: string, keys: Keys | null, insecure: boolean): void {
+  if (keys || insecure) return;
+  const host = /^[a-z]+:\/\/(\[[^\]]*\]|[^:/]*)/i.exec(addr)?.[1]?.replace(/^\[|\]$/g, "");
+  const loopback = host === undefined || host === "localhost" || host === "::1" ||
+    /^127\./.test(host) || addr.startsWith("mem:");
+  if (!loopback) {
+    throw new TypeError(
+      `Listening on ${addr} lets anyone who reaches it join: set auth, or insecure: true`,
+    );
+  }
 }
 
 /** The limits and timeouts that sessions, the dialer and the registry read. */

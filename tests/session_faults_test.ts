@@ -172,7 +172,10 @@ async function rawPeer(net: Transport, addr: string) {
       for (;;) {
         const chunk = await link.read();
         if (chunk === null) break;
-        decoder.push(chunk, (tag, _f, payload) => frames.push({ tag, payload: payload.slice() }));
+        decoder.push(chunk, (tag, _f, payload) => {
+          // The accepting side's Challenge comes first; these raw peers do not authenticate.
+          if (tag !== Tag.Challenge) frames.push({ tag, payload: payload.slice() });
+        });
       }
     } catch { /* a cut */ }
     ended = true;

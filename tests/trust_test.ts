@@ -3,10 +3,16 @@
 
 import "./_guard.ts";
 import assert from "node:assert/strict";
-import { Messenger, UnexpectedPeerError, WebSocketTransport } from "../mod.ts";
+import {
+  HandshakeRefusedError,
+  Messenger,
+  UnexpectedPeerError,
+  WebSocketTransport,
+} from "../mod.ts";
+import { checkListen, resolveKeys } from "../src/options.ts";
 import { BANNER, encodeFrame, Tag } from "../src/protocol/frame.ts";
 import { encodeJson } from "../src/protocol/handshake.ts";
-import { captureLogger, deadline, rawHello, waitEvent } from "./_helpers.ts";
+import { captureLogger, deadline, rawHello, take, waitEvent } from "./_helpers.ts";
 
 const quiet = () => ({ logger: captureLogger().log });
 
@@ -81,5 +87,100 @@ Deno.test("WebSocket upgrades from a browser origin are refused unless allowed",
   assert.equal(await upgradeStatus(addr, "http://evil.example"), 403);
   assert.equal(await upgradeStatus(addr, "https://ops.example"), 101);
   assert.equal(await upgradeStatus(addr), 101, "peers that send no Origin are not affected");
+  await m.close();
+});
+
+Deno.test("auth: nodes prove their names with keys; a wrong, missing or borrowed key is refused", async () => {
+  const keyring = { alpha: "k-alpha", bravo: "k-bravo", mallory: "k-mallory" };
+  const bravo = new Messenger({ name: "bravo", auth: { keyring }, ...quiet() });
+  const addr = await bravo.listen("tcp://127.0.0.1:0");
+  // Per-node keys: alpha proves alpha.
+  const alpha = new Messenger({ name: "alpha", auth: { keyring }, ...quiet() });
+  assert.equal((await alpha.connect(addr)).peerName, "bravo");
+  // Mallory holds only its own key and claims alpha's name: it cannot prove it.
+  const forged = new Messenger({
+    name: "alpha",
+    auth: { keyring: { alpha: "k-mallory", bravo: "k-bravo" } },
+    ...quiet(),
+  });
+  await assert.rejects(
+    forged.connect(addr),
+    (e) => e instanceof HandshakeRefusedError && e.field === "auth",
+  );
+  // No key at all, against a node that authenticates: refused, and the reverse too.
+  const keyless = new Messenger({ name: "keyless", ...quiet() });
+  await assert.rejects(
+    keyless.connect(addr),
+    (e) => e instanceof HandshakeRefusedError && e.field === "auth",
+  );
+  const open = new Messenger({ name: "open", ...quiet() });
+  const openAddr = await open.listen("tcp://127.0.0.1:0");
+  await assert.rejects(
+    alpha.connect(openAddr),
+    (e) => e instanceof HandshakeRefusedError && e.field === "auth",
+  );
+  // A node that answers in bravo's name with the wrong key fails alpha's check of the Welcome.
+  const fakeBravo = new Messenger({
+    name: "bravo",
+    auth: { keyring: { ...keyring, bravo: "x" } },
+    ...quiet(),
+  });
+  const fakeAddr = await fakeBravo.listen("tcp://127.0.0.1:0");
+  await assert.rejects(
+    alpha.connect(fakeAddr),
+    (e) => e instanceof HandshakeRefusedError && e.field === "auth",
+  );
+  // One cluster-wide key works too.
+  const c1 = new Messenger({ name: "c1", auth: { key: "cluster" }, ...quiet() });
+  const c2 = new Messenger({ name: "c2", auth: { key: "cluster" }, ...quiet() });
+  assert.equal((await c2.connect(await c1.listen("tcp://127.0.0.1:0"))).peerName, "c1");
+  for (const m of [alpha, forged, keyless, open, fakeBravo, c1, c2, bravo]) await m.close();
+});
+
+Deno.test("auth: a Hello in a victim's name cannot take over its lossless session", async () => {
+  const keyring = { alpha: "k-alpha", server: "k-server" };
+  const server = new Messenger({ name: "server", auth: { keyring }, ...quiet() });
+  const addr = await server.listen("tcp://127.0.0.1:0");
+  const alpha = new Messenger({ name: "alpha", auth: { keyring }, ...quiet() });
+  const conn = await alpha.connect(addr, { policy: "losslessClient" });
+  const session = server.connections().find((c) => c.peerName === "alpha")!;
+  const events: string[] = [];
+  (async () => {
+    for await (const e of server.events()) events.push(e.kind);
+  })();
+  // The attacker knows the name, the nonces and even the session id; it has no key.
+  const raw = await Deno.connect({ hostname: "127.0.0.1", port: Number(new URL(addr).port) });
+  const hello = rawHello({
+    name: "alpha",
+    nonce: alpha.nonce,
+    policy: "losslessClient",
+    resumeNonce: server.nonce,
+    inSeq: 0,
+    challenge: "00".repeat(16),
+    proof: "ab".repeat(32),
+  });
+  await raw.write(new Uint8Array([...BANNER, ...encodeFrame(Tag.Hello, encodeJson(hello))]));
+  const refused = await deadline(waitEvent(server, "error"), "the impostor's refusal");
+  assert.ok(refused.error instanceof HandshakeRefusedError && refused.error.field === "auth");
+  raw.close();
+  // The real session is untouched and keeps delivering.
+  await conn.send(1, new Uint8Array([1]));
+  const [m] = await take(server, 1);
+  assert.equal(m.connection, session);
+  assert.ok(!events.includes("remote-reset") && !events.includes("resume"), events.join(","));
+  await alpha.close();
+  await server.close();
+});
+
+Deno.test("a messenger without keys refuses to listen beyond loopback unless told insecure", async () => {
+  const m = new Messenger({ name: "m", ...quiet() });
+  await assert.rejects(m.listen("tcp://0.0.0.0:0"), TypeError);
+  await assert.rejects(m.listen("ws://192.0.2.1:0/heartline"), TypeError);
+  // The check alone (nothing binds beyond loopback in tests): keys or `insecure` let it pass.
+  assert.doesNotThrow(() => checkListen("tcp://0.0.0.0:0", resolveKeys("k", { key: "x" }), false));
+  assert.doesNotThrow(() => checkListen("tcp://0.0.0.0:0", null, true));
+  for (const ok of ["tcp://127.0.0.1:0", "tcp://[::1]:0", "ws://localhost:0/x", "mem://a"]) {
+    assert.doesNotThrow(() => checkListen(ok, null, false), ok);
+  }
   await m.close();
 });

@@ -54,6 +54,8 @@ export const Tag = {
   Reconnect: 8,
   /** Reserved: session reset (peer restarted, or session expired). */
   Reset: 9,
+  /** The accepting side's fresh challenge, right after its banner (see docs/protocol.md). */
+  Challenge: 10,
 } as const;
 
 /** A frame tag value. */

@@ -80,6 +80,10 @@ export interface Hello {
    * side's Hello names the session it wants to resume (absent before its first Welcome).
    */
   session?: string;
+  /** Hello: the dialing side's fresh challenge (32 hex digits). */
+  challenge?: string;
+  /** With authentication: the sender's HMAC proof of its name over the handshake transcript. */
+  proof?: string;
   /** Welcome to a lossless client: whether its session was resumed (always present). */
   resumed?: boolean;
   /** Addresses the sender listens on (lets a peer tell which of its dials go to the sender). */
@@ -204,6 +208,14 @@ export function decodeHello(payload: Uint8Array): Hello {
       throw new FrameError("malformed", `Hello field session is too long: ${session.length}`);
     }
     hello.session = session;
+  }
+  for (const key of ["challenge", "proof"] as const) {
+    if (obj[key] === undefined) continue;
+    const value = str(obj, key, "Hello");
+    if (!/^[0-9a-f]{1,128}$/.test(value)) {
+      throw new FrameError("malformed", `Hello field ${key} is not hex`);
+    }
+    hello[key] = value;
   }
   if (obj.listening !== undefined) {
     if (!Array.isArray(obj.listening) || obj.listening.some((a) => typeof a !== "string")) {

@@ -22,6 +22,18 @@ import {
 import { type Policy, serverPolicyFor } from "../policy.ts";
 import type { LocalNode, SessionPorts } from "./ports.ts";
 import { newSessionId, type SessionSequence } from "./sequence.ts";
+import type { LinkReader } from "./link_reader.ts";
+import {
+  checkHelloProof,
+  checkWelcomeProof,
+  decodeChallenge,
+  encodeChallenge,
+  type Keys,
+  newChallenge,
+  proveHello,
+  proveWelcome,
+} from "../protocol/auth.ts";
+import { printable } from "../protocol/text.ts";
 
 /** A Hello or Welcome frame. */
 export function handshakeFrame(
@@ -63,12 +75,14 @@ export interface HandshakeTarget<S> {
   hasPeer(): boolean;
   /** This side's Hello (or Welcome body) for this link. */
   hello(): Hello;
-  /** Queues a handshake frame ahead of everything else. */
+  /** Queues a handshake frame ahead of everything else, and has it written. */
   queue(frame: Uint8Array): void;
+  /** This link's handshake record: the accepting side's challenge, the dialing side's Hello. */
+  link(): LinkReader["handshake"];
   /** Records the peer's Hello or Welcome of this link. */
   peerIs(hello: Hello): void;
-  /** Refuse the peer: queue this Refuse frame, then fail with `refusal` once it is written. */
-  refuse(refusal: HandshakeRefusedError, frame: Uint8Array): void;
+  /** Refuse the peer: fail with `refusal` once the Refuse frame queued next is written. */
+  refuse(refusal: HandshakeRefusedError): void;
   /** The link is open; `first` when the session itself just began (its `opened()` resolves). */
   open(first: boolean): void;
   /** The session resumed on this link. */
@@ -90,6 +104,9 @@ export function processHandshakeFrame<S>(
   if (h.side() === "client" && tag === Tag.Refuse) {
     return processRefuse(payload, h.ports.local.terms());
   }
+  if (h.side() === "client" && tag === Tag.Challenge && h.link().hello === null) {
+    return processChallenge(h, decodeChallenge(payload));
+  }
   const expected = h.side() === "server" ? Tag.Hello : Tag.Welcome;
   if (tag !== expected) {
     throw new FrameError("unexpected", `Unexpected frame tag ${tag} during handshake`);
@@ -99,9 +116,46 @@ export function processHandshakeFrame<S>(
   else processWelcome(h, hello);
 }
 
+/** The accepting side's Challenge frame for a link, recorded with the link. */
+export function challengeFrame(link: LinkReader["handshake"]): Uint8Array {
+  link.challenge = newChallenge();
+  return encodeFrame(Tag.Challenge, encodeChallenge(link.challenge));
+}
+
+/** Client: the accepting side's challenge arrived; the Hello answers it (with a proof). */
+function processChallenge<S>(h: HandshakeTarget<S>, challenge: string): void {
+  const hello: Hello = { ...h.hello(), challenge: newChallenge() };
+  const keys = h.ports.local.keys();
+  if (keys) hello.proof = proveHello(keys.own, challenge, hello);
+  h.link().challenge = challenge;
+  h.link().hello = hello;
+  h.queue(handshakeFrame(Tag.Hello, hello));
+}
+
+/**
+ * Whether a peer's proof fits this node: both authenticate (and the proof checks against the
+ * key of the name it claims) or neither does. Returns the refusal, or undefined.
+ */
+function authRefusal(
+  keys: Keys | null,
+  peer: Hello,
+  valid: (key: string) => boolean,
+): HandshakeRefusedError | undefined {
+  if (!keys) {
+    if (peer.proof === undefined) return undefined;
+    return new HandshakeRefusedError("auth", "authentication differs: local none, peer a key");
+  }
+  const key = keys.keyFor(peer.name);
+  if (key !== undefined && peer.proof !== undefined && valid(key)) return undefined;
+  return new HandshakeRefusedError("auth", `authentication failed for ${printable(peer.name)}`);
+}
+
 /** Server: a Hello arrived. */
 function processHello<S>(h: HandshakeTarget<S>, hello: Hello): void {
-  let refusal = checkHello(h.ports.local.terms(), hello);
+  const challenge = h.link().challenge ?? "";
+  let refusal = checkHello(h.ports.local.terms(), hello) ??
+    authRefusal(h.ports.local.keys(), hello, (k) => checkHelloProof(k, challenge, hello));
+  h.link().hello = hello;
   if (!refusal && !serverPolicyFor(hello.policy)) {
     refusal = policyMismatch(h.policy().name, hello.policy);
   }
@@ -111,7 +165,10 @@ function processHello<S>(h: HandshakeTarget<S>, hello: Hello): void {
     else if (target instanceof Error) throw target;
     else if (target !== h.self) return h.handOver(target, hello);
   }
-  if (refusal) return h.refuse(refusal, encodeFrame(Tag.Refuse, encodeRefusal(refusal)));
+  if (refusal) {
+    h.refuse(refusal);
+    return h.queue(encodeFrame(Tag.Refuse, encodeRefusal(refusal)));
+  }
   acceptNew(h, hello);
 }
 
@@ -124,8 +181,15 @@ function acceptNew<S>(h: HandshakeTarget<S>, hello: Hello): void {
     h.seq.id = newSessionId();
     Object.assign(welcome, { inSeq: 0, resumed: false, session: h.seq.id });
   }
-  h.queue(handshakeFrame(Tag.Welcome, welcome));
+  queueWelcome(h, welcome);
   h.open(true);
+}
+
+/** Queues a Welcome, with this node's proof when it authenticates. */
+function queueWelcome<S>(h: HandshakeTarget<S>, welcome: Hello): void {
+  const keys = h.ports.local.keys(), { challenge, hello } = h.link();
+  if (keys && challenge && hello) welcome.proof = proveWelcome(keys.own, challenge, hello, welcome);
+  h.queue(handshakeFrame(Tag.Welcome, welcome));
 }
 
 /** Client: a Welcome arrived. */
@@ -135,6 +199,13 @@ function processWelcome<S>(h: HandshakeTarget<S>, hello: Hello): void {
   if (serverPolicyFor(h.policy().name)?.name !== hello.policy) {
     throw policyMismatch(h.policy().name, hello.policy);
   }
+  const { challenge, hello: ours } = h.link();
+  const unproven = authRefusal(
+    h.ports.local.keys(),
+    hello,
+    (key) => challenge !== null && ours !== null && checkWelcomeProof(key, challenge, ours, hello),
+  );
+  if (unproven) throw unproven;
   const first = !h.hasPeer();
   const decision = h.seq.decideWelcome(hello);
   if (decision.kind === "resume") {
@@ -167,7 +238,7 @@ export function processAdoptedHello<S>(h: HandshakeTarget<S>, hello: Hello): voi
   h.peerIs(hello);
   h.seq.peerNonce = hello.nonce;
   const resumed = decision.kind === "resume";
-  h.queue(handshakeFrame(Tag.Welcome, { ...h.hello(), resumed }));
+  queueWelcome(h, { ...h.hello(), resumed });
   h.open(false);
   if (resumed) h.resumed();
   else if (decision.reason === "peer restarted") h.reincarnated();

@@ -7,6 +7,7 @@
  */
 
 import { FrameDecoder, type TagValue } from "../protocol/frame.ts";
+import type { Hello } from "../protocol/handshake.ts";
 import type { Link } from "../../transports/types.ts";
 
 /** What a reader reports to the session that owns it. */
@@ -58,6 +59,14 @@ export interface ReaderOwner {
 export class LinkReader {
   /** Set when the owner let go of this link: nothing more is reported. */
   stopped = false;
+  /**
+   * This link's handshake: the accepting side's challenge and the dialing side's Hello, which
+   * both proofs are computed over (it travels with the link when a session adopts it).
+   */
+  readonly handshake: { challenge: string | null; hello: Hello | null } = {
+    challenge: null,
+    hello: null,
+  };
   /** The frame decoder, kept with the link (it holds a partial frame between reads). */
   readonly decoder: FrameDecoder;
   #dispatch = (tag: TagValue, _flags: number, payload: Uint8Array): void => {

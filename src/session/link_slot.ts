@@ -57,6 +57,11 @@ export class LinkSlot implements ReaderOwner {
     return this.#reader?.link ?? null;
   }
 
+  /** The current link's handshake record (see `LinkReader.handshake`). */
+  get handshake(): LinkReader["handshake"] {
+    return this.#reader?.handshake ?? { challenge: null, hello: null };
+  }
+
   /** Which link this is: 1 for the first, +1 per new link. */
   get epoch(): number {
     return this.#epoch;

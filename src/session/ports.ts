@@ -9,6 +9,7 @@
 import type { Counters } from "../counters.ts";
 import type { HeartlineError } from "../errors.ts";
 import type { Limits } from "../options.ts";
+import type { Keys } from "../protocol/auth.ts";
 import type { Hello, LocalTerms } from "../protocol/handshake.ts";
 import { type OutgoingMessage, PRIORITIES, type Priority } from "../protocol/message.ts";
 import type { Link } from "../../transports/types.ts";
@@ -38,9 +39,14 @@ export interface LocalNode {
   /** This incarnation's nonce. */
   readonly nonce: string;
   /** The Hello fields every session of this node sends (policy and resume fields aside). */
-  hello(): Omit<Hello, "policy" | "inSeq" | "resumeNonce" | "resumed" | "session">;
+  hello(): Omit<
+    Hello,
+    "policy" | "inSeq" | "resumeNonce" | "resumed" | "session" | "challenge" | "proof"
+  >;
   /** What this node requires of every peer (checked against each Hello and Welcome). */
   terms(): LocalTerms;
+  /** The keys this node authenticates with, or null when it does not authenticate. */
+  keys(): Keys | null;
 }
 
 /** Where received messages go. */

@@ -13,7 +13,7 @@ import { messageFrameBytes } from "../protocol/message.ts";
 import type { Policy } from "../policy.ts";
 import type { Link } from "../../transports/types.ts";
 import {
-  handshakeFrame,
+  challengeFrame,
   type HandshakeTarget,
   helloFor,
   processAdoptedHello,
@@ -194,12 +194,9 @@ export class Session<H> {
   close(reason: string): Promise<void> {
     const s = this.#sm.state;
     if (s === "closed" || s === "closing") return this.#closed.promise;
-    if (s !== "open") {
-      // Not connected (handshake, reconnecting, standby): nothing to exchange Close with.
-      this.#end(new ConnectionClosedError(`Connection closed before it was open: ${reason}`));
-    } else {
-      this.#startClosing(reason, "local");
-    }
+    // Not connected (handshake, reconnecting, standby): nothing to exchange Close with.
+    if (s === "open") this.#startClosing(reason, "local");
+    else this.#end(new ConnectionClosedError(`Connection closed before it was open: ${reason}`));
     return this.#closed.promise;
   }
 
@@ -253,9 +250,8 @@ export class Session<H> {
       this.#fail(new FrameError("handshake-timeout", `Handshake not completed within ${ms} ms`));
     });
     this.queue.pushControl(BANNER);
-    if (this.#side === "client") {
-      this.queue.pushControl(handshakeFrame(Tag.Hello, this.#hello()));
-    }
+    // The accepting side challenges at once; the dialing side's Hello answers the challenge.
+    if (this.#side === "server") this.queue.pushControl(challengeFrame(this.#slot.handshake));
     this.#writer.schedule();
     this.#slot.start();
   }
@@ -352,13 +348,13 @@ export class Session<H> {
       self: this,
       seq: this.sequence,
       hello: () => this.#hello(),
-      queue: (frame) => this.queue.pushControl(frame),
-      peerIs: (hello) => this.#peer = hello,
-      refuse: (refusal, frame) => {
-        this.#refusal = refusal;
+      queue: (frame) => {
         this.queue.pushControl(frame);
         this.#writer.schedule();
       },
+      link: () => this.#slot.handshake,
+      peerIs: (hello) => this.#peer = hello,
+      refuse: (refusal) => this.#refusal = refusal,
       open: (first) => this.#open(first),
       resumed: () => {
         const replayed = this.sequence.replay.count;
