@@ -13,6 +13,7 @@ import { tcpBenchmarks } from "./tcp_bench.ts";
 import { wheelBenchmarks } from "./wheel_bench.ts";
 import { healthBenchmarks } from "./health_bench.ts";
 import { transportBenchmarks } from "./transport_bench.ts";
+import { handshakeBenchmarks } from "./handshake_bench.ts";
 import type { BenchResult, BenchSuite } from "./_common.ts";
 
 const { values } = parseArgs({
@@ -29,6 +30,7 @@ const suites: BenchSuite[] = [
   transportBenchmarks,
   wheelBenchmarks,
   healthBenchmarks,
+  handshakeBenchmarks,
 ];
 const only = values.only?.split(",");
 const results: BenchResult[] = [];

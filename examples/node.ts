@@ -8,6 +8,8 @@
  * deno run --allow-net=127.0.0.1 examples/node.ts --name w --listen ws://127.0.0.1:6803/heartline
  * deno run --allow-net=127.0.0.1 examples/node.ts --name b --listen tcp://127.0.0.1:6802 \
  *   --peer tcp://127.0.0.1:6801 --admin-port 9102
+ * HEARTLINE_KEY=... deno run --allow-net --allow-env=HEARTLINE_KEY examples/node.ts --name c \
+ *   --listen tcp://0.0.0.0:6804   # beyond loopback: a key (or --insecure) is required
  * ```
  *
  * @module
@@ -37,6 +39,9 @@ const { values } = parseArgs({
     cert: { type: "string" },
     key: { type: "string" },
     ca: { type: "string" },
+    // Authentication: a cluster-wide key, read from the environment so that it stays out of
+    // the process list (HEARTLINE_KEY); --insecure allows a keyless listener beyond loopback.
+    insecure: { type: "boolean", default: false },
   },
 });
 
@@ -54,7 +59,15 @@ if (values.cert && values.key && values.ca) {
     }),
   );
 }
-const messenger = new Messenger({ name, transports });
+const envGranted =
+  Deno.permissions.querySync({ name: "env", variable: "HEARTLINE_KEY" }).state === "granted";
+const clusterKey = envGranted ? Deno.env.get("HEARTLINE_KEY") : undefined;
+const messenger = new Messenger({
+  name,
+  transports,
+  auth: clusterKey ? { key: clusterKey } : undefined,
+  insecure: values.insecure,
+});
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
