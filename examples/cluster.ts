@@ -22,11 +22,21 @@ const { values } = parseArgs({
   },
 });
 
+/**
+ * A port that is free now, chosen below the kernel's ephemeral range (32768 and up on Linux):
+ * a port the kernel hands out for bind(0) or an outgoing connection could be taken by another
+ * process between this check and the node's own bind.
+ */
 function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = l.addr.port;
-  l.close();
-  return port;
+  for (;;) {
+    const port = 20_000 + Math.floor(Math.random() * 12_000);
+    try {
+      Deno.listen({ hostname: "127.0.0.1", port }).close();
+      return port;
+    } catch (error) {
+      if (!(error instanceof Deno.errors.AddrInUse)) throw error;
+    }
+  }
 }
 
 const count = Number(values.nodes);

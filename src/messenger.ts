@@ -471,8 +471,9 @@ export class Messenger {
       this.#events.publish({ kind: "close", connection: conn, by: how.by, reason: how.reason });
       return;
     }
-    if (how.error instanceof HandshakeRefusedError && how.error.field === "race") {
-      // Settling a dial race is routine: the winning dial carries the session.
+    if (how.error instanceof HandshakeRefusedError && how.error.field === "race" && !how.wasOpen) {
+      // Settling a dial race is routine: the winning dial carries the session. (A session
+      // that lived before its redial lost a race ends as a reset: its messages are handed back.)
       this.#log("debug", `connection ${conn.id}: ${printable(how.error.message)}`);
       return;
     }
