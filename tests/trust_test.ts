@@ -108,6 +108,13 @@ Deno.test("auth: nodes prove their names with keys; a wrong, missing or borrowed
     (e) => e instanceof HandshakeRefusedError && e.field === "auth",
   );
   // No key at all, against a node that authenticates: refused, and the reverse too.
+  // Without a key, nothing else is compared first: other settings are not disclosed either.
+  const nosy = new Messenger({ name: "nosy", heartbeat: { intervalMs: 777 }, ...quiet() });
+  await assert.rejects(
+    nosy.connect(addr),
+    (e) => e instanceof HandshakeRefusedError && e.field === "auth",
+  );
+  await nosy.close();
   const keyless = new Messenger({ name: "keyless", ...quiet() });
   await assert.rejects(
     keyless.connect(addr),

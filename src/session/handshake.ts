@@ -153,8 +153,10 @@ function authRefusal(
 /** Server: a Hello arrived. */
 function processHello<S>(h: HandshakeTarget<S>, hello: Hello): void {
   const challenge = h.link().challenge ?? "";
-  let refusal = checkHello(h.ports.local.terms(), hello) ??
-    authRefusal(h.ports.local.keys(), hello, (k) => checkHelloProof(k, challenge, hello));
+  // Authentication first: a peer that cannot prove its name learns none of our settings.
+  let refusal =
+    authRefusal(h.ports.local.keys(), hello, (k) => checkHelloProof(k, challenge, hello)) ??
+      checkHello(h.ports.local.terms(), hello);
   h.link().hello = hello;
   if (!refusal && !serverPolicyFor(hello.policy)) {
     refusal = policyMismatch(h.policy().name, hello.policy);
