@@ -29,6 +29,7 @@ import {
   seededRandom,
   splitReads,
 } from "../testing.ts";
+import { mapLinks } from "../transports/types.ts";
 import { unhandledRejections } from "./_guard.ts";
 import "./_helpers.ts";
 
@@ -214,18 +215,8 @@ class ModelNet {
     };
     return {
       schemes: ["mem"],
-      listen: async (addr: string): Promise<Listener> => {
-        const listener = await this.inner.listen(addr);
-        return {
-          get addr() {
-            return listener.addr;
-          },
-          close: () => listener.close(),
-          async *[Symbol.asyncIterator]() {
-            for await (const link of listener) yield track(link);
-          },
-        };
-      },
+      listen: async (addr: string): Promise<Listener> =>
+        mapLinks(await this.inner.listen(addr), track),
       connect: async (addr: string, options?: { signal?: AbortSignal }): Promise<Link> => {
         options?.signal?.throwIfAborted();
         if (this.clock.now() < this.partitionedUntil) {
@@ -315,6 +306,8 @@ class Run {
   readonly reported = new Set<number>();
   readonly lastSeq = new Map<Connection, number>();
   readonly background: Promise<unknown>[] = [];
+  /** What the background consumers threw (a delivery check that failed), for checkHealthy. */
+  readonly backgroundErrors: unknown[] = [];
   nextId = 1;
   readonly random: () => number;
   readonly #tasks = new Macrotasks();
@@ -353,7 +346,11 @@ class Run {
     this.nodes.set(node, m);
     this.conns.set(node, undefined);
     const listening = m.listen(`mem://${node}`);
-    this.background.push(this.#consume(node, inc, m), this.#watchEvents(m));
+    // Handled at once: a failed check in a consumer fails this run (and shrinks), never the
+    // process with an unhandled rejection.
+    for (const p of [this.#consume(node, inc, m), this.#watchEvents(m)]) {
+      this.background.push(p.catch((error) => void this.backgroundErrors.push(error)));
+    }
     await listening;
   }
 
@@ -519,6 +516,7 @@ class Run {
 
   /** No defect was logged and no promise rejected unhandled. */
   checkHealthy(after: string): void {
+    if (this.backgroundErrors.length > 0) throw this.backgroundErrors[0];
     const defects = this.logs.filter((l) => /defect|Illegal/.test(l));
     assert.deepEqual(defects, [], `defects after ${after}`);
     assert.equal(unhandledRejections.length, 0, `unhandled rejections after ${after}`);

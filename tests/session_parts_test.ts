@@ -201,6 +201,9 @@ function writerRig(options: { lossy?: boolean; maxUnackedBytes?: number } = {}) 
     writeFailed: (_l, e) => {
       throw e;
     },
+    defect: (e) => {
+      throw e;
+    },
   };
   const limits = resolveLimits({ maxUnackedBytes: options.maxUnackedBytes });
   const stats = { messagesSent: 0, bytesSent: 0, framesSent: 0, replayed: 0 };
@@ -295,4 +298,33 @@ Deno.test("LinkSlot: a released reader's link stays open and reports nothing her
   assert.deepEqual(heard, ["ended"]);
   slot.detach();
   assert.equal(closed, true);
+});
+
+Deno.test("Writer: a defect while settling a write pass is reported, never an unhandled rejection", async () => {
+  const defects: unknown[] = [];
+  const link = { write: () => Promise.resolve() } as unknown as Link;
+  const queue = new SendQueue();
+  queue.pushControl(encodeFrame(Tag.Heartbeat, new Uint8Array(26)));
+  const writer = new Writer({
+    queue,
+    seq: new SessionSequence(() => false),
+    closing: () => null,
+    stats: { messagesSent: 0, bytesSent: 0, framesSent: 0, replayed: 0 },
+    counters: newCounters(),
+    limits: resolveLimits({}),
+    session: {
+      link,
+      writable: true,
+      policy: { lossy: false },
+      written: () => {
+        throw new Error("a defect in written()");
+      },
+      writeFailed: () => {},
+      defect: (e) => void defects.push(e),
+    },
+  });
+  writer.schedule();
+  for (let i = 0; i < 100 && defects.length === 0; i++) await Promise.resolve();
+  assert.equal(defects.length, 1, "the defect reached the session");
+  assert.match(String(defects[0]), /a defect in written/);
 });

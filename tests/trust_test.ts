@@ -191,3 +191,39 @@ Deno.test("a messenger without keys refuses to listen beyond loopback unless tol
   }
   await m.close();
 });
+
+Deno.test("a race refusal naming another node does not make connect() return that node's session", async () => {
+  const alpha = new Messenger({ name: "alpha", ...quiet() });
+  const alphaAddr = await alpha.listen("tcp://127.0.0.1:0");
+  const bravo = new Messenger({ name: "bravo", ...quiet() });
+  await bravo.connect(alphaAddr, { policy: "losslessPeer" });
+  // Whoever answers at this address claims to be bravo, keeping its session with us.
+  const raw = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const refuse = { field: "race", message: "keeps its session", local: "bravo", peer: "bravo" };
+  const answering = (async () => {
+    const conn = await raw.accept();
+    await conn.write(new Uint8Array([...BANNER, ...encodeFrame(Tag.Refuse, encodeJson(refuse))]));
+    return conn;
+  })();
+  const liar = `tcp://127.0.0.1:${raw.addr.port}`;
+  await assert.rejects(
+    deadline(alpha.connect(liar, { policy: "losslessPeer" }), "the dial to the liar"),
+    UnexpectedPeerError,
+  );
+  (await answering).close();
+  raw.close();
+  await alpha.close();
+  await bravo.close();
+});
+
+Deno.test("connect() with a wrong expectName leaves an existing connection to that address alone", async () => {
+  const bravo = new Messenger({ name: "bravo", ...quiet() });
+  const addr = await bravo.listen("tcp://127.0.0.1:0");
+  const alpha = new Messenger({ name: "alpha", ...quiet() });
+  const conn = await alpha.connect(addr);
+  await assert.rejects(alpha.connect(addr, { expectName: "zulu" }), UnexpectedPeerError);
+  assert.equal(conn.state, "open", "the connection others use stays open");
+  assert.equal(await alpha.connect(addr), conn);
+  await alpha.close();
+  await bravo.close();
+});

@@ -18,6 +18,7 @@
 import { TransportError } from "../src/errors.ts";
 import { AsyncQueue } from "../src/_async_queue.ts";
 import {
+  abortable,
   concatChunks,
   formatHostPort,
   type Link,
@@ -216,7 +217,9 @@ export class QuicTransport implements Transport {
         maxIdleTimeout: this.#options.maxIdleTimeoutMs,
       }));
       // connectQuic takes no signal: race it, and close a connection that arrives too late.
-      const conn = signal ? await raceAbort(dialing, signal) : await dialing;
+      const conn = await abortable(dialing, signal, (late) => {
+        late.close({ closeCode: 0, reason: "dial abandoned" });
+      });
       const stream = await conn.createBidirectionalStream();
       return new QuicLink(conn, stream, formatHostPort("quic", hostname, conn.endpoint.addr.port));
     } catch (cause) {
@@ -225,25 +228,4 @@ export class QuicTransport implements Transport {
       });
     }
   }
-}
-
-function raceAbort(dialing: Promise<Deno.QuicConn>, signal: AbortSignal): Promise<Deno.QuicConn> {
-  return new Promise((resolve, reject) => {
-    const onAbort = () => {
-      reject(signal.reason);
-      dialing.then((late) => late.close({ closeCode: 0, reason: "dial abandoned" }), () => {});
-    };
-    signal.addEventListener("abort", onAbort, { once: true });
-    dialing.then(
-      (conn) => {
-        signal.removeEventListener("abort", onAbort);
-        if (signal.aborted) conn.close({ closeCode: 0, reason: "dial abandoned" });
-        else resolve(conn);
-      },
-      (error) => {
-        signal.removeEventListener("abort", onAbort);
-        reject(error);
-      },
-    );
-  });
 }

@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { Link, Listener, Transport } from "./types.ts";
+import { type Link, type Listener, mapLinks, type Transport } from "./types.ts";
 
 /** Options of {@linkcode splitReads}. */
 export interface SplitReadsOptions {
@@ -112,16 +112,7 @@ export function splitReads(inner: Transport, options: SplitReadsOptions = {}): T
   return {
     schemes: inner.schemes,
     async listen(addr: string): Promise<Listener> {
-      const listener = await inner.listen(addr);
-      return {
-        get addr() {
-          return listener.addr;
-        },
-        close: () => listener.close(),
-        async *[Symbol.asyncIterator]() {
-          for await (const link of listener) yield wrap(link);
-        },
-      };
+      return mapLinks(await inner.listen(addr), wrap);
     },
     async connect(addr: string, connectOptions?: { signal?: AbortSignal }): Promise<Link> {
       return wrap(await inner.connect(addr, connectOptions));

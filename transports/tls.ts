@@ -11,7 +11,7 @@
 
 import { TransportError } from "../src/errors.ts";
 import { StreamLink, StreamListener } from "./_stream.ts";
-import { type Link, type Listener, parseHostPort, type Transport } from "./types.ts";
+import { abortable, type Link, type Listener, parseHostPort, type Transport } from "./types.ts";
 
 /** Options of {@linkcode TlsTransport}. */
 export interface TlsTransportOptions {
@@ -61,30 +61,22 @@ export class TlsTransport implements Transport {
   /** Dials a TLS peer and completes the TLS handshake. */
   async connect(addr: string, options: { signal?: AbortSignal } = {}): Promise<Link> {
     const { hostname, port } = parseHostPort(addr, "tls");
-    let tcp: Deno.TcpConn | undefined;
+    const { signal } = options;
+    let tcp: Deno.TcpConn | undefined, conn: Deno.TlsConn | undefined;
     try {
-      tcp = await Deno.connect({ hostname, port, transport: "tcp", signal: options.signal });
+      tcp = await Deno.connect({ hostname, port, transport: "tcp", signal });
       tcp.setNoDelay(true);
-      const conn = await Deno.startTls(tcp, {
+      conn = await Deno.startTls(tcp, {
         hostname: this.#options.serverName ?? hostname,
         caCerts: this.#options.caCerts,
       });
-      const handshake = conn.handshake();
-      const abort = new Promise<never>((_, reject) => {
-        options.signal?.addEventListener("abort", () => reject(options.signal!.reason), {
-          once: true,
-        });
-      });
-      abort.catch(() => {});
-      try {
-        await (options.signal ? Promise.race([handshake, abort]) : handshake);
-      } catch (error) {
-        conn.close();
-        throw error;
-      }
+      await abortable(conn.handshake(), signal, () => {});
       return new StreamLink(conn, "tls");
     } catch (cause) {
-      if (options.signal?.aborted) throw options.signal.reason;
+      try {
+        (conn ?? tcp)?.close(); // whichever holds the socket now
+      } catch { /* closed already */ }
+      if (signal?.aborted) throw signal.reason;
       throw new TransportError(`TLS connect to ${addr} failed: ${(cause as Error).message}`, {
         cause,
       });

@@ -88,3 +88,77 @@ export function concatChunks(chunks: Uint8Array[]): Uint8Array {
   }
   return out;
 }
+
+/**
+ * A listener that hands out `wrap(link)` for each link `inner` accepts (a wrapping transport,
+ * such as one that splits reads or records links, keeps the inner listener's address and close).
+ *
+ * @example
+ * ```ts
+ * import { mapLinks } from "./types.ts";
+ * import { MemoryTransport } from "./memory.ts";
+ * const net = new MemoryTransport();
+ * const seen: string[] = [];
+ * const listener = mapLinks(await net.listen("mem://m"), (l) => (seen.push(l.remoteAddr), l));
+ * await net.connect("mem://m");
+ * for await (const _ of listener) break;
+ * if (seen.length !== 1) throw new Error("wrapped");
+ * listener.close();
+ * ```
+ */
+export function mapLinks(inner: Listener, wrap: (link: Link) => Link): Listener {
+  return {
+    get addr() {
+      return inner.addr;
+    },
+    close: () => inner.close(),
+    async *[Symbol.asyncIterator]() {
+      for await (const link of inner) yield wrap(link);
+    },
+  };
+}
+
+/**
+ * Resolves as `pending` does, or rejects with `signal.reason` as soon as it aborts; a result
+ * that arrives after the abort is handed to `discard` (so a late connection gets closed), and a
+ * late failure is absorbed. For calls that take no signal of their own.
+ *
+ * @example
+ * ```ts
+ * import { abortable } from "./types.ts";
+ * const gone = new AbortController();
+ * const late = new Promise<string>((r) => setTimeout(() => r("late"), 10));
+ * const p = abortable(late, gone.signal, () => {});
+ * gone.abort(new Error("gave up"));
+ * try { await p; throw new Error("not aborted"); } catch (e) {
+ *   if ((e as Error).message !== "gave up") throw e;
+ * }
+ * await late;
+ * ```
+ */
+export function abortable<T>(
+  pending: Promise<T>,
+  signal: AbortSignal | undefined,
+  discard: (late: T) => void,
+): Promise<T> {
+  if (!signal) return pending;
+  return new Promise((resolve, reject) => {
+    const onAbort = () => {
+      reject(signal.reason);
+      pending.then(discard, () => {});
+    };
+    if (signal.aborted) return onAbort();
+    signal.addEventListener("abort", onAbort, { once: true });
+    pending.then(
+      (value) => {
+        signal.removeEventListener("abort", onAbort);
+        if (signal.aborted) discard(value);
+        else resolve(value);
+      },
+      (error) => {
+        signal.removeEventListener("abort", onAbort);
+        reject(error);
+      },
+    );
+  });
+}

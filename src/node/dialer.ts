@@ -75,26 +75,12 @@ export class Dialer {
 
   /** See `Messenger.connect`. */
   async connect(addr: string, options: ConnectOptions = {}): Promise<Connection> {
-    const conn = await this.#connect(addr, options);
-    const expected = options.expectName;
-    if (expected !== undefined && conn.peerName !== expected) {
-      const error = new UnexpectedPeerError(expected, conn.peerName);
-      if (conn.remoteAddr === addr && conn.side === "client") conn.abort(error);
-      throw error;
-    }
-    return conn;
-  }
-
-  async #connect(addr: string, options: ConnectOptions): Promise<Connection> {
     const p = this.#p;
     p.checkRunning();
     options.signal?.throwIfAborted();
     this.#checkRefused(addr);
     const existing = p.registry.existing(addr, options.expectName);
-    if (existing) {
-      await existing.opened();
-      return existing;
-    }
+    if (existing) return this.#expected(await this.#opened(existing, addr), options);
     const policy = Policies[options.policy ?? "lossyClient"];
     if (!policy || policy.role === "server") {
       throw new TypeError(`Not a dialing policy: ${options.policy}`);
@@ -120,10 +106,23 @@ export class Dialer {
       } else {
         session.attach(link);
       }
-      return await this.#opened(conn, addr);
+      const reached = await this.#opened(conn, addr);
+      // A dial of our own that reached the wrong node is closed; a session that other calls
+      // use (an existing one, or a race winner) is only not returned.
+      if (reached === conn) return this.#expected(conn, options, conn);
+      return this.#expected(reached, options);
     } finally {
       signal?.removeEventListener("abort", onAbort);
     }
+  }
+
+  /** `conn`, if its peer is the one `options.expectName` names; `ours` is closed if not. */
+  #expected(conn: Connection, options: ConnectOptions, ours?: Connection): Connection {
+    const expected = options.expectName;
+    if (expected === undefined || conn.peerName === expected) return conn;
+    const error = new UnexpectedPeerError(expected, conn.peerName);
+    ours?.abort(error);
+    throw error;
   }
 
   /** A lossless session's redial, bounded by the handshake timeout like the first dial. */
@@ -167,10 +166,12 @@ export class Dialer {
         return winner;
       }
       if (error instanceof HandshakeRefusedError && error.field === "race") {
-        return await this.#p.registry.awaitSession(
-          String(error.peer),
-          this.#p.limits.handshakeTimeoutMs,
-        );
+        // The refusal names the node that keeps the session: only its word. Its session is
+        // returned only if that node's own Hello listed `addr` among its listen addresses.
+        const name = String(error.peer);
+        const winner = await this.#p.registry.awaitSession(name, this.#p.limits.handshakeTimeoutMs);
+        if (this.#p.registry.sessionAt(addr) === winner) return winner;
+        throw new UnexpectedPeerError(`the node at ${addr}`, name);
       }
       if (error instanceof HandshakeRefusedError) this.#remember(addr, error);
       throw error;

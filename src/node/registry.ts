@@ -218,7 +218,7 @@ export class SessionRegistry {
           sessionOf(ours).supersede(conn);
         }
       }
-      conn.opened().then(() => this.registerPeerSession(conn), () => {});
+      // Waiting connect() calls are woken when it opens (the messenger's registerPeerSession).
     }
     return from;
   }

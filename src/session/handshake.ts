@@ -178,12 +178,9 @@ function processHello<S>(h: HandshakeTarget<S>, hello: Hello): void {
 function acceptNew<S>(h: HandshakeTarget<S>, hello: Hello): void {
   h.peerIs(hello);
   h.seq.peerNonce = hello.nonce;
-  const welcome: Hello = h.hello();
-  if (!h.policy().lossy) {
-    h.seq.id = newSessionId();
-    Object.assign(welcome, { inSeq: 0, resumed: false, session: h.seq.id });
-  }
-  queueWelcome(h, welcome);
+  const lossless = !h.policy().lossy;
+  if (lossless) h.seq.id = newSessionId(); // the Welcome carries it, and inSeq (0)
+  queueWelcome(h, lossless ? { ...h.hello(), resumed: false } : h.hello());
   h.open(true);
 }
 
@@ -251,7 +248,7 @@ function processRefuse(payload: Uint8Array, ours: LocalTerms): never {
   const refusal = decodeRefusal(payload);
   if (refusal.field === "race") {
     // Lost a dial race: the peer's own dial carries the session (see docs/policies.md).
-    throw new HandshakeRefusedError("race", `Dial race lost to ${refusal.peer}`, {
+    throw new HandshakeRefusedError("race", `Dial race lost to ${printable(refusal.peer)}`, {
       peer: refusal.peer,
     });
   }

@@ -91,7 +91,7 @@ export class Session<H> {
       chunkDone: () => this.#onChunkDone(),
       ended: () => this.#onEnded(),
       failed: (error) => this.#fail(error),
-      defect: (error) => this.#defect(error),
+      defect: (error) => this.defect(error),
     }, ports.limits.maxFrameBytes);
     this.#target = this.#handshakeTarget();
     this.#writer = new Writer({
@@ -313,8 +313,8 @@ export class Session<H> {
     );
   }
 
-  /** A defect on the read path: reported, and the session ends. */
-  #defect(error: unknown): void {
+  /** A defect (an exception where none was expected): reported, and the session ends. */
+  defect(error: unknown): void {
     this.#ports.observer.defect(this.handle, error);
     try {
       this.#end(error instanceof Error ? error : new Error(String(error)));

@@ -29,6 +29,8 @@ export interface WriterSession {
   written(link: Link): void;
   /** Writing to `link` failed. */
   writeFailed(link: Link, error: Error): void;
+  /** A defect surfaced while settling a write pass: reported, and the session ends. */
+  defect(error: unknown): void;
 }
 
 /** What a writer works with. */
@@ -71,7 +73,7 @@ export class Writer {
     this.#scheduled = true;
     queueMicrotask(() => {
       this.#scheduled = false;
-      this.#flush();
+      this.#flush().catch((error) => this.#p.session.defect(error)); // never unhandled
     });
   }
 
