@@ -13,12 +13,15 @@ export interface PairOptions {
   listenAddr?: string;
   /** Client policy (default lossy). */
   policy?: PolicyName;
+  /** Keep frame checksums on links that protect integrity (default: skip them). */
+  checksumSecureLinks?: boolean;
 }
 
 async function pair(o: PairOptions) {
   const transports = [o.transport ?? new TcpTransport()];
-  const server = new Messenger({ name: "bench-server", transports, logger: quiet });
-  const client = new Messenger({ name: "bench-client", transports, logger: quiet });
+  const common = { transports, logger: quiet, checksumSecureLinks: o.checksumSecureLinks };
+  const server = new Messenger({ name: "bench-server", ...common });
+  const client = new Messenger({ name: "bench-client", ...common });
   const addr = await server.listen(o.listenAddr ?? "tcp://127.0.0.1:0");
   const conn = await client.connect(addr, { policy: o.policy ?? "lossyClient" });
   return {

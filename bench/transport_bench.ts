@@ -208,6 +208,10 @@ export async function transportBenchmarks(options: BenchOptions): Promise<BenchR
     "quic_oneway_64B",
     "quic_oneway_1KiB",
     "tls_oneway_64B",
+    "tls_oneway_64B_crc",
+    "tls_oneway_64KiB",
+    "tls_oneway_64KiB_crc",
+    "quic_oneway_1KiB_crc",
     "ws_oneway_64B",
     "quic_pingpong",
   ];
@@ -230,13 +234,39 @@ export async function transportBenchmarks(options: BenchOptions): Promise<BenchR
       () => heartlineOneWay(size, n, { transport: quic(), listenAddr: "quic://127.0.0.1:0" }),
     ]);
   }
-  const tls = () => new TlsTransport({ cert: certs.cert, key: certs.key, caCerts: [certs.caCert] });
-  const nTls = Math.round(500_000 * scale);
+  // The same with frame checksums kept (`checksumSecureLinks`): what skipping them saves.
+  const nQuic = Math.round(100_000 * scale);
   cases.push([
-    "tls_oneway_64B",
-    () => rawTlsOneWay(64, nTls),
-    () => heartlineOneWay(64, nTls, { transport: tls(), listenAddr: "tls://127.0.0.1:0" }),
+    "quic_oneway_1KiB_crc",
+    () => rawQuicOneWay(1024, nQuic),
+    () =>
+      heartlineOneWay(1024, nQuic, {
+        transport: quic(),
+        listenAddr: "quic://127.0.0.1:0",
+        checksumSecureLinks: true,
+      }),
   ]);
+  const tls = () => new TlsTransport({ cert: certs.cert, key: certs.key, caCerts: [certs.caCert] });
+  for (
+    const [name, size, count] of [
+      ["tls_oneway_64B", 64, 500_000],
+      ["tls_oneway_64KiB", 65536, 10_000],
+    ] as const
+  ) {
+    const n = Math.round(count * scale);
+    for (const crc of [false, true]) {
+      cases.push([
+        crc ? `${name}_crc` : name,
+        () => rawTlsOneWay(size, n),
+        () =>
+          heartlineOneWay(size, n, {
+            transport: tls(),
+            listenAddr: "tls://127.0.0.1:0",
+            checksumSecureLinks: crc,
+          }),
+      ]);
+    }
+  }
   const nWs = Math.round(300_000 * scale);
   cases.push([
     "ws_oneway_64B",

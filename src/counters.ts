@@ -27,6 +27,8 @@ export interface Counters {
   remoteResets: number;
   /** Messages written again on resume. */
   replayed: number;
+  /** Message frames written without a checksum (on links whose ends both protect integrity). */
+  uncheckedFrames: number;
   /** Accepted links closed at once: over `maxConnections` or `maxPendingHandshakes`. */
   linksRefused: number;
 }
@@ -44,6 +46,7 @@ export function newCounters(): Counters {
     resets: 0,
     remoteResets: 0,
     replayed: 0,
+    uncheckedFrames: 0,
     linksRefused: 0,
   };
 }

@@ -97,6 +97,7 @@ export class Messenger {
   readonly #ports: ConnectionPorts;
   readonly #random: () => number;
   readonly #keys: Keys | null;
+  readonly #skipsChecksums: boolean;
   readonly #insecure: boolean;
 
   /** Creates a messenger; it does nothing until `listen()` or `connect()`. */
@@ -108,6 +109,7 @@ export class Messenger {
     this.#heartbeat = resolveHeartbeat(options.heartbeat ?? {});
     this.#random = options.random ?? Math.random;
     this.#keys = resolveKeys(this.name, options.auth);
+    this.#skipsChecksums = options.checksumSecureLinks !== true;
     this.#insecure = options.insecure ?? false;
     for (const t of options.transports ?? [new TcpTransport()]) {
       for (const scheme of t.schemes) this.#transports.set(scheme, t);
@@ -406,6 +408,7 @@ export class Messenger {
         }),
         terms: () => ({ cluster: this.#cluster, heartbeat: this.#heartbeat }),
         keys: () => this.#keys,
+        skipsChecksums: this.#skipsChecksums,
       },
       inbound: {
         deliver: (connection, type, priority, payload, seq) => {
@@ -413,7 +416,7 @@ export class Messenger {
         },
         backpressure: (connection) => inbound.backpressure(connection),
       },
-      routing: { route: (hello, from) => this.#registry.route(hello, from) },
+      routing: { route: (hello, from, challenge) => this.#registry.route(hello, from, challenge) },
       dialer: { redial: (addr) => this.#dialer.redial(addr) },
       observer: {
         opened: (conn) => this.#opened(conn),

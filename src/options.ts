@@ -73,6 +73,12 @@ export interface MessengerOptions {
    */
   auth?: AuthOptions;
   /**
+   * Whether frames carry their crc32c even on links that protect integrity themselves (TLS,
+   * QUIC, a `wss://` dial). Default false: when both ends of a link say in the handshake that it
+   * does, Message frames skip the checksum after the handshake, as msgr2's secure mode does.
+   */
+  checksumSecureLinks?: boolean;
+  /**
    * Allows `listen()` on an address beyond loopback without authentication. Default false:
    * such a listener would let anyone who reaches it join.
    */

@@ -3,7 +3,7 @@
 
 import assert from "node:assert/strict";
 import { FrameError, HandshakeRefusedError, Messenger } from "../mod.ts";
-import { BANNER, encodeFrame, Tag } from "../src/protocol/frame.ts";
+import { BANNER, encodeFrame, FLAG_UNCHECKED, Tag } from "../src/protocol/frame.ts";
 import { encodeJson } from "../src/protocol/handshake.ts";
 import { bytes, captureLogger, rawHello, take, waitEvent } from "./_helpers.ts";
 
@@ -172,6 +172,30 @@ Deno.test("[tcp] an out-of-order message after the handshake resets that session
   assert.equal((ev.error as FrameError).reason, "unexpected");
   assert.match(ev.error.message, /expected seq 1, got 5/);
   await stillServes(s, 9);
+  await s.good.close();
+  await s.server.close();
+});
+
+Deno.test("[tcp] a message without its checksum is refused on a link that does not protect integrity", async () => {
+  const s = await setup();
+  const reset = waitEvent(s.server, "reset");
+  const raw = await rawDial(s.addr);
+  // It even claims integrity: the server's own end of a TCP link does not, so it never agrees.
+  const hello = encodeJson({ ...HELLO, integrity: true });
+  await raw.write(new Uint8Array([...BANNER, ...encodeFrame(Tag.Hello, hello)]));
+  let welcomed = 0;
+  const buf = new Uint8Array(4096);
+  while (welcomed < BANNER.length + 12 + 20) welcomed += (await raw.read(buf)) ?? 0;
+  const msg = new Uint8Array(24);
+  new DataView(msg.buffer).setUint32(12, 1); // the expected seq: only the flag is wrong
+  await raw.write(encodeFrame(Tag.Message, msg, FLAG_UNCHECKED));
+  await readToEnd(raw);
+  const ev = await reset;
+  assert.ok(ev.error instanceof FrameError);
+  assert.equal((ev.error as FrameError).reason, "malformed");
+  assert.match(ev.error.message, /without checksum/);
+  assert.equal(s.server.counters.messagesReceived.reduce((a, b) => a + b), 0, "nothing delivered");
+  await stillServes(s, 10);
   await s.good.close();
   await s.server.close();
 });

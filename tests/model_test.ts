@@ -48,7 +48,10 @@ const LIMITS = {
 };
 
 type Node = "a" | "b";
-/** `auth`: lossless peers that authenticate with per-node keys (every handshake proves). */
+/**
+ * `auth`: lossless peers that authenticate with per-node keys (every handshake proves), over
+ * links that claim integrity as TLS does (so Message frames skip their checksums).
+ */
 type Mode = "client" | "peer" | "lossy" | "auth";
 
 /** What the runs of one policy exercised: a model that never resumes proves nothing. */
@@ -60,6 +63,8 @@ interface Coverage {
   remoteResets: number;
   resets: number;
   closes: number;
+  /** Message frames written without checksums (auth mode's links claim integrity). */
+  unchecked: number;
 }
 
 /** One step of a schedule. */
@@ -189,14 +194,15 @@ const scheduleArb: fc.Arbitrary<Schedule> = fc.record({
  * partition lasts.
  */
 class ModelNet {
-  readonly inner = new MemoryTransport();
+  readonly inner: MemoryTransport;
   readonly clock: ManualClock;
   readonly #splitSeed: number;
   readonly #maxPiece: number;
   partitionedUntil = -1;
   readonly links = new Map<Node, Set<MemoryLink>>([["a", new Set()], ["b", new Set()]]);
 
-  constructor(clock: ManualClock, splitSeed: number, maxPiece: number) {
+  constructor(clock: ManualClock, splitSeed: number, maxPiece: number, integrity: boolean) {
+    this.inner = new MemoryTransport({ integrity });
     this.clock = clock;
     this.#splitSeed = splitSeed;
     this.#maxPiece = maxPiece;
@@ -318,7 +324,7 @@ class Run {
     splitSeed: number,
     maxPiece: number,
   ) {
-    this.net = new ModelNet(this.clock, splitSeed, maxPiece);
+    this.net = new ModelNet(this.clock, splitSeed, maxPiece, mode === "auth");
     this.random = seededRandom(splitSeed ^ 0x5bd1e995);
   }
 
@@ -596,6 +602,7 @@ async function runSchedule(mode: Mode, coverage: Coverage, schedule: Schedule): 
     run.checkDelivery();
     coverage.sent += run.sent.length;
     coverage.delivered += run.delivered.length;
+    for (const m of run.nodes.values()) coverage.unchecked += m.counters.uncheckedFrames;
     if (mode === "peer" || mode === "auth") {
       for (const [name, m] of run.nodes) {
         const sessions = m.connections().filter((c) => c.policy.name === "losslessPeer");
@@ -633,6 +640,7 @@ for (const mode of ["client", "peer", "lossy", "auth"] as const) {
       remoteResets: 0,
       resets: 0,
       closes: 0,
+      unchecked: 0,
     };
     if (REPLAY) {
       const [schedule] = JSON.parse(REPLAY);
@@ -652,5 +660,7 @@ for (const mode of ["client", "peer", "lossy", "auth"] as const) {
       assert.ok(coverage.resumes > 0, "sessions resumed");
       assert.ok(coverage.remoteResets > 0, "restarts were seen as remote resets");
     }
+    if (mode === "auth") assert.ok(coverage.unchecked > 0, "frames went without checksums");
+    else assert.equal(coverage.unchecked, 0, "links without integrity keep their checksums");
   });
 }

@@ -17,7 +17,7 @@ import {
 import { ManualClock, MemoryTransport } from "../testing.ts";
 import { sessionOf } from "../src/connection.ts";
 import { BANNER, encodeFrame, FrameDecoder, Tag } from "../src/protocol/frame.ts";
-import { decodeHello, encodeJson } from "../src/protocol/handshake.ts";
+import { decodeHello, encodeJson, type Hello } from "../src/protocol/handshake.ts";
 import { encodeAck } from "../src/protocol/control.ts";
 import { advanceSettling, deadline, rawHello, settle, take, waitEvent } from "./_helpers.ts";
 import { unhandledRejections } from "./_guard.ts";
@@ -165,7 +165,7 @@ Deno.test("an async onOob handler that rejects is contained and counted", async 
 async function rawPeer(net: Transport, addr: string) {
   const link: Link = await net.connect(addr);
   const frames: { tag: number; payload: Uint8Array }[] = [];
-  let ended = false;
+  let ended = false, challenge: string | null = null;
   const decoder = new FrameDecoder({ maxFrameBytes: 1 << 20 });
   (async () => {
     try {
@@ -174,7 +174,8 @@ async function rawPeer(net: Transport, addr: string) {
         if (chunk === null) break;
         decoder.push(chunk, (tag, _f, payload) => {
           // The accepting side's Challenge comes first; these raw peers do not authenticate.
-          if (tag !== Tag.Challenge) frames.push({ tag, payload: payload.slice() });
+          if (tag === Tag.Challenge) challenge = new TextDecoder().decode(payload);
+          else frames.push({ tag, payload: payload.slice() });
         });
       }
     } catch { /* a cut */ }
@@ -185,6 +186,10 @@ async function rawPeer(net: Transport, addr: string) {
     frames,
     get ended() {
       return ended;
+    },
+    /** The accepting side's challenge on this link, once it arrived. */
+    get challenge() {
+      return challenge;
     },
     send: (tag: number, body: Uint8Array, banner = false) =>
       link.write(banner ? [BANNER, encodeFrame(tag, body)] : [encodeFrame(tag, body)]),
@@ -203,23 +208,37 @@ Deno.test("a resume hello claiming more than was sent is refused; the session st
   await settle();
   assert.equal(session.state, "standby");
   const errors = record(server);
-  const raw = await rawPeer(c.net, "mem://server");
+  const lie = async (
+    hello: (challenge: string) => Hello,
+    expected: typeof FrameError | typeof HandshakeRefusedError,
+  ) => {
+    const raw = await rawPeer(c.net, "mem://server");
+    await c.run(10);
+    assert.ok(raw.challenge, "the server's challenge arrived");
+    await raw.send(Tag.Hello, encodeJson(hello(raw.challenge)), true);
+    await c.run(100);
+    assert.ok(raw.ended, "the lying link was closed");
+    const err = errors.findLast((e) => e.kind === "error")?.error;
+    assert.ok(err instanceof expected, `typed error: ${err}`);
+  };
   const hello = rawHello({
     name: "client",
     nonce: client.nonce,
     policy: "losslessClient",
     resumeNonce: server.nonce,
-    session: sessionOf(conn).sequence.id!, // it knows the session: only its claim is a lie
-    inSeq: 999,
+    session: sessionOf(conn).sequence.id!, // it knows the session
+    challenge: "ab".repeat(16),
   });
-  await raw.send(Tag.Hello, encodeJson(hello), true);
-  await c.run(100);
-  assert.ok(raw.ended, "the lying link was closed");
-  const err = errors.find((e) => e.kind === "error")?.error;
-  assert.ok(
-    err instanceof FrameError || err instanceof HandshakeRefusedError,
-    `typed error: ${err}`,
-  );
+  // Without the session's secret, naming the session is not enough to resume it.
+  await lie(() => hello, HandshakeRefusedError);
+  assert.equal(session.state, "standby", "the session was left as it was");
+  // With the secret (proved over this link's challenges), its claim is still checked.
+  const proven = (challenge: string): Hello => ({
+    ...hello,
+    inSeq: 999,
+    resumeProof: sessionOf(conn).sequence.resumeProof("hello", challenge, hello.challenge),
+  });
+  await lie(proven, FrameError);
   assert.equal(session.state, "standby", "the session was left as it was");
   // The real client comes back and resumes; everything sent meanwhile arrives once.
   await conn.send(3, new Uint8Array([3]));

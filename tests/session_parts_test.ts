@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { FrameError } from "../src/errors.ts";
 import { newCounters } from "../src/counters.ts";
 import { resolveLimits } from "../src/options.ts";
-import { BANNER, encodeFrame, FrameDecoder, Tag } from "../src/protocol/frame.ts";
+import { BANNER, encodeFrame, FLAG_UNCHECKED, FrameDecoder, Tag } from "../src/protocol/frame.ts";
 import {
   encodeMessages,
   messageFrameBytes,
@@ -149,26 +149,78 @@ Deno.test("SessionSequence: an ack beyond the last sent is a protocol error", ()
   assert.throws(() => s.ack(2), FrameError);
 });
 
-Deno.test("SessionSequence: resume needs the same incarnations and the session's id", () => {
-  const s = new SessionSequence(() => false);
-  s.peerNonce = "p1";
-  s.id = "s1";
-  const hello = rawHello({ nonce: "p1", resumeNonce: "me", session: "s1" });
-  assert.deepEqual(s.decideAdopt(hello, "me"), { kind: "resume" });
-  assert.equal(s.decideAdopt({ ...hello, session: "s0" }, "me").kind, "reset");
-  assert.deepEqual(s.decideAdopt({ ...hello, nonce: "p2" }, "me"), {
+Deno.test("SessionSequence: resume needs the same incarnations, the session's id and its secret", () => {
+  // Both ends derive the secret where the session began (link challenges "c0" and "d0").
+  const origin = {
+    serverChallenge: "c0",
+    hello: rawHello({ name: "cli", nonce: "p1", challenge: "d0" }),
+    server: { name: "srv", nonce: "me" },
+    session: "s1",
+  };
+  const server = new SessionSequence(() => false), client = new SessionSequence(() => false);
+  server.peerNonce = "p1";
+  client.peerNonce = "me";
+  server.id = client.id = "s1";
+  server.began("", origin);
+  client.began("", origin);
+  // A new link: server challenge "c1", client challenge "d1".
+  const hello = rawHello({
+    nonce: "p1",
+    resumeNonce: "me",
+    session: "s1",
+    challenge: "d1",
+    resumeProof: client.resumeProof("hello", "c1", "d1"),
+  });
+  assert.deepEqual(server.decideAdopt(hello, "me", "c1"), { kind: "resume" });
+  assert.equal(server.decideAdopt(hello, "me", "c2").kind, "reset", "a proof is for one link");
+  assert.equal(
+    server.decideAdopt({ ...hello, resumeProof: undefined }, "me", "c1").kind,
+    "reset",
+    "the public nonces alone do not resume",
+  );
+  const other = new SessionSequence(() => false);
+  other.id = "s1";
+  other.began("", { ...origin, serverChallenge: "cX" });
+  assert.equal(
+    server.decideAdopt(
+      { ...hello, resumeProof: other.resumeProof("hello", "c1", "d1") },
+      "me",
+      "c1",
+    )
+      .kind,
+    "reset",
+    "a secret from other challenges does not resume",
+  );
+  server.began("k", origin);
+  assert.equal(server.decideAdopt(hello, "me", "c1").kind, "reset", "the key goes into the secret");
+  server.began("", origin);
+  assert.equal(server.decideAdopt({ ...hello, session: "s0" }, "me", "c1").kind, "reset");
+  assert.deepEqual(server.decideAdopt({ ...hello, nonce: "p2" }, "me", "c1"), {
     kind: "reset",
     reason: "peer restarted",
   });
-  assert.deepEqual(s.decideAdopt({ ...hello, session: undefined }, "me"), {
+  assert.deepEqual(server.decideAdopt({ ...hello, session: undefined }, "me", "c1"), {
     kind: "reset",
     reason: "peer lost the session",
   });
-  const welcome = rawHello({ nonce: "p1", resumed: true, session: "s1" });
-  assert.equal(s.decideWelcome(welcome).kind, "resume");
-  assert.equal(s.decideWelcome({ ...welcome, resumed: false }).kind, "reset");
-  assert.equal(s.decideWelcome({ ...welcome, session: "other" }).kind, "reset");
-  assert.ok(s.checkClaim({ ...hello, inSeq: 1 }, "Resume") instanceof FrameError, "nothing sent");
+  const welcome = rawHello({
+    nonce: "me",
+    resumed: true,
+    session: "s1",
+    resumeProof: server.resumeProof("welcome", "c1", "d1"),
+  });
+  assert.equal(client.decideWelcome(welcome, "c1", "d1").kind, "resume");
+  assert.equal(
+    client.decideWelcome({ ...welcome, resumeProof: undefined }, "c1", "d1").kind,
+    "unproven",
+  );
+  assert.equal(client.decideWelcome(welcome, "c1", "d2").kind, "unproven");
+  assert.equal(client.decideWelcome({ ...welcome, resumed: false }, "c1", "d1").kind, "reset");
+  assert.equal(client.decideWelcome({ ...welcome, session: "other" }, "c1", "d1").kind, "reset");
+  assert.ok(
+    server.checkClaim({ ...hello, inSeq: 1 }, "Resume") instanceof FrameError,
+    "nothing sent",
+  );
 });
 
 Deno.test("SessionSequence: a reset hands back the unacknowledged and numbers start over", () => {
@@ -181,7 +233,9 @@ Deno.test("SessionSequence: a reset hands back the unacknowledged and numbers st
 });
 
 /** A writer over a fake session and link that records every batch. */
-function writerRig(options: { lossy?: boolean; maxUnackedBytes?: number } = {}) {
+function writerRig(
+  options: { lossy?: boolean; maxUnackedBytes?: number; unchecked?: boolean } = {},
+) {
   const batches: Uint8Array[][] = [];
   const link = {
     write(chunks: Uint8Array[]) {
@@ -215,6 +269,7 @@ function writerRig(options: { lossy?: boolean; maxUnackedBytes?: number } = {}) 
     counters: newCounters(),
     limits,
     session,
+    unchecked: () => options.unchecked ?? false,
   });
   const tags = () => {
     const out: number[] = [];
@@ -269,6 +324,28 @@ Deno.test("Writer: a full replay buffer holds messages in the queue", async () =
   assert.equal(rig.queue.messages, 1);
 });
 
+Deno.test("Writer: on a link whose ends agreed, Message frames go without checksums", async () => {
+  const flagsOf = (rig: ReturnType<typeof writerRig>, unchecked: boolean) => {
+    const d = new FrameDecoder({ maxFrameBytes: 1 << 20, expectBanner: false });
+    d.allowUnchecked = unchecked;
+    const out: [number, number][] = [];
+    for (const b of rig.batches) {
+      for (const chunk of b) d.push(chunk, (tag, flags) => void out.push([tag, flags]));
+    }
+    return out;
+  };
+  const rig = writerRig({ unchecked: true });
+  rig.queue.push(message(0, 8), messageFrameBytes(new Uint8Array(8)));
+  rig.queue.pushControl(encodeFrame(Tag.Heartbeat, new Uint8Array(26)));
+  await flushed(rig);
+  assert.deepEqual(flagsOf(rig, true), [[Tag.Heartbeat, 0], [Tag.Message, FLAG_UNCHECKED]]);
+  assert.throws(() => flagsOf(rig, false), FrameError, "refused where not agreed");
+  const checked = writerRig();
+  checked.queue.push(message(0, 8), messageFrameBytes(new Uint8Array(8)));
+  await flushed(checked);
+  assert.deepEqual(flagsOf(checked, false), [[Tag.Message, 0]]);
+});
+
 Deno.test("LinkSlot: a released reader's link stays open and reports nothing here", () => {
   const heard: string[] = [];
   const slot = new LinkSlot({
@@ -312,6 +389,7 @@ Deno.test("Writer: a defect while settling a write pass is reported, never an un
     stats: { messagesSent: 0, bytesSent: 0, framesSent: 0, replayed: 0 },
     counters: newCounters(),
     limits: resolveLimits({}),
+    unchecked: () => false,
     session: {
       link,
       writable: true,

@@ -1,7 +1,16 @@
-// The conformance suite on every transport.
+// The conformance suite on every transport, and what a session makes of each.
 
 import "./_guard.ts";
-import { TcpTransport, TlsTransport, WebSocketTransport } from "../mod.ts";
+import assert from "node:assert/strict";
+import {
+  Messenger,
+  type MessengerOptions,
+  TcpTransport,
+  TlsTransport,
+  type Transport,
+  WebSocketTransport,
+} from "../mod.ts";
+import { take } from "./_helpers.ts";
 import { MemoryTransport } from "../testing.ts";
 import { QuicTransport } from "../transports/quic.ts";
 import { testCerts } from "../examples/_dev_certs.ts";
@@ -45,3 +54,34 @@ runTransportSuite("ws", () =>
     listenAddr: "ws://127.0.0.1:0/heartline",
     readBackpressure: false,
   }));
+
+/** Sends `n` messages from a client to a server over `transport`, returns both messengers. */
+async function exchange(transport: Transport, addr: string, options: MessengerOptions, n = 50) {
+  const quiet = { logger: () => {} };
+  const server = new Messenger({ name: "srv", transports: [transport], ...quiet, ...options });
+  const client = new Messenger({ name: "cli", transports: [transport], ...quiet, ...options });
+  const conn = await client.connect(await server.listen(addr), { policy: "losslessClient" });
+  for (let i = 0; i < n; i++) await conn.send(i, new Uint8Array([i]));
+  const got = await take(server, n);
+  assert.deepEqual(got.map((m) => m.type), Array.from({ length: n }, (_, i) => i));
+  return { server, client, close: () => Promise.all([client.close(), server.close()]) };
+}
+
+Deno.test("checksums: skipped on TLS and QUIC links, kept on TCP and when asked to", async () => {
+  const certs = await testCerts();
+  const tls = new TlsTransport({ cert: certs.cert, key: certs.key, caCerts: [certs.caCert] });
+  const quic = new QuicTransport({ cert: certs.cert, key: certs.key, caCerts: [certs.caCert] });
+  for (
+    const [transport, addr] of [[tls, "tls://127.0.0.1:0"], [quic, "quic://127.0.0.1:0"]] as const
+  ) {
+    const skipped = await exchange(transport, addr, {});
+    assert.ok(skipped.client.counters.uncheckedFrames >= 50, `${addr}: client skipped checksums`);
+    await skipped.close();
+    const kept = await exchange(transport, addr, { checksumSecureLinks: true });
+    assert.equal(kept.client.counters.uncheckedFrames, 0, `${addr}: checksums kept when asked`);
+    await kept.close();
+  }
+  const tcp = await exchange(new TcpTransport(), "tcp://127.0.0.1:0", {});
+  assert.equal(tcp.client.counters.uncheckedFrames, 0, "TCP keeps its checksums");
+  await tcp.close();
+});

@@ -10,7 +10,8 @@ import {
   WebSocketTransport,
 } from "../mod.ts";
 import { checkListen, resolveKeys } from "../src/options.ts";
-import { BANNER, encodeFrame, Tag } from "../src/protocol/frame.ts";
+import { BANNER, encodeFrame, FrameDecoder, Tag } from "../src/protocol/frame.ts";
+import { sessionOf } from "../src/connection.ts";
 import { encodeJson } from "../src/protocol/handshake.ts";
 import { captureLogger, deadline, rawHello, take, waitEvent } from "./_helpers.ts";
 
@@ -174,6 +175,54 @@ Deno.test("auth: a Hello in a victim's name cannot take over its lossless sessio
   await conn.send(1, new Uint8Array([1]));
   const [m] = await take(server, 1);
   assert.equal(m.connection, session);
+  assert.ok(!events.includes("remote-reset") && !events.includes("resume"), events.join(","));
+  await alpha.close();
+  await server.close();
+});
+
+Deno.test("no keys: the public nonces and even the session id do not resume a victim's session", async () => {
+  const server = new Messenger({ name: "server", ...quiet() });
+  const addr = await server.listen("tcp://127.0.0.1:0");
+  const alpha = new Messenger({ name: "alpha", ...quiet() });
+  const conn = await alpha.connect(addr, { policy: "losslessClient" });
+  await conn.send(1, new Uint8Array([1]));
+  await take(server, 1);
+  const session = server.connections().find((c) => c.peerName === "alpha")!;
+  const events: string[] = [];
+  (async () => {
+    for await (const e of server.events()) events.push(e.kind);
+  })();
+  const raw = await Deno.connect({ hostname: "127.0.0.1", port: Number(new URL(addr).port) });
+  const frames: { tag: number; payload: Uint8Array }[] = [];
+  const reading = (async () => {
+    const decoder = new FrameDecoder({ maxFrameBytes: 1 << 16 });
+    const buf = new Uint8Array(1 << 16);
+    for (;;) {
+      const n = await raw.read(buf).catch(() => null);
+      if (n === null) return;
+      decoder.push(buf.subarray(0, n), (tag, _f, p) => frames.push({ tag, payload: p.slice() }));
+    }
+  })();
+  const hello = rawHello({
+    name: "alpha",
+    nonce: alpha.nonce,
+    policy: "losslessClient",
+    resumeNonce: server.nonce,
+    session: sessionOf(conn).sequence.id!, // worst case: the attacker learnt the session id
+    inSeq: 0,
+    challenge: "00".repeat(16),
+    resumeProof: "ab".repeat(32),
+  });
+  await raw.write(new Uint8Array([...BANNER, ...encodeFrame(Tag.Hello, encodeJson(hello))]));
+  const refused = await deadline(waitEvent(server, "error"), "the impostor's refusal");
+  assert.ok(refused.error instanceof HandshakeRefusedError && refused.error.field === "auth");
+  await deadline(reading, "the impostor's link to close");
+  assert.ok(!frames.some((f) => f.tag === Tag.Welcome), "the impostor got no Welcome");
+  // The real session is untouched and keeps delivering, with no reset and no resume.
+  await conn.send(2, new Uint8Array([2]));
+  const [m] = await take(server, 1);
+  assert.equal(m.connection, session);
+  assert.equal(m.type, 2);
   assert.ok(!events.includes("remote-reset") && !events.includes("resume"), events.join(","));
   await alpha.close();
   await server.close();

@@ -14,6 +14,8 @@ const READ_BUFFER_BYTES = 64 * 1024;
 export class StreamLink implements Link {
   readonly localAddr: string;
   readonly remoteAddr: string;
+  /** TLS protects integrity; plain TCP does not. */
+  readonly integrity: boolean;
   #conn: Deno.Conn<Deno.NetAddr>;
   #closed = false;
   #readBuffer = new Uint8Array(READ_BUFFER_BYTES);
@@ -23,6 +25,7 @@ export class StreamLink implements Link {
   constructor(conn: Deno.Conn<Deno.NetAddr>, scheme: string) {
     this.#conn = conn;
     this.#what = scheme.toUpperCase();
+    this.integrity = scheme === "tls";
     const l = conn.localAddr, r = conn.remoteAddr;
     this.localAddr = formatHostPort(scheme, l.hostname, l.port);
     this.remoteAddr = formatHostPort(scheme, r.hostname, r.port);

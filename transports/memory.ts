@@ -54,6 +54,8 @@ export class MemoryLink implements Link {
   #out: Pipe;
   /** The other end of this link (set when the pair is made). */
   peer!: MemoryLink;
+  /** Whether this link claims to protect integrity (see `MemoryTransport`'s options). */
+  integrity = false;
 
   /** @internal use {@linkcode MemoryTransport} */
   constructor(localAddr: string, remoteAddr: string, incoming: Pipe, outgoing: Pipe) {
@@ -201,8 +203,17 @@ export class MemoryTransport implements Transport {
   readonly schemes = ["mem"] as const;
   #listeners = new Map<string, MemoryListener>();
   #dials = 0;
+  #integrity: boolean;
   /** Every link dialed through this transport (the dialing end), oldest first. */
   readonly links: MemoryLink[] = [];
+
+  /**
+   * A memory transport. With `integrity: true` its links claim to protect integrity as TLS and
+   * QUIC links do, so that sessions over it skip frame checksums (for tests of that mode).
+   */
+  constructor(options: { integrity?: boolean } = {}) {
+    this.#integrity = options.integrity ?? false;
+  }
 
   /** Binds `mem://name`. */
   listen(addr: string): Promise<Listener> {
@@ -229,6 +240,7 @@ export class MemoryTransport implements Transport {
     const server = new MemoryLink(`mem://${name}`, clientAddr, toServer, toClient);
     client.peer = server;
     server.peer = client;
+    client.integrity = server.integrity = this.#integrity;
     this.links.push(client);
     listener.offer(server);
     return Promise.resolve(client);

@@ -52,6 +52,8 @@ export interface QuicTransportOptions {
 class QuicLink implements Link {
   readonly localAddr: string;
   readonly remoteAddr: string;
+  /** QUIC protects integrity (TLS 1.3 inside). */
+  readonly integrity = true;
   #conn: Deno.QuicConn;
   #reader: ReadableStreamDefaultReader<Uint8Array>;
   #writer: WritableStreamDefaultWriter<Uint8Array>;

@@ -57,6 +57,10 @@ class SplitLink implements Link {
     return this.#inner.remoteAddr;
   }
 
+  get integrity(): boolean | undefined {
+    return this.#inner.integrity;
+  }
+
   async read(): Promise<Uint8Array | null> {
     let chunk = this.#rest;
     this.#rest = null;

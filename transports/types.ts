@@ -15,6 +15,11 @@ export interface Link {
   /** Address of the other end, in the transport's URL form. */
   readonly remoteAddr: string;
   /**
+   * True when the link itself protects integrity (TLS, QUIC): if the other end's link does too,
+   * frames may skip their checksum (docs/protocol.md, Frames).
+   */
+  readonly integrity?: boolean;
+  /**
    * Resolves with the next chunk of bytes, or `null` at an orderly end of stream. Rejects with
    * a `TransportError` when the link fails. Only one read may be outstanding at a time. The
    * chunk may be a view of a buffer the transport reuses: it is valid until the next `read()`,

@@ -30,6 +30,8 @@ export const WS_MAX_UNREAD = 64 * 1024 * 1024;
 class WebSocketLink implements Link {
   readonly localAddr: string;
   readonly remoteAddr: string;
+  /** A `wss://` dial protects integrity; an accepted link may sit behind a TLS terminator. */
+  readonly integrity: boolean;
   #ws: WebSocket;
   #queue: Uint8Array[] = [];
   #unread = 0;
@@ -44,6 +46,7 @@ class WebSocketLink implements Link {
     this.#maxUnread = maxUnread;
     this.localAddr = localAddr;
     this.remoteAddr = remoteAddr;
+    this.integrity = remoteAddr.startsWith("wss:");
     ws.binaryType = "arraybuffer";
     ws.onmessage = (e) => {
       if (!(e.data instanceof ArrayBuffer)) {

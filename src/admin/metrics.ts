@@ -197,6 +197,12 @@ function sessionMetrics(e: Exposition, messenger: Messenger): void {
     "Messages written again on resume.",
     c.replayed,
   );
+  e.single(
+    "heartline_unchecked_frames_total",
+    "counter",
+    "Message frames written without a checksum (both ends of the link protect integrity).",
+    c.uncheckedFrames,
+  );
   const wheel = messenger.timers;
   e.single("heartline_timer_wheel_timers", "gauge", "Timers in the central wheel.", wheel.size);
   e.single(

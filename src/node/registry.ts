@@ -191,7 +191,11 @@ export class SessionRegistry {
    * lossless ones are kept by peer name, and a lossless peer's dial that races one of ours is
    * settled here (docs/policies.md).
    */
-  route(hello: Hello, from: Session<Connection>): Session<Connection> | HeartlineError {
+  route(
+    hello: Hello,
+    from: Session<Connection>,
+    challenge: string,
+  ): Session<Connection> | HeartlineError {
     const policy = serverPolicyFor(hello.policy)!;
     from.assumePolicy(policy);
     if (policy.lossy) return from;
@@ -206,7 +210,7 @@ export class SessionRegistry {
       existing.state !== "closing"
     ) {
       const session = sessionOf(existing);
-      return session.checkAdopt(hello) ?? session;
+      return session.checkAdopt(hello, challenge) ?? session;
     }
     const conn = from.handle;
     this.#sessions.set(hello.name, conn);

@@ -5,13 +5,19 @@
  * side answers with a Hello that carries its own challenge and its proof; the Welcome carries
  * the accepting side's proof over both challenges. See docs/protocol.md (Authentication).
  *
+ * A lossless session's resume needs a secret that only its two ends hold: both derive it with
+ * HKDF-SHA-256 when the session begins (from the dialing side's key, when the nodes
+ * authenticate, and the link's two fresh challenges, which travel on that link only), and a
+ * resuming Hello and its Welcome each carry an HMAC of the new link's challenges under it.
+ * The instance nonces, which are public, never suffice.
+ *
  * HMAC comes from `node:crypto` (synchronous, so that a proof is checked on the read path
  * before the frames pipelined behind the Hello are looked at), compared in constant time.
  *
  * @module
  */
 
-import { createHmac, timingSafeEqual } from "node:crypto";
+import { createHmac, hkdfSync, timingSafeEqual } from "node:crypto";
 import { FrameError } from "../errors.ts";
 import type { Hello } from "./handshake.ts";
 
@@ -117,4 +123,66 @@ export function checkWelcomeProof(
   welcome: Hello,
 ): boolean {
   return same(welcome.proof, proveWelcome(key, serverChallenge, hello, welcome));
+}
+
+/** Bytes of a session's resume secret. */
+export const RESUME_SECRET_BYTES = 32;
+
+/** Where a session begins: the link's challenges, the dialing side's Hello and the session. */
+export interface SessionOrigin {
+  /** The accepting side's challenge on the link the session began on. */
+  readonly serverChallenge: string;
+  /** The dialing side's Hello on that link (its name, nonce and challenge). */
+  readonly hello: Hello;
+  /** The accepting side's name and nonce. */
+  readonly server: { readonly name: string; readonly nonce: string };
+  /** The session's id. */
+  readonly session: string;
+}
+
+/**
+ * The resume secret of a session, derived when it begins (HKDF-SHA-256). `dialerKey` is the
+ * dialing side's key when the nodes authenticate ("" when they do not: then the secret rests
+ * on the challenges, which only the link's two ends saw).
+ */
+export function deriveResumeSecret(dialerKey: string, origin: SessionOrigin): Uint8Array {
+  const salt = `${origin.serverChallenge}:${origin.hello.challenge ?? ""}`;
+  const info = JSON.stringify([
+    "heartline/1 resume",
+    origin.hello.name,
+    origin.hello.nonce,
+    origin.server.name,
+    origin.server.nonce,
+    origin.session,
+  ]);
+  return new Uint8Array(hkdfSync("sha256", dialerKey, salt, info, RESUME_SECRET_BYTES));
+}
+
+/** A resume proof: HMAC of a new link's two challenges and the session under its secret. */
+export function proveResume(
+  secret: Uint8Array,
+  side: "hello" | "welcome",
+  serverChallenge: string,
+  clientChallenge: string | undefined,
+  session: string,
+): string {
+  const text = JSON.stringify([
+    `heartline/1 resume ${side}`,
+    serverChallenge,
+    clientChallenge ?? "",
+    session,
+  ]);
+  return createHmac("sha256", secret).update(text).digest("hex");
+}
+
+/** Whether `proof` proves the resume secret for this link. */
+export function checkResumeProof(
+  proof: unknown,
+  secret: Uint8Array,
+  side: "hello" | "welcome",
+  serverChallenge: string,
+  clientChallenge: string | undefined,
+  session: string,
+): boolean {
+  return same(proof, proveResume(secret, side, serverChallenge, clientChallenge, session));
 }

@@ -8,7 +8,10 @@
  * | tag  | flags | reserved | length   | crc32c   | payload ...
  * ```
  *
- * The checksum covers preamble bytes 0..7 and the payload.
+ * The checksum covers preamble bytes 0..7 and the payload. A frame whose flags carry
+ * {@linkcode FLAG_UNCHECKED} has a zero checksum that is not computed or checked: only on a
+ * link whose two ends agreed in the handshake that it protects integrity (TLS, QUIC), as
+ * msgr2's secure mode drops its crc.
  *
  * @module
  */
@@ -33,6 +36,9 @@ export const BANNER: Uint8Array = new Uint8Array([
 
 /** Length of the frame preamble in bytes. */
 export const PREAMBLE_BYTES = 12;
+
+/** Frame flag: the checksum is zero and not checked (links that protect integrity). */
+export const FLAG_UNCHECKED = 0x01;
 
 /** Frame tags of protocol v1. Values are stable on the wire. */
 export const Tag = {
@@ -77,6 +83,10 @@ export function sealFrame(
   buf[offset + 2] = 0;
   buf[offset + 3] = 0;
   view.setUint32(offset + 4, payloadLength);
+  if (flags & FLAG_UNCHECKED) {
+    view.setUint32(offset + 8, 0);
+    return;
+  }
   let crc = crc32c(0, buf, offset, offset + 8);
   crc = crc32c(crc, buf, offset + PREAMBLE_BYTES, offset + PREAMBLE_BYTES + payloadLength);
   view.setUint32(offset + 8, crc);
@@ -141,6 +151,7 @@ export interface FrameDecoderOptions {
 export class FrameDecoder {
   #max: number;
   #needBanner: boolean;
+  #allowUnchecked = false;
   // An incomplete frame is kept as the chunks it arrived in and joined once, when `#need`
   // bytes are there, so a large frame arriving in many small chunks is copied only once.
   #chunks: Uint8Array[] = [];
@@ -169,6 +180,17 @@ export class FrameDecoder {
   }
   set maxFrameBytes(bytes: number) {
     this.#max = bytes;
+  }
+
+  /**
+   * Whether frames flagged {@linkcode FLAG_UNCHECKED} are accepted (set once both ends of a
+   * link that protects integrity agreed to skip checksums); until then they are malformed.
+   */
+  get allowUnchecked(): boolean {
+    return this.#allowUnchecked;
+  }
+  set allowUnchecked(allow: boolean) {
+    this.#allowUnchecked = allow;
   }
 
   /** Throws if the stream ended in the middle of a banner or frame. */
@@ -208,19 +230,31 @@ export class FrameDecoder {
         this.#keep(buf.slice(pos), PREAMBLE_BYTES + length);
         return;
       }
-      let crc = crc32c(0, buf, pos, pos + 8);
-      crc = crc32c(crc, buf, pos + PREAMBLE_BYTES, end);
-      const expected = view.getUint32(pos + 8);
-      if (crc !== expected) {
-        throw new FrameError(
-          "checksum",
-          `Frame checksum mismatch: expected ${expected}, computed ${crc}`,
-        );
-      }
+      this.#check(buf, view, pos, end);
       onFrame(tag as TagValue, buf[pos + 1], buf.subarray(pos + PREAMBLE_BYTES, end));
       pos = end;
     }
     if (pos < buf.length) this.#keep(buf.slice(pos), PREAMBLE_BYTES);
+  }
+
+  /** Checks the checksum of the frame at `pos..end`, unless it is allowed to go without. */
+  #check(buf: Uint8Array, view: DataView, pos: number, end: number): void {
+    if (buf[pos + 1] & FLAG_UNCHECKED) {
+      if (this.#allowUnchecked) return;
+      throw new FrameError(
+        "malformed",
+        "Frame without checksum on a link whose ends did not agree to skip it",
+      );
+    }
+    let crc = crc32c(0, buf, pos, pos + 8);
+    crc = crc32c(crc, buf, pos + PREAMBLE_BYTES, end);
+    const expected = view.getUint32(pos + 8);
+    if (crc !== expected) {
+      throw new FrameError(
+        "checksum",
+        `Frame checksum mismatch: expected ${expected}, computed ${crc}`,
+      );
+    }
   }
 
   /**

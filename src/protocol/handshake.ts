@@ -84,6 +84,16 @@ export interface Hello {
   challenge?: string;
   /** With authentication: the sender's HMAC proof of its name over the handshake transcript. */
   proof?: string;
+  /**
+   * Lossless resume: the dialing side's (in its Hello) or the accepting side's (in a Welcome
+   * with `resumed: true`) proof that it holds the session's resume secret.
+   */
+  resumeProof?: string;
+  /**
+   * The sender's end of this link protects integrity (TLS, QUIC) and it accepts frames without
+   * checksums: when both Hello and Welcome say so, Message frames skip them from then on.
+   */
+  integrity?: boolean;
   /** Welcome to a lossless client: whether its session was resumed (always present). */
   resumed?: boolean;
   /** Addresses the sender listens on (lets a peer tell which of its dials go to the sender). */
@@ -209,7 +219,7 @@ export function decodeHello(payload: Uint8Array): Hello {
     }
     hello.session = session;
   }
-  for (const key of ["challenge", "proof"] as const) {
+  for (const key of ["challenge", "proof", "resumeProof"] as const) {
     if (obj[key] === undefined) continue;
     const value = str(obj, key, "Hello");
     if (!/^[0-9a-f]{1,128}$/.test(value)) {
@@ -223,11 +233,12 @@ export function decodeHello(payload: Uint8Array): Hello {
     }
     hello.listening = (obj.listening as string[]).slice(0, MAX_LISTENING);
   }
-  if (obj.resumed !== undefined) {
-    if (typeof obj.resumed !== "boolean") {
-      throw new FrameError("malformed", "Hello field resumed is not a boolean");
+  for (const key of ["resumed", "integrity"] as const) {
+    if (obj[key] === undefined) continue;
+    if (typeof obj[key] !== "boolean") {
+      throw new FrameError("malformed", `Hello field ${key} is not a boolean`);
     }
-    hello.resumed = obj.resumed;
+    hello[key] = obj[key];
   }
   return hello;
 }

@@ -60,7 +60,8 @@ export function messageFrameBytes(payload: Uint8Array): number {
 
 /**
  * Encodes `messages` as consecutive Message frames in one buffer of `totalBytes`, each
- * carrying `ack` (one copy of each body, one checksum pass per frame).
+ * carrying `ack` (one copy of each body, one checksum pass per frame; none with
+ * `FLAG_UNCHECKED` in `flags`).
  *
  * @example
  * ```ts
@@ -74,6 +75,7 @@ export function encodeMessages(
   messages: readonly OutgoingMessage[],
   totalBytes: number,
   ack: number,
+  flags = 0,
 ): Uint8Array {
   const buf = new Uint8Array(totalBytes);
   const view = new DataView(buf.buffer);
@@ -85,7 +87,7 @@ export function encodeMessages(
     setUint64(view, h + 8, m.seq);
     setUint64(view, h + 16, ack);
     buf.set(m.payload, h + MESSAGE_HEADER_BYTES);
-    sealFrame(buf, view, at, Tag.Message, 0, MESSAGE_HEADER_BYTES + m.payload.length);
+    sealFrame(buf, view, at, Tag.Message, flags, MESSAGE_HEADER_BYTES + m.payload.length);
     at = h + MESSAGE_HEADER_BYTES + m.payload.length;
   }
   return buf;

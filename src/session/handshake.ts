@@ -79,6 +79,8 @@ export interface HandshakeTarget<S> {
   queue(frame: Uint8Array): void;
   /** This link's handshake record: the accepting side's challenge, the dialing side's Hello. */
   link(): LinkReader["handshake"];
+  /** Both ends of this link protect integrity: its frames skip checksums from now on. */
+  skipChecksums(): void;
   /** Records the peer's Hello or Welcome of this link. */
   peerIs(hello: Hello): void;
   /** Refuse the peer: fail with `refusal` once the Refuse frame queued next is written. */
@@ -125,11 +127,20 @@ export function challengeFrame(link: LinkReader["handshake"]): Uint8Array {
 /** Client: the accepting side's challenge arrived; the Hello answers it (with a proof). */
 function processChallenge<S>(h: HandshakeTarget<S>, challenge: string): void {
   const hello: Hello = { ...h.hello(), challenge: newChallenge() };
+  if (maySkipChecksums(h)) hello.integrity = true;
+  if (hello.session !== undefined) {
+    hello.resumeProof = h.seq.resumeProof("hello", challenge, hello.challenge);
+  }
   const keys = h.ports.local.keys();
   if (keys) hello.proof = proveHello(keys.own, challenge, hello);
   h.link().challenge = challenge;
   h.link().hello = hello;
   h.queue(handshakeFrame(Tag.Hello, hello));
+}
+
+/** Whether this end of the link protects integrity and this node lets it skip checksums. */
+function maySkipChecksums<S>(h: HandshakeTarget<S>): boolean {
+  return h.ports.local.skipsChecksums && h.link().integrity;
 }
 
 /**
@@ -162,7 +173,7 @@ function processHello<S>(h: HandshakeTarget<S>, hello: Hello): void {
     refusal = policyMismatch(h.policy().name, hello.policy);
   }
   if (!refusal) {
-    const target = h.ports.routing.route(hello, h.self);
+    const target = h.ports.routing.route(hello, h.self, challenge);
     if (target instanceof HandshakeRefusedError) refusal = target;
     else if (target instanceof Error) throw target;
     else if (target !== h.self) return h.handOver(target, hello);
@@ -179,16 +190,37 @@ function acceptNew<S>(h: HandshakeTarget<S>, hello: Hello): void {
   h.peerIs(hello);
   h.seq.peerNonce = hello.nonce;
   const lossless = !h.policy().lossy;
-  if (lossless) h.seq.id = newSessionId(); // the Welcome carries it, and inSeq (0)
+  if (lossless) beginSession(h, hello); // the Welcome carries its id, and inSeq (0)
   queueWelcome(h, lossless ? { ...h.hello(), resumed: false } : h.hello());
   h.open(true);
+}
+
+/**
+ * Server: a lossless session begins (or begins anew) on this link: a new id, and the resume
+ * secret both ends derive from the link's challenges (and the dialing side's key).
+ */
+function beginSession<S>(h: HandshakeTarget<S>, hello: Hello): void {
+  const local = h.ports.local, id = newSessionId();
+  h.seq.id = id;
+  h.seq.began(local.keys()?.keyFor(hello.name) ?? "", {
+    serverChallenge: h.link().challenge ?? "",
+    hello,
+    server: { name: local.name, nonce: local.nonce },
+    session: id,
+  });
 }
 
 /** Queues a Welcome, with this node's proof when it authenticates. */
 function queueWelcome<S>(h: HandshakeTarget<S>, welcome: Hello): void {
   const keys = h.ports.local.keys(), { challenge, hello } = h.link();
+  if (welcome.resumed === true) {
+    welcome.resumeProof = h.seq.resumeProof("welcome", challenge ?? "", hello?.challenge);
+  }
+  const unchecked = hello?.integrity === true && maySkipChecksums(h);
+  if (unchecked) welcome.integrity = true;
   if (keys && challenge && hello) welcome.proof = proveWelcome(keys.own, challenge, hello, welcome);
   h.queue(handshakeFrame(Tag.Welcome, welcome));
+  if (unchecked) h.skipChecksums(); // the peer sends none before it has read the Welcome
 }
 
 /** Client: a Welcome arrived. */
@@ -205,8 +237,15 @@ function processWelcome<S>(h: HandshakeTarget<S>, hello: Hello): void {
     (key) => challenge !== null && ours !== null && checkWelcomeProof(key, challenge, ours, hello),
   );
   if (unproven) throw unproven;
+  if (ours?.integrity === true && hello.integrity === true) h.skipChecksums();
   const first = !h.hasPeer();
-  const decision = h.seq.decideWelcome(hello);
+  const decision = h.seq.decideWelcome(hello, challenge ?? "", ours?.challenge);
+  if (decision.kind === "unproven") {
+    throw new HandshakeRefusedError(
+      "auth",
+      `${printable(hello.name)} claims to resume the session but does not prove its secret`,
+    );
+  }
   if (decision.kind === "resume") {
     const lie = h.seq.checkClaim(hello, "Welcome");
     if (lie) throw lie;
@@ -216,6 +255,14 @@ function processWelcome<S>(h: HandshakeTarget<S>, hello: Hello): void {
   if (decision.kind === "reset") h.remoteReset(decision.reason);
   h.seq.peerNonce = hello.nonce;
   h.seq.id = hello.session ?? null;
+  if (decision.kind !== "resume" && hello.session !== undefined && ours !== null) {
+    h.seq.began(h.ports.local.keys()?.own ?? "", {
+      serverChallenge: challenge ?? "",
+      hello: ours,
+      server: { name: hello.name, nonce: hello.nonce },
+      session: hello.session,
+    });
+  }
   h.open(first);
   if (decision.kind === "resume") h.resumed();
   else if (decision.kind === "reset" && decision.reason === "peer restarted") h.reincarnated();
@@ -227,12 +274,12 @@ function processWelcome<S>(h: HandshakeTarget<S>, hello: Hello): void {
  * starts over with a new id and the unacknowledged are handed back.
  */
 export function processAdoptedHello<S>(h: HandshakeTarget<S>, hello: Hello): void {
-  const decision = h.seq.decideAdopt(hello, h.ports.local.nonce);
+  const decision = h.seq.decideAdopt(hello, h.ports.local.nonce, h.link().challenge ?? "");
   if (decision.kind === "resume") {
     h.seq.resumeFrom(hello.inSeq ?? 0);
   } else {
     h.remoteReset(decision.reason);
-    h.seq.id = newSessionId(); // a new session starts on this link
+    beginSession(h, hello); // a new session starts on this link
   }
   h.peerIs(hello);
   h.seq.peerNonce = hello.nonce;

@@ -63,10 +63,12 @@ export class LinkReader {
    * This link's handshake: the accepting side's challenge and the dialing side's Hello, which
    * both proofs are computed over (it travels with the link when a session adopts it).
    */
-  readonly handshake: { challenge: string | null; hello: Hello | null } = {
-    challenge: null,
-    hello: null,
-  };
+  readonly handshake: {
+    challenge: string | null;
+    hello: Hello | null;
+    /** This end of the link protects integrity and may skip checksums (it says so in its Hello). */
+    integrity: boolean;
+  } = { challenge: null, hello: null, integrity: false };
   /** The frame decoder, kept with the link (it holds a partial frame between reads). */
   readonly decoder: FrameDecoder;
   #dispatch = (tag: TagValue, _flags: number, payload: Uint8Array): void => {
@@ -76,6 +78,20 @@ export class LinkReader {
   /** A reader of `link` reporting to `owner`. */
   constructor(readonly link: Link, public owner: ReaderOwner, maxFrameBytes: number) {
     this.decoder = new FrameDecoder({ maxFrameBytes });
+    this.handshake.integrity = link.integrity === true;
+  }
+
+  /**
+   * Whether frames on this link go without checksums: both ends said in the handshake that
+   * their end protects integrity. Set once; the decoder accepts such frames from then on.
+   */
+  get unchecked(): boolean {
+    return this.decoder.allowUnchecked;
+  }
+
+  /** Both ends agreed: frames on this link skip their checksums from now on. */
+  skipChecksums(): void {
+    this.decoder.allowUnchecked = true;
   }
 
   /** Feeds one chunk to the decoder, which calls back per frame. */

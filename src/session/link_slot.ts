@@ -59,7 +59,17 @@ export class LinkSlot implements ReaderOwner {
 
   /** The current link's handshake record (see `LinkReader.handshake`). */
   get handshake(): LinkReader["handshake"] {
-    return this.#reader?.handshake ?? { challenge: null, hello: null };
+    return this.#reader?.handshake ?? { challenge: null, hello: null, integrity: false };
+  }
+
+  /** Whether frames on the current link go without checksums (see `LinkReader.unchecked`). */
+  get unchecked(): boolean {
+    return this.#reader?.unchecked ?? false;
+  }
+
+  /** Both ends of the current link agreed to skip checksums. */
+  skipChecksums(): void {
+    this.#reader?.skipChecksums();
   }
 
   /** Which link this is: 1 for the first, +1 per new link. */

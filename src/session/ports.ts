@@ -41,12 +41,22 @@ export interface LocalNode {
   /** The Hello fields every session of this node sends (policy and resume fields aside). */
   hello(): Omit<
     Hello,
-    "policy" | "inSeq" | "resumeNonce" | "resumed" | "session" | "challenge" | "proof"
+    | "policy"
+    | "inSeq"
+    | "resumeNonce"
+    | "resumed"
+    | "session"
+    | "challenge"
+    | "proof"
+    | "resumeProof"
+    | "integrity"
   >;
   /** What this node requires of every peer (checked against each Hello and Welcome). */
   terms(): LocalTerms;
   /** The keys this node authenticates with, or null when it does not authenticate. */
   keys(): Keys | null;
+  /** Whether links that protect integrity may carry frames without checksums. */
+  readonly skipsChecksums: boolean;
 }
 
 /** Where received messages go. */
@@ -62,8 +72,9 @@ export interface RoutingPort<S> {
   /**
    * The session that takes the link whose Hello arrived on `from`: `from` itself (a new
    * session), another session (a resume or a restarted peer), or the error that refuses it.
+   * `challenge` is the one this side sent on that link (a resume proves its secret over it).
    */
-  route(hello: Hello, from: S): S | HeartlineError;
+  route(hello: Hello, from: S, challenge: string): S | HeartlineError;
 }
 
 /** Dials again for a session whose link failed. */

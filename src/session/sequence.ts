@@ -8,7 +8,8 @@
  */
 
 import { randomHex } from "../_random.ts";
-import { FrameError } from "../errors.ts";
+import { FrameError, HandshakeRefusedError, type HeartlineError } from "../errors.ts";
+import { printable } from "../protocol/text.ts";
 import type { Hello } from "../protocol/handshake.ts";
 import {
   decodeMessageHeader,
@@ -16,6 +17,12 @@ import {
   type OutgoingMessage,
 } from "../protocol/message.ts";
 import { ReplayBuffer } from "./replay_buffer.ts";
+import {
+  checkResumeProof,
+  deriveResumeSecret,
+  proveResume,
+  type SessionOrigin,
+} from "../protocol/auth.ts";
 
 /** What the accepting side does with a Hello that names an existing session's peer. */
 export type AdoptDecision =
@@ -30,6 +37,8 @@ export type WelcomeDecision =
   | { kind: "first" }
   /** The server kept the session: replay from what it holds. */
   | { kind: "resume" }
+  /** The Welcome claims the session resumed but does not prove its secret: refuse it. */
+  | { kind: "unproven" }
   /** The server restarted or expired the session: hand back the unacknowledged, start over. */
   | { kind: "reset"; reason: "peer restarted" | "session expired" };
 
@@ -63,6 +72,11 @@ export class SessionSequence {
    * session, and numbers from one mean nothing in another.
    */
   id: string | null = null;
+  /**
+   * The session's resume secret (lossless), derived by both ends when it began; a resume must
+   * prove it (docs/protocol.md, Resume). Never shown, logged or sent.
+   */
+  #secret: Uint8Array | null = null;
   #outSeq = 0;
   #inSeq = 0;
   #ackSent = 0;
@@ -148,10 +162,64 @@ export class SessionSequence {
     this.#inSeq = seq;
   }
 
-  /** Whether `hello` resumes this very session (not only one between the same incarnations). */
-  resumes(hello: Hello, localNonce: string): boolean {
+  /** The session began (or began anew) as `origin` says: derive its resume secret. */
+  began(dialerKey: string, origin: SessionOrigin): void {
+    this.#secret = deriveResumeSecret(dialerKey, origin);
+  }
+
+  /** This side's proof of the resume secret for a link with these challenges. */
+  resumeProof(
+    side: "hello" | "welcome",
+    serverChallenge: string,
+    clientChallenge: string | undefined,
+  ): string | undefined {
+    if (this.#secret === null || this.id === null) return undefined;
+    return proveResume(this.#secret, side, serverChallenge, clientChallenge, this.id);
+  }
+
+  /**
+   * Whether `hello` asks to resume this very session: the same peer incarnation, this
+   * incarnation and the session's id (all of which an eavesdropper or a guess may know).
+   */
+  claimsResume(hello: Hello, localNonce: string): boolean {
     return hello.nonce === this.peerNonce && hello.resumeNonce === localNonce &&
       hello.session !== undefined && hello.session === this.id;
+  }
+
+  /**
+   * Whether `hello`, arriving on a link whose challenge was `serverChallenge`, resumes this
+   * session: it claims to, and proves the session's secret over the link's challenges.
+   */
+  resumes(hello: Hello, localNonce: string, serverChallenge: string): boolean {
+    return this.claimsResume(hello, localNonce) && this.#secret !== null &&
+      checkResumeProof(
+        hello.resumeProof,
+        this.#secret,
+        "hello",
+        serverChallenge,
+        hello.challenge,
+        this.id!,
+      );
+  }
+
+  /**
+   * Why `hello` may not take over this session, if it may not: one that names this very
+   * session must prove its secret (else it is refused and the session stays as it was), and a
+   * resume cannot claim to have received more than this side ever sent.
+   */
+  adoptRefusal(
+    hello: Hello,
+    localNonce: string,
+    serverChallenge: string,
+  ): HeartlineError | undefined {
+    if (!this.claimsResume(hello, localNonce)) return undefined;
+    if (!this.resumes(hello, localNonce, serverChallenge)) {
+      return new HandshakeRefusedError(
+        "auth",
+        `resume of ${printable(hello.name)}'s session without its secret`,
+      );
+    }
+    return this.checkClaim(hello, "Resume");
   }
 
   /** A resume cannot claim to have received more than this side ever wrote. */
@@ -165,19 +233,36 @@ export class SessionSequence {
   }
 
   /** Accepting side: what a Hello from this session's peer does to the session. */
-  decideAdopt(hello: Hello, localNonce: string): AdoptDecision {
-    if (this.resumes(hello, localNonce)) return { kind: "resume" };
+  decideAdopt(hello: Hello, localNonce: string, serverChallenge: string): AdoptDecision {
+    if (this.resumes(hello, localNonce, serverChallenge)) return { kind: "resume" };
     return {
       kind: "reset",
       reason: hello.nonce !== this.peerNonce ? "peer restarted" : "peer lost the session",
     };
   }
 
-  /** Dialing side: what the server's Welcome does to the session. */
-  decideWelcome(welcome: Hello): WelcomeDecision {
+  /**
+   * Dialing side: what the server's Welcome does to the session, on a link whose challenges
+   * were `serverChallenge` and ours.
+   */
+  decideWelcome(
+    welcome: Hello,
+    serverChallenge: string,
+    clientChallenge: string | undefined,
+  ): WelcomeDecision {
     if (this.#isLossy() || !this.established) return { kind: "first" };
     if (welcome.nonce !== this.peerNonce) return { kind: "reset", reason: "peer restarted" };
-    if (welcome.resumed === true && welcome.session === this.id) return { kind: "resume" };
+    if (welcome.resumed === true && welcome.session === this.id) {
+      const proven = this.#secret !== null && checkResumeProof(
+        welcome.resumeProof,
+        this.#secret,
+        "welcome",
+        serverChallenge,
+        clientChallenge,
+        welcome.session,
+      );
+      return proven ? { kind: "resume" } : { kind: "unproven" };
+    }
     return { kind: "reset", reason: "session expired" };
   }
 
@@ -194,6 +279,7 @@ export class SessionSequence {
    */
   reset(): OutgoingMessage[] {
     const unacked = this.replay.takeAll();
+    this.#secret = null; // the next session derives its own
     this.#outSeq = 0;
     this.#inSeq = 0;
     this.#ackSent = 0;

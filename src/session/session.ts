@@ -5,7 +5,12 @@
  * @module
  */
 
-import { ConnectionClosedError, FrameError, type HandshakeRefusedError } from "../errors.ts";
+import {
+  ConnectionClosedError,
+  FrameError,
+  type HandshakeRefusedError,
+  type HeartlineError,
+} from "../errors.ts";
 import { decodeAck, decodeClose, encodeAck } from "../protocol/control.ts";
 import { BANNER, encodeFrame, Tag, type TagValue } from "../protocol/frame.ts";
 import { type Hello, MAX_HANDSHAKE_BYTES } from "../protocol/handshake.ts";
@@ -102,6 +107,7 @@ export class Session<H> {
       counters: ports.counters,
       limits: ports.limits,
       session: this,
+      unchecked: () => this.#slot.unchecked,
     });
   }
 
@@ -356,6 +362,7 @@ export class Session<H> {
       peerIs: (hello) => this.#peer = hello,
       refuse: (refusal) => this.#refusal = refusal,
       open: (first) => this.#open(first),
+      skipChecksums: () => this.#slot.skipChecksums(),
       resumed: () => {
         const replayed = this.sequence.replay.count;
         this.#ports.observer.lossless(this.handle, { kind: "resume", replayed });
@@ -387,13 +394,9 @@ export class Session<H> {
     target.adopt(reader, hello);
   }
 
-  /**
-   * Checks, before anything changes, whether a Hello may take over this session: a resume
-   * cannot claim to have received more than this side ever sent.
-   */
-  checkAdopt(hello: Hello): FrameError | undefined {
-    if (!this.sequence.resumes(hello, this.#ports.local.nonce)) return undefined;
-    return this.sequence.checkClaim(hello, "Resume");
+  /** Checks, before anything changes, whether a Hello may take over this session. */
+  checkAdopt(hello: Hello, challenge: string): HeartlineError | undefined {
+    return this.sequence.adoptRefusal(hello, this.#ports.local.nonce, challenge);
   }
 
   /**

@@ -7,7 +7,7 @@
 
 import type { Counters } from "../counters.ts";
 import type { Limits } from "../options.ts";
-import { BANNER, Tag } from "../protocol/frame.ts";
+import { BANNER, FLAG_UNCHECKED, Tag } from "../protocol/frame.ts";
 import { encodeMessages, messageFrameBytes, type OutgoingMessage } from "../protocol/message.ts";
 import type { Link } from "../../transports/types.ts";
 import type { SessionSequence } from "./sequence.ts";
@@ -49,6 +49,8 @@ export interface WriterParts {
   limits: Limits;
   /** The session. */
   session: WriterSession;
+  /** Whether Message frames on the link skip checksums (both ends agreed in the handshake). */
+  unchecked: () => boolean;
 }
 
 /** The write loop of one session. */
@@ -146,7 +148,9 @@ export class Writer {
     }
     if (taken.length > 0) {
       const ack = seq.inSeq;
-      batch.push(encodeMessages(taken, total, ack));
+      const unchecked = this.#p.unchecked();
+      batch.push(encodeMessages(taken, total, ack, unchecked ? FLAG_UNCHECKED : 0));
+      if (unchecked) counters.uncheckedFrames += taken.length;
       seq.acked(ack);
       stats.messagesSent += taken.length - replayed;
       stats.framesSent += taken.length;
