@@ -10,10 +10,15 @@ import {
   type Transport,
   WebSocketTransport,
 } from "../mod.ts";
-import { take } from "./_helpers.ts";
+import { deadline, take } from "./_helpers.ts";
 import { MemoryTransport } from "../testing.ts";
 import { QuicTransport } from "../transports/quic.ts";
-import { testCerts } from "../examples/_dev_certs.ts";
+import {
+  CLUSTER_SERVER_NAME,
+  makeCerts,
+  type TestCerts,
+  testCerts,
+} from "../examples/_dev_certs.ts";
 import { runTransportSuite } from "./transport_suite.ts";
 
 runTransportSuite("tcp", () =>
@@ -84,4 +89,40 @@ Deno.test("checksums: skipped on TLS and QUIC links, kept on TCP and when asked 
   const tcp = await exchange(new TcpTransport(), "tcp://127.0.0.1:0", {});
   assert.equal(tcp.client.counters.uncheckedFrames, 0, "TCP keeps its checksums");
   await tcp.close();
+});
+
+Deno.test("certificates: only the cluster CA's leaf for the pinned serverName passes, on TLS and QUIC", async () => {
+  const cluster = await testCerts();
+  // A leaf from another CA that the dialer does not trust, and one from the cluster CA's
+  // rival for the very host dialed (as a public CA could issue for a public host name).
+  const outsider = await makeCerts(`DNS:localhost,IP:127.0.0.1,DNS:${CLUSTER_SERVER_NAME}`);
+  const hostOnly = await makeCerts("DNS:localhost,IP:127.0.0.1");
+  const make = (scheme: "tls" | "quic", serving: TestCerts, trusted: string[]) => {
+    const options = { cert: serving.cert, key: serving.key, caCerts: trusted };
+    const pinned = { ...options, serverName: CLUSTER_SERVER_NAME };
+    return scheme === "tls"
+      ? { listen: new TlsTransport(options), dial: new TlsTransport(pinned) }
+      : { listen: new QuicTransport(options), dial: new QuicTransport(pinned) };
+  };
+  for (const scheme of ["tls", "quic"] as const) {
+    const cases: [TestCerts, string[], boolean, string][] = [
+      [cluster, [cluster.caCert], true, "the cluster CA's leaf for the pinned name"],
+      [outsider, [cluster.caCert], false, "a leaf from a CA the dialer does not trust"],
+      [hostOnly, [cluster.caCert, hostOnly.caCert], false, "a trusted CA's leaf without the name"],
+    ];
+    for (const [serving, trusted, passes, what] of cases) {
+      const { listen, dial } = make(scheme, serving, trusted);
+      const listener = await listen.listen(`${scheme}://127.0.0.1:0`);
+      const accepting = (async () => {
+        for await (const link of listener) link.close();
+      })();
+      const dialed = await deadline(
+        dial.connect(listener.addr).then((link) => (link.close(), true), () => false),
+        `${scheme}: ${what}`,
+      );
+      assert.equal(dialed, passes, `${scheme}: ${what}`);
+      listener.close();
+      await deadline(accepting, `${scheme}: the listener to close`);
+    }
+  }
 });

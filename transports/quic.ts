@@ -39,9 +39,18 @@ export interface QuicTransportOptions {
   cert?: string;
   /** Private key (PEM) for listening. */
   key?: string;
-  /** Extra root certificates (PEM) to trust when dialing. */
+  /**
+   * Root certificates (PEM) that sign the peers' certificates, for dialing: the cluster CA.
+   * Deno trusts them in addition to its public roots (it has no way to replace them), so pin
+   * `serverName` too.
+   */
   caCerts?: string[];
-  /** Name to verify the server certificate against (default: the address's host). */
+  /**
+   * Name to verify every server certificate against (default: the address's host). Set it to
+   * a cluster name under `.internal` (e.g. `nodes.mycluster.internal`) that only the cluster
+   * CA certifies: public CAs may not issue certificates for it, so only a certificate the
+   * cluster CA signed passes (docs/security.md).
+   */
   serverName?: string;
   /** ALPN protocol id offered and required. Default {@linkcode QUIC_ALPN}. */
   alpn?: string;

@@ -19,9 +19,18 @@ export interface TlsTransportOptions {
   cert?: string;
   /** Private key (PEM) for listening. */
   key?: string;
-  /** Root certificates (PEM) that sign the peers' certificates, for dialing. */
+  /**
+   * Root certificates (PEM) that sign the peers' certificates, for dialing: the cluster CA.
+   * Deno trusts them in addition to its public roots (it has no way to replace them), so pin
+   * `serverName` too.
+   */
   caCerts?: string[];
-  /** Name to verify the server certificate against (default: the address's host). */
+  /**
+   * Name to verify every server certificate against (default: the address's host). Set it to
+   * a cluster name under `.internal` (e.g. `nodes.mycluster.internal`) that only the cluster
+   * CA certifies: public CAs may not issue certificates for it, so only a certificate the
+   * cluster CA signed passes (docs/security.md).
+   */
   serverName?: string;
 }
 
