@@ -11,7 +11,7 @@ import {
   silenceToDownMs,
 } from "../mod.ts";
 import { ManualClock, MemoryTransport } from "../testing.ts";
-import { GraceDetector } from "../src/health/detector.ts";
+import { GraceDetector, makeDetector } from "../src/health/detector.ts";
 import { captureLogger, manualPair } from "./_helpers.ts";
 import { FaultProxy } from "./fault_proxy.ts";
 
@@ -77,6 +77,25 @@ Deno.test("PhiAccrualDetector: phi grows with silence and crosses the threshold 
   const jittery = new PhiAccrualDetector(FAST);
   for (let t = 0, i = 0; i < 50; i++) jittery.heartbeat(t += i % 2 ? 40 : 160);
   assert.ok(jittery.phi(jittery.lastArrival + 450) < d.phi(d.lastArrival + 450));
+});
+
+Deno.test("PhiAccrualDetector: an outage is not learnt, so the next one is detected as fast", () => {
+  const bound = silenceToDownMs(BOUND_SETTINGS);
+  const make = () => makeDetector({ ...BOUND_SETTINGS, detector: "phi" }) as PhiAccrualDetector;
+  const downAfter = (d: PhiAccrualDetector, from: number) => {
+    let t = from;
+    while (d.phi(t) < 8) t += 5;
+    return t - from;
+  };
+  const steady = make(), outaged = make(), learning = new PhiAccrualDetector(FAST);
+  for (let t = 0; t <= 5000; t += 100) [steady, outaged, learning].forEach((d) => d.heartbeat(t));
+  // A 5 s outage, then heartbeats again for a while.
+  for (let t = 10_000; t <= 15_000; t += 100) [outaged, learning].forEach((d) => d.heartbeat(t));
+  const before = downAfter(steady, 5000), after = downAfter(outaged, 15_000);
+  assert.ok(Math.abs(after - before) <= 10, `detected after ${after} ms, before ${before} ms`);
+  assert.ok(before <= bound + 10);
+  // A detector that learns every interval (no cap) is slowed down by the outage.
+  assert.ok(downAfter(learning, 15_000) > 2 * before, "an uncapped detector learns the outage");
 });
 
 Deno.test("GraceDetector: down after exactly the grace", () => {
