@@ -77,6 +77,7 @@ export {
 } from "./transports/websocket.ts";
 export type { OobDelivery, OobHandler } from "./src/oob/service.ts";
 export type { OobOptions, OobProducer, OobRegistration, OobStats } from "./src/oob/types.ts";
+export { OOB_UNCHANGED } from "./src/oob/types.ts";
 export type { Counters } from "./src/counters.ts";
 export type { NodeEvent, PeerInfo, PeerState, WatchOptions } from "./src/health/health.ts";
 export {

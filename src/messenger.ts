@@ -277,10 +277,10 @@ export class Messenger {
   }
 
   /**
-   * Returns the connection to `addr`, dialing it if there is none: one connection per peer
-   * address. Resolves once the handshake is done; rejects with `HandshakeRefusedError`,
-   * `FrameError`, `TransportError`, `TimeoutError`, `ConnectionClosedError`, or the signal's
-   * reason when `options.signal` aborts.
+   * Returns the connection to `addr` with `options.policy`, dialing it if there is none: one
+   * per address and policy (`losslessPeer` with `expectName` also finds that node's dial to us).
+   * Resolves once the handshake is done; rejects with `HandshakeRefusedError`, `FrameError`,
+   * `TransportError`, `TimeoutError`, `ConnectionClosedError`, or the signal's reason.
    */
   connect(addr: string, options: ConnectOptions = {}): Promise<Connection> {
     return this.#dialer.connect(addr, options);
@@ -290,7 +290,6 @@ export class Messenger {
    * Received messages, in arrival order. Iterators compete: each message goes to one of them.
    * A connection whose messages pile up untaken (`maxInboundMessages` or `maxInboundBytes`)
    * stops reading its link, so its sender feels back-pressure; the other connections read on.
-   * reading its sockets, so senders feel back-pressure.
    */
   messages(): AsyncIterable<Message> {
     return this.#inbound.queue;

@@ -277,3 +277,19 @@ Deno.test("[tcp] IPv6 loopback works", async () => {
   const [m] = await take(p.server, 1);
   assert.equal(m.type, 3);
 });
+
+Deno.test("connect() with another policy to the same address opens its own session", async () => {
+  const quiet = { logger: captureLogger().log };
+  await using b = new Messenger({ name: "b", ...quiet });
+  await using a = new Messenger({ name: "a", ...quiet });
+  const addr = await b.listen("tcp://127.0.0.1:0");
+  const lossless = await a.connect(addr, { policy: "losslessPeer", expectName: "b" });
+  const lossy = await a.connect(addr, { policy: "lossyClient", expectName: "b" });
+  assert.notEqual(lossy, lossless, "a lossy call does not get the lossless session");
+  assert.equal(lossy.policy.name, "lossyClient");
+  assert.equal(lossless.policy.name, "losslessPeer");
+  // And the same policy again gets the same connection.
+  assert.equal(await a.connect(addr, { policy: "lossyClient" }), lossy);
+  assert.equal(await a.connect(addr, { policy: "losslessPeer", expectName: "b" }), lossless);
+  assert.equal(a.connections().length, 2);
+});

@@ -2,10 +2,10 @@
 // no test here waits for real time to pass.
 
 import assert from "node:assert/strict";
-import { Messenger } from "../mod.ts";
-import { MemoryTransport } from "../testing.ts";
+import { Messenger, OOB_UNCHANGED } from "../mod.ts";
+import { ManualClock, MemoryTransport } from "../testing.ts";
 import { KEEPALIVE_OP } from "../src/oob/service.ts";
-import { bytes, captureLogger, manualPair, settle, take } from "./_helpers.ts";
+import { advanceSettling, bytes, captureLogger, manualPair, settle, take } from "./_helpers.ts";
 
 function setup(opts: { intervalMs?: number } = {}) {
   return manualPair({ tickMs: 5, heartbeat: { intervalMs: opts.intervalMs ?? 1000 } });
@@ -255,4 +255,39 @@ Deno.test("data still flows while heartbeats run (OOB does not disturb ordering)
   const got = await take(s.server, 500);
   assert.deepEqual(got.map((m) => m.type), Array.from({ length: 500 }, (_, i) => i));
   assert.ok(s.server.oobStats.heartbeatFramesReceived >= 5);
+});
+
+Deno.test("unchanged parts travel as references; handlers see the bytes, also after a new link", async () => {
+  const clock = new ManualClock(0), net = new MemoryTransport();
+  const common = { clock, transports: [net], tickMs: 5, logger: captureLogger().log };
+  await using server = new Messenger({ name: "server", ...common });
+  await using client = new Messenger({ name: "client", ...common });
+  await server.listen("mem://server");
+  const conn = await client.connect("mem://server", { policy: "losslessClient" });
+  const s = { server, client, net, run: (ms: number) => advanceSettling(clock, ms, 100) };
+  const seen: number[][] = [];
+  s.server.onOob("OSDPing", (p) => void seen.push([...p.data]));
+  let epoch = 1, calls = 0;
+  conn.registerOob("OSDPing", () => {
+    calls++;
+    // New bytes every fourth call, "unchanged" in between (a map epoch, say).
+    if (calls % 4 === 1) return new Uint8Array([epoch++, 0, 0, 0]);
+    return OOB_UNCHANGED;
+  }, { intervalMs: 1000 });
+  await s.run(8_000);
+  assert.ok(s.client.oobStats.partsRepeated >= 5, `repeated: ${s.client.oobStats.partsRepeated}`);
+  const before = s.client.oobStats.partsRepeated;
+  s.net.links.at(-1)!.cut(); // the session resumes on a new link: its dictionary starts afresh
+  await s.run(8_000);
+  assert.equal(conn.state, "open");
+  assert.ok(conn.linkEpoch > 1, "it is on a new link");
+  assert.ok(s.client.oobStats.partsRepeated > before, "references again on the new link");
+  // Every part carried the epoch of the last new bytes, in order, none stale or garbled.
+  const epochs = seen.map((d) => d[0]);
+  for (let i = 1; i < epochs.length; i++) assert.ok(epochs[i] >= epochs[i - 1], epochs.join(","));
+  const counts = new Map<number, number>();
+  for (const e of epochs) counts.set(e, (counts.get(e) ?? 0) + 1);
+  assert.ok([...counts.values()].every((n) => n <= 4), `at most 4 parts per epoch: ${epochs}`);
+  assert.ok(counts.size >= 3, `epochs seen: ${epochs}`);
+  for (const d of seen) assert.deepEqual(d.slice(1), [0, 0, 0]);
 });

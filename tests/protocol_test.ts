@@ -9,7 +9,12 @@ import {
   Tag,
 } from "../src/protocol/frame.ts";
 import { decodeAck, encodeAck } from "../src/protocol/control.ts";
-import { decodeHeartbeat, encodeHeartbeat, OpDictionary } from "../src/protocol/heartbeat.ts";
+import {
+  decodeHeartbeat,
+  encodeHeartbeat,
+  encodeHeartbeatCounted,
+  OpDictionary,
+} from "../src/protocol/heartbeat.ts";
 import {
   decodeHello,
   decodeRefusal,
@@ -117,6 +122,51 @@ Deno.test("FrameDecoder.end() reports a truncated frame", () => {
   assert.throws(() => decoder.end(), (e) => e instanceof FrameError && e.reason === "truncated");
 });
 
+Deno.test("heartbeat parts repeating their last bytes go as 2-byte references, per link", () => {
+  const tx = new OpDictionary(), rx = new OpDictionary();
+  const small = new Uint8Array(8).fill(7), big = new Uint8Array(65).fill(9);
+  const hb = (parts: { op: string; data: Uint8Array }[]) => ({
+    stamp: 1,
+    echo: -1,
+    echoDelay: 0,
+    parts,
+  });
+  const parts = [{ op: "OSDPing", data: small }, { op: "Big", data: big }];
+  const first = encodeHeartbeatCounted(hb(parts), tx);
+  const second = encodeHeartbeatCounted(hb(parts), tx);
+  assert.equal(first.same, 0);
+  assert.equal(second.same, 1, "only the small part is remembered");
+  assert.equal(second.payload.length, 26 + 2 + (2 + 2 + 65), "a 2-byte ref, then id, length, data");
+  const a = decodeHeartbeat(first.payload, rx), b = decodeHeartbeat(second.payload, rx);
+  assert.deepEqual(
+    b.parts.map((p) => [p.op, [...p.data]]),
+    a.parts.map((p) => [p.op, [...p.data]]),
+  );
+  b.parts[0].data.fill(0); // a handler that scribbles on its part changes nothing remembered
+  const changed = new Uint8Array(8).fill(8);
+  const third = encodeHeartbeatCounted(hb([{ op: "OSDPing", data: small }]), tx);
+  assert.deepEqual([...decodeHeartbeat(third.payload, rx).parts[0].data], [...small]);
+  const fourth = encodeHeartbeatCounted(hb([{ op: "OSDPing", data: changed }]), tx);
+  assert.equal(fourth.same, 0, "new bytes travel whole");
+  assert.deepEqual([...decodeHeartbeat(fourth.payload, rx).parts[0].data], [...changed]);
+  // A new link starts afresh: the first part there travels whole.
+  const fresh = encodeHeartbeatCounted(hb([{ op: "OSDPing", data: changed }]), new OpDictionary());
+  assert.equal(fresh.same, 0);
+});
+
+Deno.test("heartbeat: a reference to nothing remembered, or one that also defines, is malformed", () => {
+  const tx = new OpDictionary();
+  const hb = { stamp: 1, echo: -1, echoDelay: 0, parts: [{ op: "A", data: new Uint8Array(1) }] };
+  encodeHeartbeat(hb, tx);
+  const repeat = encodeHeartbeat(hb, tx); // the receiver below never saw the first
+  const rx = new OpDictionary();
+  rx.define(0, "A");
+  assert.throws(() => decodeHeartbeat(repeat, rx), /none is remembered/);
+  const both = repeat.slice();
+  both[26] |= 0x80; // defines and repeats
+  assert.throws(() => decodeHeartbeat(both, new OpDictionary()), FrameError);
+});
+
 Deno.test("heartbeat payload round-trips stamps and parts; op names travel once per link", () => {
   const parts = [
     { op: "OSDPing", data: new Uint8Array([1, 2, 3]) },
@@ -131,7 +181,8 @@ Deno.test("heartbeat payload round-trips stamps and parts; op names travel once 
   assert.deepEqual(hb.parts, parts);
   const second = encodeHeartbeat({ stamp: 13, echo: 12.5, echoDelay: 1, parts }, tx);
   assert.ok(second.length < first.length, "the second frame carries ids, not names");
-  assert.equal(second.length, 26 + 3 * 4 + 3 + 0 + 300);
+  // The two small parts repeat (2-byte references); the 300-byte one travels whole.
+  assert.equal(second.length, 26 + 2 + 2 + 4 + 300);
   assert.deepEqual(decodeHeartbeat(second, rx).parts, parts);
   // A new link (a fresh dictionary) cannot read ids defined on the old one.
   assert.throws(() => decodeHeartbeat(second, new OpDictionary()), FrameError);

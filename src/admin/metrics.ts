@@ -132,6 +132,12 @@ function oobMetrics(e: Exposition, messenger: Messenger): void {
     oob.heartbeatFramesSent,
   );
   e.single(
+    "heartline_oob_parts_repeated_total",
+    "counter",
+    "Out-of-band parts sent as a 2-byte reference to the same bytes as before.",
+    oob.partsRepeated,
+  );
+  e.single(
     "heartline_heartbeat_frames_received_total",
     "counter",
     "Heartbeat frames read.",

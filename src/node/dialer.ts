@@ -79,12 +79,12 @@ export class Dialer {
     p.checkRunning();
     options.signal?.throwIfAborted();
     this.#checkRefused(addr);
-    const existing = p.registry.existing(addr, options.expectName);
-    if (existing) return this.#expected(await this.#opened(existing, addr), options);
     const policy = Policies[options.policy ?? "lossyClient"];
     if (!policy || policy.role === "server") {
       throw new TypeError(`Not a dialing policy: ${options.policy}`);
     }
+    const existing = p.registry.existing(addr, policy.name, options.expectName);
+    if (existing) return this.#expected(await this.#opened(existing, addr), options);
     const transport = p.transportFor(addr);
     const conn = p.newConnection(policy, addr);
     const session = sessionOf(conn);

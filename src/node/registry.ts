@@ -14,7 +14,7 @@ import {
 } from "../connection.ts";
 import type { Limits } from "../options.ts";
 import { HandshakeRefusedError, type HeartlineError, TimeoutError } from "../errors.ts";
-import { serverPolicyFor } from "../policy.ts";
+import { type PolicyName, serverPolicyFor } from "../policy.ts";
 import type { Hello } from "../protocol/handshake.ts";
 import type { Session } from "../session/session.ts";
 import type { TimerPort } from "../session/state.ts";
@@ -46,7 +46,11 @@ export class SessionRegistry {
   readonly #connections = new Set<Connection>();
   /** Accepted connections that may still be handshaking (pruned lazily: see admit()). */
   readonly #pending = new Set<Connection>();
-  /** Our dials, by the address dialed (one connection per address). */
+  /**
+   * Our dials, by policy and address dialed (one connection per policy and address: a lossy
+   * and a lossless connection to one node are two sessions, and neither stands in for the
+   * other). See {@linkcode dialKey}.
+   */
   readonly #dialed = new Map<string, Connection>();
   /** Lossless sessions, by peer name. */
   readonly #sessions = new Map<string, Connection>();
@@ -101,7 +105,7 @@ export class SessionRegistry {
 
   /** Records our dial to `addr`. */
   addDial(addr: string, conn: Connection): void {
-    this.#dialed.set(addr, conn);
+    this.#dialed.set(dialKey(addr, conn.policy.name), conn);
     this.#connections.add(conn);
   }
 
@@ -111,9 +115,9 @@ export class SessionRegistry {
    * an address is the peer's word only: on its own it never makes `connect(addr)` resolve to
    * that peer.
    */
-  existing(addr: string, expectName?: string): Connection | undefined {
-    let conn = this.#dialed.get(addr);
-    if (!conn && expectName !== undefined) {
+  existing(addr: string, policy: PolicyName, expectName?: string): Connection | undefined {
+    let conn = this.#dialed.get(dialKey(addr, policy));
+    if (!conn && expectName !== undefined && policy === "losslessPeer") {
       const session = this.sessionAt(addr);
       if (session?.peerName === expectName) conn = session;
     }
@@ -133,7 +137,8 @@ export class SessionRegistry {
     this.#pending.delete(conn);
     const name = conn.peerName;
     if (name !== undefined && this.#sessions.get(name) === conn) this.#sessions.delete(name);
-    if (this.#dialed.get(conn.remoteAddr) === conn) this.#dialed.delete(conn.remoteAddr);
+    const key = dialKey(conn.remoteAddr, conn.policy.name);
+    if (this.#dialed.get(key) === conn) this.#dialed.delete(key);
   }
 
   /** A dialed lossless peer session opened: it becomes the session for its peer. */
@@ -216,8 +221,10 @@ export class SessionRegistry {
     this.#sessions.set(hello.name, conn);
     if (policy.role === "peer") {
       const listening = new Set(hello.listening ?? []);
-      for (const [addr, ours] of this.#dialed) {
-        if (!listening.has(addr) || ours === conn || ours.policy.role !== "peer") continue;
+      for (const ours of this.#dialed.values()) {
+        if (!listening.has(ours.remoteAddr) || ours === conn || ours.policy.role !== "peer") {
+          continue;
+        }
         if (ours.state === "connecting" || ours.state === "handshaking") {
           sessionOf(ours).supersede(conn);
         }
@@ -253,9 +260,9 @@ export class SessionRegistry {
     }
     const listening = new Set(hello.listening ?? []);
     let pending = false;
-    for (const [addr, c] of this.#dialed) {
+    for (const c of this.#dialed.values()) {
       if (
-        listening.has(addr) && c.policy.role === "peer" &&
+        listening.has(c.remoteAddr) && c.policy.role === "peer" &&
         (c.state === "connecting" || c.state === "handshaking")
       ) {
         pending = true;
@@ -265,4 +272,9 @@ export class SessionRegistry {
     if (!pending || hello.name < this.#localName) return undefined; // theirs wins
     return race();
   }
+}
+
+/** The key of a dial in the registry: its policy and the address dialed. */
+function dialKey(addr: string, policy: string): string {
+  return `${policy} ${addr}`;
 }

@@ -9,13 +9,20 @@
 import { encodeFrame, Tag } from "../protocol/frame.ts";
 import {
   decodeHeartbeat,
-  encodeHeartbeat,
+  encodeHeartbeatCounted,
   MAX_OOB_PART_BYTES,
   type OobPart,
   OpDictionary,
 } from "../protocol/heartbeat.ts";
 import { printable } from "../protocol/text.ts";
-import type { OobLink, OobOptions, OobProducer, OobRegistration, OobStats } from "./types.ts";
+import {
+  OOB_UNCHANGED,
+  type OobLink,
+  type OobOptions,
+  type OobProducer,
+  type OobRegistration,
+  type OobStats,
+} from "./types.ts";
 import type { Timer, TimerWheel } from "../timer/timer_wheel.ts";
 import type { LogLevel } from "../log.ts";
 
@@ -49,6 +56,8 @@ export const KEEPALIVE_OP = "heartline.keepalive";
 
 class Registration<C extends OobLink> implements OobRegistration {
   timer: Timer | null = null;
+  /** The producer's last bytes, for a part it says is unchanged. */
+  last: Uint8Array | null = null;
   constructor(
     readonly service: OobService<C>,
     readonly conn: C,
@@ -109,6 +118,7 @@ export class OobService<C extends OobLink> {
     heartbeatFramesSent: 0,
     heartbeatFramesReceived: 0,
     heartbeatBytesSent: 0,
+    partsRepeated: 0,
     partsSent: new Map<string, number>(),
     partsReceived: new Map<string, number>(),
     errors: 0,
@@ -218,41 +228,51 @@ export class OobService<C extends OobLink> {
           keepalive = true;
           continue;
         }
-        let data: Uint8Array | undefined | null;
-        try {
-          data = reg.producer();
-        } catch (error) {
-          this.#stats.errors++;
-          this.#warnOnce(`producer:${reg.op}`, `OOB producer for ${reg.op} threw: ${error}`);
-          continue;
-        }
-        if (data === undefined || data === null) continue;
-        if (!(data instanceof Uint8Array) || data.length > MAX_OOB_PART_BYTES) {
-          this.#stats.errors++;
-          this.#warnOnce(
-            `producer:${reg.op}`,
-            `OOB producer for ${reg.op} returned no bytes, or more than ${MAX_OOB_PART_BYTES}`,
-          );
-          continue;
-        }
-        parts.push({ op: reg.op, data });
+        const data = this.#produce(reg);
+        if (data) parts.push({ op: reg.op, data });
       }
       if (parts.length === 0 && !keepalive) continue;
       const s = this.state(conn);
       const echo = s.peerStamp;
       const echoDelay = echo >= 0 ? now - s.peerStampAt : 0;
       s.peerStamp = -1;
-      const frame = encodeFrame(
-        Tag.Heartbeat,
-        encodeHeartbeat({ stamp: now, echo, echoDelay, parts }, this.#opsFor(this.#txOps, conn)),
+      const { payload, same } = encodeHeartbeatCounted(
+        { stamp: now, echo, echoDelay, parts },
+        this.#opsFor(this.#txOps, conn),
       );
+      const frame = encodeFrame(Tag.Heartbeat, payload);
       conn.sendControl(frame);
+      this.#stats.partsRepeated += same;
       this.#stats.heartbeatFramesSent++;
       this.#stats.heartbeatBytesSent += frame.length;
       for (const p of parts) {
         countOp(this.#stats.partsSent, p.op);
       }
     }
+  }
+
+  /** Asks a registration's producer for its part: bytes, or null to skip (counted if bad). */
+  #produce(reg: Registration<C>): Uint8Array | null {
+    let data: ReturnType<OobProducer>;
+    try {
+      data = reg.producer!();
+    } catch (error) {
+      this.#stats.errors++;
+      this.#warnOnce(`producer:${reg.op}`, `OOB producer for ${reg.op} threw: ${error}`);
+      return null;
+    }
+    if (data === OOB_UNCHANGED) return reg.last;
+    if (data === undefined || data === null) return null;
+    if (!(data instanceof Uint8Array) || data.length > MAX_OOB_PART_BYTES) {
+      this.#stats.errors++;
+      this.#warnOnce(
+        `producer:${reg.op}`,
+        `OOB producer for ${reg.op} returned no bytes, or more than ${MAX_OOB_PART_BYTES}`,
+      );
+      return null;
+    }
+    reg.last = data;
+    return data;
   }
 
   /** Read path: a heartbeat frame arrived on `conn`. */

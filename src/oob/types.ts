@@ -6,10 +6,19 @@
  */
 
 /**
- * Returns the bytes to carry in this heartbeat, or `undefined`/`null` to skip this time.
- * Called from the timer wheel, once per due interval; must not block.
+ * What a producer returns to say "the same bytes as last time" without building them again:
+ * the part repeats its last bytes (on a link where they already travelled, as a 2-byte
+ * reference). Before a producer has returned any bytes it means "nothing this time".
  */
-export type OobProducer = () => Uint8Array | undefined | null;
+export const OOB_UNCHANGED: unique symbol = Symbol("heartline.oob.unchanged");
+
+/**
+ * Returns the bytes to carry in this heartbeat, {@linkcode OOB_UNCHANGED} for the same as
+ * last time, or `undefined`/`null` to skip this time. Called from the timer wheel, once per
+ * due interval; must not block. Bytes equal to the last part on the link travel as a short
+ * reference whatever the producer returns; handlers see the bytes either way.
+ */
+export type OobProducer = () => Uint8Array | typeof OOB_UNCHANGED | undefined | null;
 
 /** Options of `Connection.registerOob`. */
 export interface OobOptions {
@@ -44,6 +53,8 @@ export interface OobStats {
   readonly heartbeatFramesReceived: number;
   /** Bytes of heartbeat frames sent (preamble included). */
   readonly heartbeatBytesSent: number;
+  /** Parts sent as a 2-byte "same as before" reference instead of their bytes. */
+  readonly partsRepeated: number;
   /** OOB parts sent, by op. */
   readonly partsSent: ReadonlyMap<string, number>;
   /** OOB parts received, by op. */

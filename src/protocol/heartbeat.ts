@@ -64,14 +64,23 @@ function decodeOp(bytes: Uint8Array): string {
 
 /** Largest OOB part: its length travels as a u16. */
 export const MAX_OOB_PART_BYTES = 0xffff;
-/** Op ids a link can define (15 bits). */
-const MAX_OP_IDS = 0x7fff;
+/** Op ids a link can define (14 bits). */
+const MAX_OP_IDS = 0x3fff;
+/**
+ * Parts of at most this many bytes are remembered, per op and link direction, by both ends:
+ * a later part with the same bytes travels as a 2-byte reference ("same as before"). The
+ * bound keeps what a peer can make a link remember at 1,024 ops x 64 B.
+ */
+export const MAX_REMEMBERED_PART_BYTES = 64;
 /**
  * Ops a receiver accepts per link and direction by default: each defined op costs memory for
- * as long as the link lives, so a peer cannot make a link hold 32,767 of them.
+ * as long as the link lives, so a peer cannot make a link hold 16,383 of them.
  */
 export const MAX_OPS_PER_LINK = 1024;
 const DEFINES = 0x8000;
+/** Op reference bit: the part repeats this op's last remembered bytes; nothing follows. */
+const SAME = 0x4000;
+const ID_BITS = 0x3fff;
 
 /**
  * The op dictionary of one direction of one link. Each op name travels once per link: the
@@ -81,6 +90,8 @@ const DEFINES = 0x8000;
 export class OpDictionary {
   #ids = new Map<string, number>();
   #ops: string[] = [];
+  /** The last part of each op id, if it was small enough to remember. */
+  #last: (Uint8Array | undefined)[] = [];
   readonly #maxOps: number;
 
   /** An empty dictionary accepting at most `maxOps` definitions from the peer. */
@@ -118,26 +129,66 @@ export class OpDictionary {
     if (op === undefined) throw new FrameError("malformed", `Heartbeat op id ${id} is unknown`);
     return op;
   }
+
+  /** Sender side: whether `data` repeats the last part of `id` (so it may go as a reference). */
+  repeats(id: number, data: Uint8Array): boolean {
+    const last = this.#last[id];
+    if (last === undefined || last.length !== data.length) return false;
+    for (let i = 0; i < data.length; i++) if (last[i] !== data[i]) return false;
+    return true;
+  }
+
+  /** Both sides: `data` travelled whole as the part of `id` (remembered if small; a copy). */
+  travelled(id: number, data: Uint8Array): void {
+    this.#last[id] = data.length <= MAX_REMEMBERED_PART_BYTES ? data.slice() : undefined;
+  }
+
+  /** Receiver side: the bytes a "same as before" part of `id` stands for (a fresh copy). */
+  remembered(id: number): Uint8Array {
+    const last = this.#last[id];
+    if (last === undefined) {
+      throw new FrameError(
+        "malformed",
+        `Heartbeat part repeats op id ${id}, but none is remembered`,
+      );
+    }
+    return last.slice();
+  }
 }
 
 /**
- * Encodes a heartbeat frame payload. Each part is a u16 op reference (high bit set: an inline
- * definition, op length u8 and UTF-8 name, follows), a u16 data length and the data. Op names
- * are at most 255 UTF-8 bytes; part data at most {@linkcode MAX_OOB_PART_BYTES}.
+ * Encodes a heartbeat frame payload. Each part is a u16 op reference, then:
+ * - with the high bit set, an inline definition (op length u8 and UTF-8 name), a u16 data
+ *   length and the data;
+ * - with bit 14 set, nothing: the part repeats the last bytes of that op on this link (only
+ *   for parts of at most {@linkcode MAX_REMEMBERED_PART_BYTES});
+ * - otherwise a u16 data length and the data.
+ * Op names are at most 255 UTF-8 bytes; part data at most {@linkcode MAX_OOB_PART_BYTES}.
  */
 export function encodeHeartbeat(hb: HeartbeatPayload, dict: OpDictionary): Uint8Array {
+  return encodeHeartbeatCounted(hb, dict).payload;
+}
+
+/** {@linkcode encodeHeartbeat}, also saying how many parts went as "same as before". */
+export function encodeHeartbeatCounted(
+  hb: HeartbeatPayload,
+  dict: OpDictionary,
+): { payload: Uint8Array; same: number } {
   if (hb.parts.length > 0xffff) throw new RangeError("Too many OOB parts in one heartbeat");
-  const refs: { id: number; define: boolean; name: Uint8Array }[] = [];
-  let size = HEARTBEAT_FIXED_BYTES;
+  const refs: { id: number; define: boolean; same: boolean; name: Uint8Array }[] = [];
+  let size = HEARTBEAT_FIXED_BYTES, same = 0;
   for (const part of hb.parts) {
     const name = opBytes(part.op);
     if (name.length > 255) throw new RangeError(`OOB op name too long: ${part.op}`);
     if (part.data.length > MAX_OOB_PART_BYTES) {
       throw new RangeError(`OOB part too large: ${part.data.length} bytes for ${part.op}`);
     }
-    const ref = { ...dict.idFor(part.op), name };
-    refs.push(ref);
-    size += 2 + (ref.define ? 1 + name.length : 0) + 2 + part.data.length;
+    const { id, define } = dict.idFor(part.op);
+    const repeat = !define && dict.repeats(id, part.data);
+    if (repeat) same++;
+    else dict.travelled(id, part.data);
+    refs.push({ id, define, same: repeat, name });
+    size += 2 + (repeat ? 0 : (define ? 1 + name.length : 0) + 2 + part.data.length);
   }
   const buf = new Uint8Array(size);
   const view = new DataView(buf.buffer);
@@ -147,9 +198,10 @@ export function encodeHeartbeat(hb: HeartbeatPayload, dict: OpDictionary): Uint8
   view.setUint16(24, hb.parts.length);
   let pos = HEARTBEAT_FIXED_BYTES;
   for (let i = 0; i < refs.length; i++) {
-    const { id, define, name } = refs[i];
-    view.setUint16(pos, define ? id | DEFINES : id);
+    const { id, define, same, name } = refs[i];
+    view.setUint16(pos, define ? id | DEFINES : same ? id | SAME : id);
     pos += 2;
+    if (same) continue;
     if (define) {
       buf[pos++] = name.length;
       buf.set(name, pos);
@@ -161,7 +213,7 @@ export function encodeHeartbeat(hb: HeartbeatPayload, dict: OpDictionary): Uint8
     buf.set(data, pos);
     pos += data.length;
   }
-  return buf;
+  return { payload: buf, same };
 }
 
 /** Decodes a heartbeat payload against the link's dictionary; part data are copies. */
@@ -177,22 +229,30 @@ export function decodeHeartbeat(payload: Uint8Array, dict: OpDictionary): Heartb
     if (pos + 2 > payload.length) break;
     const ref = view.getUint16(pos);
     pos += 2;
+    const id = ref & ID_BITS;
     let op: string;
     if (ref & DEFINES) {
+      if (ref & SAME) throw new FrameError("malformed", "Heartbeat part both defines and repeats");
       if (pos + 1 > payload.length) break;
       const opLen = payload[pos++];
       if (pos + opLen > payload.length) break;
       op = decodeOp(payload.subarray(pos, pos + opLen));
       pos += opLen;
-      dict.define(ref & ~DEFINES, op);
+      dict.define(id, op);
     } else {
-      op = dict.opOf(ref);
+      op = dict.opOf(id);
+      if (ref & SAME) {
+        parts.push({ op, data: dict.remembered(id) });
+        continue;
+      }
     }
     if (pos + 2 > payload.length) break;
     const dataLen = view.getUint16(pos);
     pos += 2;
     if (pos + dataLen > payload.length) break;
-    parts.push({ op, data: payload.slice(pos, pos + dataLen) });
+    const data = payload.slice(pos, pos + dataLen);
+    dict.travelled(id, data);
+    parts.push({ op, data });
     pos += dataLen;
   }
   if (parts.length !== count || pos !== payload.length) {

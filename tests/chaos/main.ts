@@ -1,5 +1,5 @@
 // deno task chaos [--nodes 5] [--seconds 60] [--seed N] [--bound-ms 3000] [--json]
-//                 [--write-docs] [--keep]
+//                 [--faults partition,kill,pause,oneway,bandwidth] [--write-docs] [--keep]
 //
 // N node processes, each in its own network namespace (./netns.ts), exchange lossless and lossy
 // messages and liveness parts while a seeded schedule partitions their links (no FIN), drops
@@ -31,7 +31,10 @@ interface Options {
   json: boolean;
   writeDocs: boolean;
   keep: boolean;
+  kinds: FaultKind[];
 }
+
+const KINDS: FaultKind[] = ["partition", "kill", "pause", "oneway", "bandwidth"];
 
 function parseArgs(args: string[]): Options {
   const o: Options = {
@@ -42,6 +45,7 @@ function parseArgs(args: string[]): Options {
     json: false,
     writeDocs: false,
     keep: false,
+    kinds: KINDS,
   };
   for (let i = 0; i < args.length; i++) {
     const a = args[i], next = () => Number(args[++i]);
@@ -52,7 +56,12 @@ function parseArgs(args: string[]): Options {
     else if (a === "--json") o.json = true;
     else if (a === "--write-docs") o.writeDocs = true;
     else if (a === "--keep") o.keep = true;
+    else if (a === "--faults") o.kinds = args[++i].split(",") as FaultKind[];
     else throw new TypeError(`unknown argument ${a}`);
+  }
+  const unknown = o.kinds.filter((k) => !KINDS.includes(k));
+  if (unknown.length > 0 || o.kinds.length === 0) {
+    throw new TypeError(`--faults takes some of ${KINDS.join(",")}: ${o.kinds.join(",")}`);
   }
   if (!(o.nodes >= 2 && o.nodes <= 50)) throw new RangeError("--nodes must be 2 to 50");
   if (!(o.seconds >= 20 && o.seconds <= 3600)) throw new RangeError("--seconds must be 20 to 3600");
@@ -77,7 +86,7 @@ interface Planned {
  */
 function* plan(o: Options, random: () => number): Generator<Planned & { gapMs: number }> {
   const between = (lo: number, hi: number) => Math.round(lo + random() * (hi - lo));
-  const kinds: FaultKind[] = ["partition", "kill", "pause", "oneway", "bandwidth"];
+  const kinds = o.kinds;
   for (;;) {
     const kind = kinds[Math.floor(random() * kinds.length)];
     const ms = kind === "bandwidth"
@@ -345,7 +354,10 @@ async function main(): Promise<number> {
       const healed = Date.now();
       const up = await allUp(nodes, 30_000);
       recoveries.push(up ? Date.now() - healed : Infinity);
-      if (!up) log(o, "chaos: the cluster did not recover within 30 s");
+      if (!up) {
+        log(o, "chaos: the cluster did not recover within 30 s; each node's view is in its log");
+        await Promise.all(nodes.map((n) => n.send("dump").catch(() => {})));
+      }
       await sleep(p.gapMs);
     }
     const rest = t0 + (o.seconds - 8) * 1000 - Date.now();

@@ -29,8 +29,17 @@ export async function unsupported(): Promise<string | null> {
   }
   try {
     await run("ip", ["netns", "list"]);
+    await run("tc", ["-V"]);
   } catch (error) {
-    return `iproute2's ip is not usable: ${(error as Error).message}`;
+    return `iproute2 (ip, tc) is not usable: ${(error as Error).message}`;
+  }
+  const probe = `${PREFIX}${Deno.pid}probe`;
+  try {
+    await run("ip", ["netns", "add", probe]);
+  } catch (error) {
+    return `cannot create network namespaces here: ${(error as Error).message}`;
+  } finally {
+    await run("ip", ["netns", "del", probe], true);
   }
   return null;
 }

@@ -85,8 +85,9 @@ async function events(): Promise<void> {
 
 async function watch(): Promise<void> {
   for await (const ev of messenger.watch()) {
-    if (ev.reason === "current") continue;
-    log({ e: "N", peer: ev.peer, state: ev.state, reason: ev.reason });
+    // A subscriber's first events are the current states: not changes, but the harness needs
+    // them (a peer that connected before the subscription would otherwise never be "up").
+    if (ev.reason !== "current") log({ e: "N", peer: ev.peer, state: ev.state, reason: ev.reason });
     say(`N ${ev.peer} ${ev.state}`); // the harness waits for everyone up between faults
   }
 }
@@ -147,6 +148,18 @@ async function commands(): Promise<void> {
           await new Promise((r) => setTimeout(r, 50));
         }
         say("drained");
+      } else if (cmd === "dump") {
+        // What this node thinks, for a run that did not recover (the harness asks).
+        const conns = messenger.connections().map((c) => ({
+          id: c.id,
+          peer: c.peerName,
+          policy: c.policy.name,
+          state: c.state,
+          side: c.side,
+          link: c.linkEpoch,
+          rtt: c.rttMs,
+        }));
+        log({ e: "dump", peers: messenger.peers(), conns });
       } else if (cmd === "exit") {
         const { rss, heapUsed } = Deno.memoryUsage();
         log({ e: "mem", phase: "end", rss, heap: heapUsed });

@@ -30,6 +30,7 @@ export type LogRecord =
   | { e: "O"; counts: Record<string, number>; unhandled: number }
   | { e: "err"; what: string; msg: string }
   | { e: "log"; level: string; msg: string }
+  | { e: "dump"; peers: unknown[]; conns: unknown[] }
   | { e: "end" };
 
 /** A record as read back, with its time. */
