@@ -77,8 +77,11 @@ Deno.test("deno task bench:cluster --json compares the two designs", async () =>
   ]);
   const by = Object.fromEntries(benchmarks.map((b) => [b.name, b]));
   assert.deepEqual(Object.keys(by).sort(), [
+    "cluster_ceph_budget_interval_ms",
     "cluster_cpu",
+    "cluster_detect_ceph_budget_ms",
     "cluster_detect_ms",
+    "cluster_false_downs",
     "cluster_heartbeat_bytes",
     "cluster_heartbeat_frames",
     "cluster_sockets",
@@ -89,4 +92,9 @@ Deno.test("deno task bench:cluster --json compares the two designs", async () =>
   assert.equal(by.cluster_timers.value, 4);
   assert.ok(by.cluster_heartbeat_frames.ratio > 5, JSON.stringify(by.cluster_heartbeat_frames));
   assert.ok(by.cluster_detect_ms.value > 0 && by.cluster_detect_ms.baseline_value > 0);
+  assert.equal(by.cluster_detect_ceph_budget_ms.baseline_value, 20_000, "Ceph's grace");
+  assert.ok(by.cluster_detect_ceph_budget_ms.value > 0);
+  assert.ok(by.cluster_ceph_budget_interval_ms.value >= 20);
+  // A count, not a timing: how many there were is the benchmark's to report.
+  assert.ok(Number.isInteger(by.cluster_false_downs.value) && by.cluster_false_downs.value >= 0);
 });
