@@ -98,3 +98,19 @@ Deno.test("deno task bench:cluster --json compares the two designs", async () =>
   // A count, not a timing: how many there were is the benchmark's to report.
   assert.ok(Number.isInteger(by.cluster_false_downs.value) && by.cluster_false_downs.value >= 0);
 });
+
+Deno.test("deno task bench:cluster --netns runs each node as a process in its own namespace", async () => {
+  const { unsupported } = await import("../tests/chaos/netns.ts");
+  if (await unsupported()) return; // not root: the chaos test checks the refusal
+  const { benchmarks } = await runJson([
+    ...["bench/cluster/main.ts", "--json", "--netns", "--nodes", "3", "--users", "5"],
+    ...["--interval-ms", "200", "--window-s", "1"],
+  ]);
+  const by = Object.fromEntries(benchmarks.map((b) => [b.name, b]));
+  assert.equal(by.cluster_sockets.value, 6, "3 pairs, 2 ends, one process per node");
+  assert.ok(by.cluster_heartbeat_frames.value > 0);
+  assert.ok(by.cluster_detect_ceph_budget_ms.value > 0, "a stopped node was seen down");
+  assert.ok(Number.isInteger(by.cluster_false_downs.value));
+  const left = await new Deno.Command("ip", { args: ["netns", "list"], stdout: "piped" }).output();
+  assert.ok(!new TextDecoder().decode(left.stdout).includes("hlc"), "no namespace is left");
+});

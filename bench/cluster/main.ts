@@ -29,6 +29,7 @@ import process from "node:process";
 import { Messenger, type NodeEvent, silenceToDownMs } from "../../mod.ts";
 import { FaultProxy } from "../../tests/fault_proxy.ts";
 import { median } from "../_common.ts";
+import { runNetns, unsupported } from "./netns.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -40,6 +41,7 @@ const { values } = parseArgs({
     "window-s": { type: "string", default: "5" },
     sweep: { type: "boolean", default: false },
     experiment: { type: "boolean", default: false },
+    netns: { type: "boolean", default: false },
     svg: { type: "string" },
   },
 });
@@ -571,6 +573,7 @@ async function main(): Promise<void> {
     if (values.svg) await Deno.writeTextFile(values.svg, svgPlot(rows));
     if (!values.json) return;
   }
+  if (values.netns) return await netnsMain(nodes, users, intervalMs, windowS, log);
   const o = { nodes, users, intervalMs, windowS, detect: true };
   const s = await runSeparate(o);
   const hl = await runHeartline(o);
@@ -599,9 +602,16 @@ async function main(): Promise<void> {
     ["cluster_detect_ceph_budget_ms", "ms", ceph.run.detectMs, CEPH.graceMs],
     ["cluster_false_downs", "events", falseDowns, 0],
   ];
-  // Higher is better; for a count that must be 0, the ratio is 1 when it is.
-  const ratio = (name: string, value: number, baseline: number) =>
-    name === "cluster_false_downs" ? (value === 0 ? 1 : 0) : baseline / value;
+  printRows(rows, `N=${nodes} U=${users} interval=${intervalMs} ms, window ${windowS} s`);
+}
+
+/** Higher is better; for a count that must be 0, the ratio is 1 when it is. */
+function ratio(name: string, value: number, baseline: number): number {
+  return name === "cluster_false_downs" ? (value === 0 ? 1 : 0) : baseline / value;
+}
+
+/** Prints the rows as a table, or with --json as JSON rows. */
+function printRows(rows: [string, string, number, number][], title: string): void {
   if (values.json) {
     console.log(JSON.stringify({
       benchmarks: rows.map(([name, unit, value, baseline]) => ({
@@ -614,7 +624,7 @@ async function main(): Promise<void> {
     }));
     return;
   }
-  console.log(`N=${nodes} U=${users} interval=${intervalMs} ms, window ${windowS} s`);
+  console.log(title);
   console.log(`${"".padEnd(26)} ${"heartline".padStart(12)} ${"separate".padStart(12)}  ratio`);
   for (const [name, unit, value, baseline] of rows) {
     console.log(
@@ -623,6 +633,50 @@ async function main(): Promise<void> {
       }  ${ratio(name, value, baseline).toFixed(2)}`,
     );
   }
+}
+
+/**
+ * --netns: heartline with every node its own process in its own namespace; the separate
+ * design's figures are its nominal load (computed: it is not run this way yet).
+ */
+async function netnsMain(
+  nodes: number,
+  users: number,
+  intervalMs: number,
+  windowS: number,
+  log: (s: string) => void,
+): Promise<void> {
+  const why = await unsupported();
+  if (why) {
+    console.error(`bench:cluster --netns: ${why}`);
+    Deno.exit(2);
+  }
+  const hl = await runNetns({ nodes, users, intervalMs, windowS });
+  const perSecond = 1000 / intervalMs;
+  const sepFrames = nodes * users * (nodes - 1) * 2 * perSecond;
+  const budget = nodes * (nodes - 1) * CEPH.links * 2 * CEPH.pingBytes / (CEPH.intervalMs / 1000);
+  const affordable = hl.heartbeatBytesPerSecond / perSecond / budget * 1000;
+  const interval = Math.max(20, Math.ceil(affordable));
+  const ceph = await runNetns({ nodes, users, intervalMs: interval, windowS: 3 });
+  log(
+    `--netns, N=${nodes} processes: at ${intervalMs} ms ${hl.cpuMsPerSecond.toFixed(0)} ms/s of ` +
+      `CPU in all; Ceph's budget ${(budget / 1000).toFixed(0)} kB/s fits a ${
+        affordable.toFixed(0)
+      } ms interval; at ${interval} ms heartline sent ${
+        (ceph.heartbeatBytesPerSecond / 1000).toFixed(0)
+      } kB/s, a stopped node was seen down in ${ceph.detectMs.toFixed(0)} ms (median), ` +
+      `${ceph.falseDowns} false suspicions, ${ceph.cpuMsPerSecond.toFixed(0)} ms/s of CPU.`,
+  );
+  const rows: [string, string, number, number][] = [
+    ["cluster_sockets", "sockets", hl.sockets, 3 * nodes * (nodes - 1)],
+    ["cluster_heartbeat_frames", "frames/s", hl.heartbeatFramesPerSecond, sepFrames],
+    ["cluster_heartbeat_bytes", "bytes/s", hl.heartbeatBytesPerSecond, sepFrames * HB_BYTES],
+    ["cluster_detect_ms", "ms", hl.detectMs, intervalMs * 20 / 6],
+    ["cluster_ceph_budget_interval_ms", "ms", interval, CEPH.intervalMs],
+    ["cluster_detect_ceph_budget_ms", "ms", ceph.detectMs, CEPH.graceMs],
+    ["cluster_false_downs", "events", hl.falseDowns + ceph.falseDowns, 0],
+  ];
+  printRows(rows, `--netns: N=${nodes} U=${users} interval=${intervalMs} ms (separate: nominal)`);
 }
 
 if (import.meta.main) await main();

@@ -1,0 +1,140 @@
+// `deno task bench:cluster --netns`: the heartline design with every node a process of its own
+// in its own network namespace (the chaos harness's hosts, tests/chaos/netns.ts), so frames,
+// bytes and CPU are counted per real process and a hung node is a stopped process (SIGSTOP).
+// Needs root. The separate design is not run this way (yet): its figures in this mode are its
+// nominal load, computed, not measured.
+
+import { Hosts, sweepStale, unsupported } from "../../tests/chaos/netns.ts";
+
+/** What one --netns run measured, summed over the node processes. */
+export interface NetnsResult {
+  sockets: number;
+  heartbeatFramesPerSecond: number;
+  heartbeatBytesPerSecond: number;
+  cpuMsPerSecond: number;
+  /** Median over the survivors of the time from SIGSTOP of the victim to its `down`. */
+  detectMs: number;
+  /** Suspect or down events of peers never stopped. */
+  falseDowns: number;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** A node process and the lines it printed. */
+class Proc {
+  readonly lines: string[] = [];
+  constructor(readonly child: Deno.ChildProcess) {
+    (async () => {
+      let rest = "";
+      try {
+        for await (const chunk of child.stdout.pipeThrough(new TextDecoderStream())) {
+          rest += chunk;
+          let nl: number;
+          while ((nl = rest.indexOf("\n")) >= 0) {
+            this.lines.push(rest.slice(0, nl).trim());
+            rest = rest.slice(nl + 1);
+          }
+        }
+      } catch { /* gone */ }
+    })();
+  }
+  /** The first line starting with `prefix`, waiting at most `ms`. */
+  async line(prefix: string, ms: number): Promise<string> {
+    const until = Date.now() + ms;
+    for (;;) {
+      const i = this.lines.findIndex((l) => l.startsWith(prefix));
+      if (i >= 0) return this.lines.splice(i, 1)[0];
+      if (Date.now() > until) throw new Error(`no "${prefix}" from a node within ${ms} ms`);
+      await sleep(20);
+    }
+  }
+  async send(line: string): Promise<void> {
+    const w = this.child.stdin.getWriter();
+    try {
+      await w.write(new TextEncoder().encode(line + "\n"));
+    } finally {
+      w.releaseLock();
+    }
+  }
+}
+
+/** Why --netns cannot run here, or null. */
+export { unsupported };
+
+/** Runs N node processes at `intervalMs`, measures a window, then hangs the last node. */
+export async function runNetns(
+  o: { nodes: number; users: number; intervalMs: number; windowS: number },
+): Promise<NetnsResult> {
+  await sweepStale();
+  const hosts = await Hosts.create(o.nodes);
+  const procs: Proc[] = [];
+  const key = Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16)).join(
+    "",
+  );
+  const addr = (i: number) => `tcp://${hosts.addr(i)}:7100`;
+  const name = (i: number) => `n${String(i).padStart(2, "0")}`;
+  try {
+    const script = new URL("./netns_node.ts", import.meta.url).pathname;
+    for (let i = 0; i < o.nodes; i++) {
+      const config = {
+        name: name(i),
+        listen: addr(i),
+        dial: Array.from({ length: o.nodes - i - 1 }, (_, k) => ({
+          name: name(i + 1 + k),
+          addr: addr(i + 1 + k),
+        })),
+        peers: o.nodes - 1,
+        users: o.users,
+        intervalMs: o.intervalMs,
+        minStdDevMs: o.intervalMs / 10,
+        key,
+      };
+      const child = new Deno.Command("ip", {
+        args: ["netns", "exec", hosts.ns(i), Deno.execPath(), "run", "--quiet", "-A", script],
+        env: { CLUSTER_NODE: JSON.stringify(config) },
+        stdin: "piped",
+        stdout: "piped",
+        stderr: "inherit",
+      }).spawn();
+      procs.push(new Proc(child));
+    }
+    await Promise.all(procs.map((p) => p.line("ready", 30_000)));
+    await Promise.all(procs.map((p) => p.line("connected", 60_000)));
+    await sleep(o.intervalMs * 3 + 500); // phases and detectors settle
+    await Promise.all(procs.map((p) => p.send("window")));
+    await sleep(o.windowS * 1000);
+    await Promise.all(procs.map((p) => p.send("report")));
+    const reports = await Promise.all(
+      procs.map(async (p) => JSON.parse((await p.line("report", 10_000)).slice(7))),
+    );
+    const victim = procs.length - 1, survivors = procs.slice(0, victim);
+    await Promise.all(survivors.map((p) => p.send(`watch ${name(victim)}`)));
+    await sleep(100);
+    const stoppedAt = Date.now();
+    procs[victim].child.kill("SIGSTOP");
+    const downs = await Promise.all(survivors.map(async (p) => {
+      const line = await p.line("down", o.intervalMs * 40 + 5000).catch(() => null);
+      return line === null ? NaN : Number(line.split(" ")[2]) - stoppedAt;
+    }));
+    procs[victim].child.kill("SIGCONT");
+    const sum = (k: string) => reports.reduce((s, r) => s + r[k], 0);
+    const sorted = downs.filter(Number.isFinite).sort((a, b) => a - b);
+    return {
+      sockets: sum("sockets"),
+      heartbeatFramesPerSecond: sum("frames"),
+      heartbeatBytesPerSecond: sum("bytes"),
+      cpuMsPerSecond: sum("cpu"),
+      detectMs: sorted.length === survivors.length ? sorted[Math.floor(sorted.length / 2)] : NaN,
+      falseDowns: reports.slice(0, victim).reduce((s, r) => s + r.falseDowns, 0),
+    };
+  } finally {
+    await Promise.all(procs.map((p) => p.send("exit").catch(() => {})));
+    await sleep(1000);
+    for (const p of procs) {
+      try {
+        p.child.kill("SIGKILL");
+      } catch { /* exited */ }
+    }
+    await hosts.destroy();
+  }
+}
