@@ -42,6 +42,7 @@ const { values } = parseArgs({
     sweep: { type: "boolean", default: false },
     experiment: { type: "boolean", default: false },
     netns: { type: "boolean", default: false },
+    "saturate-s": { type: "string", default: "60" },
     svg: { type: "string" },
   },
 });
@@ -607,7 +608,7 @@ async function main(): Promise<void> {
 
 /** Higher is better; for a count that must be 0, the ratio is 1 when it is. */
 function ratio(name: string, value: number, baseline: number): number {
-  return name === "cluster_false_downs" ? (value === 0 ? 1 : 0) : baseline / value;
+  return name.endsWith("false_downs") ? (value === 0 ? 1 : 0) : baseline / value;
 }
 
 /** Prints the rows as a table, or with --json as JSON rows. */
@@ -651,7 +652,8 @@ async function netnsMain(
     console.error(`bench:cluster --netns: ${why}`);
     Deno.exit(2);
   }
-  const hl = await runNetns({ nodes, users, intervalMs, windowS });
+  const saturateS = Number(values["saturate-s"]);
+  const hl = await runNetns({ nodes, users, intervalMs, windowS, saturateS });
   const perSecond = 1000 / intervalMs;
   const sepFrames = nodes * users * (nodes - 1) * 2 * perSecond;
   const budget = nodes * (nodes - 1) * CEPH.links * 2 * CEPH.pingBytes / (CEPH.intervalMs / 1000);
@@ -676,6 +678,16 @@ async function netnsMain(
     ["cluster_detect_ceph_budget_ms", "ms", ceph.detectMs, CEPH.graceMs],
     ["cluster_false_downs", "events", hl.falseDowns + ceph.falseDowns, 0],
   ];
+  const sat = hl.saturated;
+  if (sat) {
+    log(
+      `Saturated: every link at ${sat.rate} for ${sat.seconds} s, ${
+        (sat.bytes / 1e6).toFixed(0)
+      } MB sent; highest phi ${sat.maxPhi.toFixed(2)}, ${sat.events} suspect or down events.`,
+    );
+    rows.push(["cluster_saturated_false_downs", "events", sat.events, 0]);
+    rows.push(["cluster_saturated_max_phi", "phi", sat.maxPhi, 8]);
+  }
   printRows(rows, `--netns: N=${nodes} U=${users} interval=${intervalMs} ms (separate: nominal)`);
 }
 

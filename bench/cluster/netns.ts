@@ -16,6 +16,8 @@ export interface NetnsResult {
   detectMs: number;
   /** Suspect or down events of peers never stopped. */
   falseDowns: number;
+  /** With `saturateS`: every link limited and flooded; what liveness saw meanwhile. */
+  saturated?: { seconds: number; rate: string; bytes: number; maxPhi: number; events: number };
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -58,12 +60,40 @@ class Proc {
   }
 }
 
+/** Link rate while saturating: the links, not the two cores, are then what is full. */
+const SATURATE_RATE = "20mbit";
+
+/**
+ * Limits every node's link (tbf, both ways) and has every node flood all its connections for
+ * `seconds`, while each samples its peers' phi: heartbeats must get through full links.
+ */
+async function saturate(hosts: Hosts, procs: Proc[], seconds: number) {
+  for (let i = 0; i < procs.length; i++) await hosts.bandwidth(i, SATURATE_RATE);
+  try {
+    await Promise.all(procs.map((p) => p.send(`flood ${seconds}`)));
+    const results = await Promise.all(
+      procs.map(async (p) =>
+        JSON.parse((await p.line("flooded", seconds * 1000 + 30_000)).slice(8))
+      ),
+    );
+    return {
+      seconds,
+      rate: SATURATE_RATE,
+      bytes: results.reduce((s, r) => s + r.bytes, 0),
+      maxPhi: Math.max(...results.map((r) => r.maxPhi)),
+      events: results.reduce((s, r) => s + r.events, 0),
+    };
+  } finally {
+    for (let i = 0; i < procs.length; i++) await hosts.bandwidth(i, null);
+  }
+}
+
 /** Why --netns cannot run here, or null. */
 export { unsupported };
 
 /** Runs N node processes at `intervalMs`, measures a window, then hangs the last node. */
 export async function runNetns(
-  o: { nodes: number; users: number; intervalMs: number; windowS: number },
+  o: { nodes: number; users: number; intervalMs: number; windowS: number; saturateS?: number },
 ): Promise<NetnsResult> {
   await sweepStale();
   const hosts = await Hosts.create(o.nodes);
@@ -107,6 +137,7 @@ export async function runNetns(
     const reports = await Promise.all(
       procs.map(async (p) => JSON.parse((await p.line("report", 10_000)).slice(7))),
     );
+    const saturated = o.saturateS ? await saturate(hosts, procs, o.saturateS) : undefined;
     const victim = procs.length - 1, survivors = procs.slice(0, victim);
     await Promise.all(survivors.map((p) => p.send(`watch ${name(victim)}`)));
     await sleep(100);
@@ -126,6 +157,7 @@ export async function runNetns(
       cpuMsPerSecond: sum("cpu"),
       detectMs: sorted.length === survivors.length ? sorted[Math.floor(sorted.length / 2)] : NaN,
       falseDowns: reports.slice(0, victim).reduce((s, r) => s + r.falseDowns, 0),
+      saturated,
     };
   } finally {
     await Promise.all(procs.map((p) => p.send("exit").catch(() => {})));

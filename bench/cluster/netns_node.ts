@@ -5,6 +5,9 @@
 //   `window`  -> starts counting (heartbeat frames and bytes sent, CPU)
 //   `report`  -> prints `report {json}` with what it counted since `window`
 //   `watch <name>` -> prints `down <name> <epoch ms>` when that peer goes down
+//   `flood <s>` -> sends 1 KiB messages on every connection as fast as they go for s seconds,
+//                  then prints `flooded {json}`: bytes sent, the highest phi seen of any peer
+//                  and the suspect or down events meanwhile
 //   `exit`    -> closes and exits
 // Configuration arrives as JSON in CLUSTER_NODE.
 
@@ -42,6 +45,9 @@ const m = new Messenger({
 });
 const part = new Uint8Array(8);
 for (let u = 0; u < config.users; u++) m.onOob(`user${u}`, () => {});
+(async () => {
+  for await (const _ of m.messages()) { /* the flood's messages: taken and dropped */ }
+})();
 await m.listen(config.listen);
 say("ready");
 for (const peer of config.dial) {
@@ -67,6 +73,26 @@ for (const conn of m.connections()) {
 say("connected");
 
 let watched: string | null = null, falseDowns = 0;
+
+/** Floods every connection for `seconds` while sampling every peer's phi. */
+async function flood(seconds: number): Promise<void> {
+  const until = performance.now() + seconds * 1000, before = falseDowns;
+  const body = new Uint8Array(1024);
+  let bytes = 0, maxPhi = 0;
+  const sampler = setInterval(() => {
+    for (const p of m.peers()) if (Number.isFinite(p.phi)) maxPhi = Math.max(maxPhi, p.phi);
+  }, 50);
+  await Promise.all(
+    m.connections().map(async (conn) => {
+      while (performance.now() < until && conn.state === "open") {
+        await conn.send(9, body).catch(() => {});
+        bytes += body.length;
+      }
+    }),
+  );
+  clearInterval(sampler);
+  say(`flooded ${JSON.stringify({ bytes, maxPhi, events: falseDowns - before })}`);
+}
 (async () => {
   for await (const e of m.watch()) {
     if (e.state === "up" || e.reason === "current" || e.reason === "closed") continue;
@@ -99,6 +125,8 @@ for await (const chunk of Deno.stdin.readable) {
           falseDowns,
         })
       }`);
+    } else if (cmd === "flood") {
+      flood(Number(arg));
     } else if (cmd === "watch") {
       watched = arg;
     } else if (cmd === "exit") {
