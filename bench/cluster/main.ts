@@ -43,6 +43,7 @@ const { values } = parseArgs({
     experiment: { type: "boolean", default: false },
     netns: { type: "boolean", default: false },
     "saturate-s": { type: "string", default: "60" },
+    "notsent-lowat": { type: "string", default: "16384" },
     svg: { type: "string" },
   },
 });
@@ -653,13 +654,14 @@ async function netnsMain(
     Deno.exit(2);
   }
   const saturateS = Number(values["saturate-s"]);
-  const hl = await runNetns({ nodes, users, intervalMs, windowS, saturateS });
+  const notsentLowat = Number(values["notsent-lowat"]);
+  const hl = await runNetns({ nodes, users, intervalMs, windowS, saturateS, notsentLowat });
   const perSecond = 1000 / intervalMs;
   const sepFrames = nodes * users * (nodes - 1) * 2 * perSecond;
   const budget = nodes * (nodes - 1) * CEPH.links * 2 * CEPH.pingBytes / (CEPH.intervalMs / 1000);
   const affordable = hl.heartbeatBytesPerSecond / perSecond / budget * 1000;
   const interval = Math.max(20, Math.ceil(affordable));
-  const ceph = await runNetns({ nodes, users, intervalMs: interval, windowS: 3 });
+  const ceph = await runNetns({ nodes, users, intervalMs: interval, windowS: 3, notsentLowat });
   log(
     `--netns, N=${nodes} processes: at ${intervalMs} ms ${hl.cpuMsPerSecond.toFixed(0)} ms/s of ` +
       `CPU in all; Ceph's budget ${(budget / 1000).toFixed(0)} kB/s fits a ${
@@ -681,7 +683,9 @@ async function netnsMain(
   const sat = hl.saturated;
   if (sat) {
     log(
-      `Saturated: every link at ${sat.rate} for ${sat.seconds} s, ${
+      `Saturated (tcp_notsent_lowat ${
+        notsentLowat || "kernel default"
+      }): every link at ${sat.rate} for ${sat.seconds} s, ${
         (sat.bytes / 1e6).toFixed(0)
       } MB sent; highest phi ${sat.maxPhi.toFixed(2)}, ${sat.events} suspect or down events.`,
     );

@@ -93,10 +93,18 @@ export { unsupported };
 
 /** Runs N node processes at `intervalMs`, measures a window, then hangs the last node. */
 export async function runNetns(
-  o: { nodes: number; users: number; intervalMs: number; windowS: number; saturateS?: number },
+  o: {
+    nodes: number;
+    users: number;
+    intervalMs: number;
+    windowS: number;
+    saturateS?: number;
+    /** `net.ipv4.tcp_notsent_lowat` in every namespace (0: the kernel's default). */
+    notsentLowat?: number;
+  },
 ): Promise<NetnsResult> {
   await sweepStale();
-  const hosts = await Hosts.create(o.nodes);
+  const hosts = await Hosts.create(o.nodes, { notsentLowat: o.notsentLowat });
   const procs: Proc[] = [];
   const key = Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16)).join(
     "",
@@ -137,7 +145,6 @@ export async function runNetns(
     const reports = await Promise.all(
       procs.map(async (p) => JSON.parse((await p.line("report", 10_000)).slice(7))),
     );
-    const saturated = o.saturateS ? await saturate(hosts, procs, o.saturateS) : undefined;
     const victim = procs.length - 1, survivors = procs.slice(0, victim);
     await Promise.all(survivors.map((p) => p.send(`watch ${name(victim)}`)));
     await sleep(100);
@@ -148,6 +155,9 @@ export async function runNetns(
       return line === null ? NaN : Number(line.split(" ")[2]) - stoppedAt;
     }));
     procs[victim].child.kill("SIGCONT");
+    await Promise.all(survivors.map((p) => p.send("watch none")));
+    await sleep(o.intervalMs * 5); // the victim is back and heard again before the flood
+    const saturated = o.saturateS ? await saturate(hosts, procs, o.saturateS) : undefined;
     const sum = (k: string) => reports.reduce((s, r) => s + r[k], 0);
     const sorted = downs.filter(Number.isFinite).sort((a, b) => a - b);
     return {

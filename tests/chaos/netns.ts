@@ -79,8 +79,11 @@ export class Hosts {
     this.#count = count;
   }
 
-  /** Creates the bridge and `count` namespaces, each with its address and loopback up. */
-  static async create(count: number): Promise<Hosts> {
+  /**
+   * Creates the bridge and `count` namespaces, each with its address and loopback up; with
+   * `notsentLowat`, each namespace's `net.ipv4.tcp_notsent_lowat` is set to it.
+   */
+  static async create(count: number, options: { notsentLowat?: number } = {}): Promise<Hosts> {
     const hosts = new Hosts(count);
     hosts.#made = true; // from here on, destroy() has something to remove
     const br = hosts.bridge;
@@ -95,6 +98,12 @@ export class Hosts {
       await run("ip", ["-n", ns, "addr", "add", `${hosts.addr(i)}/24`, "dev", "eth0"]);
       await run("ip", ["-n", ns, "link", "set", "eth0", "up"]);
       await run("ip", ["-n", ns, "link", "set", "lo", "up"]);
+      if (options.notsentLowat) {
+        // The kernel then holds at most this many unsent bytes per socket, so a full link
+        // backs up into the application's queue, where heartbeats go first.
+        const setting = `net.ipv4.tcp_notsent_lowat=${options.notsentLowat}`;
+        await run("ip", ["netns", "exec", ns, "sysctl", "-qw", setting]);
+      }
       await run("ip", ["link", "set", host, "master", br]);
       await run("ip", ["link", "set", host, "up"]);
     }
