@@ -162,7 +162,12 @@ Deno.test("[tcp] an out-of-order message after the handshake resets that session
   // Wait for the banner and the Welcome frame: the session is open on the server.
   let welcomed = 0;
   const buf = new Uint8Array(4096);
-  while (welcomed < BANNER.length + 12 + 20) welcomed += (await raw.read(buf)) ?? 0;
+  // Banner, the 44-byte Challenge, then the Welcome (at least 20 bytes); an early end fails.
+  while (welcomed < BANNER.length + 44 + 12 + 20) {
+    const n = await raw.read(buf);
+    assert.ok(n !== null, "the server closed before its Welcome");
+    welcomed += n;
+  }
   const msg = new Uint8Array(24);
   new DataView(msg.buffer).setUint32(12, 5); // seq 5 where 1 is expected
   await raw.write(encodeFrame(Tag.Message, msg));
@@ -185,7 +190,12 @@ Deno.test("[tcp] a message without its checksum is refused on a link that does n
   await raw.write(new Uint8Array([...BANNER, ...encodeFrame(Tag.Hello, hello)]));
   let welcomed = 0;
   const buf = new Uint8Array(4096);
-  while (welcomed < BANNER.length + 12 + 20) welcomed += (await raw.read(buf)) ?? 0;
+  // Banner, the 44-byte Challenge, then the Welcome (at least 20 bytes); an early end fails.
+  while (welcomed < BANNER.length + 44 + 12 + 20) {
+    const n = await raw.read(buf);
+    assert.ok(n !== null, "the server closed before its Welcome");
+    welcomed += n;
+  }
   const msg = new Uint8Array(24);
   new DataView(msg.buffer).setUint32(12, 1); // the expected seq: only the flag is wrong
   await raw.write(encodeFrame(Tag.Message, msg, FLAG_UNCHECKED));

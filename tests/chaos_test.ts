@@ -87,7 +87,7 @@ Deno.test("deno task chaos: a short seeded run keeps every promise and leaves no
   clearTimeout(timer);
   const stdout = new TextDecoder().decode(out.stdout);
   const stderr = new TextDecoder().decode(out.stderr);
-  if (out.code === 2) {
+  if (out.code === 2 && Deno.env.get("HEARTLINE_REQUIRE_NETNS") !== "1") {
     // Not root, or namespaces cannot be made here: it must say so plainly.
     assert.match(stderr, /needs root|cannot create network namespaces|iproute2/);
     console.warn(`chaos harness unavailable here: ${stderr.trim()}`);

@@ -292,4 +292,9 @@ Deno.test("connect() with another policy to the same address opens its own sessi
   assert.equal(await a.connect(addr, { policy: "lossyClient" }), lossy);
   assert.equal(await a.connect(addr, { policy: "losslessPeer", expectName: "b" }), lossless);
   assert.equal(a.connections().length, 2);
+  // A second lossless policy to the same node is refused up front: one lossless session per
+  // pair (the accepting side finds it by name), and the existing one is left alone.
+  await assert.rejects(a.connect(addr, { policy: "losslessClient" }), TypeError);
+  assert.equal(lossless.state, "open");
+  assert.equal(a.connections().length, 2);
 });

@@ -83,6 +83,11 @@ export class Dialer {
     if (!policy || policy.role === "server") {
       throw new TypeError(`Not a dialing policy: ${options.policy}`);
     }
+    if (!policy.lossy && p.registry.otherLossless(addr, policy.name)) {
+      throw new TypeError(
+        `A lossless session to ${addr} with another policy exists: one per pair of nodes`,
+      );
+    }
     const existing = p.registry.existing(addr, policy.name, options.expectName);
     if (existing) return this.#expected(await this.#opened(existing, addr), options);
     const transport = p.transportFor(addr);

@@ -119,10 +119,23 @@ export class SessionRegistry {
     let conn = this.#dialed.get(dialKey(addr, policy));
     if (!conn && expectName !== undefined && policy === "losslessPeer") {
       const session = this.sessionAt(addr);
-      if (session?.peerName === expectName) conn = session;
+      if (session?.peerName === expectName && session.policy.name === policy) conn = session;
     }
     if (!conn || conn.state === "closed" || conn.state === "closing") return undefined;
     return conn;
+  }
+
+  /**
+   * Our live lossless dial to `addr` with another lossless policy than `policy`, if any: a
+   * pair of nodes keeps one lossless session (the accepting side finds it by name).
+   */
+  otherLossless(addr: string, policy: PolicyName): Connection | undefined {
+    for (const other of ["losslessClient", "losslessPeer"] as const) {
+      if (other === policy) continue;
+      const conn = this.#dialed.get(dialKey(addr, other));
+      if (conn && conn.state !== "closed" && conn.state !== "closing") return conn;
+    }
+    return undefined;
   }
 
   /** The live peer session with the node known to listen at `addr`, if any. */

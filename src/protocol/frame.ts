@@ -240,10 +240,11 @@ export class FrameDecoder {
   /** Checks the checksum of the frame at `pos..end`, unless it is allowed to go without. */
   #check(buf: Uint8Array, view: DataView, pos: number, end: number): void {
     if (buf[pos + 1] & FLAG_UNCHECKED) {
-      if (this.#allowUnchecked) return;
+      // Only Message frames may go unchecked, and only once both ends agreed.
+      if (this.#allowUnchecked && buf[pos] === Tag.Message) return;
       throw new FrameError(
         "malformed",
-        "Frame without checksum on a link whose ends did not agree to skip it",
+        "Frame without checksum on a link whose ends did not agree to skip it (or not a Message)",
       );
     }
     let crc = crc32c(0, buf, pos, pos + 8);
