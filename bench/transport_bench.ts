@@ -2,7 +2,7 @@
 // run (4-byte length-prefixed messages, writes batched into 256 KiB: a raw QUIC stream or TLS
 // stream with batched writes, a raw WebSocket with one binary message per batch).
 
-import { TlsTransport, WebSocketTransport } from "../mod.ts";
+import { TlsTransport, type Transport, WebSocketTransport } from "../mod.ts";
 import { heartlineOneWay, heartlinePingPong } from "./_heartline.ts";
 import { QuicTransport } from "../transports/quic.ts";
 import { testCerts } from "../examples/_dev_certs.ts";
@@ -220,63 +220,46 @@ export async function transportBenchmarks(options: BenchOptions): Promise<BenchR
   const quic = () =>
     new QuicTransport({ cert: certs.cert, key: certs.key, caCerts: [certs.caCert] });
   const cases: [string, () => Promise<number>, () => Promise<number>][] = [];
-  for (
-    const [name, size, count] of [["quic_oneway_64B", 64, 300_000], [
-      "quic_oneway_1KiB",
-      1024,
-      100_000,
-    ]] as const
-  ) {
-    const n = Math.round(count * scale);
-    cases.push([
-      name,
-      () => rawQuicOneWay(size, n),
-      () => heartlineOneWay(size, n, { transport: quic(), listenAddr: "quic://127.0.0.1:0" }),
-    ]);
-  }
-  // The same with frame checksums kept (`checksumSecureLinks`): what skipping them saves.
-  const nQuic = Math.round(100_000 * scale);
-  cases.push([
-    "quic_oneway_1KiB_crc",
-    () => rawQuicOneWay(1024, nQuic),
-    () =>
-      heartlineOneWay(1024, nQuic, {
-        transport: quic(),
-        listenAddr: "quic://127.0.0.1:0",
-        checksumSecureLinks: true,
-      }),
-  ]);
   const tls = () => new TlsTransport({ cert: certs.cert, key: certs.key, caCerts: [certs.caCert] });
-  for (
-    const [name, size, count] of [
-      ["tls_oneway_64B", 64, 500_000],
-      ["tls_oneway_64KiB", 65536, 10_000],
-    ] as const
-  ) {
+  /**
+   * One-way rows: heartline over `transport` against `raw` in the same run; with `crc`, also
+   * the row `<name>_crc` with frame checksums kept (`checksumSecureLinks`), to show what
+   * skipping them saves on links that protect integrity.
+   */
+  const oneWay = (
+    name: string,
+    [size, count]: [number, number],
+    raw: (size: number, count: number) => Promise<number>,
+    transport: () => Transport,
+    listenAddr: string,
+    crc = false,
+  ) => {
     const n = Math.round(count * scale);
-    for (const crc of [false, true]) {
+    for (const keep of crc ? [false, true] : [false]) {
       cases.push([
-        crc ? `${name}_crc` : name,
-        () => rawTlsOneWay(size, n),
+        keep ? `${name}_crc` : name,
+        () => raw(size, n),
         () =>
           heartlineOneWay(size, n, {
-            transport: tls(),
-            listenAddr: "tls://127.0.0.1:0",
-            checksumSecureLinks: crc,
+            transport: transport(),
+            listenAddr,
+            checksumSecureLinks: keep,
           }),
       ]);
     }
-  }
-  const nWs = Math.round(300_000 * scale);
-  cases.push([
+  };
+  const quicAddr = "quic://127.0.0.1:0", tlsAddr = "tls://127.0.0.1:0";
+  oneWay("quic_oneway_64B", [64, 300_000], rawQuicOneWay, quic, quicAddr);
+  oneWay("quic_oneway_1KiB", [1024, 100_000], rawQuicOneWay, quic, quicAddr, true);
+  oneWay("tls_oneway_64B", [64, 500_000], rawTlsOneWay, tls, tlsAddr, true);
+  oneWay("tls_oneway_64KiB", [65536, 10_000], rawTlsOneWay, tls, tlsAddr, true);
+  oneWay(
     "ws_oneway_64B",
-    () => rawWsOneWay(64, nWs),
-    () =>
-      heartlineOneWay(64, nWs, {
-        transport: new WebSocketTransport(),
-        listenAddr: "ws://127.0.0.1:0/heartline",
-      }),
-  ]);
+    [64, 300_000],
+    rawWsOneWay,
+    () => new WebSocketTransport(),
+    "ws://127.0.0.1:0/heartline",
+  );
   for (const [name, base, ours] of cases) {
     if (!wanted(options, name)) continue;
     let b = 0, o = 0;

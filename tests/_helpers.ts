@@ -188,3 +188,35 @@ export async function manualPair(
     },
   };
 }
+
+/**
+ * Runs `deno <args>` in the project root as a child process, bounded: past `ms` it gets
+ * SIGTERM (harnesses clean up on it), 10 s later SIGKILL, and the test fails. Returns the
+ * exit code, stdout and stderr as text, and the child's pid.
+ */
+export async function runDeno(
+  args: string[],
+  ms: number,
+): Promise<{ code: number; stdout: string; stderr: string; pid: number }> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args,
+    cwd: new URL("../", import.meta.url),
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  let timedOut = false;
+  const term = setTimeout(() => {
+    timedOut = true;
+    child.kill("SIGTERM");
+  }, ms);
+  const kill = setTimeout(() => child.kill("SIGKILL"), ms + 10_000);
+  try {
+    const out = await child.output();
+    const text = (b: Uint8Array) => new TextDecoder().decode(b);
+    if (timedOut) throw new Error(`deno ${args.join(" ")} ran past ${ms} ms\n${text(out.stderr)}`);
+    return { code: out.code, stdout: text(out.stdout), stderr: text(out.stderr), pid: child.pid };
+  } finally {
+    clearTimeout(term);
+    clearTimeout(kill);
+  }
+}

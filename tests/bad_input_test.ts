@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { FrameError, HandshakeRefusedError, Messenger } from "../mod.ts";
 import { BANNER, encodeFrame, FLAG_UNCHECKED, Tag } from "../src/protocol/frame.ts";
-import { encodeJson } from "../src/protocol/handshake.ts";
+import { encodeJson, type Hello } from "../src/protocol/handshake.ts";
 import { bytes, captureLogger, rawHello, take, waitEvent } from "./_helpers.ts";
 
 const HELLO = rawHello();
@@ -30,6 +30,20 @@ async function readToEnd(conn: Deno.TcpConn): Promise<Uint8Array> {
   }
   conn.close();
   return new Uint8Array(chunks);
+}
+
+/**
+ * Sends the banner and `hello`, then reads until the server's banner, Challenge (44 bytes) and
+ * Welcome (at least 32 bytes) are in; a server that closes first fails the test.
+ */
+async function helloAndWelcome(raw: Deno.TcpConn, hello: Hello): Promise<void> {
+  await raw.write(new Uint8Array([...BANNER, ...encodeFrame(Tag.Hello, encodeJson(hello))]));
+  const buf = new Uint8Array(4096);
+  for (let got = 0; got < BANNER.length + 44 + 12 + 20;) {
+    const n = await raw.read(buf);
+    assert.ok(n !== null, "the server closed before its Welcome");
+    got += n;
+  }
 }
 
 async function setup() {
@@ -158,16 +172,7 @@ Deno.test("[tcp] an out-of-order message after the handshake resets that session
   const s = await setup();
   const reset = waitEvent(s.server, "reset");
   const raw = await rawDial(s.addr);
-  await raw.write(new Uint8Array([...BANNER, ...encodeFrame(Tag.Hello, encodeJson(HELLO))]));
-  // Wait for the banner and the Welcome frame: the session is open on the server.
-  let welcomed = 0;
-  const buf = new Uint8Array(4096);
-  // Banner, the 44-byte Challenge, then the Welcome (at least 20 bytes); an early end fails.
-  while (welcomed < BANNER.length + 44 + 12 + 20) {
-    const n = await raw.read(buf);
-    assert.ok(n !== null, "the server closed before its Welcome");
-    welcomed += n;
-  }
+  await helloAndWelcome(raw, HELLO); // the session is open on the server
   const msg = new Uint8Array(24);
   new DataView(msg.buffer).setUint32(12, 5); // seq 5 where 1 is expected
   await raw.write(encodeFrame(Tag.Message, msg));
@@ -186,16 +191,7 @@ Deno.test("[tcp] a message without its checksum is refused on a link that does n
   const reset = waitEvent(s.server, "reset");
   const raw = await rawDial(s.addr);
   // It even claims integrity: the server's own end of a TCP link does not, so it never agrees.
-  const hello = encodeJson({ ...HELLO, integrity: true });
-  await raw.write(new Uint8Array([...BANNER, ...encodeFrame(Tag.Hello, hello)]));
-  let welcomed = 0;
-  const buf = new Uint8Array(4096);
-  // Banner, the 44-byte Challenge, then the Welcome (at least 20 bytes); an early end fails.
-  while (welcomed < BANNER.length + 44 + 12 + 20) {
-    const n = await raw.read(buf);
-    assert.ok(n !== null, "the server closed before its Welcome");
-    welcomed += n;
-  }
+  await helloAndWelcome(raw, { ...HELLO, integrity: true });
   const msg = new Uint8Array(24);
   new DataView(msg.buffer).setUint32(12, 1); // the expected seq: only the flag is wrong
   await raw.write(encodeFrame(Tag.Message, msg, FLAG_UNCHECKED));

@@ -4,6 +4,7 @@
 import "./_guard.ts";
 import assert from "node:assert/strict";
 import { analyse, type Fault, type Incarnation, passed, type Timed } from "./chaos/report.ts";
+import { runDeno } from "./_helpers.ts";
 
 /** An incarnation with records at the given times. */
 function inc(node: string, records: Timed[], extra: Partial<Incarnation> = {}): Incarnation {
@@ -73,20 +74,12 @@ Deno.test("chaos report: detection is timed from the fault; a down without one i
 });
 
 Deno.test("deno task chaos: a short seeded run keeps every promise and leaves no namespace", async () => {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      ...["run", "--allow-run", "--allow-read", "--allow-write", "--allow-env", "--allow-sys"],
-      ...["tests/chaos/main.ts", "--seconds", "40", "--nodes", "4", "--seed", "7", "--json"],
-    ],
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
   // Bounded: past 150 s the harness gets SIGTERM, removes its namespaces and exits.
-  const timer = setTimeout(() => child.kill("SIGTERM"), 150_000);
-  const out = await child.output();
-  clearTimeout(timer);
-  const stdout = new TextDecoder().decode(out.stdout);
-  const stderr = new TextDecoder().decode(out.stderr);
+  const out = await runDeno([
+    ...["run", "--allow-run", "--allow-read", "--allow-write", "--allow-env", "--allow-sys"],
+    ...["tests/chaos/main.ts", "--seconds", "40", "--nodes", "4", "--seed", "7", "--json"],
+  ], 150_000);
+  const { stdout, stderr } = out;
   if (out.code === 2 && Deno.env.get("HEARTLINE_REQUIRE_NETNS") !== "1") {
     // Not root, or namespaces cannot be made here: it must say so plainly.
     assert.match(stderr, /needs root|cannot create network namespaces|iproute2/);
@@ -109,6 +102,6 @@ Deno.test("deno task chaos: a short seeded run keeps every promise and leaves no
   assert.equal(out.code, 0, summary);
   const netns = await new Deno.Command("ip", { args: ["netns", "list"], stdout: "piped" }).output();
   const left = new TextDecoder().decode(netns.stdout).split("\n")
-    .filter((l) => l.startsWith(`hlc${child.pid}`));
+    .filter((l) => l.startsWith(`hlc${out.pid}`));
   assert.deepEqual(left, [], "no namespace of the run is left");
 });

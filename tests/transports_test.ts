@@ -8,6 +8,7 @@ import {
   TcpTransport,
   TlsTransport,
   type Transport,
+  TransportError,
   WebSocketTransport,
 } from "../mod.ts";
 import { deadline, take } from "./_helpers.ts";
@@ -61,9 +62,20 @@ runTransportSuite("ws", () =>
   }));
 
 /** Sends `n` messages from a client to a server over `transport`, returns both messengers. */
-async function exchange(transport: Transport, addr: string, options: MessengerOptions, n = 50) {
+async function exchange(
+  transport: Transport,
+  addr: string,
+  options: MessengerOptions,
+  serverOptions: MessengerOptions = options,
+  n = 50,
+) {
   const quiet = { logger: () => {} };
-  const server = new Messenger({ name: "srv", transports: [transport], ...quiet, ...options });
+  const server = new Messenger({
+    name: "srv",
+    transports: [transport],
+    ...quiet,
+    ...serverOptions,
+  });
   const client = new Messenger({ name: "cli", transports: [transport], ...quiet, ...options });
   const conn = await client.connect(await server.listen(addr), { policy: "losslessClient" });
   for (let i = 0; i < n; i++) await conn.send(i, new Uint8Array([i]));
@@ -85,6 +97,10 @@ Deno.test("checksums: skipped on TLS and QUIC links, kept on TCP and when asked 
     const kept = await exchange(transport, addr, { checksumSecureLinks: true });
     assert.equal(kept.client.counters.uncheckedFrames, 0, `${addr}: checksums kept when asked`);
     await kept.close();
+    // Either end asking is enough: the other does not skip alone.
+    const one = await exchange(transport, addr, {}, { checksumSecureLinks: true });
+    assert.equal(one.client.counters.uncheckedFrames, 0, `${addr}: the server asked to keep them`);
+    await one.close();
   }
   const tcp = await exchange(new TcpTransport(), "tcp://127.0.0.1:0", {});
   assert.equal(tcp.client.counters.uncheckedFrames, 0, "TCP keeps its checksums");
@@ -117,10 +133,15 @@ Deno.test("certificates: only the cluster CA's leaf for the pinned serverName pa
         for await (const link of listener) link.close();
       })();
       const dialed = await deadline(
-        dial.connect(listener.addr).then((link) => (link.close(), true), () => false),
+        dial.connect(listener.addr).then((link) => (link.close(), true), (error) => error),
         `${scheme}: ${what}`,
       );
-      assert.equal(dialed, passes, `${scheme}: ${what}`);
+      if (passes) assert.equal(dialed, true, `${scheme}: ${what}: ${dialed}`);
+      else {
+        // Refused for its certificate, not for anything else.
+        assert.ok(dialed instanceof TransportError, `${scheme}: ${what}: ${dialed}`);
+        assert.match(dialed.message, /certificate|UnknownIssuer|NotValidForName/i, what);
+      }
       listener.close();
       await deadline(accepting, `${scheme}: the listener to close`);
     }

@@ -4,15 +4,17 @@
 import "./_guard.ts";
 import assert from "node:assert/strict";
 import {
+  type Connection,
   HandshakeRefusedError,
   Messenger,
+  type MessengerOptions,
   UnexpectedPeerError,
   WebSocketTransport,
 } from "../mod.ts";
 import { checkListen, resolveKeys } from "../src/options.ts";
 import { BANNER, encodeFrame, FrameDecoder, Tag } from "../src/protocol/frame.ts";
 import { sessionOf } from "../src/connection.ts";
-import { encodeJson } from "../src/protocol/handshake.ts";
+import { encodeJson, type Hello } from "../src/protocol/handshake.ts";
 import { captureLogger, deadline, rawHello, take, waitEvent } from "./_helpers.ts";
 
 const quiet = () => ({ logger: captureLogger().log });
@@ -145,45 +147,19 @@ Deno.test("auth: nodes prove their names with keys; a wrong, missing or borrowed
   for (const m of [alpha, forged, keyless, open, fakeBravo, c1, c2, bravo]) await m.close();
 });
 
-Deno.test("auth: a Hello in a victim's name cannot take over its lossless session", async () => {
-  const keyring = { alpha: "k-alpha", server: "k-server" };
-  const server = new Messenger({ name: "server", auth: { keyring }, ...quiet() });
+/**
+ * A victim `alpha` with a healthy lossless session on `server`, and an impostor on a raw
+ * socket that sends a Hello in alpha's name with `claims` (it knows the name and both nonces;
+ * it has no key and no resume secret). Resolves once the impostor was refused and its link
+ * closed, with what it received and what the server reported meanwhile.
+ */
+async function impostor(
+  auth: MessengerOptions["auth"],
+  claims: (victim: Connection) => Partial<Hello>,
+) {
+  const server = new Messenger({ name: "server", auth, ...quiet() });
   const addr = await server.listen("tcp://127.0.0.1:0");
-  const alpha = new Messenger({ name: "alpha", auth: { keyring }, ...quiet() });
-  const conn = await alpha.connect(addr, { policy: "losslessClient" });
-  const session = server.connections().find((c) => c.peerName === "alpha")!;
-  const events: string[] = [];
-  (async () => {
-    for await (const e of server.events()) events.push(e.kind);
-  })();
-  // The attacker knows the name, the nonces and even the session id; it has no key.
-  const raw = await Deno.connect({ hostname: "127.0.0.1", port: Number(new URL(addr).port) });
-  const hello = rawHello({
-    name: "alpha",
-    nonce: alpha.nonce,
-    policy: "losslessClient",
-    resumeNonce: server.nonce,
-    inSeq: 0,
-    challenge: "00".repeat(16),
-    proof: "ab".repeat(32),
-  });
-  await raw.write(new Uint8Array([...BANNER, ...encodeFrame(Tag.Hello, encodeJson(hello))]));
-  const refused = await deadline(waitEvent(server, "error"), "the impostor's refusal");
-  assert.ok(refused.error instanceof HandshakeRefusedError && refused.error.field === "auth");
-  raw.close();
-  // The real session is untouched and keeps delivering.
-  await conn.send(1, new Uint8Array([1]));
-  const [m] = await take(server, 1);
-  assert.equal(m.connection, session);
-  assert.ok(!events.includes("remote-reset") && !events.includes("resume"), events.join(","));
-  await alpha.close();
-  await server.close();
-});
-
-Deno.test("no keys: the public nonces and even the session id do not resume a victim's session", async () => {
-  const server = new Messenger({ name: "server", ...quiet() });
-  const addr = await server.listen("tcp://127.0.0.1:0");
-  const alpha = new Messenger({ name: "alpha", ...quiet() });
+  const alpha = new Messenger({ name: "alpha", auth, ...quiet() });
   const conn = await alpha.connect(addr, { policy: "losslessClient" });
   await conn.send(1, new Uint8Array([1]));
   await take(server, 1);
@@ -208,24 +184,50 @@ Deno.test("no keys: the public nonces and even the session id do not resume a vi
     nonce: alpha.nonce,
     policy: "losslessClient",
     resumeNonce: server.nonce,
-    session: sessionOf(conn).sequence.id!, // worst case: the attacker learnt the session id
     inSeq: 0,
     challenge: "00".repeat(16),
-    resumeProof: "ab".repeat(32),
+    ...claims(conn),
   });
+  const failed = waitEvent(server, "error"); // subscribed before the Hello goes
   await raw.write(new Uint8Array([...BANNER, ...encodeFrame(Tag.Hello, encodeJson(hello))]));
-  const refused = await deadline(waitEvent(server, "error"), "the impostor's refusal");
-  assert.ok(refused.error instanceof HandshakeRefusedError && refused.error.field === "auth");
+  const refused = await deadline(failed, "the impostor's refusal");
   await deadline(reading, "the impostor's link to close");
-  assert.ok(!frames.some((f) => f.tag === Tag.Welcome), "the impostor got no Welcome");
+  raw.close();
+  return { server, alpha, conn, session, events, frames, refused };
+}
+
+Deno.test("auth: a Hello in a victim's name cannot take over its lossless session", async () => {
+  const keyring = { alpha: "k-alpha", server: "k-server" };
+  // The attacker knows the name, the nonces and even the session id; it has no key.
+  const t = await impostor({ keyring }, (victim) => ({
+    session: sessionOf(victim).sequence.id!,
+    proof: "ab".repeat(32),
+  }));
+  assert.ok(t.refused.error instanceof HandshakeRefusedError && t.refused.error.field === "auth");
+  // The real session is untouched and keeps delivering.
+  await t.conn.send(1, new Uint8Array([1]));
+  const [m] = await take(t.server, 1);
+  assert.equal(m.connection, t.session);
+  assert.ok(!t.events.includes("remote-reset") && !t.events.includes("resume"), t.events.join(","));
+  await t.alpha.close();
+  await t.server.close();
+});
+
+Deno.test("no keys: the public nonces and even the session id do not resume a victim's session", async () => {
+  const t = await impostor(undefined, (victim) => ({
+    session: sessionOf(victim).sequence.id!, // worst case: the attacker learnt the session id
+    resumeProof: "ab".repeat(32),
+  }));
+  assert.ok(t.refused.error instanceof HandshakeRefusedError && t.refused.error.field === "auth");
+  assert.ok(!t.frames.some((f) => f.tag === Tag.Welcome), "the impostor got no Welcome");
   // The real session is untouched and keeps delivering, with no reset and no resume.
-  await conn.send(2, new Uint8Array([2]));
-  const [m] = await take(server, 1);
-  assert.equal(m.connection, session);
+  await t.conn.send(2, new Uint8Array([2]));
+  const [m] = await take(t.server, 1);
+  assert.equal(m.connection, t.session);
   assert.equal(m.type, 2);
-  assert.ok(!events.includes("remote-reset") && !events.includes("resume"), events.join(","));
-  await alpha.close();
-  await server.close();
+  assert.ok(!t.events.includes("remote-reset") && !t.events.includes("resume"), t.events.join(","));
+  await t.alpha.close();
+  await t.server.close();
 });
 
 Deno.test("a messenger without keys refuses to listen beyond loopback unless told insecure", async () => {

@@ -5,6 +5,7 @@
 // nominal load, computed, not measured.
 
 import { Hosts, sweepStale, unsupported } from "../../tests/chaos/netns.ts";
+import { LineChild } from "../../tests/chaos/lines.ts";
 
 /** What one --netns run measured, summed over the node processes. */
 export interface NetnsResult {
@@ -22,44 +23,6 @@ export interface NetnsResult {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** A node process and the lines it printed. */
-class Proc {
-  readonly lines: string[] = [];
-  constructor(readonly child: Deno.ChildProcess) {
-    (async () => {
-      let rest = "";
-      try {
-        for await (const chunk of child.stdout.pipeThrough(new TextDecoderStream())) {
-          rest += chunk;
-          let nl: number;
-          while ((nl = rest.indexOf("\n")) >= 0) {
-            this.lines.push(rest.slice(0, nl).trim());
-            rest = rest.slice(nl + 1);
-          }
-        }
-      } catch { /* gone */ }
-    })();
-  }
-  /** The first line starting with `prefix`, waiting at most `ms`. */
-  async line(prefix: string, ms: number): Promise<string> {
-    const until = Date.now() + ms;
-    for (;;) {
-      const i = this.lines.findIndex((l) => l.startsWith(prefix));
-      if (i >= 0) return this.lines.splice(i, 1)[0];
-      if (Date.now() > until) throw new Error(`no "${prefix}" from a node within ${ms} ms`);
-      await sleep(20);
-    }
-  }
-  async send(line: string): Promise<void> {
-    const w = this.child.stdin.getWriter();
-    try {
-      await w.write(new TextEncoder().encode(line + "\n"));
-    } finally {
-      w.releaseLock();
-    }
-  }
-}
-
 /** Link rate while saturating: the links, not the two cores, are then what is full. */
 const SATURATE_RATE = "20mbit";
 
@@ -67,13 +30,13 @@ const SATURATE_RATE = "20mbit";
  * Limits every node's link (tbf, both ways) and has every node flood all its connections for
  * `seconds`, while each samples its peers' phi: heartbeats must get through full links.
  */
-async function saturate(hosts: Hosts, procs: Proc[], seconds: number) {
+async function saturate(hosts: Hosts, procs: LineChild[], seconds: number) {
   for (let i = 0; i < procs.length; i++) await hosts.bandwidth(i, SATURATE_RATE);
   try {
     await Promise.all(procs.map((p) => p.send(`flood ${seconds}`)));
     const results = await Promise.all(
       procs.map(async (p) =>
-        JSON.parse((await p.line("flooded", seconds * 1000 + 30_000)).slice(8))
+        JSON.parse((await p.take("flooded", seconds * 1000 + 30_000)).slice(8))
       ),
     );
     return {
@@ -105,7 +68,7 @@ export async function runNetns(
 ): Promise<NetnsResult> {
   await sweepStale();
   const hosts = await Hosts.create(o.nodes, { notsentLowat: o.notsentLowat });
-  const procs: Proc[] = [];
+  const procs: LineChild[] = [];
   const key = Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16)).join(
     "",
   );
@@ -134,16 +97,16 @@ export async function runNetns(
         stdout: "piped",
         stderr: "inherit",
       }).spawn();
-      procs.push(new Proc(child));
+      procs.push(new LineChild(child));
     }
-    await Promise.all(procs.map((p) => p.line("ready", 30_000)));
-    await Promise.all(procs.map((p) => p.line("connected", 60_000)));
+    await Promise.all(procs.map((p) => p.take("ready", 30_000)));
+    await Promise.all(procs.map((p) => p.take("connected", 60_000)));
     await sleep(o.intervalMs * 3 + 500); // phases and detectors settle
     await Promise.all(procs.map((p) => p.send("window")));
     await sleep(o.windowS * 1000);
     await Promise.all(procs.map((p) => p.send("report")));
     const reports = await Promise.all(
-      procs.map(async (p) => JSON.parse((await p.line("report", 10_000)).slice(7))),
+      procs.map(async (p) => JSON.parse((await p.take("report", 10_000)).slice(7))),
     );
     const victim = procs.length - 1, survivors = procs.slice(0, victim);
     await Promise.all(survivors.map((p) => p.send(`watch ${name(victim)}`)));
@@ -151,7 +114,7 @@ export async function runNetns(
     const stoppedAt = Date.now();
     procs[victim].child.kill("SIGSTOP");
     const downs = await Promise.all(survivors.map(async (p) => {
-      const line = await p.line("down", o.intervalMs * 40 + 5000).catch(() => null);
+      const line = await p.take("down", o.intervalMs * 40 + 5000).catch(() => null);
       return line === null ? NaN : Number(line.split(" ")[2]) - stoppedAt;
     }));
     procs[victim].child.kill("SIGCONT");

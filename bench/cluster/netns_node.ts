@@ -13,6 +13,7 @@
 
 import process from "node:process";
 import { Messenger } from "../../mod.ts";
+import { lines } from "../../tests/chaos/lines.ts";
 
 interface Config {
   name: string;
@@ -26,7 +27,7 @@ interface Config {
 }
 
 const config = JSON.parse(Deno.env.get("CLUSTER_NODE")!) as Config;
-const encoder = new TextEncoder(), decoder = new TextDecoder();
+const encoder = new TextEncoder();
 const say = (line: string) => Deno.stdout.writeSync(encoder.encode(line + "\n"));
 const cpuMs = () => {
   const u = process.cpuUsage();
@@ -47,7 +48,7 @@ const part = new Uint8Array(8);
 for (let u = 0; u < config.users; u++) m.onOob(`user${u}`, () => {});
 (async () => {
   for await (const _ of m.messages()) { /* the flood's messages: taken and dropped */ }
-})();
+})().catch((error) => say(`error ${error}`));
 await m.listen(config.listen);
 say("ready");
 for (const peer of config.dial) {
@@ -100,38 +101,33 @@ async function flood(seconds: number): Promise<void> {
       if (e.state === "down") say(`down ${e.peer} ${Date.now()}`);
     } else falseDowns++;
   }
-})();
+})().catch((error) => say(`error ${error}`));
 
 let start = { frames: 0, bytes: 0, cpu: 0, t: 0 };
-let rest = "";
-for await (const chunk of Deno.stdin.readable) {
-  rest += decoder.decode(chunk);
-  let nl: number;
-  while ((nl = rest.indexOf("\n")) >= 0) {
-    const [cmd, arg] = rest.slice(0, nl).trim().split(" ");
-    rest = rest.slice(nl + 1);
-    const s = m.oobStats;
-    if (cmd === "window") {
-      start = { frames: s.heartbeatFramesSent, bytes: s.heartbeatBytesSent, cpu: cpuMs(), t: 0 };
-      start.t = performance.now();
-    } else if (cmd === "report") {
-      const seconds = (performance.now() - start.t) / 1000;
-      say(`report ${
-        JSON.stringify({
-          frames: (s.heartbeatFramesSent - start.frames) / seconds,
-          bytes: (s.heartbeatBytesSent - start.bytes) / seconds,
-          cpu: (cpuMs() - start.cpu) / seconds,
-          sockets: m.connections().length,
-          falseDowns,
-        })
-      }`);
-    } else if (cmd === "flood") {
-      flood(Number(arg));
-    } else if (cmd === "watch") {
-      watched = arg;
-    } else if (cmd === "exit") {
-      await Promise.race([m.close(), new Promise((r) => setTimeout(r, 500))]);
-      Deno.exit(0);
-    }
+for await (const line of lines(Deno.stdin.readable)) {
+  const [cmd, arg] = line.split(" ");
+  const s = m.oobStats;
+  if (cmd === "window") {
+    start = { frames: s.heartbeatFramesSent, bytes: s.heartbeatBytesSent, cpu: cpuMs(), t: 0 };
+    start.t = performance.now();
+  } else if (cmd === "report") {
+    const seconds = (performance.now() - start.t) / 1000;
+    say(`report ${
+      JSON.stringify({
+        frames: (s.heartbeatFramesSent - start.frames) / seconds,
+        bytes: (s.heartbeatBytesSent - start.bytes) / seconds,
+        cpu: (cpuMs() - start.cpu) / seconds,
+        sockets: m.connections().length,
+        falseDowns,
+      })
+    }`);
+  } else if (cmd === "flood") {
+    // Never left to reject unhandled: a failed flood answers with its error.
+    flood(Number(arg)).catch((error) => say(`flooded ${JSON.stringify({ error: String(error) })}`));
+  } else if (cmd === "watch") {
+    watched = arg;
+  } else if (cmd === "exit") {
+    await Promise.race([m.close(), new Promise((r) => setTimeout(r, 500))]);
+    Deno.exit(0);
   }
 }

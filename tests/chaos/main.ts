@@ -11,6 +11,7 @@
 
 import { seededRandom } from "../../testing.ts";
 import { Hosts, sweepStale, unsupported } from "./netns.ts";
+import { LineChild } from "./lines.ts";
 import {
   analyse,
   type ChaosReport,
@@ -102,10 +103,9 @@ class NodeProcess {
   inc = 0;
   child!: Deno.ChildProcess;
   incarnations: Incarnation[] = [];
-  #lines: string[] = [];
+  #io!: LineChild;
   /** What this incarnation's watch() last said of each peer. */
   peerStates = new Map<string, string>();
-  #wake: (() => void) | null = null;
   #expectExit = false;
   #status!: Promise<Deno.CommandStatus>;
 
@@ -152,7 +152,12 @@ class NodeProcess {
       create: true,
     });
     this.child.stderr.pipeTo(stderr.writable).catch(() => {});
-    this.#readLines(this.child.stdout);
+    const states = this.peerStates;
+    this.#io = new LineChild(this.child, (line) => {
+      const [tag, peer, state] = line.split(" ");
+      if (tag === "N") states.set(peer, state);
+      return tag === "N";
+    });
     this.#status = this.child.status;
     this.#status.then((s) => {
       if (!this.#expectExit && incarnation.killedAt === undefined) {
@@ -163,41 +168,14 @@ class NodeProcess {
     await this.expect("ready", 20_000);
   }
 
-  async #readLines(stream: ReadableStream<Uint8Array>): Promise<void> {
-    let rest = "";
-    try {
-      for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
-        rest += chunk;
-        let nl: number;
-        while ((nl = rest.indexOf("\n")) >= 0) {
-          const line = rest.slice(0, nl).trim();
-          const [tag, peer, state] = line.split(" ");
-          if (tag === "N") this.peerStates.set(peer, state);
-          else this.#lines.push(line);
-          rest = rest.slice(nl + 1);
-          this.#wake?.();
-        }
-      }
-    } catch { /* the process died */ }
-  }
-
   /** Waits for a line on the node's stdout, at most `ms`. */
   async expect(line: string, ms: number): Promise<void> {
-    const until = Date.now() + ms;
-    while (!this.#lines.includes(line)) {
-      if (Date.now() > until) throw new Error(`${this.name}: no "${line}" within ${ms} ms`);
-      await Promise.race([new Promise<void>((r) => this.#wake = r), sleep(200)]);
-    }
-    this.#lines.splice(this.#lines.indexOf(line), 1);
+    await this.#io.take(line, ms, this.name);
   }
 
-  async send(command: string): Promise<void> {
-    const w = this.child.stdin.getWriter();
-    try {
-      await w.write(new TextEncoder().encode(command + "\n"));
-    } finally {
-      w.releaseLock();
-    }
+  /** Writes a command to the node's stdin. */
+  send(command: string): Promise<void> {
+    return this.#io.send(command);
   }
 
   /** `kill -9`, and waits for the process to be gone. */

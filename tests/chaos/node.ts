@@ -10,6 +10,7 @@
 
 import { type Connection, Messenger, type PolicyName } from "../../mod.ts";
 import type { LogRecord, NodeConfig } from "./report.ts";
+import { lines } from "./lines.ts";
 
 const config = JSON.parse(Deno.env.get("CHAOS_NODE")!) as NodeConfig;
 const encoder = new TextEncoder(), decoder = new TextDecoder();
@@ -132,43 +133,36 @@ async function sender(peer: { name: string; addr: string }, k: Kind): Promise<vo
 }
 
 async function commands(): Promise<void> {
-  let rest = "";
-  for await (const chunk of Deno.stdin.readable) {
-    rest += decoder.decode(chunk);
-    let nl: number;
-    while ((nl = rest.indexOf("\n")) >= 0) {
-      const cmd = rest.slice(0, nl).trim();
-      rest = rest.slice(nl + 1);
-      if (cmd === "stop") {
-        sending = false;
-        // Drained once nothing lossless is queued or unacknowledged (at most 10 s).
-        for (let i = 0; i < 200; i++) {
-          const left = [...backlog.entries()].filter(([key, n]) => key.startsWith("L:") && n() > 0);
-          if (left.length === 0) break;
-          await new Promise((r) => setTimeout(r, 50));
-        }
-        say("drained");
-      } else if (cmd === "dump") {
-        // What this node thinks, for a run that did not recover (the harness asks).
-        const conns = messenger.connections().map((c) => ({
-          id: c.id,
-          peer: c.peerName,
-          policy: c.policy.name,
-          state: c.state,
-          side: c.side,
-          link: c.linkEpoch,
-          rtt: c.rttMs,
-        }));
-        log({ e: "dump", peers: messenger.peers(), conns });
-      } else if (cmd === "exit") {
-        const { rss, heapUsed } = Deno.memoryUsage();
-        log({ e: "mem", phase: "end", rss, heap: heapUsed });
-        log({ e: "O", counts: oobReceived, unhandled });
-        await messenger.close();
-        log({ e: "end" });
-        file.close();
-        Deno.exit(0);
+  for await (const cmd of lines(Deno.stdin.readable)) {
+    if (cmd === "stop") {
+      sending = false;
+      // Drained once nothing lossless is queued or unacknowledged (at most 10 s).
+      for (let i = 0; i < 200; i++) {
+        const left = [...backlog.entries()].filter(([key, n]) => key.startsWith("L:") && n() > 0);
+        if (left.length === 0) break;
+        await new Promise((r) => setTimeout(r, 50));
       }
+      say("drained");
+    } else if (cmd === "dump") {
+      // What this node thinks, for a run that did not recover (the harness asks).
+      const conns = messenger.connections().map((c) => ({
+        id: c.id,
+        peer: c.peerName,
+        policy: c.policy.name,
+        state: c.state,
+        side: c.side,
+        link: c.linkEpoch,
+        rtt: c.rttMs,
+      }));
+      log({ e: "dump", peers: messenger.peers(), conns });
+    } else if (cmd === "exit") {
+      const { rss, heapUsed } = Deno.memoryUsage();
+      log({ e: "mem", phase: "end", rss, heap: heapUsed });
+      log({ e: "O", counts: oobReceived, unhandled });
+      await messenger.close();
+      log({ e: "end" });
+      file.close();
+      Deno.exit(0);
     }
   }
 }
@@ -176,13 +170,18 @@ async function commands(): Promise<void> {
 log({ e: "start", inc: config.incarnation, nonce: messenger.nonce });
 await messenger.listen(config.listen);
 say("ready");
-receive();
-events();
-watch();
-commands();
+/** A background loop that failed: logged and counted, so the run fails, never unhandled. */
+const failed = (what: string) => (error: unknown) => {
+  unhandled++;
+  log({ e: "err", what, msg: String((error as Error)?.stack ?? error) });
+};
+receive().catch(failed("receive"));
+events().catch(failed("events"));
+watch().catch(failed("watch"));
+commands().catch(failed("commands"));
 for (const peer of peers) {
-  sender(peer, "L");
-  sender(peer, "Y");
+  sender(peer, "L").catch(failed(`sender L ${peer.name}`));
+  sender(peer, "Y").catch(failed(`sender Y ${peer.name}`));
 }
 setTimeout(() => {
   const { rss, heapUsed } = Deno.memoryUsage();
