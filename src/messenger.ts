@@ -46,7 +46,7 @@ import { InboundQueue } from "./node/inbound.ts";
 import { SessionRegistry } from "./node/registry.ts";
 import type { LosslessEvent, SessionEnd } from "./session/ports.ts";
 import type { Clock } from "./timer/clock.ts";
-import { TimerWheel } from "./timer/timer_wheel.ts";
+import { type Timer, TimerWheel } from "./timer/timer_wheel.ts";
 import { TcpTransport } from "../transports/tcp.ts";
 import type { Listener, Transport } from "../transports/types.ts";
 
@@ -85,6 +85,7 @@ export class Messenger {
   readonly #listeners = new Set<Listener>();
   readonly #inbound: InboundQueue;
   readonly #events = new Broadcast<MessengerEvent>();
+  readonly #nodeEvents = new Broadcast<NodeEvent>(1000);
   readonly #log: Logger;
   readonly #started: number;
   #status: "running" | "closing" | "closed" = "running";
@@ -141,7 +142,13 @@ export class Messenger {
   }
 
   #makeHealth(): HealthService {
-    const health = new HealthService(this.#wheel, this.#oob, this.#heartbeat, (c) => c.rttMs);
+    const health = new HealthService(
+      this.#wheel,
+      this.#oob,
+      this.#heartbeat,
+      (c) => c.rttMs,
+      (event) => this.#nodeEvents.publish(event),
+    );
     this.#oob.onHeartbeat = (conn, echoed) => {
       health.heartbeat(conn, this.#wheel.clock.now(), echoed);
     };
@@ -172,6 +179,28 @@ export class Messenger {
   watch(name = "default", options: WatchOptions = {}): AsyncIterable<NodeEvent> {
     this.#checkRunning();
     return this.#health.watch(name, options);
+  }
+
+  /**
+   * Every node event, of the global detector and of every local watcher, as an async
+   * iterable; the first items are a `current` snapshot of each known peer. Read-only: unlike
+   * `watch()`, it subscribes no watcher and sends no heartbeat, so dashboards and logs can
+   * follow a node in either mode. A subscriber that falls 1,000 events behind loses the
+   * oldest ones.
+   */
+  nodeEvents(options: { signal?: AbortSignal } = {}): AsyncIterable<NodeEvent> {
+    return this.#nodeEvents.subscribe(options.signal, this.#health.current());
+  }
+
+  /**
+   * Calls `callback` every `intervalMs` from the messenger's central timer wheel, so periodic
+   * application work (samplers, dashboards) needs no timer of its own. Cancel the returned
+   * timer to stop; it stops by itself when the messenger closes. A callback that throws is
+   * logged and keeps its schedule.
+   */
+  every(intervalMs: number, callback: () => void): Timer {
+    this.#checkRunning();
+    return this.#wheel.every(intervalMs, callback);
   }
 
   /** A snapshot of every peer seen: state, phi, round-trip time, last heard. */
@@ -333,6 +362,7 @@ export class Messenger {
     this.#wheel.close();
     this.#inbound.close();
     this.#events.close();
+    this.#nodeEvents.close();
     this.#status = "closed";
   }
 

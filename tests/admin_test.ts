@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { Messenger, WebSocketTransport } from "../mod.ts";
 import { createAdminApp, serveAdmin } from "../admin.ts";
-import { captureLogger, pair, take, waitEvent } from "./_helpers.ts";
+import { captureLogger, deadline, pair, take, waitEvent } from "./_helpers.ts";
 
 Deno.test("GET /health (app.request) reports name, uptime and connections by state", async () => {
   await using p = await pair("tcp://127.0.0.1:0");
@@ -169,4 +169,116 @@ Deno.test("one port for both: the WebSocket endpoint mounted beside the admin ro
   await client.close();
   await server.close();
   await http.shutdown();
+});
+
+/** Server-sent events of `res`, one at a time, each as [event, data]; every read bounded. */
+function sseReader(res: Response) {
+  const reader = res.body!.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  return {
+    // deno-lint-ignore no-explicit-any
+    async next(): Promise<[string, any]> {
+      let end;
+      while ((end = buffer.indexOf("\n\n")) < 0) {
+        const { value, done } = await deadline(reader.read(), "a server-sent event");
+        if (done) throw new Error("Event stream ended");
+        buffer += value;
+      }
+      const block = buffer.slice(0, end).split("\n");
+      buffer = buffer.slice(end + 2);
+      const name = block.find((l) => l.startsWith("event:"))?.slice(6).trim() ?? "message";
+      const data = block.filter((l) => l.startsWith("data:")).map((l) => l.slice(5)).join("\n");
+      return [name, JSON.parse(data)];
+    },
+    cancel: () => reader.cancel(),
+  };
+}
+
+Deno.test("GET /events streams history, samples and node events; the page loads without the token", async () => {
+  await using p = await pair("tcp://127.0.0.1:0", { heartbeat: { intervalMs: 50 } });
+  p.conn.registerOob("WatchPing", () => new Uint8Array(2), { intervalMs: 50 });
+  p.server.onOob("WatchPing", () => {});
+  const app = createAdminApp(p.server, { token: "t", live: { sampleMs: 50 } });
+  assert.equal((await app.request("/events")).status, 401, "the feed needs the token");
+  // The page and its scripts hold no data: no token needed.
+  for (const path of ["/", "/ui/page.js", "/ui/page.css", "/ui/uplot.js", "/ui/uplot.css"]) {
+    const res = await app.request(path);
+    assert.equal(res.status, 200, path);
+    assert.ok((await res.text()).length > 100, path);
+  }
+  assert.match((await app.request("/")).headers.get("content-security-policy") ?? "", /'self'/);
+  assert.equal((await app.request("/ui/../health")).status, 401);
+  assert.equal((await app.request("/ui/secret.ts")).status, 404);
+
+  const res = await app.request("/events", { headers: { authorization: "Bearer t" } });
+  assert.match(res.headers.get("content-type") ?? "", /text\/event-stream/);
+  const events = sseReader(res);
+  const [name, hello] = await events.next();
+  assert.equal(name, "hello");
+  assert.equal(hello.node.name, "server");
+  assert.equal(hello.node.heartbeat.intervalMs, 50);
+  assert.ok(hello.samples.length >= 1, "the first sample is history at once");
+  assert.ok(Array.isArray(hello.events));
+  // Samples come every 50 ms; wait until one has seen WatchPing parts arrive (bounded).
+  let last;
+  for (let i = 0; i < 100; i++) {
+    const [kind, data] = await events.next();
+    if (kind === "sample" && data.heartbeat.partsReceived > 0) {
+      last = data;
+      break;
+    }
+  }
+  await events.cancel();
+  assert.ok(last, "a sample counted WatchPing parts");
+  assert.equal(last.peers[0].name, "client");
+  assert.equal(last.peers[0].state, "up");
+  assert.equal(last.peers[0].restarts, 0);
+  assert.equal(last.connections.byState.open, 1);
+  assert.equal(last.connections.byTransport.tcp, 1);
+  assert.ok(last.heartbeat.framesReceived > 0);
+});
+
+Deno.test("GET /events sends a node event when a peer goes down", async () => {
+  await using p = await pair("tcp://127.0.0.1:0");
+  const app = createAdminApp(p.server, { live: { sampleMs: 10_000 } });
+  const events = sseReader(await app.request("/events"));
+  assert.equal((await events.next())[0], "hello"); // subscribed: the history came
+  await p.client.close();
+  const [name, event] = await events.next();
+  await events.cancel();
+  assert.equal(name, "node");
+  assert.deepEqual(
+    { peer: event.peer, state: event.state },
+    { peer: "client", state: "down" },
+  );
+});
+
+Deno.test("messenger.nodeEvents() follows local watchers without adding one", async () => {
+  const heartbeat = { mode: "local" as const, intervalMs: 50 };
+  await using p = await pair("tcp://127.0.0.1:0", { heartbeat });
+  const watched = p.server.watch("leases");
+  const it = watched[Symbol.asyncIterator]();
+  const tap = p.server.nodeEvents()[Symbol.asyncIterator]();
+  const first = await deadline(tap.next(), "the current snapshot");
+  assert.equal(first.value.reason, "current");
+  assert.equal(p.server.oobStats.registrations >= 1, true);
+  const before = p.server.oobStats.registrations;
+  await p.client.close();
+  const down = await deadline(tap.next(), "a down event on the tap");
+  assert.equal(down.value.state, "down");
+  assert.ok(["global", "leases"].includes(down.value.watcher));
+  assert.equal(p.server.oobStats.registrations <= before, true, "the tap registered nothing");
+  await it.return?.();
+  await tap.return?.();
+});
+
+Deno.test("messenger.every() runs on the central wheel and stops with the messenger", async () => {
+  const m = new Messenger({ name: "a", logger: () => {} });
+  let fired = 0;
+  const { promise, resolve } = Promise.withResolvers<void>();
+  m.every(10, () => ++fired === 3 && resolve());
+  await deadline(promise, "three fires");
+  assert.ok(m.timers.size >= 1);
+  await m.close();
+  assert.throws(() => m.every(10, () => {}), /closed|closing|running/i);
 });

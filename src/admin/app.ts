@@ -1,18 +1,24 @@
 /**
  * The admin endpoint: a small hono app over a messenger, served with `Deno.serve`.
  *
- * Routes: `GET /health` (JSON: node name, status, uptime, connections by state, peers down;
- * 503 while the messenger is stopping or when too many peers are down), `GET /metrics`
- * (Prometheus text), `GET /peers` and `GET /connections` (JSON).
+ * Routes: `GET /` (the live cluster page, with its scripts under `/ui/`), `GET /health` (JSON:
+ * node name, status, uptime, connections by state, peers down; 503 while the messenger is
+ * stopping or when too many peers are down), `GET /metrics` (Prometheus text), `GET /peers`
+ * and `GET /connections` (JSON), `GET /events` (server-sent events: a `hello` with the history,
+ * then a `sample` a second and every `node` event). With a token, every route but the page's
+ * static files needs it; the page asks for it and sends it as a bearer token.
  *
  * @module
  */
 
 import { Hono } from "npm:hono@4";
 import { bearerAuth } from "npm:hono@4/bearer-auth";
+import { streamSSE } from "npm:hono@4/streaming";
 import type { Messenger } from "../messenger.ts";
 import { ADMIN_HOSTNAME } from "../defaults.ts";
 import { renderMetrics } from "./metrics.ts";
+import { LiveFeed, type LiveFeedOptions } from "./live.ts";
+import { pageAsset } from "./page.ts";
 
 /** Options of {@linkcode createAdminApp}. */
 export interface AdminAppOptions {
@@ -20,6 +26,8 @@ export interface AdminAppOptions {
   token?: string;
   /** `GET /health` answers 503 when at least this many peers are down. Default: never. */
   unhealthyPeersDown?: number;
+  /** History and sampling of the live feed (`/events` and the page). */
+  live?: LiveFeedOptions;
 }
 
 /**
@@ -38,6 +46,9 @@ export interface AdminAppOptions {
  */
 export function createAdminApp(messenger: Messenger, options: AdminAppOptions = {}): Hono {
   const app = new Hono();
+  // The page and its scripts hold no data: they load without the token, then ask for it.
+  app.get("/", (c) => pageAsset(c, "index.html"));
+  app.get("/ui/:file", (c) => pageAsset(c, c.req.param("file")));
   if (options.token !== undefined) {
     // hono's own middleware: the token is compared in constant time.
     const unauthorized = { error: "unauthorized" };
@@ -84,6 +95,19 @@ export function createAdminApp(messenger: Messenger, options: AdminAppOptions = 
         ...conn.stats,
       })),
     ));
+  const feed = new LiveFeed(messenger, options.live);
+  app.get("/events", (c) =>
+    streamSSE(c, async (stream) => {
+      const done = new AbortController();
+      stream.onAbort(() => done.abort());
+      const { samples, events } = feed.history();
+      const node = { name: messenger.name, heartbeat: messenger.heartbeat };
+      await stream.writeSSE({ event: "hello", data: JSON.stringify({ node, samples, events }) });
+      for await (const item of feed.subscribe(done.signal)) {
+        const data = JSON.stringify(item.kind === "sample" ? item.sample : item.event);
+        await stream.writeSSE({ event: item.kind, data });
+      }
+    }));
   app.notFound((c) => c.json({ error: "not found", path: c.req.path }, 404));
   return app;
 }

@@ -57,6 +57,8 @@ export interface PeerInfo {
   mode: "global" | "local";
   /** Open connections to the peer. */
   connections: number;
+  /** New incarnations of the peer seen (restarts detected by its instance nonce). */
+  restarts: number;
   /** Local mode: the state each watcher sees. */
   watchers?: Record<string, PeerState>;
 }
@@ -79,6 +81,8 @@ class Peer {
   connections = new Set<Connection>();
   tracked: Tracked;
   lastHeard = 0;
+  /** New incarnations seen after the first one. */
+  restarts = 0;
   constructor(public name: string, public nonce: string, tracked: Tracked) {
     this.tracked = tracked;
   }
@@ -110,6 +114,7 @@ export class HealthService {
   #watchers = new Map<string, LocalWatcher>();
   #check: Timer | null = null;
   #rtt: (conn: Connection) => number;
+  #tap: (event: NodeEvent) => void;
   /** False positives are impossible to know here; this counts every `down` event. */
   downEvents = 0;
 
@@ -118,7 +123,9 @@ export class HealthService {
     oob: OobService<Connection>,
     settings: HeartbeatSettings,
     rtt: (conn: Connection) => number,
+    tap: (event: NodeEvent) => void = () => {},
   ) {
+    this.#tap = tap;
     this.#wheel = wheel;
     this.#oob = oob;
     this.#settings = settings;
@@ -140,10 +147,7 @@ export class HealthService {
   watch(name: string, options: WatchOptions): AsyncIterable<NodeEvent> {
     if (this.#settings.mode === "global") {
       // A new subscriber first learns the current state of every known peer.
-      const current = [...this.#peers.values()].map((p) =>
-        this.#event(p, p.tracked.state, "current", "global", this.#phi(p.tracked, this.#now()))
-      );
-      return this.#global.subscribe(options.signal, current);
+      return this.#global.subscribe(options.signal, this.current());
     }
     return this.#watchLocal(name, options);
   }
@@ -220,6 +224,7 @@ export class HealthService {
       peer.nonce = nonce;
       peer.tracked = this.#newTracked();
       for (const w of this.#watchers.values()) w.tracked.delete(name);
+      peer.restarts++;
       reason = "restarted";
     }
     if (!peer) {
@@ -233,7 +238,7 @@ export class HealthService {
     peer.tracked.echo!.mark(now);
     if (peer.tracked.state !== "up" || peer.connections.size === 1 || reason === "restarted") {
       peer.tracked.state = "up";
-      this.#global.publish(this.#event(peer, "up", reason, "global", 0));
+      this.#publish(this.#global, this.#event(peer, "up", reason, "global", 0));
     }
     for (const w of this.#watchers.values()) this.#registerLocal(w, conn);
     this.#ensureCheck();
@@ -249,13 +254,13 @@ export class HealthService {
     if (peer.connections.size > 0) return;
     if (peer.tracked.state !== "down") {
       peer.tracked.state = "down";
-      this.#global.publish(this.#event(peer, "down", how, "global", NaN));
+      this.#publish(this.#global, this.#event(peer, "down", how, "global", NaN));
     }
     for (const w of this.#watchers.values()) {
       const t = w.tracked.get(peer.name);
       if (t && t.state !== "down") {
         t.state = "down";
-        w.events.publish(this.#event(peer, "down", how, w.name, NaN));
+        this.#publish(w.events, this.#event(peer, "down", how, w.name, NaN));
       }
     }
     if (this.#byConn.size === 0) {
@@ -310,6 +315,7 @@ export class HealthService {
         lastHeardMsAgo: Math.max(0, now - p.lastHeard),
         mode: this.#settings.mode,
         connections: p.connections.size,
+        restarts: p.restarts,
       };
       if (this.#settings.mode === "local") {
         info.watchers = {};
@@ -358,7 +364,7 @@ export class HealthService {
             : t.heard.phi(now) >= (t.echo?.phi(now) ?? 0)
             ? "silent"
             : "not-echoing";
-          this.#global.publish(this.#event(peer, next, reason, "global", phi));
+          this.#publish(this.#global, this.#event(peer, next, reason, "global", phi));
         }
       }
       for (const w of this.#watchers.values()) {
@@ -368,10 +374,24 @@ export class HealthService {
         if (next !== t.state) {
           t.state = next;
           const reason = next === "up" ? "heard" : "silent";
-          w.events.publish(this.#event(peer, next, reason, w.name, phi));
+          this.#publish(w.events, this.#event(peer, next, reason, w.name, phi));
         }
       }
     }
+  }
+
+  /** Publishes to one stream and to the read-only tap that sees every stream. */
+  #publish(stream: Broadcast<NodeEvent>, event: NodeEvent): void {
+    stream.publish(event);
+    this.#tap(event);
+  }
+
+  /** A snapshot event per known peer (reason `current`), as a new global subscriber gets. */
+  current(): NodeEvent[] {
+    const now = this.#now();
+    return [...this.#peers.values()].map((p) =>
+      this.#event(p, p.tracked.state, "current", "global", this.#phi(p.tracked, now))
+    );
   }
 
   /** Down at the threshold, suspect from half of it, up again only below half. */
