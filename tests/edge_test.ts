@@ -96,7 +96,11 @@ function spawnEdge(args: string[]) {
       return { code, stdout, stderr };
     },
     async [Symbol.asyncDispose]() {
-      if (!exited) child.kill("SIGKILL");
+      try {
+        if (!exited) child.kill("SIGKILL");
+      } catch {
+        // it exited meanwhile
+      }
       await status;
       await Promise.all([pumpOut, pumpErr]);
     },
@@ -201,9 +205,8 @@ Deno.test("examples/edge.ts joins a TCP cluster with --allow-net=127.0.0.1 and n
   await u.listen("tcp://127.0.0.1:0");
   const accepted = waitEvent(t, "accept", (e) => e.connection.peerName === "e");
 
-  await using edge = spawnEdge([
-    ...["--name", "e", "--port", "0", "--peer", tcpAddr, "--token", TOKEN, "--every-ms", "200"],
-  ]);
+  const args = ["--name", "e", "--port", "0", "--peer", tcpAddr, "--token", TOKEN];
+  await using edge = spawnEdge([...args, "--every-ms", "200"]);
   const [, url] = await edge.waitFor(/admin endpoint at (http:\/\/\S+)\/health/, "the admin URL");
   const [, wsAddr] = await edge.waitFor(/accepting peers at (ws:\/\/\S+)/, "the endpoint");
   assert.equal(wsAddr, `${url.replace("http:", "ws:")}/heartline`, "one port for both");
