@@ -1,7 +1,8 @@
 /**
  * The admin endpoint of a messenger, built with hono: `/health`, Prometheus `/metrics`,
- * `/peers` and `/connections` as JSON. A separate entry point, so that importing `mod.ts`
- * does not pull hono into every user's module graph.
+ * `/peers` and `/connections` as JSON; for edge nodes, `serveNode` and `createNodeHandler` put
+ * the admin routes and heartline's WebSocket endpoint on one port. A separate entry point, so
+ * that importing `mod.ts` does not pull hono into every user's module graph.
  *
  * @example
  * ```ts
@@ -22,4 +23,12 @@ export {
   serveAdmin,
   type ServeAdminOptions,
 } from "./src/admin/app.ts";
+export {
+  createNodeHandler,
+  type NodeHandler,
+  type NodeHandlerOptions,
+  type NodeServer,
+  serveNode,
+  type ServeNodeOptions,
+} from "./src/admin/edge.ts";
 export { renderMetrics } from "./src/admin/metrics.ts";

@@ -297,9 +297,11 @@ export class Messenger {
   /**
    * Accepts connections from a listener made elsewhere, for example a WebSocket endpoint
    * mounted in your own HTTP server (`WebSocketTransport.attach()`). Returns its address.
+   * Like `listen()`, refuses an address beyond loopback without `auth` or `insecure: true`.
    */
   listenOn(listener: Listener): string {
     this.#checkRunning();
+    checkListen(listener.addr, this.#keys, this.#insecure);
     this.#listeners.add(listener);
     this.#acceptLoop(listener);
     return listener.addr;
