@@ -17,7 +17,7 @@ import { type AttachedListener, WebSocketTransport, WS_PATH } from "../../transp
 import { type AdminAppOptions, createAdminApp } from "./app.ts";
 
 /** Paths the admin app answers; the WebSocket endpoint may not take one of them. */
-const ADMIN_PATHS = ["/health", "/metrics", "/peers", "/connections"];
+const ADMIN_PATHS = ["/", "/health", "/metrics", "/peers", "/connections", "/events"];
 
 /** Options of {@linkcode createNodeHandler}. */
 export interface NodeHandlerOptions extends AdminAppOptions {
@@ -70,7 +70,7 @@ export function createNodeHandler(messenger: Messenger, options: NodeHandlerOpti
   const transport = options.transport ?? new WebSocketTransport();
   const attached = transport.attach(options.url);
   const path = new URL(attached.listener.addr).pathname;
-  if (ADMIN_PATHS.includes(path)) {
+  if (ADMIN_PATHS.includes(path) || path.startsWith("/ui/")) {
     throw new TypeError(`WebSocket path is an admin route: ${path}`);
   }
   const addr = messenger.listenOn(attached.listener);
