@@ -1,6 +1,9 @@
 /**
- * `deno task bench [--json] [--quick] [--only name,...]`: heartline against a baseline measured
- * in the same run, on loopback. Prints a table, or with `--json` one JSON object:
+ * `deno task bench [--json] [--quick] [--only name,...] [--processes | --in-process]`: heartline
+ * against a baseline measured in the same run, on loopback. First the two-process rows
+ * (`proc_*`: sender and receiver in separate processes, as a deployment runs them), then the
+ * in-process rows (both ends in this process); `--processes` or `--in-process` runs one table.
+ * Prints tables, or with `--json` one JSON object:
  * `{"benchmarks":[{"name","unit","value","baseline_value","ratio"}, ...]}`. Ratios are
  * oriented so that higher is better for heartline (throughput: value / baseline; latency:
  * baseline / value).
@@ -14,6 +17,7 @@ import { wheelBenchmarks } from "./wheel_bench.ts";
 import { healthBenchmarks } from "./health_bench.ts";
 import { transportBenchmarks } from "./transport_bench.ts";
 import { handshakeBenchmarks } from "./handshake_bench.ts";
+import { procBenchmarks } from "./proc/suite.ts";
 import type { BenchResult, BenchSuite } from "./_common.ts";
 
 const { values } = parseArgs({
@@ -22,19 +26,29 @@ const { values } = parseArgs({
     json: { type: "boolean", default: false },
     quick: { type: "boolean", default: false },
     only: { type: "string" },
+    processes: { type: "boolean", default: false },
+    "in-process": { type: "boolean", default: false },
   },
 });
 
-const suites: BenchSuite[] = [
+const inProcess: BenchSuite[] = [
   tcpBenchmarks,
   transportBenchmarks,
   wheelBenchmarks,
   healthBenchmarks,
   handshakeBenchmarks,
 ];
+const tables: [string, BenchSuite[]][] = [];
+if (!values["in-process"]) tables.push(["between two processes", [procBenchmarks]]);
+if (!values.processes) tables.push(["both ends in one process", inProcess]);
 const only = values.only?.split(",");
 const results: BenchResult[] = [];
-for (const suite of suites) {
+for (const [title, suites] of tables) {
+  if (!values.json) console.error(`\n# ${title}`);
+  for (const suite of suites) await runSuite(suite);
+}
+
+async function runSuite(suite: BenchSuite): Promise<void> {
   for (const result of await suite({ quick: values.quick!, only })) {
     results.push(result);
     if (!values.json) {

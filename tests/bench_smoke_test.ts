@@ -56,6 +56,37 @@ Deno.test("deno task bench --json prints the benchmark rows", async () => {
   assert.equal(oob.ratio, 30);
 });
 
+Deno.test("deno task bench --processes --json runs both ends as separate processes", async () => {
+  const { benchmarks } = await runJson([
+    "bench/main.ts",
+    "--json",
+    "--quick",
+    "--processes",
+    "--only",
+    "proc_oneway_64B,proc_pingpong,idle_conn_bytes",
+  ]);
+  assert.deepEqual(benchmarks.map((b) => b.name), [
+    "proc_oneway_64B",
+    "proc_rss_client_64B",
+    "proc_cpu_client_64B",
+    "proc_rss_server_64B",
+    "proc_cpu_server_64B",
+    "proc_oneway_64B_lossless",
+    "proc_pingpong_64B_p50",
+    "proc_pingpong_64B_p99",
+    "proc_pingpong_64B_p999",
+    "idle_conn_bytes",
+  ]);
+  for (const b of benchmarks) {
+    assert.ok(b.value > 0 && b.baseline_value > 0, JSON.stringify(b));
+    const higherIsBetter = b.unit === "msg/s";
+    const expected = higherIsBetter ? b.value / b.baseline_value : b.baseline_value / b.value;
+    assert.ok(Math.abs(b.ratio - expected) < 1e-9, JSON.stringify(b));
+  }
+  const idle = benchmarks.find((b) => b.name === "idle_conn_bytes")!;
+  assert.equal(idle.baseline_value, 16384, "the budget per idle connection");
+});
+
 Deno.test("deno task bench:cluster --json compares the two designs", async () => {
   const { benchmarks } = await runJson([
     "bench/cluster/main.ts",

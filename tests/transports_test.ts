@@ -1,5 +1,10 @@
 // The conformance suite on every transport, and what a session makes of each.
 
+import {
+  AdaptiveReadBuffer,
+  READ_BUFFER_MAX_BYTES,
+  READ_BUFFER_MIN_BYTES,
+} from "../transports/_stream.ts";
 import "./_guard.ts";
 import assert from "node:assert/strict";
 import {
@@ -146,4 +151,22 @@ Deno.test("certificates: only the cluster CA's leaf for the pinned serverName pa
       await deadline(accepting, `${scheme}: the listener to close`);
     }
   }
+});
+
+Deno.test("AdaptiveReadBuffer grows on reads that fill it and shrinks when reads stay small", () => {
+  const b = new AdaptiveReadBuffer();
+  assert.equal(b.buffer.length, READ_BUFFER_MIN_BYTES, "an idle link holds the small buffer");
+  while (b.buffer.length < READ_BUFFER_MAX_BYTES) b.filled(b.buffer.length);
+  assert.equal(b.buffer.length, READ_BUFFER_MAX_BYTES);
+  b.filled(READ_BUFFER_MAX_BYTES);
+  assert.equal(b.buffer.length, READ_BUFFER_MAX_BYTES, "never past the largest");
+  // One small read changes nothing; a run of them halves the buffer, step by step.
+  b.filled(10);
+  assert.equal(b.buffer.length, READ_BUFFER_MAX_BYTES);
+  for (let i = 0; i < 10_000 && b.buffer.length > READ_BUFFER_MIN_BYTES; i++) b.filled(10);
+  assert.equal(b.buffer.length, READ_BUFFER_MIN_BYTES);
+  // A read that uses half of it keeps the size (no shrink streak).
+  b.filled(2048);
+  b.filled(READ_BUFFER_MIN_BYTES / 2);
+  assert.equal(b.buffer.length, 4096);
 });

@@ -4,12 +4,48 @@
 import { TransportError } from "../src/errors.ts";
 import { concatChunks, formatHostPort, type Link, type Listener } from "./types.ts";
 
-/** Size of each read buffer. */
-const READ_BUFFER_BYTES = 64 * 1024;
+/** Smallest read buffer: what an idle link holds while its read waits. */
+export const READ_BUFFER_MIN_BYTES = 2 * 1024;
+/** Largest read buffer: what a busy link grows to. */
+export const READ_BUFFER_MAX_BYTES = 64 * 1024;
+/** Reads that each fill less than a quarter of the buffer before it halves. */
+const SHRINK_AFTER_READS = 32;
 
 /**
- * A link over a byte-stream connection (TCP, or TLS over TCP): one reused read buffer, each
- * batch written as one buffer.
+ * A read buffer that follows the traffic: a read that fills it doubles it (up to
+ * {@linkcode READ_BUFFER_MAX_BYTES}), a run of reads that use less than a quarter halves it
+ * (down to {@linkcode READ_BUFFER_MIN_BYTES}). An idle link's pending read then holds 2 KiB,
+ * not 64 KiB, so ten thousand idle connections cost 20 MiB of read buffers rather than 640.
+ */
+export class AdaptiveReadBuffer {
+  #buf = new Uint8Array(READ_BUFFER_MIN_BYTES);
+  #small = 0;
+
+  /** The buffer for the next read (valid until the read after it). */
+  get buffer(): Uint8Array {
+    return this.#buf;
+  }
+
+  /** Records that the last read returned `n` bytes, and sizes the next buffer. */
+  filled(n: number): void {
+    const size = this.#buf.length;
+    if (n === size && size < READ_BUFFER_MAX_BYTES) {
+      this.#buf = new Uint8Array(size * 2);
+      this.#small = 0;
+    } else if (n < size / 4 && size > READ_BUFFER_MIN_BYTES) {
+      if (++this.#small >= SHRINK_AFTER_READS) {
+        this.#buf = new Uint8Array(size / 2);
+        this.#small = 0;
+      }
+    } else {
+      this.#small = 0;
+    }
+  }
+}
+
+/**
+ * A link over a byte-stream connection (TCP, or TLS over TCP): a read buffer sized to the
+ * traffic, each batch written as one buffer.
  */
 export class StreamLink implements Link {
   readonly localAddr: string;
@@ -18,7 +54,7 @@ export class StreamLink implements Link {
   readonly integrity: boolean;
   #conn: Deno.Conn<Deno.NetAddr>;
   #closed = false;
-  #readBuffer = new Uint8Array(READ_BUFFER_BYTES);
+  #readBuffer = new AdaptiveReadBuffer();
   #what: string;
 
   /** A link over `conn`, with addresses in `scheme` form. */
@@ -33,9 +69,9 @@ export class StreamLink implements Link {
 
   async read(): Promise<Uint8Array | null> {
     if (this.#closed) return null;
-    // One buffer for the life of the link: a chunk is valid until the next read() (the
-    // contract of Link.read), and the frame decoder copies whatever it keeps.
-    const buf = this.#readBuffer;
+    // A chunk is valid until the next read() (the contract of Link.read), and the frame
+    // decoder copies whatever it keeps, so the buffer may be reused or replaced after it.
+    const buf = this.#readBuffer.buffer;
     let n: number | null;
     try {
       n = await this.#conn.read(buf);
@@ -43,7 +79,9 @@ export class StreamLink implements Link {
       if (this.#closed) return null;
       throw new TransportError(`${this.#what} read failed: ${(cause as Error).message}`, { cause });
     }
-    return n === null ? null : buf.subarray(0, n);
+    if (n === null) return null;
+    this.#readBuffer.filled(n);
+    return buf.subarray(0, n);
   }
 
   async write(chunks: Uint8Array[]): Promise<void> {

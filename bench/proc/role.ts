@@ -1,0 +1,297 @@
+// One end of a two-process benchmark, run by bench/proc/suite.ts as its own `deno` process:
+//
+//   deno run ... bench/proc/role.ts '<json config>'
+//
+// Roles: `recv` listens, prints {"ready": addr}, counts `count` messages and prints its result;
+// `send` dials `addr` and sends `count` messages of `size` bytes as fast as back-pressure
+// allows; `echo` answers every message; `ping` measures `count` round trips. `kind` is `raw`
+// (Deno TCP, 4-byte length prefix: the ceiling) or `heartline`. Each process ends by printing
+// one JSON line with its CPU time and peak RSS (ru_maxrss), so the harness compares whole processes.
+
+import process from "node:process";
+import { Messenger, type PolicyName } from "../../mod.ts";
+
+/** What the harness asks of one process. */
+export interface RoleConfig {
+  role: "recv" | "send" | "echo" | "ping" | "idle-server" | "idle-clients";
+  kind: "raw" | "heartline";
+  size: number;
+  count: number;
+  /** Where to dial (send, ping). */
+  addr?: string;
+  /** heartline policy of the dialing side. */
+  policy?: PolicyName;
+  /** raw sender: messages per write (1: a write per message; else coalesced into ~64 KiB). */
+  coalesce?: boolean;
+}
+
+/** What one process reports at its end. */
+export interface RoleResult {
+  messages?: number;
+  /** ms between the first and the last message received (recv). */
+  elapsedMs?: number;
+  /** Round-trip times in µs (ping). */
+  rtts?: number[];
+  /** Resident bytes per idle connection (idle-server), and heap bytes per connection. */
+  rssPerConn?: number;
+  heapPerConn?: number;
+  heapTotalPerConn?: number;
+  externalPerConn?: number;
+  cpuMs: number;
+  peakRssBytes: number;
+}
+
+const WRITE_BATCH = 64 * 1024;
+
+/** Peak resident bytes of this process (getrusage's ru_maxrss). */
+function peakRss(): number {
+  return process.resourceUsage().maxRSS * 1024;
+}
+
+function finish(result: Omit<RoleResult, "cpuMs" | "peakRssBytes">): void {
+  const cpu = process.cpuUsage();
+  const out: RoleResult = {
+    ...result,
+    cpuMs: (cpu.user + cpu.system) / 1000,
+    peakRssBytes: peakRss(),
+  };
+  console.log(JSON.stringify(out));
+}
+
+async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
+  let at = 0;
+  while (at < data.length) at += await conn.write(data.subarray(at));
+}
+
+function tcpAddr(addr: string): { hostname: string; port: number } {
+  const u = new URL(addr.replace(/^tcp:/, "http:"));
+  return { hostname: u.hostname, port: Number(u.port) };
+}
+
+/** Reads length-prefixed messages; calls `onMessage(len)` for each; ends at `count`. */
+async function rawRead(
+  conn: Deno.Conn,
+  count: number,
+  onMessage: (body: Uint8Array) => void | Promise<void>,
+): Promise<void> {
+  const buf = new Uint8Array(256 * 1024);
+  let pending = new Uint8Array(0);
+  let got = 0;
+  while (got < count) {
+    const n = await conn.read(buf);
+    if (n === null) throw new Error(`raw reader: early end after ${got}`);
+    let data = buf.subarray(0, n);
+    if (pending.length) {
+      const joined = new Uint8Array(pending.length + n);
+      joined.set(pending);
+      joined.set(data, pending.length);
+      data = joined;
+    }
+    const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
+    let at = 0;
+    while (data.length - at >= 4 && got < count) {
+      const len = view.getUint32(at);
+      if (data.length - at - 4 < len) break;
+      await onMessage(data.subarray(at + 4, at + 4 + len));
+      at += 4 + len;
+      got++;
+    }
+    pending = data.slice(at);
+  }
+}
+
+function rawFrame(size: number): Uint8Array {
+  const frame = new Uint8Array(4 + size).fill(7);
+  new DataView(frame.buffer).setUint32(0, size);
+  return frame;
+}
+
+async function rawRecv(c: RoleConfig): Promise<void> {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  console.log(JSON.stringify({ ready: `tcp://127.0.0.1:${listener.addr.port}` }));
+  const conn = await listener.accept();
+  conn.setNoDelay(true);
+  let first = 0;
+  await rawRead(conn, c.count, (body) => {
+    if (first === 0) first = performance.now();
+    if (body.length > 0 && body[0] !== 7) throw new Error("raw reader: corrupt");
+  });
+  finish({ messages: c.count, elapsedMs: performance.now() - first });
+  conn.close();
+  listener.close();
+}
+
+async function rawSend(c: RoleConfig): Promise<void> {
+  const conn = await Deno.connect(tcpAddr(c.addr!));
+  conn.setNoDelay(true);
+  const frame = rawFrame(c.size);
+  if (c.coalesce) {
+    const perWrite = Math.max(1, Math.floor(WRITE_BATCH / frame.length));
+    const batch = new Uint8Array(perWrite * frame.length);
+    for (let i = 0; i < perWrite; i++) batch.set(frame, i * frame.length);
+    for (let sent = 0; sent < c.count; sent += perWrite) {
+      const k = Math.min(perWrite, c.count - sent);
+      await writeAll(conn, batch.subarray(0, k * frame.length));
+    }
+  } else {
+    for (let i = 0; i < c.count; i++) await writeAll(conn, frame);
+  }
+  // The receiver closes once it has everything; wait for that, so nothing is cut short.
+  await conn.read(new Uint8Array(1)).catch(() => null);
+  finish({});
+  conn.close();
+}
+
+async function rawEcho(c: RoleConfig): Promise<void> {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  console.log(JSON.stringify({ ready: `tcp://127.0.0.1:${listener.addr.port}` }));
+  const conn = await listener.accept();
+  conn.setNoDelay(true);
+  const frame = rawFrame(c.size);
+  await rawRead(conn, c.count, () => writeAll(conn, frame));
+  finish({});
+  conn.close();
+  listener.close();
+}
+
+async function rawPing(c: RoleConfig): Promise<void> {
+  const conn = await Deno.connect(tcpAddr(c.addr!));
+  conn.setNoDelay(true);
+  const frame = rawFrame(c.size);
+  const buf = new Uint8Array(64 * 1024);
+  const rtts: number[] = [];
+  for (let i = 0; i < c.count; i++) {
+    const t0 = performance.now();
+    await writeAll(conn, frame);
+    let got = 0;
+    while (got < frame.length) {
+      const n = await conn.read(buf.subarray(got));
+      if (n === null) throw new Error("raw ping: early end");
+      got += n;
+    }
+    rtts.push((performance.now() - t0) * 1000);
+  }
+  finish({ rtts });
+  conn.close();
+}
+
+function messenger(name: string): Messenger {
+  return new Messenger({ name, logger: () => {} });
+}
+
+async function heartlineRecv(c: RoleConfig): Promise<void> {
+  const m = messenger("recv");
+  console.log(JSON.stringify({ ready: await m.listen("tcp://127.0.0.1:0") }));
+  let got = 0, first = 0;
+  for await (const msg of m.messages()) {
+    if (first === 0) first = performance.now();
+    if (msg.payload.length > 0 && msg.payload[0] !== 7) throw new Error("reader: corrupt");
+    if (++got === c.count) break;
+  }
+  finish({ messages: got, elapsedMs: performance.now() - first });
+  await m.close();
+}
+
+async function heartlineSend(c: RoleConfig): Promise<void> {
+  const m = messenger("send");
+  const conn = await m.connect(c.addr!, { policy: c.policy ?? "lossyClient" });
+  const body = new Uint8Array(c.size).fill(7);
+  for (let i = 0; i < c.count; i++) await conn.send(1, body);
+  // The receiver closes once it has everything.
+  for await (const ev of m.events()) if (ev.kind === "close" || ev.kind === "reset") break;
+  finish({});
+  await m.close();
+}
+
+async function heartlineEcho(c: RoleConfig): Promise<void> {
+  const m = messenger("echo");
+  console.log(JSON.stringify({ ready: await m.listen("tcp://127.0.0.1:0") }));
+  let got = 0;
+  for await (const msg of m.messages()) {
+    await msg.connection.send(2, msg.payload);
+    if (++got === c.count) break;
+  }
+  finish({});
+  await m.close();
+}
+
+async function heartlinePing(c: RoleConfig): Promise<void> {
+  const m = messenger("ping");
+  const conn = await m.connect(c.addr!, { policy: c.policy ?? "lossyClient" });
+  const replies = m.messages()[Symbol.asyncIterator]();
+  const body = new Uint8Array(c.size);
+  const rtts: number[] = [];
+  for (let i = 0; i < c.count; i++) {
+    const t0 = performance.now();
+    await conn.send(1, body);
+    await replies.next();
+    rtts.push((performance.now() - t0) * 1000);
+  }
+  finish({ rtts });
+  await m.close();
+}
+
+/** Collects garbage if the process runs with --expose-gc, twice, so the heap settles. */
+function settle(): void {
+  const gc = (globalThis as { gc?: () => void }).gc;
+  gc?.();
+  gc?.();
+}
+
+/**
+ * Accepts `count` connections and lets them idle (heartbeats only) for a few intervals; reports
+ * what each one costs: resident and heap bytes after minus before, divided by the count.
+ */
+async function idleServer(c: RoleConfig): Promise<void> {
+  const m = messenger("idle-server");
+  const addr = await m.listen("tcp://127.0.0.1:0");
+  settle();
+  const before = Deno.memoryUsage();
+  console.log(JSON.stringify({ ready: addr }));
+  let open = 0;
+  for await (const ev of m.events()) {
+    if (ev.kind === "accept" && ++open === c.count) break;
+  }
+  // A few heartbeat intervals: idle, but alive.
+  await new Promise((r) => setTimeout(r, 3000));
+  settle();
+  const after = Deno.memoryUsage();
+  const per = (k: keyof Deno.MemoryUsage) => (after[k] - before[k]) / c.count;
+  finish({
+    messages: m.connections().length,
+    rssPerConn: per("rss"),
+    heapPerConn: per("heapUsed"),
+    heapTotalPerConn: per("heapTotal"),
+    externalPerConn: per("external"),
+  });
+  Deno.exit(0); // the clients' side ends with the harness
+}
+
+/** Opens `count` connections to `addr`, 100 at a time, each from a messenger of its own. */
+async function idleClients(c: RoleConfig): Promise<void> {
+  // One connection per peer pair: every connection needs its own node, so a messenger each.
+  const all: Messenger[] = [];
+  for (let i = 0; i < c.count; i += 100) {
+    const batch = [];
+    for (let j = i; j < Math.min(c.count, i + 100); j++) {
+      const m = messenger(`idle-${j}`);
+      all.push(m);
+      batch.push(m.connect(c.addr!));
+    }
+    await Promise.all(batch);
+  }
+  finish({ messages: all.length });
+  await new Promise(() => {}); // until the harness ends this process
+}
+
+const ROLES = {
+  raw: { recv: rawRecv, send: rawSend, echo: rawEcho, ping: rawPing },
+  heartline: { recv: heartlineRecv, send: heartlineSend, echo: heartlineEcho, ping: heartlinePing },
+};
+
+if (import.meta.main) {
+  const config = JSON.parse(Deno.args[0]) as RoleConfig;
+  if (config.role === "idle-server") await idleServer(config);
+  else if (config.role === "idle-clients") await idleClients(config);
+  else await ROLES[config.kind][config.role](config);
+}

@@ -1,0 +1,232 @@
+// Two-process benchmarks: sender and receiver (or pinger and echo) in separate `deno`
+// processes on loopback, each workload beside raw Deno TCP measured in the same run, with the
+// CPU time and peak RSS of both processes. What a deployment sees, unlike the in-process rows.
+
+import { type BenchOptions, type BenchResult, median, percentile, wanted } from "../_common.ts";
+import type { RoleConfig, RoleResult } from "./role.ts";
+
+const ROLE = new URL("./role.ts", import.meta.url);
+
+/** Starts one role process; `ready` resolves with the address it printed, if it listens. */
+function start(config: RoleConfig, flags: string[] = []) {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-net=127.0.0.1",
+      ...flags,
+      ROLE.href,
+      JSON.stringify(config),
+    ],
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  async function line(): Promise<string> {
+    for (;;) {
+      const nl = buffer.indexOf("\n");
+      if (nl >= 0) {
+        const l = buffer.slice(0, nl);
+        buffer = buffer.slice(nl + 1);
+        return l;
+      }
+      const { value, done } = await lines.read();
+      if (done) throw new Error(`${config.kind} ${config.role} ended without output`);
+      buffer += value;
+    }
+  }
+  // A bound for every run: a stuck benchmark process is killed, and the run fails.
+  const timer = setTimeout(() => child.kill("SIGKILL"), 120_000);
+  return {
+    kill(): Promise<void> {
+      clearTimeout(timer);
+      child.kill("SIGKILL");
+      return child.status.then(() => lines.cancel().catch(() => {}));
+    },
+    async ready(): Promise<string> {
+      return (JSON.parse(await line()) as { ready: string }).ready;
+    },
+    async result(): Promise<RoleResult> {
+      const result = JSON.parse(await line()) as RoleResult;
+      const status = await child.status;
+      clearTimeout(timer);
+      await lines.cancel().catch(() => {});
+      if (!status.success) throw new Error(`${config.kind} ${config.role} exited ${status.code}`);
+      return result;
+    },
+  };
+}
+
+/** A pair of processes: `server` listens, `client` dials it. */
+async function runPair(
+  server: RoleConfig,
+  client: Omit<RoleConfig, "addr">,
+): Promise<{ server: RoleResult; client: RoleResult }> {
+  const s = start(server);
+  const addr = await s.ready();
+  const c = start({ ...client, addr });
+  const [sr, cr] = await Promise.all([s.result(), c.result()]);
+  return { server: sr, client: cr };
+}
+
+interface OneWay {
+  rate: number;
+  client: RoleResult;
+  server: RoleResult;
+}
+
+async function oneWay(
+  kind: "raw" | "heartline",
+  size: number,
+  count: number,
+  extra: Partial<RoleConfig> = {},
+): Promise<OneWay> {
+  const r = await runPair(
+    { role: "recv", kind, size, count },
+    { role: "send", kind, size, count, ...extra },
+  );
+  return { rate: r.server.messages! / (r.server.elapsedMs! / 1000), ...r };
+}
+
+/** The median run (by rate) of `rounds`. */
+async function medianOf(rounds: number, run: () => Promise<OneWay>): Promise<OneWay> {
+  const runs: OneWay[] = [];
+  for (let i = 0; i < rounds; i++) runs.push(await run());
+  runs.sort((a, b) => a.rate - b.rate);
+  return runs[Math.floor(runs.length / 2)];
+}
+
+const MiB = 1024 * 1024;
+
+/** Counts sized for about a second each here (raw is ~10x faster than heartline on small). */
+const WORKLOADS = [
+  { name: "proc_oneway_64B", size: 64, raw: 20_000_000, ours: 4_000_000, coalesce: true },
+  { name: "proc_oneway_1KiB", size: 1024, raw: 4_000_000, ours: 600_000, coalesce: true },
+  { name: "proc_oneway_64KiB", size: 65536, raw: 40_000, ours: 20_000, coalesce: false },
+] as const;
+
+/** The two-process suite. */
+export async function procBenchmarks(options: BenchOptions): Promise<BenchResult[]> {
+  const out: BenchResult[] = [];
+  const scale = options.quick ? 0.02 : 1;
+  const rounds = options.quick ? 1 : 3;
+  const n = (count: number) => Math.max(100, Math.round(count * scale));
+  let lossy64: OneWay | null = null, raw64: OneWay | null = null;
+  for (const w of WORKLOADS) {
+    if (!wanted(options, w.name) && !(w.size === 64 && wanted(options, "proc_"))) continue;
+    const raw = await medianOf(
+      rounds,
+      () => oneWay("raw", w.size, n(w.raw), { coalesce: w.coalesce }),
+    );
+    const ours = await medianOf(rounds, () => oneWay("heartline", w.size, n(w.ours)));
+    if (w.size === 64) [lossy64, raw64] = [ours, raw];
+    if (!wanted(options, w.name)) continue;
+    out.push({
+      name: w.name,
+      unit: "msg/s",
+      value: ours.rate,
+      baseline_value: raw.rate,
+      ratio: ours.rate / raw.rate,
+      note: `raw with ${w.coalesce ? "~64 KiB coalesced writes" : "a write per message"}; ` +
+        `${((ours.rate * w.size) / 1e9).toFixed(2)} GB/s; median of ${rounds}`,
+    });
+  }
+  if (lossy64 && raw64) out.push(...resourceRows(lossy64, raw64));
+  if (wanted(options, "proc_oneway_64B_lossless")) {
+    const lossy = lossy64 ?? await medianOf(rounds, () => oneWay("heartline", 64, n(4_000_000)));
+    const lossless = await medianOf(
+      rounds,
+      () => oneWay("heartline", 64, n(4_000_000), { policy: "losslessClient" }),
+    );
+    out.push({
+      name: "proc_oneway_64B_lossless",
+      unit: "msg/s",
+      value: lossless.rate,
+      baseline_value: lossy.rate,
+      ratio: lossless.rate / lossy.rate,
+      note: "baseline: the lossy row",
+    });
+  }
+  if (wanted(options, "proc_pingpong")) {
+    out.push(...await pingPongRows(options.quick ? 500 : 20_000));
+  }
+  if (wanted(options, "idle_conn_bytes")) out.push(await idleRow(options.quick ? 200 : 10_000));
+  return out;
+}
+
+/** The budget per idle connection the issue sets: 16 KiB. */
+const IDLE_BUDGET = 16 * 1024;
+
+/** Resident bytes per idle connection on the accepting side with `count` open. */
+async function idleRow(count: number): Promise<BenchResult> {
+  const server = start({ role: "idle-server", kind: "heartline", size: 0, count }, [
+    "--v8-flags=--expose-gc",
+  ]);
+  const addr = await server.ready();
+  const clients = start({ role: "idle-clients", kind: "heartline", size: 0, count, addr });
+  try {
+    const r = await server.result();
+    return {
+      name: "idle_conn_bytes",
+      unit: "B/conn",
+      value: r.rssPerConn!,
+      baseline_value: IDLE_BUDGET,
+      ratio: IDLE_BUDGET / r.rssPerConn!,
+      note:
+        `${count} idle connections; per connection: heap used ${Math.round(r.heapPerConn!)} B, ` +
+        `heap total ${Math.round(r.heapTotalPerConn!)} B, external ${
+          Math.round(r.externalPerConn!)
+        } B; baseline: the 16 KiB budget`,
+    };
+  } finally {
+    await clients.kill();
+  }
+}
+
+/** CPU time per message and peak RSS of both processes of the 64 B stream, against raw's. */
+function resourceRows(ours: OneWay, raw: OneWay): BenchResult[] {
+  const rows: BenchResult[] = [];
+  for (const side of ["client", "server"] as const) {
+    const o = ours[side], r = raw[side];
+    rows.push({
+      name: `proc_rss_${side}_64B`,
+      unit: "MiB",
+      value: o.peakRssBytes / MiB,
+      baseline_value: r.peakRssBytes / MiB,
+      ratio: r.peakRssBytes / o.peakRssBytes,
+      note: `peak RSS (ru_maxrss) of the ${side === "client" ? "sender" : "receiver"}`,
+    });
+    const perMsg = (x: RoleResult, m: number) => (x.cpuMs * 1e6) / m;
+    const oNs = perMsg(o, ours.server.messages!), rNs = perMsg(r, raw.server.messages!);
+    rows.push({
+      name: `proc_cpu_${side}_64B`,
+      unit: "ns/msg",
+      value: oNs,
+      baseline_value: rNs,
+      ratio: rNs / oNs,
+      note: `CPU time (user + system) of the ${side === "client" ? "sender" : "receiver"}`,
+    });
+  }
+  return rows;
+}
+
+async function pingPongRows(count: number): Promise<BenchResult[]> {
+  const run = (kind: "raw" | "heartline") =>
+    runPair({ role: "echo", kind, size: 64, count }, { role: "ping", kind, size: 64, count });
+  const raw = (await run("raw")).client.rtts!;
+  const ours = (await run("heartline")).client.rtts!;
+  // The first tenth warms both paths up (JIT, buffers); percentiles come from the rest.
+  const warm = Math.floor(count / 10);
+  const r = raw.slice(warm), o = ours.slice(warm);
+  return ([[50, "p50"], [99, "p99"], [99.9, "p999"]] as const).map(([p, label]) => {
+    const value = percentile(o, p), baseline = percentile(r, p);
+    return {
+      name: `proc_pingpong_64B_${label}`,
+      unit: "us",
+      value,
+      baseline_value: baseline,
+      ratio: baseline / value,
+      note: `${o.length} round trips; median raw ${median(r).toFixed(1)} us`,
+    };
+  });
+}
