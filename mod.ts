@@ -25,6 +25,7 @@
 
 export {
   type ConnectOptions,
+  type MessagesOptions,
   Messenger,
   type MessengerEvent,
   type MessengerHealth,

@@ -67,6 +67,19 @@ export class AsyncQueue<T> implements AsyncIterable<T> {
     return new Promise((resolve) => this.#waiters.push(resolve));
   }
 
+  /**
+   * Takes every item waiting (at most `max`), waiting for the first one; `done` once closed
+   * and empty. Items pushed by one read arrive before the waiting consumer resumes, so a
+   * consumer gets a read's worth of items for one await.
+   */
+  async nextBatch(max: number): Promise<IteratorResult<T[]>> {
+    const first = await this.next();
+    if (first.done) return { value: undefined, done: true };
+    const batch = [first.value];
+    while (batch.length < max && this.size > 0) batch.push(this.shift()!);
+    return { value: batch, done: false };
+  }
+
   /** Ends the queue: consumers get the remaining items, then `done`. */
   close(): void {
     if (this.#closed) return;

@@ -84,3 +84,11 @@ export function sessionEvent(connection: Connection, event: LosslessEvent): Sess
     }
   }
 }
+
+/** Options of `messenger.messages()`. */
+export interface MessagesOptions {
+  /** Yield arrays of the messages that arrived together instead of one message at a time. */
+  batch?: boolean;
+  /** Most messages in one batch. Default 1024. */
+  maxBatch?: number;
+}

@@ -23,6 +23,7 @@ import {
 } from "./options.ts";
 import type { Keys } from "./protocol/auth.ts";
 import {
+  type MessagesOptions,
   type MessengerEvent,
   type MessengerHealth,
   sessionEvent,
@@ -52,7 +53,7 @@ import type { Listener, Transport } from "../transports/types.ts";
 
 export type { ConnectOptions } from "./node/dialer.ts";
 export type { MessengerOptions } from "./options.ts";
-export type { MessengerEvent, MessengerHealth, TimerStats } from "./events.ts";
+export type { MessagesOptions, MessengerEvent, MessengerHealth, TimerStats } from "./events.ts";
 
 /**
  * A node's messenger.
@@ -322,8 +323,24 @@ export class Messenger {
    * A connection whose messages pile up untaken (`maxInboundMessages` or `maxInboundBytes`)
    * stops reading its link, so its sender feels back-pressure; the other connections read on.
    */
-  messages(): AsyncIterable<Message> {
-    return this.#inbound.queue;
+  messages(): AsyncIterable<Message>;
+  /**
+   * With `{ batch: true }`: the same messages as arrays of what arrived together (at most
+   * `maxBatch`, default 1024), so a consumer pays one async step per read rather than one per
+   * message. Order within and across batches is arrival order.
+   */
+  messages(options: MessagesOptions & { batch: true }): AsyncIterable<Message[]>;
+  messages(options?: MessagesOptions): AsyncIterable<Message> | AsyncIterable<Message[]> {
+    const queue = this.#inbound.queue;
+    if (!options?.batch) return queue;
+    const max = options.maxBatch ?? 1024;
+    if (!(max >= 1)) throw new RangeError(`Option maxBatch must be at least 1: ${max}`);
+    return {
+      [Symbol.asyncIterator]: () => ({
+        next: () => queue.nextBatch(max),
+        return: () => Promise.resolve({ value: undefined, done: true }),
+      }),
+    };
   }
 
   /** A new subscription to this messenger's events; any number may be open. */

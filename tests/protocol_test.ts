@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import fc from "npm:fast-check@4";
 import { crc32c } from "../src/protocol/crc32c.ts";
 import {
   BANNER,
@@ -279,4 +280,44 @@ Deno.test("a Refuse frame about the cluster names the field, not the refusing no
   const text = new TextDecoder().decode(encodeRefusal(error));
   assert.ok(!text.includes("secret-id"), text);
   assert.equal(decodeRefusal(encodeRefusal(error)).field, "cluster");
+});
+
+Deno.test("FrameDecoder: any split of a stream gives its frames in order; only frames that spanned reads are owned", () => {
+  fc.assert(
+    fc.property(
+      fc.array(fc.uint8Array({ maxLength: 300 }), { minLength: 1, maxLength: 20 }),
+      fc.array(fc.integer({ min: 1, max: 64 }), { minLength: 1, maxLength: 50 }),
+      (payloads, pieces) => {
+        const frames = payloads.map((p) => encodeFrame(Tag.Message, p));
+        const stream = new Uint8Array([...BANNER, ...frames.flatMap((f) => [...f])]);
+        const starts = new Set<number>(); // where each read begins
+        const decoder = new FrameDecoder({ maxFrameBytes: 1024 });
+        const got: { payload: Uint8Array; owned: boolean }[] = [];
+        // A reused read buffer, as the TCP link has: whatever is not owned must be copied now.
+        const readBuffer = new Uint8Array(64);
+        for (let at = 0, i = 0; at < stream.length; i++) {
+          const n = Math.min(pieces[i % pieces.length], stream.length - at);
+          starts.add(at);
+          readBuffer.set(stream.subarray(at, at + n));
+          decoder.push(readBuffer.subarray(0, n), (_tag, _flags, payload, owned) => {
+            got.push({ payload: owned ? payload : payload.slice(), owned });
+          });
+          at += n;
+        }
+        decoder.end();
+        assert.equal(decoder.buffered, 0);
+        assert.deepEqual(got.map((g) => g.payload), payloads);
+        // A frame is owned exactly when a read boundary fell inside it.
+        let offset = BANNER.length;
+        for (const [i, f] of frames.entries()) {
+          let spans = false;
+          for (let b = offset + 1; b < offset + f.length; b++) if (starts.has(b)) spans = true;
+          assert.equal(got[i].owned, spans, `frame ${i}`);
+          if (spans) assert.equal(got[i].payload.buffer.byteLength, f.length, "sized to the frame");
+          offset += f.length;
+        }
+      },
+    ),
+    { seed: 20261206, numRuns: 500 },
+  );
 });

@@ -120,8 +120,17 @@ export function getUint64(view: DataView, offset: number): number {
   return view.getUint32(offset) * 0x1_0000_0000 + view.getUint32(offset + 4);
 }
 
-/** Called for each complete frame; `payload` is a view valid only during the call. */
-export type FrameHandler = (tag: TagValue, flags: number, payload: Uint8Array) => void;
+/**
+ * Called for each complete frame. `payload` is a view valid only during the call, unless
+ * `owned` is true: then it lies in a buffer of its own that the decoder never touches again
+ * (a frame that arrived across reads), and the handler may keep it without copying.
+ */
+export type FrameHandler = (
+  tag: TagValue,
+  flags: number,
+  payload: Uint8Array,
+  owned: boolean,
+) => void;
 
 /** Options of {@linkcode FrameDecoder}. */
 export interface FrameDecoderOptions {
@@ -152,11 +161,11 @@ export class FrameDecoder {
   #max: number;
   #needBanner: boolean;
   #allowUnchecked = false;
-  // An incomplete frame is kept as the chunks it arrived in and joined once, when `#need`
-  // bytes are there, so a large frame arriving in many small chunks is copied only once.
-  #chunks: Uint8Array[] = [];
-  #chunkBytes = 0;
-  #need = 0;
+  // An incomplete frame (or banner, or preamble) is kept in a buffer of the size it needs and
+  // completed from the next reads, copying only its own bytes: the rest of a read is decoded
+  // where it lies. A frame is copied at most once, into a buffer of its final size.
+  #partial: Uint8Array | null = null;
+  #have = 0;
   /** Protocol version announced by the peer's banner, once read. */
   peerVersion = 0;
 
@@ -168,7 +177,7 @@ export class FrameDecoder {
 
   /** Bytes held for an incomplete frame. */
   get buffered(): number {
-    return this.#chunkBytes;
+    return this.#have;
   }
 
   /**
@@ -195,46 +204,110 @@ export class FrameDecoder {
 
   /** Throws if the stream ended in the middle of a banner or frame. */
   end(): void {
-    if (this.#chunkBytes > 0) {
+    if (this.#have > 0) {
       throw new FrameError(
         "truncated",
-        `Stream ended inside a frame: ${this.#chunkBytes} bytes left over`,
+        `Stream ended inside a frame: ${this.#have} bytes left over`,
       );
     }
   }
 
   /** Feeds one chunk; calls `onFrame` for each frame completed by it. */
   push(chunk: Uint8Array, onFrame: FrameHandler): void {
-    const buf = this.#pending(chunk);
-    if (buf === null) return;
     let pos = 0;
-    if (this.#needBanner) {
-      pos = this.#banner(buf);
+    if (this.#partial !== null) {
+      pos = this.#complete(chunk, onFrame);
       if (pos < 0) return;
     }
-    const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
-    while (buf.length - pos >= PREAMBLE_BYTES) {
-      const tag = buf[pos];
-      if (!KNOWN_TAGS.has(tag)) {
-        throw new FrameError("unknown-tag", `Unknown frame tag: ${tag}`);
-      }
-      if (buf[pos + 2] !== 0 || buf[pos + 3] !== 0) {
-        throw new FrameError("malformed", "Reserved preamble bytes are not zero");
-      }
-      const length = view.getUint32(pos + 4);
-      if (length > this.#max) {
-        throw new FrameError("oversize", `Frame too large: ${length} bytes, limit ${this.#max}`);
-      }
-      const end = pos + PREAMBLE_BYTES + length;
-      if (end > buf.length) {
-        this.#keep(buf.slice(pos), PREAMBLE_BYTES + length);
+    if (this.#needBanner) {
+      if (chunk.length - pos < BANNER.length) {
+        this.#bannerPrefix(chunk, pos, chunk.length - pos); // wrong bytes fail at once
+        this.#hold(chunk.subarray(pos), BANNER.length);
         return;
       }
-      this.#check(buf, view, pos, end);
-      onFrame(tag as TagValue, buf[pos + 1], buf.subarray(pos + PREAMBLE_BYTES, end));
+      this.#banner(chunk, pos);
+      pos += BANNER.length;
+    }
+    const view = new DataView(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+    while (chunk.length - pos >= PREAMBLE_BYTES) {
+      const length = this.#preamble(chunk, view, pos);
+      const end = pos + PREAMBLE_BYTES + length;
+      if (end > chunk.length) {
+        this.#hold(chunk.subarray(pos), PREAMBLE_BYTES + length);
+        return;
+      }
+      this.#check(chunk, view, pos, end);
+      onFrame(
+        chunk[pos] as TagValue,
+        chunk[pos + 1],
+        chunk.subarray(pos + PREAMBLE_BYTES, end),
+        false,
+      );
       pos = end;
     }
-    if (pos < buf.length) this.#keep(buf.slice(pos), PREAMBLE_BYTES);
+    if (pos < chunk.length) this.#hold(chunk.subarray(pos), PREAMBLE_BYTES);
+  }
+
+  /**
+   * Checks the preamble at `pos` (tag, reserved bytes, length against the limit) and returns
+   * the payload length.
+   */
+  #preamble(buf: Uint8Array, view: DataView, pos: number): number {
+    const tag = buf[pos];
+    if (!KNOWN_TAGS.has(tag)) {
+      throw new FrameError("unknown-tag", `Unknown frame tag: ${tag}`);
+    }
+    if (buf[pos + 2] !== 0 || buf[pos + 3] !== 0) {
+      throw new FrameError("malformed", "Reserved preamble bytes are not zero");
+    }
+    const length = view.getUint32(pos + 4);
+    if (length > this.#max) {
+      throw new FrameError("oversize", `Frame too large: ${length} bytes, limit ${this.#max}`);
+    }
+    return length;
+  }
+
+  /** Keeps `rest` (a copy: the caller may reuse its buffer) in a buffer of `need` bytes. */
+  #hold(rest: Uint8Array, need: number): void {
+    this.#partial = new Uint8Array(need);
+    this.#partial.set(rest);
+    this.#have = rest.length;
+  }
+
+  /**
+   * Completes the held banner, preamble or frame from the start of `chunk`: returns where the
+   * rest of the chunk starts, or -1 when the chunk was all used and more is needed.
+   */
+  #complete(chunk: Uint8Array, onFrame: FrameHandler): number {
+    let pos = 0;
+    for (;;) {
+      const partial = this.#partial!;
+      const take = Math.min(partial.length - this.#have, chunk.length - pos);
+      partial.set(chunk.subarray(pos, pos + take), this.#have);
+      this.#have += take;
+      if (this.#needBanner) this.#bannerPrefix(partial, 0, Math.min(this.#have, BANNER.length - 1));
+      pos += take;
+      if (this.#have < partial.length) return -1;
+      if (this.#needBanner) {
+        this.#banner(partial, 0);
+        this.#partial = null;
+        this.#have = 0;
+        return pos;
+      }
+      const view = new DataView(partial.buffer);
+      const length = this.#preamble(partial, view, 0);
+      if (partial.length === PREAMBLE_BYTES && length > 0) {
+        // The preamble is whole: now the frame's own buffer, of its final size.
+        this.#partial = new Uint8Array(PREAMBLE_BYTES + length);
+        this.#partial.set(partial);
+        continue;
+      }
+      this.#partial = null;
+      this.#have = 0;
+      this.#check(partial, view, 0, partial.length);
+      onFrame(partial[0] as TagValue, partial[1], partial.subarray(PREAMBLE_BYTES), true);
+      return pos;
+    }
   }
 
   /** Checks the checksum of the frame at `pos..end`, unless it is allowed to go without. */
@@ -258,40 +331,19 @@ export class FrameDecoder {
     }
   }
 
-  /**
-   * The bytes to decode: `chunk` itself, or the pending bytes joined with it once they reach
-   * what the pending frame needs (null until then).
-   */
-  #pending(chunk: Uint8Array): Uint8Array | null {
-    if (this.#chunkBytes === 0) return chunk;
-    // Copy: the caller may reuse `chunk`'s buffer for its next read.
-    this.#chunks.push(chunk.slice());
-    this.#chunkBytes += chunk.length;
-    if (this.#chunkBytes < this.#need) return null;
-    const buf = new Uint8Array(this.#chunkBytes);
-    let at = 0;
-    for (const c of this.#chunks) {
-      buf.set(c, at);
-      at += c.length;
-    }
-    this.#chunks = [];
-    this.#chunkBytes = 0;
-    return buf;
-  }
-
-  /** Checks the banner at the start of `buf`: returns where frames start, or -1 to wait. */
-  #banner(buf: Uint8Array): number {
-    const have = Math.min(buf.length, BANNER.length - 1);
-    for (let i = 0; i < have; i++) {
-      if (buf[i] !== BANNER[i]) {
+  /** Checks the first `n` bytes at `pos` against the banner (its version byte excluded). */
+  #bannerPrefix(buf: Uint8Array, pos: number, n: number): void {
+    for (let i = 0; i < Math.min(n, BANNER.length - 1); i++) {
+      if (buf[pos + i] !== BANNER[i]) {
         throw new FrameError("banner", "Wrong banner: the peer does not speak heartline");
       }
     }
-    if (buf.length < BANNER.length) {
-      this.#keep(buf.slice(), BANNER.length);
-      return -1;
-    }
-    const version = buf[BANNER.length - 1];
+  }
+
+  /** Checks the whole banner at `pos` of `buf`, and the protocol version it announces. */
+  #banner(buf: Uint8Array, pos: number): void {
+    this.#bannerPrefix(buf, pos, BANNER.length - 1);
+    const version = buf[pos + BANNER.length - 1];
     if (version !== PROTOCOL_VERSION) {
       throw new HandshakeRefusedError(
         "version",
@@ -300,12 +352,5 @@ export class FrameDecoder {
     }
     this.peerVersion = version;
     this.#needBanner = false;
-    return BANNER.length;
-  }
-
-  #keep(rest: Uint8Array, need: number): void {
-    this.#chunks = [rest];
-    this.#chunkBytes = rest.length;
-    this.#need = need;
   }
 }

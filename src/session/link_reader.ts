@@ -17,8 +17,11 @@ export interface ReaderOwner {
    * frames. Returns a promise to await before reading more (back-pressure).
    */
   readChunk(reader: LinkReader, chunk: Uint8Array): Promise<void> | undefined;
-  /** One complete frame (its payload is valid only during the call). */
-  readFrame(reader: LinkReader, tag: TagValue, payload: Uint8Array): void;
+  /**
+   * One complete frame: its payload is valid only during the call, unless `owned` (then it is
+   * a buffer of its own that may be kept without copying).
+   */
+  readFrame(reader: LinkReader, tag: TagValue, payload: Uint8Array, owned: boolean): void;
   /** The stream ended in order. */
   readEnded(reader: LinkReader): void;
   /** Reading failed: a transport error or bad bytes. */
@@ -71,8 +74,8 @@ export class LinkReader {
   } = { challenge: null, hello: null, integrity: false };
   /** The frame decoder, kept with the link (it holds a partial frame between reads). */
   readonly decoder: FrameDecoder;
-  #dispatch = (tag: TagValue, _flags: number, payload: Uint8Array): void => {
-    if (!this.stopped) this.owner.readFrame(this, tag, payload);
+  #dispatch = (tag: TagValue, _flags: number, payload: Uint8Array, owned: boolean): void => {
+    if (!this.stopped) this.owner.readFrame(this, tag, payload, owned);
   };
 
   /** A reader of `link` reporting to `owner`. */

@@ -15,8 +15,8 @@ import { LinkReader, type ReaderOwner } from "./link_reader.ts";
 export interface LinkEvents {
   /** A chunk of `bytes` arrived (before its frames are decoded). */
   chunk(bytes: number): void;
-  /** One frame (its payload is valid only during the call). */
-  frame(tag: TagValue, payload: Uint8Array): void;
+  /** One frame (its payload is valid only during the call, unless `owned`). */
+  frame(tag: TagValue, payload: Uint8Array, owned: boolean): void;
   /** The chunk's frames are handled; returns a promise to await before reading more. */
   chunkDone(): Promise<void> | undefined;
   /** The stream ended in order. */
@@ -132,8 +132,8 @@ export class LinkSlot implements ReaderOwner {
   }
 
   /** @internal see {@linkcode ReaderOwner} */
-  readFrame(reader: LinkReader, tag: TagValue, payload: Uint8Array): void {
-    if (reader === this.#reader) this.#events.frame(tag, payload);
+  readFrame(reader: LinkReader, tag: TagValue, payload: Uint8Array, owned: boolean): void {
+    if (reader === this.#reader) this.#events.frame(tag, payload, owned);
   }
 
   /** @internal see {@linkcode ReaderOwner} */

@@ -71,8 +71,12 @@ export class Receiver<H> {
     this.#p.heard();
   }
 
-  /** One Message frame's payload. Throws `FrameError` for a gap or a malformed header. */
-  message(payload: Uint8Array): void {
+  /**
+   * One Message frame's payload. Throws `FrameError` for a gap or a malformed header. With
+   * `owned`, the payload is a buffer of its own (a frame assembled across reads), and the body
+   * is handed on as a view of it, without a copy.
+   */
+  message(payload: Uint8Array, owned = false): void {
     const p = this.#p;
     const h = p.seq.accept(payload);
     if (h === null) {
@@ -80,7 +84,9 @@ export class Receiver<H> {
       return;
     }
     if (h.ack > 0 && !p.lossy()) p.ack(h.ack);
-    const body = this.#arena.copy(payload, MESSAGE_HEADER_BYTES);
+    const body = owned
+      ? payload.subarray(MESSAGE_HEADER_BYTES)
+      : this.#arena.copy(payload, MESSAGE_HEADER_BYTES);
     p.inbound.deliver(p.handle, h.type, PRIORITIES[h.priority], body, h.seq);
     p.seq.received(h.seq); // only once delivered (see SessionSequence.received)
     p.stats.messagesReceived++;

@@ -92,7 +92,7 @@ export class Session<H> {
     });
     this.#slot = new LinkSlot({
       chunk: (bytes) => this.#receiver.chunk(bytes),
-      frame: (tag, payload) => this.#onFrame(tag, payload),
+      frame: (tag, payload, owned) => this.#onFrame(tag, payload, owned),
       chunkDone: () => this.#onChunkDone(),
       ended: () => this.#onEnded(),
       failed: (error) => this.#fail(error),
@@ -286,7 +286,7 @@ export class Session<H> {
     return this.#ports.inbound.backpressure(this.handle);
   }
 
-  #onFrame(tag: TagValue, payload: Uint8Array): void {
+  #onFrame(tag: TagValue, payload: Uint8Array, owned: boolean): void {
     if (this.#sm.state === "closed" || this.#refusal) return;
     this.#stats.framesReceived++;
     this.#ports.counters.framesReceived[tag]++;
@@ -296,7 +296,7 @@ export class Session<H> {
     }
     switch (tag) {
       case Tag.Message:
-        this.#receiver.message(payload);
+        this.#receiver.message(payload, owned);
         return;
       case Tag.Heartbeat:
         this.#ports.observer.heartbeat(this.handle, payload);
