@@ -5,7 +5,8 @@
 // `deno task bundle` writes to dist/ and the page's server serves beside this file.
 //
 // Query parameters: `node` (the address to dial; default the page's own host at /heartline),
-// `name` (this node's name; default `page-` and random digits).
+// `name` (this node's name; default `page-` and random digits), `policy` (default
+// `lossyClient`; see docs/browser.md before choosing `losslessClient`).
 
 import { Messenger, WebSocketTransport } from "./heartline.browser.js";
 
@@ -16,6 +17,7 @@ const params = new URLSearchParams(location.search);
 const scheme = location.protocol === "https:" ? "wss" : "ws";
 const addr = params.get("node") ?? `${scheme}://${location.host}/heartline`;
 const name = params.get("name") ?? `page-${Math.floor(Math.random() * 1e6)}`;
+const policy = params.get("policy") ?? "lossyClient";
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
@@ -52,7 +54,7 @@ async function connect() {
   $("reconnect").hidden = true;
   setStatus("connecting");
   try {
-    conn = await messenger.connect(addr, { policy: "lossyClient" });
+    conn = await messenger.connect(addr, { policy });
   } catch (error) {
     setStatus("error", `failed: ${error.message}`);
     $("reconnect").hidden = false;
