@@ -24,6 +24,8 @@ import {
 } from "../src/protocol/handshake.ts";
 import { FrameError, HandshakeRefusedError } from "../src/errors.ts";
 import { rawHello } from "./_helpers.ts";
+import { createHash, createHmac, hkdfSync } from "node:crypto";
+import { hkdfSha256, hmacSha256, sha256, timingSafeEqual, toHex } from "../src/protocol/_sha256.ts";
 
 function decodeAll(bytes: Uint8Array, max = 1 << 20, banner = false) {
   const frames: { tag: number; payload: Uint8Array }[] = [];
@@ -320,4 +322,72 @@ Deno.test("FrameDecoder: any split of a stream gives its frames in order; only f
     ),
     { seed: 20261206, numRuns: 500 },
   );
+});
+
+Deno.test("sha256, HMAC and HKDF match the RFC vectors", () => {
+  assert.equal(
+    toHex(sha256("abc")),
+    "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+  );
+  assert.equal(
+    toHex(sha256("")),
+    "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+  );
+  // RFC 4231, test cases 1 and 6 (a key longer than the block).
+  assert.equal(
+    toHex(hmacSha256(new Uint8Array(20).fill(0x0b), "Hi There")),
+    "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7",
+  );
+  assert.equal(
+    toHex(
+      hmacSha256(
+        new Uint8Array(131).fill(0xaa),
+        "Test Using Larger Than Block-Size Key - Hash Key First",
+      ),
+    ),
+    "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54",
+  );
+  // RFC 5869, test case 1.
+  const hex = (s: string) => new Uint8Array(s.match(/../g)!.map((b) => parseInt(b, 16)));
+  assert.equal(
+    toHex(
+      hkdfSha256(
+        new Uint8Array(22).fill(0x0b),
+        hex("000102030405060708090a0b0c"),
+        hex("f0f1f2f3f4f5f6f7f8f9"),
+        42,
+      ),
+    ),
+    "3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865",
+  );
+});
+
+Deno.test("sha256, HMAC and HKDF agree with node:crypto on every length around the block", () => {
+  let seed = 7;
+  const bytes = (n: number) =>
+    Uint8Array.from({ length: n }, () => (seed = (seed * 75 + 74) % 65537) & 0xff);
+  for (let n = 0; n < 300; n++) {
+    const data = bytes(n);
+    const key = bytes(n % 150);
+    assert.equal(toHex(sha256(data)), createHash("sha256").update(data).digest("hex"), `sha ${n}`);
+    assert.equal(
+      toHex(hmacSha256(key, data)),
+      createHmac("sha256", key).update(data).digest("hex"),
+      `hmac ${n}`,
+    );
+  }
+  // Strings are UTF-8, as node:crypto takes them; an empty key and salt are allowed.
+  assert.equal(
+    toHex(hmacSha256("kéy", "dätä")),
+    createHmac("sha256", "kéy").update("dätä").digest("hex"),
+  );
+  for (const [ikm, salt, length] of [["", "a:b", 32], ["key", "", 32], ["k", "s", 100]] as const) {
+    assert.deepEqual(
+      hkdfSha256(ikm, salt, "info", length),
+      new Uint8Array(hkdfSync("sha256", ikm, salt, "info", length)),
+    );
+  }
+  assert.equal(timingSafeEqual(new Uint8Array([1, 2]), new Uint8Array([1, 2])), true);
+  assert.equal(timingSafeEqual(new Uint8Array([1, 2]), new Uint8Array([1, 3])), false);
+  assert.equal(timingSafeEqual(new Uint8Array([1]), new Uint8Array([1, 2])), false);
 });

@@ -11,15 +11,16 @@
  * resuming Hello and its Welcome each carry an HMAC of the new link's challenges under it.
  * The instance nonces, which are public, never suffice.
  *
- * HMAC comes from `node:crypto` (synchronous, so that a proof is checked on the read path
- * before the frames pipelined behind the Hello are looked at), compared in constant time.
+ * HMAC and HKDF come from `_sha256.ts`, plain TypeScript that runs in Deno and in a browser
+ * alike (synchronous, so that a proof is checked on the read path before the frames pipelined
+ * behind the Hello are looked at); proofs are compared in constant time.
  *
  * @module
  */
 
-import { createHmac, hkdfSync, timingSafeEqual } from "node:crypto";
 import { FrameError } from "../errors.ts";
 import type { Hello } from "./handshake.ts";
+import { hkdfSha256, hmacSha256, timingSafeEqual, toHex } from "./_sha256.ts";
 
 /** Bytes of a challenge (sent as hex). */
 export const CHALLENGE_BYTES = 16;
@@ -86,7 +87,7 @@ function welcomeTranscript(serverChallenge: string, hello: Hello, welcome: Hello
 }
 
 function mac(key: string, text: string): string {
-  return createHmac("sha256", key).update(text).digest("hex");
+  return toHex(hmacSha256(key, text));
 }
 
 /** Whether `proof` is `expected`, in constant time. */
@@ -155,7 +156,7 @@ export function deriveResumeSecret(dialerKey: string, origin: SessionOrigin): Ui
     origin.server.nonce,
     origin.session,
   ]);
-  return new Uint8Array(hkdfSync("sha256", dialerKey, salt, info, RESUME_SECRET_BYTES));
+  return hkdfSha256(dialerKey, salt, info, RESUME_SECRET_BYTES);
 }
 
 /** A resume proof: HMAC of a new link's two challenges and the session under its secret. */
@@ -172,7 +173,7 @@ export function proveResume(
     clientChallenge ?? "",
     session,
   ]);
-  return createHmac("sha256", secret).update(text).digest("hex");
+  return toHex(hmacSha256(secret, text));
 }
 
 /** Whether `proof` proves the resume secret for this link. */

@@ -20,7 +20,8 @@ export interface Clock {
 
 /**
  * The real clock: `performance.now()` and the global `setTimeout`, unref'd unless asked, so
- * that heartbeats alone never keep a process alive.
+ * that heartbeats alone never keep a process alive (in Deno; a browser has no such notion, and
+ * the timeouts run as they are).
  *
  * @example
  * ```ts
@@ -33,7 +34,7 @@ export const systemClock: Clock = {
   now: () => performance.now(),
   setTimeout(fn, ms, options) {
     const id = setTimeout(fn, ms);
-    if (!options?.ref) Deno.unrefTimer(id);
+    if (!options?.ref) globalThis.Deno?.unrefTimer(id);
     return id;
   },
   clearTimeout: (handle) => clearTimeout(handle as number),
