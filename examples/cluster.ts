@@ -43,6 +43,8 @@ const KILL_AFTER_MS = 6_000;
 const RESTART_AFTER_DOWN_MS = 200;
 /** ... or this long after the kill if no survivor reports it down. */
 const RESTART_AT_MOST_MS = 10_000;
+/** At the end of `--seconds`, a restarted node still rejoining gets at most this long more. */
+const REJOIN_GRACE_MS = 5_000;
 /** Nodes get this long to close in order after SIGTERM before they are killed. */
 const STOP_BOUND_MS = 20_000;
 
@@ -265,8 +267,16 @@ function onNodeEvent(node: DemoNode, r: Extract<Report, { kind: "node" }>): void
   if (r.state === "up" && r.reason === "restarted" && kill.restartedAt > 0) {
     kill.restartedSeen.add(node.name);
     say(`${node.name} sees ${kill.victim.name} restarted`);
+    if (rejoining()) return;
+    onRejoined?.();
   }
 }
+
+/** Whether the restarted node is up but not yet seen `restarted` by every survivor. */
+function rejoining(): boolean {
+  return kill.restartedAt > 0 && kill.restartedSeen.size < count - 1;
+}
+let onRejoined: (() => void) | null = null;
 
 let killTimer: ReturnType<typeof setTimeout> | undefined;
 let restartTimer: ReturnType<typeof setTimeout> | undefined;
@@ -525,4 +535,12 @@ function stopOnSignal(): void {
   });
 }
 Deno.addSignalListener("SIGINT", stopOnSignal);
-if (seconds !== undefined) setTimeout(stopOnSignal, seconds * 1000);
+if (seconds !== undefined) {
+  setTimeout(() => {
+    if (!rejoining()) return stopOnSignal();
+    // The summary is about the restart: let it finish, for a bounded time.
+    say(`waiting for ${kill.victim.name} to rejoin (at most ${REJOIN_GRACE_MS / 1000} s)`);
+    onRejoined = stopOnSignal;
+    setTimeout(stopOnSignal, REJOIN_GRACE_MS);
+  }, seconds * 1000);
+}
