@@ -145,6 +145,8 @@ interface Incarnation {
   nonce?: string;
   final?: Extract<Report, { kind: "final" }>;
   killed: boolean;
+  /** Settles when its stdout and stderr have been read to the end (never rejects). */
+  output: Promise<unknown>;
 }
 
 /** A node of the demo: its name, address and processes. */
@@ -207,10 +209,15 @@ function spawn(node: DemoNode): void {
     stderr: "piped",
     stdin: "null",
   }).spawn();
-  const inc: Incarnation = { child, status: child.status, killed: false };
+  const inc: Incarnation = {
+    child,
+    status: child.status,
+    killed: false,
+    output: Promise.resolve(),
+  };
   node.incarnations.push(inc);
   const prefix = label(node.name, i);
-  (async () => {
+  const stdout = (async () => {
     for await (const line of lines(child.stdout)) {
       if (!line.startsWith("@json ")) {
         console.log(`${prefix}| ${line}`);
@@ -224,9 +231,10 @@ function spawn(node: DemoNode): void {
     }
   })().catch((error) => say(`reading ${node.name}'s output failed: ${error?.message ?? error}`));
   // The library's log lines (stderr), with the node's name in front too.
-  (async () => {
+  const stderr = (async () => {
     for await (const line of lines(child.stderr)) console.error(`${prefix}| ${line}`);
   })().catch((error) => say(`reading ${node.name}'s log failed: ${error?.message ?? error}`));
+  inc.output = Promise.all([stdout, stderr]);
 }
 
 function onReport(node: DemoNode, inc: Incarnation, r: Report): void {
@@ -255,7 +263,10 @@ function onNodeEvent(node: DemoNode, r: Extract<Report, { kind: "node" }>): void
     if (killWaiting && nodes.every((n) => n.up.size === count - 1)) killNow();
     return;
   }
-  if (r.state === "down" && kill.down === null && kill.restartedAt === 0) {
+  // Detection is the failure detector's verdict on a silent peer; a `down` for a session that
+  // ended (`closed`, `reset`) is a node stopping, not a detection.
+  const detected = r.reason === "silent" || r.reason === "not-echoing";
+  if (r.state === "down" && detected && !stopping && kill.down === null && kill.restartedAt === 0) {
     kill.down = { by: node.name, reason: r.reason, wallMs: r.wallMs };
     say(
       `${node.name} sees ${kill.victim.name} down (${r.reason}) ${r.wallMs - kill.at} ms ` +
@@ -360,7 +371,12 @@ async function stop(): Promise<void> {
       }
     }
   }, STOP_BOUND_MS);
-  const statuses = await Promise.all(current.map((inc) => inc.status));
+  // The final reports are the last lines a node prints: read each output to its end too.
+  const statuses = await Promise.all(current.map(async (inc) => {
+    const status = await inc.status;
+    await inc.output;
+    return status;
+  }));
   clearTimeout(overdue);
   if (certDir) await Deno.remove(certDir, { recursive: true });
   printSummary();
@@ -406,19 +422,20 @@ function tallyMessages(): { stopped: Tally; killed: Tally; missing: string[] } {
   const missing: string[] = [];
   const finals = new Map<string, Extract<Report, { kind: "final" }>>();
   for (const node of nodes) {
-    const final = node.incarnations.at(-1)!.final;
-    if (final) finals.set(node.name, final);
-    else missing.push(node.name);
+    const last = node.incarnations.at(-1)!;
+    if (last.final) finals.set(node.name, last.final);
+    else if (!last.killed) missing.push(node.name); // (a killed process reports nothing)
   }
   const killedNonce = kill.at > 0 ? kill.victim.incarnations[0].nonce : undefined;
   const streamOf = (receiver: string, from: string, incarnation: string) =>
     finals.get(receiver)?.received.find((s) => s.from === from && s.incarnation === incarnation);
   for (const sender of finals.values()) {
     for (const [receiver, numbered] of Object.entries(sender.sent)) {
-      if (!finals.has(receiver)) continue; // no final counts to compare with
+      const receiverKilled = killedNonce !== undefined && receiver === kill.victim.name;
+      // No final counts to compare with (unless it is the killed node, not yet restarted).
+      if (!finals.has(receiver) && !receiverKilled) continue;
       const sent = numbered - (sender.failed[receiver] ?? 0);
       const s: StreamReport | undefined = streamOf(receiver, sender.name, sender.incarnation);
-      const receiverKilled = killedNonce !== undefined && receiver === kill.victim.name;
       const died = receiverKilled ? (s ? s.first - 1 : sent) : 0;
       const delivered = s?.delivered ?? 0;
       stopped.sent += sent;
@@ -447,7 +464,11 @@ function tallyMessages(): { stopped: Tally; killed: Tally; missing: string[] } {
 function printSummary(): void {
   const finals = nodes.map((n) => n.incarnations.at(-1)!.final).filter((f) => f !== undefined);
   const rows: [string, string][] = [];
-  const restarted = kill.restartedAt > 0 ? " (one killed with SIGKILL and restarted)" : "";
+  const restarted = kill.restartedAt > 0
+    ? " (one killed with SIGKILL and restarted)"
+    : kill.at > 0
+    ? " (one killed with SIGKILL, not restarted before the stop)"
+    : "";
   rows.push(["nodes", `${count}${restarted}`]);
   const users = Object.entries(oobUsers).map(([op, ms]) => `${op} every ${ms} ms`);
   rows.push(["liveness users per connection", `${users.length}: ${users.join(", ")}`]);
@@ -470,7 +491,7 @@ function printSummary(): void {
       "kill detected in",
       d
         ? `${d.wallMs - kill.at} ms (first down: ${d.by} saw ${kill.victim.name} ${d.reason})`
-        : "not detected",
+        : "not detected before the stop",
     ]);
     if (heartbeat) {
       rows.push([
@@ -482,7 +503,8 @@ function printSummary(): void {
     const survivors = nodes.filter((n) => n !== kill.victim).map((n) =>
       `${n.name} ${kill.restartedSeen.has(n.name) ? "yes" : "no"}`
     );
-    rows.push(["restarted seen", survivors.join(", ")]);
+    const seen = kill.restartedAt > 0 ? survivors.join(", ") : "no restart before the stop";
+    rows.push(["restarted seen", seen]);
   }
   const width = Math.max(...rows.map(([k]) => k.length));
   console.log("\nsummary (from the nodes' final reports)");
