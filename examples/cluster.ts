@@ -417,9 +417,25 @@ function newTally(): Tally {
  * it got and how many distinct, duplicated and reordered. Messages to the killed process are
  * the numbers before the first one its new incarnation got: they died with it.
  */
-function tallyMessages(): { stopped: Tally; killed: Tally; missing: string[] } {
+function tallyMessages(): {
+  stopped: Tally;
+  killed: Tally;
+  missing: string[];
+  anomalies: string[];
+} {
   const stopped = newTally(), killed = newTally();
   const missing: string[] = [];
+  /** Streams that were not exactly once, for the reader to look into. */
+  const anomalies: string[] = [];
+  const note = (from: string, to: string, t: Partial<Tally>, s: StreamReport | undefined) => {
+    if (!t.lost && !t.duplicated && !t.reordered) return;
+    const got = s ? `#${s.first}-#${s.last}, ${s.delivered} distinct` : "nothing";
+    const sent = t.sent === undefined ? "" : `${t.sent} sent, `;
+    anomalies.push(
+      `${from} -> ${to}: ${sent}received ${got}; lost ${t.lost ?? 0}, ` +
+        `duplicated ${t.duplicated ?? 0}, reordered ${t.reordered ?? 0}`,
+    );
+  };
   const finals = new Map<string, Extract<Report, { kind: "final" }>>();
   for (const node of nodes) {
     const last = node.incarnations.at(-1)!;
@@ -441,9 +457,16 @@ function tallyMessages(): { stopped: Tally; killed: Tally; missing: string[] } {
       stopped.sent += sent;
       stopped.delivered += delivered;
       stopped.died += died;
-      stopped.lost += Math.max(0, sent - died - delivered);
+      const lost = Math.max(0, sent - died - delivered);
+      stopped.lost += lost;
       stopped.duplicated += s?.duplicated ?? 0;
       stopped.reordered += s?.reordered ?? 0;
+      note(sender.name, receiver, {
+        sent,
+        lost,
+        duplicated: s?.duplicated,
+        reordered: s?.reordered,
+      }, s);
     }
   }
   if (killedNonce !== undefined) {
@@ -452,13 +475,15 @@ function tallyMessages(): { stopped: Tally; killed: Tally; missing: string[] } {
       for (const s of final.received) {
         if (s.incarnation !== killedNonce) continue;
         killed.delivered += s.delivered;
-        killed.lost += s.first - 1 + (s.last - s.first + 1 - s.delivered);
+        const lost = s.first - 1 + (s.last - s.first + 1 - s.delivered);
+        killed.lost += lost;
         killed.duplicated += s.duplicated;
         killed.reordered += s.reordered;
+        note(`${s.from} (killed)`, final.name, { lost, ...s }, s);
       }
     }
   }
-  return { stopped, killed, missing };
+  return { stopped, killed, missing, anomalies };
 }
 
 function printSummary(): void {
@@ -510,7 +535,7 @@ function printSummary(): void {
   console.log("\nsummary (from the nodes' final reports)");
   for (const [k, v] of rows) console.log(`  ${k.padEnd(width)}  ${v}`);
 
-  const { stopped, killed, missing } = tallyMessages();
+  const { stopped, killed, missing, anomalies } = tallyMessages();
   const head = [
     "sent",
     "delivered",
@@ -547,6 +572,7 @@ function printSummary(): void {
       `(${kill.unacked} of them unacknowledged)`
     : "";
   console.log(`  exactly once: ${clean ? "yes" : "NO"}${died}`);
+  for (const a of anomalies) console.log(`    ${a}`);
   console.log("");
 }
 
