@@ -38,6 +38,7 @@ export {
   type ConnectionState,
   type ConnectionStats,
   type Message,
+  type PeerSettings,
   type SendOptions,
   type SessionEvent,
   type UnsentMessage,
