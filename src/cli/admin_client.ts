@@ -146,11 +146,11 @@ export async function* readSse(
     if (signal?.aborted) return;
     for (;;) {
       const { value, done } = await reader.read();
-      if (done) return;
-      buffer += value;
+      // At the end a lone CR is a whole line end; otherwise it may be half of a CRLF.
+      if (done && !buffer.endsWith("\r")) return;
+      buffer += done ? "\n" : value;
       for (;;) {
         const end = buffer.search(/\r\n|\r|\n/);
-        // A lone CR at the end of the buffer may be the first half of a CRLF.
         if (end < 0 || (end === buffer.length - 1 && buffer[end] === "\r")) break;
         const line = buffer.slice(0, end);
         buffer = buffer.slice(end + (buffer.startsWith("\r\n", end) ? 2 : 1));
@@ -168,6 +168,7 @@ export async function* readSse(
         if (field === "event") event = value;
         else if (field === "data") data.push(value);
       }
+      if (done) return;
     }
   } finally {
     signal?.removeEventListener("abort", onAbort);

@@ -14,7 +14,7 @@ import type { PingReport } from "./ping.ts";
 export type WatchedEvent = LiveNodeEvent;
 
 /**
- * Milliseconds for people: `0.31 ms`, `12.4 ms`, `1.52 s`; `-` for null or NaN.
+ * Milliseconds for people: `0.31 ms`, `12.4 ms`, `420 ms`, `1.52 s`; `-` for null or NaN.
  *
  * @example
  * ```ts
@@ -27,6 +27,7 @@ export type WatchedEvent = LiveNodeEvent;
 export function formatMs(ms: number | null): string {
   if (ms === null || !Number.isFinite(ms)) return "-";
   if (ms >= 1000) return `${(ms / 1000).toFixed(2)} s`;
+  if (ms >= 100) return `${Math.round(ms)} ms`;
   if (ms >= 10) return `${ms.toFixed(1)} ms`;
   return `${ms.toFixed(2)} ms`;
 }
@@ -76,7 +77,7 @@ export function formatUptime(seconds: number): string {
  * ```ts
  * import { table } from "./format.ts";
  * const lines = table(["NAME", "N"], [["a", "1"], ["bb", "22"]], new Set([1]));
- * if (lines[2] !== "bb  22") throw new Error(JSON.stringify(lines));
+ * if (lines[2] !== "bb    22") throw new Error(JSON.stringify(lines));
  * ```
  */
 export function table(
@@ -155,7 +156,7 @@ export function formatPing(report: PingReport): string[] {
  * import { formatPeers } from "./format.ts";
  * const lines = formatPeers([{ name: "b", state: "up", phi: 0.12, rttMs: 0.31,
  *   lastHeardMsAgo: 420, connections: 1, restarts: 0 }]);
- * if (!/^b\s+up\s+0\.12\s+0\.31 ms\s+0\.42 s ago\s+1\s+0$/.test(lines[1])) throw new Error(lines[1]);
+ * if (!/^b\s+up\s+0\.12\s+0\.31 ms\s+420 ms ago\s+1\s+0$/.test(lines[1])) throw new Error(lines[1]);
  * ```
  */
 export function formatPeers(peers: readonly AdminPeer[]): string[] {
