@@ -39,6 +39,7 @@ export {
   type ConnectionState,
   type ConnectionStats,
   type Message,
+  type PeerSettings,
   type SendOptions,
   type SessionEvent,
   type UnsentMessage,

@@ -14,6 +14,7 @@ import type { OobOptions, OobProducer, OobRegistration } from "./oob/types.ts";
 import type { SessionPorts, UnsentMessage } from "./session/ports.ts";
 import { Session, type SessionStats } from "./session/session.ts";
 import type { ConnectionState } from "./session/state.ts";
+import type { HeartbeatSettings } from "./protocol/handshake.ts";
 
 export { CONNECTION_TRANSITIONS, type ConnectionState } from "./session/state.ts";
 export type { UnsentMessage } from "./session/ports.ts";
@@ -54,6 +55,25 @@ export interface CloseOptions {
    * the promise rejects with `signal.reason`.
    */
   signal?: AbortSignal;
+}
+
+/**
+ * What the peer said of itself in its last Hello or Welcome: the settings the handshake
+ * compared, so a tool can show what a node runs with (nonces and proofs are left out).
+ */
+export interface PeerSettings {
+  /** The peer's node name. */
+  readonly name: string;
+  /** Its protocol version. */
+  readonly version: number;
+  /** Its cluster id (equal to ours: the handshake refuses any other). */
+  readonly cluster: string;
+  /** The policy its end of the session runs (`statelessServer`, `losslessPeer`, ...). */
+  readonly policy: string;
+  /** Its heartbeat mode, interval and detector settings (equal to ours, likewise). */
+  readonly heartbeat: Readonly<HeartbeatSettings>;
+  /** The addresses it listens on, as it announced them (at most 16). */
+  readonly listening: readonly string[];
 }
 
 /** Counters of one connection (a snapshot). */
@@ -177,6 +197,33 @@ export class Connection {
   /** The peer's instance nonce, once the handshake is done. */
   get peerNonce(): string | undefined {
     return this.#session.peer?.nonce;
+  }
+
+  /**
+   * The settings the peer announced in the handshake (a frozen copy), once the handshake is
+   * done; `undefined` before.
+   *
+   * @example
+   * ```ts
+   * import { Messenger } from "./messenger.ts";
+   * await using a = new Messenger({ name: "a", heartbeat: { intervalMs: 500 } });
+   * await using b = new Messenger({ name: "b", heartbeat: { intervalMs: 500 } });
+   * const conn = await b.connect(await a.listen("tcp://127.0.0.1:0"));
+   * const peer = conn.peerSettings;
+   * if (peer?.name !== "a" || peer.heartbeat.intervalMs !== 500) throw new Error("settings");
+   * ```
+   */
+  get peerSettings(): PeerSettings | undefined {
+    const hello = this.#session.peer;
+    if (!hello) return undefined;
+    return Object.freeze({
+      name: hello.name,
+      version: hello.version,
+      cluster: hello.cluster,
+      policy: hello.policy,
+      heartbeat: Object.freeze({ ...hello.heartbeat }),
+      listening: Object.freeze([...(hello.listening ?? [])]),
+    });
   }
 
   /** Bytes of messages queued and not yet written. */
