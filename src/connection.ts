@@ -290,8 +290,10 @@ export class Connection {
    * Queues a message. Resolves at once while the queue is under its limit; otherwise waits
    * until the writer has drained it below the limit (back-pressure). Every failure is a
    * rejected promise, never a throw: `TypeError`/`RangeError` for bad arguments,
-   * `ConnectionClosedError` once the connection is closing or closed, `signal.reason` when
-   * the signal aborts.
+   * `ConnectionClosedError` for a send made once the connection is closing or closed,
+   * `signal.reason` when the signal aborts. A send already waiting for room when an orderly
+   * close begins resolves: its message is queued and goes out before the Close frame (should
+   * the close fail, it comes back in the `reset` event's `unsent`, as on every fault).
    */
   send(type: number, payload: Uint8Array, options: SendOptions = {}): Promise<void> {
     try {

@@ -41,7 +41,7 @@ function messages(text: string, name: string) {
  * as `lost 1` on a pair now and then, never a duplicate or a reordering; a transport issue,
  * not the demo's), so `closeMayLose` checks all but that.
  */
-function assertSummary(text: string, closeMayLose = false): void {
+function assertSummary(text: string): void {
   assert.match(row(text, "liveness users per connection"), /^3: OSDPing .*LingerPing .*WatchPing/);
   const parts = Number(/^(\d+)/.exec(row(text, "OOB parts sent"))![1]);
   const frames = Number(/^(\d+)/.exec(row(text, "heartbeat frames sent"))![1]);
@@ -54,10 +54,8 @@ function assertSummary(text: string, closeMayLose = false): void {
     { duplicated: 0, reordered: 0 },
   );
   assert.equal(stopped.delivered! + stopped.died! + stopped.lost!, stopped.sent);
-  if (!closeMayLose) {
-    assert.equal(stopped.lost, 0);
-    assert.match(text, /^ {2}exactly once: yes/m);
-  }
+  assert.equal(stopped.lost, 0);
+  assert.match(text, /^ {2}exactly once: yes/m);
   assert.doesNotMatch(text, /no final report/);
 }
 
@@ -157,7 +155,7 @@ Deno.test("the demo runs over QUIC and over WebSocket too; a short run skips the
     assert.match(text, /\[delta\] got "hello [^\n]*#1(-#\d+)? from alpha/);
     assert.match(text, /no kill in this run: it needs --seconds 6 or more/);
     assert.equal(row(text, "kill"), "skipped (run too short)");
-    assertSummary(text, transport === "ws");
+    assertSummary(text);
   }
 });
 

@@ -9,10 +9,12 @@ import {
   type MessengerEvent,
   type MessengerOptions,
   type Priority,
+  TcpTransport,
+  WebSocketTransport,
 } from "../mod.ts";
 import { ManualClock, MemoryTransport } from "../testing.ts";
 import { FaultProxy } from "./fault_proxy.ts";
-import { captureLogger, take, waitEvent } from "./_helpers.ts";
+import { captureLogger, runDeno, take, waitEvent } from "./_helpers.ts";
 
 const QUICK = { reconnectBaseMs: 1, reconnectMaxMs: 20 };
 const PRIORITIES: Priority[] = ["high", "normal", "low"];
@@ -387,3 +389,46 @@ Deno.test("[tcp] OOB parts keep flowing across a resume (op names are defined ag
   proxy.close();
   await Promise.all([client.close(), server.close()]);
 });
+
+for (const scheme of ["tcp", "ws"] as const) {
+  Deno.test(`[${scheme}] both ends close at once, the sender exits at once: nothing accepted is lost`, async () => {
+    // The receiver closes while the sender streams: acks must keep flowing in the close (the
+    // sender writes only while its replay buffer has room), a send waiting for room when the
+    // close begins has its message written, and over WebSocket, whose API buffers writes in the
+    // process, close() must let the last frames leave before it resolves.
+    const COUNT = 400, SIZE = 32 * 1024;
+    for (let round = 0; round < 3; round++) {
+      const receiver = new Messenger({
+        name: "receiver",
+        logger: () => {},
+        transports: [new TcpTransport(), new WebSocketTransport()],
+      });
+      const addr = await receiver.listen(
+        scheme === "ws" ? "ws://127.0.0.1:0/heartline" : "tcp://127.0.0.1:0",
+      );
+      const ended = waitEvent(receiver, "close").catch(() => null);
+      const reset = waitEvent(receiver, "reset", () => true, 60_000).catch(() => null);
+      const sender = runDeno([
+        "run",
+        "--allow-net=127.0.0.1",
+        "tests/fixtures/send_then_exit.ts",
+        addr,
+        String(COUNT),
+        String(SIZE),
+      ], 60_000);
+      // Close as soon as the first message is in: both Close frames cross mid-stream.
+      const got: number[] = [];
+      for await (const m of receiver.messages()) {
+        got.push(new DataView(m.payload.buffer, m.payload.byteOffset).getUint32(0));
+        if (got.length === 1) receiver.close(); // not awaited: messages keep coming
+      }
+      const out = await sender;
+      assert.equal(out.code, 0, out.stderr);
+      const { accepted, returned } = JSON.parse(out.stdout);
+      assert.equal(returned, 0, "the sender got nothing back: its close was orderly");
+      assert.deepEqual(got, Array.from({ length: accepted }, (_, i) => i), `round ${round}`);
+      assert.ok(await ended, "the receiver saw an orderly close");
+      await reset;
+    }
+  });
+}

@@ -186,6 +186,25 @@ function registerSuite(name: string, make: () => Promise<TransportCase>, split: 
     assert.equal(ev.reason, "going away");
   });
 
+  Deno.test(`[${name}] a messenger that closes its listener first still closes its sessions in order`, async () => {
+    await using s = await setup({}, "losslessClient");
+    // Both ways at once: the client streams while the server queues and then closes.
+    const streaming = (async () => {
+      for (let i = 0; i < 300; i++) await s.conn.send(i, new Uint8Array(1024));
+    })().catch(() => {});
+    for (let i = 0; i < 300; i++) await s.serverConn.send(i, new Uint8Array(1024));
+    const closed = waitEvent(s.client, "close");
+    const reset = waitEvent(s.client, "reset", () => true, 60_000).catch(() => null);
+    await s.server.close(); // listener first, then its connections: they must not be cut
+    const ev = await closed;
+    assert.equal(ev.by, "peer");
+    const got = await take(s.client, 300);
+    assert.deepEqual(got.map((m) => m.type), Array.from({ length: 300 }, (_, i) => i));
+    await streaming;
+    assert.equal(s.conn.state, "closed");
+    void reset;
+  });
+
   Deno.test(`[${name}] a cut link surfaces as a fault on both ends`, async () => {
     await using s = await setup();
     const a = waitEvent(s.client, "reset"), b = waitEvent(s.server, "reset");

@@ -56,6 +56,8 @@ export class StreamLink implements Link {
   #closed = false;
   #readBuffer = new AdaptiveReadBuffer();
   #what: string;
+  /** Settles when a read sees the end of the stream or fails. */
+  #ended = Promise.withResolvers<void>();
 
   /** A link over `conn`, with addresses in `scheme` form. */
   constructor(conn: Deno.Conn<Deno.NetAddr>, scheme: string) {
@@ -76,10 +78,14 @@ export class StreamLink implements Link {
     try {
       n = await this.#conn.read(buf);
     } catch (cause) {
+      this.#ended.resolve();
       if (this.#closed) return null;
       throw new TransportError(`${this.#what} read failed: ${(cause as Error).message}`, { cause });
     }
-    if (n === null) return null;
+    if (n === null) {
+      this.#ended.resolve();
+      return null;
+    }
     this.#readBuffer.filled(n);
     return buf.subarray(0, n);
   }
@@ -97,9 +103,26 @@ export class StreamLink implements Link {
     }
   }
 
+  /**
+   * A lingering close's first half: sends our FIN and resolves once the peer has closed its
+   * side (while the session keeps reading). Closing with unread bytes in the receive buffer
+   * makes the kernel send RST, and an RST makes the peer's kernel drop whatever it had
+   * received and not yet handed to the peer: the last messages of a close would be lost.
+   */
+  async flush(): Promise<void> {
+    if (this.#closed) return;
+    try {
+      await this.#conn.closeWrite();
+    } catch {
+      return; // the link is gone already
+    }
+    await this.#ended.promise;
+  }
+
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    this.#ended.resolve();
     try {
       this.#conn.close();
     } catch {

@@ -67,9 +67,19 @@ class QuicLink implements Link {
   #reader: ReadableStreamDefaultReader<Uint8Array>;
   #writer: WritableStreamDefaultWriter<Uint8Array>;
   #closed = false;
+  /** Settles when a read sees the peer's end of stream, a read fails, or the link closes. */
+  #ended = Promise.withResolvers<void>();
 
-  constructor(conn: Deno.QuicConn, stream: Deno.QuicBidirectionalStream, localAddr: string) {
+  #onGone: () => void;
+
+  constructor(
+    conn: Deno.QuicConn,
+    stream: Deno.QuicBidirectionalStream,
+    localAddr: string,
+    onGone: () => void = () => {},
+  ) {
     this.#conn = conn;
+    this.#onGone = onGone;
     this.#reader = stream.readable.getReader();
     this.#writer = stream.writable.getWriter();
     this.localAddr = localAddr;
@@ -81,8 +91,10 @@ class QuicLink implements Link {
     if (this.#closed) return null;
     try {
       const { value, done } = await this.#reader.read();
+      if (done) this.#ended.resolve();
       return done ? null : value;
     } catch (cause) {
+      this.#ended.resolve();
       if (this.#closed) return null;
       throw new TransportError(`QUIC read failed: ${(cause as Error).message}`, { cause });
     }
@@ -100,9 +112,23 @@ class QuicLink implements Link {
     }
   }
 
+  /**
+   * A lingering close's first half: finishes our stream and resolves once the peer has
+   * finished its own (while the session keeps reading) or closed the connection. The writer's
+   * close resolves before the peer has the bytes, and closing the connection then drops what
+   * is still in flight; the peer's end of stream comes after everything it was sent before.
+   */
+  async flush(): Promise<void> {
+    if (this.#closed) return;
+    await this.#writer.close().catch(() => {});
+    await this.#ended.promise;
+  }
+
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    this.#ended.resolve();
+    queueMicrotask(this.#onGone);
     this.#reader.cancel().catch(() => {});
     this.#writer.close().catch(() => {});
     try {
@@ -118,6 +144,9 @@ class QuicListener implements Listener {
   #endpoint: Deno.QuicEndpoint;
   #listener: Deno.QuicListener;
   #hostname: string;
+  /** Links accepted and not yet closed. */
+  #live = 0;
+  #stopped = false;
 
   constructor(endpoint: Deno.QuicEndpoint, listener: Deno.QuicListener, hostname: string) {
     this.#endpoint = endpoint;
@@ -154,19 +183,38 @@ class QuicListener implements Listener {
         conn.close({ closeCode: 1, reason: "no stream" });
         return null;
       }
+      this.#live++;
       return new QuicLink(
         conn,
         value,
         formatHostPort("quic", this.#hostname, this.#endpoint.addr.port),
+        () => {
+          this.#live--;
+          this.#closeEndpointIfIdle();
+        },
       );
     } catch {
       return null; // a peer that failed its handshake does not end the listener
     }
   }
 
+  /**
+   * Stops accepting. The endpoint itself closes once the links accepted from it are closed:
+   * closing it ends every connection on it at once, cutting their orderly closes short.
+   */
   close(): void {
+    this.#stopped = true;
     try {
       this.#listener.stop();
+    } catch {
+      // stopped already
+    }
+    this.#closeEndpointIfIdle();
+  }
+
+  #closeEndpointIfIdle(): void {
+    if (!this.#stopped || this.#live > 0) return;
+    try {
       this.#endpoint.close();
     } catch {
       // closed already

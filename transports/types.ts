@@ -32,6 +32,15 @@ export interface Link {
    * not read makes this wait: that is the back-pressure the sessions rely on.
    */
   write(chunks: Uint8Array[]): Promise<void>;
+  /**
+   * The first half of an orderly close, awaited (bounded) before `close()` while the session
+   * still reads: resolves once what was written can no longer be lost by closing, or the link
+   * failed. A WebSocket waits until its `bufferedAmount` has left the process, a QUIC stream
+   * until it is finished; TCP and TLS half-close and wait for the peer's end of stream, since
+   * closing with unread bytes sends an RST that makes the peer drop what it had not yet read.
+   * Without it, a process that exits right after `close()` could lose its last frames.
+   */
+  flush?(): Promise<void>;
   /** Closes both directions; pending reads resolve `null`, pending writes reject. */
   close(): void;
 }

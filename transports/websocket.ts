@@ -41,7 +41,13 @@ class WebSocketLink implements Link {
   #closed = false;
   #maxUnread: number;
 
-  constructor(ws: WebSocket, localAddr: string, remoteAddr: string, maxUnread: number) {
+  constructor(
+    ws: WebSocket,
+    localAddr: string,
+    remoteAddr: string,
+    maxUnread: number,
+    onGone: () => void = () => {},
+  ) {
     this.#ws = ws;
     this.#maxUnread = maxUnread;
     this.localAddr = localAddr;
@@ -63,6 +69,7 @@ class WebSocketLink implements Link {
       this.#wakeReader();
     };
     ws.onclose = (e) => {
+      onGone();
       if (!e.wasClean && !this.#closed) {
         this.#error ??= new TransportError(`WebSocket closed: ${e.code} ${e.reason}`);
       }
@@ -120,6 +127,13 @@ class WebSocketLink implements Link {
     }
   }
 
+  async flush(): Promise<void> {
+    // No drain event exists: poll, only while bytes are buffered.
+    while (this.#ws.bufferedAmount > 0 && !this.#ended && !this.#error && !this.#closed) {
+      await new Promise((r) => setTimeout(r, 1));
+    }
+  }
+
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
@@ -158,7 +172,10 @@ export interface AttachedListener {
 class HandlerListener implements Listener {
   readonly addr: string;
   readonly queue = new AsyncQueue<Link>();
-  onClose: () => void = () => {};
+  /** Links accepted through this listener whose socket is still open. */
+  live = 0;
+  /** Called on `close()`, and each time an accepted link's socket is gone. */
+  onChange: () => void = () => {};
   constructor(addr: string) {
     this.addr = addr;
   }
@@ -167,7 +184,7 @@ class HandlerListener implements Listener {
   }
   close(): void {
     this.queue.close();
-    this.onClose();
+    this.onChange();
   }
 }
 
@@ -233,8 +250,14 @@ export class WebSocketTransport implements Transport {
         const remote = info?.remoteAddr as Deno.NetAddr | undefined; // read before upgrading
         const remoteAddr = remote ? `ws://${remote.hostname}:${remote.port}` : "ws://unknown";
         const { socket, response } = Deno.upgradeWebSocket(req, { idleTimeout: 0 });
-        socket.onopen = () =>
-          listener.queue.push(new WebSocketLink(socket, addr, remoteAddr, this.#maxUnread));
+        socket.onopen = () => {
+          listener.live++;
+          const gone = () => {
+            listener.live--;
+            listener.onChange();
+          };
+          listener.queue.push(new WebSocketLink(socket, addr, remoteAddr, this.#maxUnread, gone));
+        };
         return response;
       },
     };
@@ -256,7 +279,15 @@ export class WebSocketTransport implements Transport {
         onListen: (bound) => {
           const host = bound.hostname.includes(":") ? `[${bound.hostname}]` : bound.hostname;
           attached = this.attach(`ws://${host}:${bound.port}${path}`);
-          (attached.listener as HandlerListener).onClose = () => void server.shutdown();
+          // Closing the listener stops accepting (new upgrades get 503); the server itself
+          // stays up until the links it accepted are gone, since shutting it down ends them.
+          const listener = attached.listener as HandlerListener;
+          let down = false;
+          listener.onChange = () => {
+            if (down || !listener.queue.closed || listener.live > 0) return;
+            down = true;
+            void server.shutdown();
+          };
           resolve(attached.listener);
         },
       }, (req, info) => attached.handle(req, info) ?? new Response("not found", { status: 404 }));

@@ -1,7 +1,9 @@
 /**
  * The orderly close of a session, a sub-state of `closing`: each side writes its queue, then
- * one Close frame; the session is closed once both Close frames have crossed and nothing is
- * being written.
+ * one Close frame; the session is closed once both Close frames have crossed, nothing is being
+ * written and, on lossless policies, the peer has acknowledged every message (a closing side
+ * keeps acknowledging until the end, so a message written just before the Close is known to
+ * have arrived, or is handed back).
  *
  * @module
  */
@@ -43,8 +45,11 @@ export class Close {
     return encodeFrame(Tag.Close, encodeClose(this.reason));
   }
 
-  /** Whether the close is complete, given whether the writer is still busy. */
-  done(writing: boolean): boolean {
-    return this.sent && this.received && !writing;
+  /**
+   * Whether the close is complete, given whether the writer is still busy and how many
+   * messages the peer has not acknowledged yet (always 0 on lossy policies).
+   */
+  done(writing: boolean, unacked = 0): boolean {
+    return this.sent && this.received && !writing && unacked === 0;
   }
 }

@@ -161,6 +161,15 @@ export class SendQueue {
   }
 
   /** Rejects every waiting sender with `error` (the session is closing or closed). */
+  /**
+   * Resolves every waiter: their messages are queued and will be written (an orderly close
+   * writes the queue before its Close frame), so their senders need not wait for room.
+   */
+  releaseWaiters(): void {
+    for (const w of this.#waiters.splice(0)) w.resolve();
+  }
+
+  /** Rejects every waiter with `error()` (the session ended: its messages will not go). */
   failWaiters(error: () => Error): void {
     for (const w of this.#waiters.splice(0)) w.reject(error());
   }

@@ -10,6 +10,7 @@ import {
   FrameError,
   type HandshakeRefusedError,
   type HeartlineError,
+  TimeoutError,
 } from "../errors.ts";
 import { decodeAck, decodeClose, encodeAck } from "../protocol/control.ts";
 import { BANNER, encodeFrame, Tag, type TagValue } from "../protocol/frame.ts";
@@ -41,6 +42,9 @@ import {
   type SessionStats,
   SupersededError,
 } from "./types.ts";
+
+/** Longest wait for a transport to send what it buffered before an orderly close ends. */
+const FLUSH_ON_CLOSE_MS = 2_000;
 
 export { type SessionInit, type SessionStats, SupersededError } from "./types.ts";
 
@@ -179,7 +183,7 @@ export class Session<H> {
 
   /** Queues an encoded control frame ahead of all data (heartbeats, acks). */
   sendControl(frame: Uint8Array): void {
-    if (this.#sm.state !== "open") return;
+    if (!this.writable) return; // open, or closing (acks and heartbeats go on until the end)
     this.queue.pushControl(frame);
     this.#writer.schedule();
   }
@@ -218,8 +222,10 @@ export class Session<H> {
 
   #startClosing(reason: string, by: "local" | "peer"): void {
     this.#close = new Close(reason, by);
-    this.#sm.enter("closing", this.#ports.limits.closeTimeoutMs, () => this.#finishClose());
-    this.queue.failWaiters(() => this.closedError());
+    this.#sm.enter("closing", this.#ports.limits.closeTimeoutMs, () => this.#closeTimedOut());
+    // A send() waiting for room has its message queued already: it goes before our Close,
+    // so the send succeeded (were the close to fail, the message comes back as unsent).
+    this.queue.releaseWaiters();
     this.#writer.schedule();
   }
 
@@ -228,7 +234,7 @@ export class Session<H> {
     if (this.#refusal) return this.#fail(this.#refusal);
     const current = this.#slot.link;
     if (current && link !== current) this.#writer.schedule(); // a new link meanwhile
-    if (this.#close?.done(this.#writer.busy)) this.#finishClose();
+    this.#closeIfDone();
   }
 
   /** The writer failed on `link`. */
@@ -236,14 +242,64 @@ export class Session<H> {
     if (link === this.#slot.link) this.#fail(error);
   }
 
+  /**
+   * The peer wrote its Close after its last message: acknowledge everything now, since the
+   * peer's close waits for it (lossless policies).
+   */
+  #ackAll(): void {
+    const ack = this.sequence.takeAckDue();
+    if (ack !== undefined) this.sendControl(encodeFrame(Tag.Ack, encodeAck(ack)));
+  }
+
+  /** Finishes the orderly close once it is complete (see `Close.done`). */
+  #closeIfDone(): void {
+    const unacked = this.#policy.lossy ? 0 : this.sequence.replay.count;
+    // A control frame still queued (the final ack) counts as writing: it must go first.
+    const writing = this.#writer.busy || this.queue.hasControl;
+    if (this.#close?.done(writing, unacked)) this.#finishClose();
+  }
+
+  /**
+   * The close timeout passed. Without unacknowledged messages the close ends in order (a
+   * silent peer's Close is not waited for longer); with some, they may not have arrived: the
+   * session ends as a fault and hands them back.
+   */
+  #closeTimedOut(): void {
+    const unacked = this.#policy.lossy ? 0 : this.sequence.replay.count;
+    if (unacked === 0) return this.#finishClose();
+    this.#end(
+      new TimeoutError(
+        `Close timed out with ${unacked} message(s) unacknowledged by ${this.remoteAddr}`,
+        this.#ports.limits.closeTimeoutMs,
+      ),
+    );
+  }
+
   #finishClose(): void {
     if (this.#sm.state === "closed") return;
     const close = this.#close!;
-    this.#detachLink();
+    // A transport that buffers writes in this process gets to send our last frames (and our
+    // Close) before the link closes, within a bound: else a process that exits right after
+    // close() would lose them, and the peer would see the link end before our Close.
+    const flushing = close.sent ? this.#slot.link?.flush?.() : undefined;
     this.#sm.enter("closed");
     this.#ports.observer.ended(this.handle, { kind: "close", by: close.by, reason: close.reason });
     this.#opened.reject(this.closedError());
-    this.#closed.resolve();
+    if (!flushing) {
+      this.#detachLink();
+      this.#closed.resolve();
+      return;
+    }
+    let done = false;
+    const finish = () => {
+      if (done) return;
+      done = true;
+      bound.cancel();
+      this.#detachLink();
+      this.#closed.resolve();
+    };
+    const bound = this.#ports.timers.schedule(FLUSH_ON_CLOSE_MS, finish);
+    flushing.catch(() => {}).finally(finish);
   }
 
   // ---- links ----
@@ -281,7 +337,10 @@ export class Session<H> {
   // ---- reading (what the link slot reports) ----
 
   #onChunkDone(): Promise<void> | undefined {
-    const ack = this.#sm.state === "open" ? this.sequence.takeAckDue() : undefined;
+    // Acks flow while closing too (even after our Close): a lossless peer writes only while its
+    // replay buffer has room, so without them it could never finish its queue and its Close.
+    const state = this.#sm.state;
+    const ack = state === "open" || state === "closing" ? this.sequence.takeAckDue() : undefined;
     if (ack !== undefined) this.sendControl(encodeFrame(Tag.Ack, encodeAck(ack)));
     return this.#ports.inbound.backpressure(this.handle);
   }
@@ -313,9 +372,16 @@ export class Session<H> {
   }
 
   #onEnded(): void {
-    if (this.#close?.sent) return this.#finishClose();
+    // An orderly close is complete only with the peer's Close: a link that ends before it
+    // may have lost what the peer sent last, so it ends the session as a fault (unacknowledged
+    // messages are handed back), never as a clean close.
+    if (this.#close?.sent && this.#close.received) return this.#finishClose();
     this.#fail(
-      new ConnectionClosedError(`Peer ${this.remoteAddr} closed the link without a Close frame`),
+      new ConnectionClosedError(
+        this.#close?.sent
+          ? `Peer ${this.remoteAddr} ended the link before its Close frame arrived`
+          : `Peer ${this.remoteAddr} closed the link without a Close frame`,
+      ),
     );
   }
 
@@ -331,16 +397,19 @@ export class Session<H> {
   #onAck(seq: number): void {
     this.sequence.ack(seq);
     if (!this.#policy.lossy) this.#writer.schedule(); // room in the replay buffer lets more go
+    if (this.#close) this.#closeIfDone(); // the last ack may be what a close waits for
   }
 
   #onClose(payload: Uint8Array): void {
     if (this.#sm.state === "open") {
       this.#startClosing(decodeClose(payload), "peer");
       this.#close!.received = true;
+      this.#ackAll();
       return;
     }
     if (this.#close) this.#close.received = true;
-    if (this.#close?.done(this.#writer.busy)) this.#finishClose();
+    this.#ackAll();
+    this.#closeIfDone();
   }
 
   // ---- the handshake (see handshake.ts) ----
