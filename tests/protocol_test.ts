@@ -4,12 +4,19 @@ import { crc32c } from "../src/protocol/crc32c.ts";
 import {
   BANNER,
   encodeFrame,
+  FLAG_UNCHECKED,
   FrameDecoder,
   PREAMBLE_BYTES,
   PROTOCOL_VERSION,
   Tag,
 } from "../src/protocol/frame.ts";
 import { decodeAck, encodeAck } from "../src/protocol/control.ts";
+import {
+  encodeMessageChunks,
+  encodeMessages,
+  GATHER_MIN_BYTES,
+  messageFrameBytes,
+} from "../src/protocol/message.ts";
 import {
   decodeHeartbeat,
   encodeHeartbeat,
@@ -390,4 +397,37 @@ Deno.test("sha256, HMAC and HKDF agree with node:crypto on every length around t
   assert.equal(timingSafeEqual(new Uint8Array([1, 2]), new Uint8Array([1, 2])), true);
   assert.equal(timingSafeEqual(new Uint8Array([1, 2]), new Uint8Array([1, 3])), false);
   assert.equal(timingSafeEqual(new Uint8Array([1]), new Uint8Array([1, 2])), false);
+});
+
+Deno.test("encodeMessageChunks: the chunks joined are the packed encoding; large bodies are not copied", () => {
+  const sizes = fc.integer({ min: 0, max: GATHER_MIN_BYTES * 2 });
+  fc.assert(
+    fc.property(
+      fc.array(sizes, { minLength: 1, maxLength: 8 }),
+      fc.boolean(),
+      (lengths, unchecked) => {
+        const messages = lengths.map((n, i) => ({
+          type: i,
+          priority: i % 3,
+          seq: i + 1,
+          payload: new Uint8Array(n).fill(i + 1),
+        }));
+        const total = messages.reduce((t, m) => t + messageFrameBytes(m.payload), 0);
+        const flags = unchecked ? FLAG_UNCHECKED : 0;
+        const packed = encodeMessages(messages, total, 42, flags);
+        const chunks = encodeMessageChunks(messages, 42, flags);
+        const joined = new Uint8Array(chunks.reduce((t, c) => t + c.length, 0));
+        let at = 0;
+        for (const c of chunks) {
+          joined.set(c, at);
+          at += c.length;
+        }
+        assert.deepEqual(joined, packed);
+        for (const m of messages) {
+          assert.equal(chunks.includes(m.payload), m.payload.length >= GATHER_MIN_BYTES);
+        }
+      },
+    ),
+    { seed: 7, numRuns: 200 },
+  );
 });

@@ -4,6 +4,9 @@
 import { TransportError } from "../src/errors.ts";
 import { concatChunks, formatHostPort, type Link, type Listener } from "./types.ts";
 
+/** A chunk at least this large is written on its own instead of being joined (copied). */
+const GATHER_WRITE_MIN_BYTES = 16 * 1024;
+
 /** Smallest read buffer: what an idle link holds while its read waits. */
 export const READ_BUFFER_MIN_BYTES = 2 * 1024;
 /** Largest read buffer: what a busy link grows to. */
@@ -92,15 +95,26 @@ export class StreamLink implements Link {
 
   async write(chunks: Uint8Array[]): Promise<void> {
     if (this.#closed) throw new TransportError(`${this.#what} link is closed`);
-    const data = concatChunks(chunks);
     try {
-      let at = 0;
-      while (at < data.length) at += await this.#conn.write(data.subarray(at));
+      // Small chunks are joined into one write; a large one (a body written in place) goes
+      // as its own write rather than being copied: Deno has no writev.
+      let from = 0;
+      for (let i = 0; i <= chunks.length; i++) {
+        if (i < chunks.length && chunks[i].length < GATHER_WRITE_MIN_BYTES) continue;
+        if (i > from) await this.#writeAll(concatChunks(chunks.slice(from, i)));
+        if (i < chunks.length) await this.#writeAll(chunks[i]);
+        from = i + 1;
+      }
     } catch (cause) {
       throw new TransportError(`${this.#what} write failed: ${(cause as Error).message}`, {
         cause,
       });
     }
+  }
+
+  async #writeAll(data: Uint8Array): Promise<void> {
+    let at = 0;
+    while (at < data.length) at += await this.#conn.write(data.subarray(at));
   }
 
   /**

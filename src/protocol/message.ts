@@ -14,7 +14,8 @@
  */
 
 import { FrameError } from "../errors.ts";
-import { PREAMBLE_BYTES, sealFrame, setUint64, Tag } from "./frame.ts";
+import { FLAG_UNCHECKED, PREAMBLE_BYTES, sealFrame, setUint64, Tag } from "./frame.ts";
+import { crc32c } from "./crc32c.ts";
 
 /** Length of the header in front of a message body. */
 export const MESSAGE_HEADER_BYTES = 24;
@@ -82,15 +83,96 @@ export function encodeMessages(
   let at = 0;
   for (const m of messages) {
     const h = at + PREAMBLE_BYTES;
-    view.setUint32(h, m.type);
-    buf[h + 4] = m.priority;
-    setUint64(view, h + 8, m.seq);
-    setUint64(view, h + 16, ack);
+    writeHeader(buf, view, h, m, ack);
     buf.set(m.payload, h + MESSAGE_HEADER_BYTES);
     sealFrame(buf, view, at, Tag.Message, flags, MESSAGE_HEADER_BYTES + m.payload.length);
     at = h + MESSAGE_HEADER_BYTES + m.payload.length;
   }
   return buf;
+}
+
+/**
+ * Bodies at least this large travel as chunks of their own (a gather write): their frame's
+ * preamble and header go in a small buffer and the body is written from where it lies, never
+ * copied into a batch buffer.
+ */
+export const GATHER_MIN_BYTES = 16 * 1024;
+
+/**
+ * Encodes `messages` as consecutive Message frames, as chunks to write in order: small
+ * messages packed together as {@linkcode encodeMessages} does, and each body of at least
+ * {@linkcode GATHER_MIN_BYTES} as a chunk of its own after a 36-byte preamble and header (its
+ * checksum computed over header and body where they lie, so the body is read once, not copied).
+ *
+ * @example
+ * ```ts
+ * import { encodeMessageChunks } from "./message.ts";
+ * const big = { type: 1, priority: 1, payload: new Uint8Array(65536), seq: 1 };
+ * const small = { type: 2, priority: 1, payload: new Uint8Array(8), seq: 2 };
+ * const chunks = encodeMessageChunks([small, big], 0);
+ * if (chunks.length !== 3 || chunks[2] !== big.payload) throw new Error("body written in place");
+ * ```
+ */
+export function encodeMessageChunks(
+  messages: readonly OutgoingMessage[],
+  ack: number,
+  flags = 0,
+): Uint8Array[] {
+  const chunks: Uint8Array[] = [];
+  let run: OutgoingMessage[] = [];
+  let runBytes = 0;
+  const flushRun = () => {
+    if (run.length === 0) return;
+    chunks.push(encodeMessages(run, runBytes, ack, flags));
+    run = [];
+    runBytes = 0;
+  };
+  for (const m of messages) {
+    if (m.payload.length < GATHER_MIN_BYTES) {
+      run.push(m);
+      runBytes += PREAMBLE_BYTES + MESSAGE_HEADER_BYTES + m.payload.length;
+      continue;
+    }
+    flushRun();
+    const head = new Uint8Array(PREAMBLE_BYTES + MESSAGE_HEADER_BYTES);
+    const view = new DataView(head.buffer);
+    writeHeader(head, view, PREAMBLE_BYTES, m, ack);
+    sealGathered(head, view, m.payload, flags);
+    chunks.push(head, m.payload);
+  }
+  flushRun();
+  return chunks;
+}
+
+function writeHeader(
+  buf: Uint8Array,
+  view: DataView,
+  at: number,
+  m: OutgoingMessage,
+  ack: number,
+): void {
+  view.setUint32(at, m.type);
+  buf[at + 4] = m.priority;
+  setUint64(view, at + 8, m.seq);
+  setUint64(view, at + 16, ack);
+}
+
+/** Preamble and checksum of a frame whose header is in `head` and body in `body`. */
+function sealGathered(head: Uint8Array, view: DataView, body: Uint8Array, flags: number): void {
+  const length = MESSAGE_HEADER_BYTES + body.length;
+  head[0] = Tag.Message;
+  head[1] = flags;
+  head[2] = 0;
+  head[3] = 0;
+  view.setUint32(4, length);
+  if (flags & FLAG_UNCHECKED) {
+    view.setUint32(8, 0);
+    return;
+  }
+  let crc = crc32c(0, head, 0, 8);
+  crc = crc32c(crc, head, PREAMBLE_BYTES, head.length);
+  crc = crc32c(crc, body, 0, body.length);
+  view.setUint32(8, crc);
 }
 
 /** The header of a received Message frame. */

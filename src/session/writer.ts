@@ -8,7 +8,11 @@
 import type { Counters } from "../counters.ts";
 import type { Limits } from "../options.ts";
 import { BANNER, FLAG_UNCHECKED, Tag } from "../protocol/frame.ts";
-import { encodeMessages, messageFrameBytes, type OutgoingMessage } from "../protocol/message.ts";
+import {
+  encodeMessageChunks,
+  messageFrameBytes,
+  type OutgoingMessage,
+} from "../protocol/message.ts";
 import type { Link } from "../../transports/types.ts";
 import type { SessionSequence } from "./sequence.ts";
 import type { Close } from "./close.ts";
@@ -149,7 +153,7 @@ export class Writer {
     if (taken.length > 0) {
       const ack = seq.inSeq;
       const unchecked = this.#p.unchecked();
-      batch.push(encodeMessages(taken, total, ack, unchecked ? FLAG_UNCHECKED : 0));
+      batch.push(...encodeMessageChunks(taken, ack, unchecked ? FLAG_UNCHECKED : 0));
       if (unchecked) counters.uncheckedFrames += taken.length;
       seq.acked(ack);
       stats.messagesSent += taken.length - replayed;
