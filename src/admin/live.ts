@@ -200,6 +200,9 @@ export class LiveFeed {
       this.#events.push(event);
       if (this.#events.length > this.#maxEvents) this.#events.shift();
       this.#stream.publish({ kind: "node", event });
+      // A sample at each change too: phi climbs steeply, and a crossing between two samples
+      // a second apart would never show on the plot.
+      this.#sample();
     }
   }
 }

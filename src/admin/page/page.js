@@ -183,16 +183,19 @@ function renderConnections(latest) {
  */
 function economy() {
   const t = [], frames = [], parts = [];
+  // Extra samples come at node events: rates are taken over at least half a second.
+  let a = state.samples[0];
   for (let i = 1; i < state.samples.length; i++) {
-    const a = state.samples[i - 1], b = state.samples[i];
+    const b = state.samples[i];
     const dt = (b.time - a.time) / 1000;
-    if (dt <= 0) continue;
+    if (dt < 0.5) continue;
     t.push(b.time / 1000);
     const h = (s) => s.heartbeat;
     frames.push(
       (h(b).framesSent + h(b).framesReceived - h(a).framesSent - h(a).framesReceived) / dt,
     );
     parts.push((h(b).partsSent + h(b).partsReceived - h(a).partsSent - h(a).partsReceived) / dt);
+    a = b;
   }
   return { t, frames, parts };
 }
