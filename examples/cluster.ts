@@ -48,6 +48,9 @@ const REJOIN_GRACE_MS = 5_000;
 /** Nodes get this long to close in order after SIGTERM before they are killed. */
 const STOP_BOUND_MS = 20_000;
 
+/** Ports handed out so far (nothing listens on them until the nodes start). */
+const takenPorts = new Set<number>();
+
 /**
  * A port that is free now, chosen below the kernel's ephemeral range (32768 and up on Linux):
  * a port the kernel hands out for bind(0) or an outgoing connection could be taken by another
@@ -56,6 +59,9 @@ const STOP_BOUND_MS = 20_000;
 function freePort(): number {
   for (;;) {
     const port = 20_000 + Math.floor(Math.random() * 12_000);
+    // Nothing is bound to the ports handed out until the nodes start: never hand one twice.
+    if (takenPorts.has(port)) continue;
+    takenPorts.add(port);
     try {
       Deno.listen({ hostname: "127.0.0.1", port }).close();
       return port;

@@ -294,6 +294,10 @@ export class Connection {
    * `signal.reason` when the signal aborts. A send already waiting for room when an orderly
    * close begins resolves: its message is queued and goes out before the Close frame (should
    * the close fail, it comes back in the `reset` event's `unsent`, as on every fault).
+   *
+   * The payload is not copied: it must not change once sent, until it is written (lossy
+   * policies) or acknowledged (lossless ones, which may write it again after a reconnect).
+   * Large bodies are written from where they lie.
    */
   send(type: number, payload: Uint8Array, options: SendOptions = {}): Promise<void> {
     try {

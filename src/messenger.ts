@@ -190,6 +190,7 @@ export class Messenger {
    * oldest ones.
    */
   nodeEvents(options: { signal?: AbortSignal } = {}): AsyncIterable<NodeEvent> {
+    this.#checkRunning();
     return this.#nodeEvents.subscribe(options.signal, this.#health.current());
   }
 
@@ -330,6 +331,8 @@ export class Messenger {
    * message. Order within and across batches is arrival order.
    */
   messages(options: MessagesOptions & { batch: true }): AsyncIterable<Message[]>;
+  /** One message at a time, or batches when `options.batch` is true. */
+  messages(options?: MessagesOptions): AsyncIterable<Message> | AsyncIterable<Message[]>;
   messages(options?: MessagesOptions): AsyncIterable<Message> | AsyncIterable<Message[]> {
     const queue = this.#inbound.queue;
     if (!options?.batch) return queue;

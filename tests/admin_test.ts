@@ -282,3 +282,23 @@ Deno.test("messenger.every() runs on the central wheel and stops with the messen
   await m.close();
   assert.throws(() => m.every(10, () => {}), /closed|closing|running/i);
 });
+
+Deno.test("admin.close() ends open live streams instead of waiting for the pages to leave", async () => {
+  await using m = new Messenger({ name: "a", logger: () => {} });
+  const admin = await serveAdmin(m, { live: { sampleMs: 50 } });
+  const res = await fetch(`${admin.url}/events`);
+  const events = sseReader(res);
+  assert.equal((await events.next())[0], "hello");
+  await deadline(admin.close(), "admin.close() with a live stream open", 5_000);
+  await events.cancel().catch(() => {});
+});
+
+Deno.test("the page's file route answers 404 for names that are not its files", async () => {
+  await using m = new Messenger({ name: "a", logger: () => {} });
+  const app = createAdminApp(m);
+  for (const name of ["constructor", "__proto__", "toString", "page.ts"]) {
+    assert.equal((await app.request(`/ui/${name}`)).status, 404, name);
+  }
+  await m.close();
+  assert.throws(() => m.nodeEvents(), /clos/i);
+});

@@ -6,6 +6,7 @@ import {
   encodeFrame,
   FLAG_UNCHECKED,
   FrameDecoder,
+  PREALLOC_MAX_BYTES,
   PREAMBLE_BYTES,
   PROTOCOL_VERSION,
   Tag,
@@ -430,4 +431,23 @@ Deno.test("encodeMessageChunks: the chunks joined are the packed encoding; large
     ),
     { seed: 7, numRuns: 200 },
   );
+});
+
+Deno.test("FrameDecoder: a preamble announcing a large frame holds memory in step with the bytes that came", () => {
+  const size = 8 * 1024 * 1024;
+  const frame = encodeFrame(Tag.Message, new Uint8Array(size).fill(3));
+  const decoder = new FrameDecoder({ maxFrameBytes: 16 * 1024 * 1024, expectBanner: false });
+  let got: Uint8Array | null = null;
+  decoder.push(frame.subarray(0, 100), () => {});
+  assert.ok(decoder.holding <= PREALLOC_MAX_BYTES, `holds ${decoder.holding} for 100 bytes`);
+  for (let at = 100; at < frame.length; at += 65536) {
+    decoder.push(frame.subarray(at, Math.min(frame.length, at + 65536)), (_t, _f, p, owned) => {
+      assert.ok(owned);
+      got = p;
+    });
+    if (got === null) assert.ok(decoder.holding <= 2 * decoder.buffered + PREALLOC_MAX_BYTES);
+  }
+  assert.equal(got!.length, size);
+  assert.equal(got!.buffer.byteLength, frame.length, "the last buffer is the frame's own size");
+  assert.equal(decoder.holding, 0);
 });

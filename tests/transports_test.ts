@@ -1,11 +1,11 @@
 // The conformance suite on every transport, and what a session makes of each.
 
+import "./_guard.ts";
 import {
   AdaptiveReadBuffer,
   READ_BUFFER_MAX_BYTES,
   READ_BUFFER_MIN_BYTES,
 } from "../transports/_stream.ts";
-import "./_guard.ts";
 import assert from "node:assert/strict";
 import {
   Messenger,

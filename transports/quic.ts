@@ -70,6 +70,7 @@ class QuicLink implements Link {
   /** Settles when a read sees the peer's end of stream, a read fails, or the link closes. */
   #ended = Promise.withResolvers<void>();
 
+  /** Called once when the link closes (an accepting listener counts its live links). */
   #onGone: () => void;
 
   constructor(
@@ -162,7 +163,8 @@ class QuicListener implements Listener {
     (async () => {
       try {
         for await (const incoming of this.#listener) {
-          this.#accept(incoming).then((link) => link && ready.push(link));
+          // A link accepted after close() is not handed out: it is closed.
+          this.#accept(incoming).then((link) => link && !ready.push(link) && link.close());
         }
       } catch {
         // listener stopped
@@ -278,9 +280,30 @@ export class QuicTransport implements Transport {
       // connectQuic takes no signal: race it, and close a connection that arrives too late.
       const conn = await abortable(dialing, signal, (late) => {
         late.close({ closeCode: 0, reason: "dial abandoned" });
+        try {
+          late.endpoint.close();
+        } catch {
+          // closed already
+        }
       });
-      const stream = await conn.createBidirectionalStream();
-      return new QuicLink(conn, stream, formatHostPort("quic", hostname, conn.endpoint.addr.port));
+      // connectQuic made an endpoint (a UDP socket) for this connection alone: it closes with
+      // the link, or it would stay open after the connection is gone.
+      const closeEndpoint = () => {
+        try {
+          conn.endpoint.close();
+        } catch {
+          // closed already
+        }
+      };
+      const local = formatHostPort("quic", hostname, conn.endpoint.addr.port);
+      try {
+        const stream = await conn.createBidirectionalStream();
+        return new QuicLink(conn, stream, local, closeEndpoint);
+      } catch (error) {
+        conn.close({ closeCode: 1, reason: "no stream" });
+        closeEndpoint();
+        throw error;
+      }
     } catch (cause) {
       throw new TransportError(`QUIC connect to ${addr} failed: ${(cause as Error).message}`, {
         cause,

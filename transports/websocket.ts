@@ -40,6 +40,8 @@ class WebSocketLink implements Link {
   #error: Error | null = null;
   #closed = false;
   #maxUnread: number;
+  /** Settles when the socket is closed (the `close` event). */
+  #gone = Promise.withResolvers<void>();
 
   constructor(
     ws: WebSocket,
@@ -70,6 +72,7 @@ class WebSocketLink implements Link {
     };
     ws.onclose = (e) => {
       onGone();
+      this.#gone.resolve();
       if (!e.wasClean && !this.#closed) {
         this.#error ??= new TransportError(`WebSocket closed: ${e.code} ${e.reason}`);
       }
@@ -127,11 +130,23 @@ class WebSocketLink implements Link {
     }
   }
 
+  /**
+   * A graceful close's first half: waits until what was sent has left this process (no drain
+   * event exists, so `bufferedAmount` is polled while it is above 0), then starts the
+   * WebSocket closing handshake and resolves when the peer has answered it, so everything
+   * before it reached the peer. The session closes the link after (bounded).
+   */
   async flush(): Promise<void> {
-    // No drain event exists: poll, only while bytes are buffered.
     while (this.#ws.bufferedAmount > 0 && !this.#ended && !this.#error && !this.#closed) {
       await new Promise((r) => setTimeout(r, 1));
     }
+    if (this.#ended || this.#closed) return;
+    try {
+      this.#ws.close(1000, "closed");
+    } catch {
+      return; // closing already
+    }
+    await this.#gone.promise;
   }
 
   close(): void {
@@ -256,7 +271,8 @@ export class WebSocketTransport implements Transport {
             listener.live--;
             listener.onChange();
           };
-          listener.queue.push(new WebSocketLink(socket, addr, remoteAddr, this.#maxUnread, gone));
+          const link = new WebSocketLink(socket, addr, remoteAddr, this.#maxUnread, gone);
+          if (!listener.queue.push(link)) link.close(); // the listener closed meanwhile
         };
         return response;
       },

@@ -28,6 +28,11 @@ export interface AdminAppOptions {
   unhealthyPeersDown?: number;
   /** History and sampling of the live feed (`/events` and the page). */
   live?: LiveFeedOptions;
+  /**
+   * Ends every open `/events` stream when it aborts, so that the server serving the app can
+   * shut down while live pages are open (`serveAdmin` and `serveNode` do this on `close()`).
+   */
+  signal?: AbortSignal;
 }
 
 /**
@@ -100,10 +105,12 @@ export function createAdminApp(messenger: Messenger, options: AdminAppOptions = 
     streamSSE(c, async (stream) => {
       const done = new AbortController();
       stream.onAbort(() => done.abort());
+      const signal = options.signal ? AbortSignal.any([done.signal, options.signal]) : done.signal;
       const { samples, events } = feed.history();
       const node = { name: messenger.name, heartbeat: messenger.heartbeat };
       await stream.writeSSE({ event: "hello", data: JSON.stringify({ node, samples, events }) });
-      for await (const item of feed.subscribe(done.signal)) {
+      if (signal.aborted) return;
+      for await (const item of feed.subscribe(signal)) {
         const data = JSON.stringify(item.kind === "sample" ? item.sample : item.event);
         await stream.writeSSE({ event: item.kind, data });
       }
@@ -149,7 +156,11 @@ export function serveAdmin(
   messenger: Messenger,
   options: ServeAdminOptions = {},
 ): Promise<AdminServer> {
-  const app = createAdminApp(messenger, options);
+  const streams = new AbortController();
+  const signal = options.signal
+    ? AbortSignal.any([streams.signal, options.signal])
+    : streams.signal;
+  const app = createAdminApp(messenger, { ...options, signal });
   const hostname = options.hostname ?? ADMIN_HOSTNAME;
   const server = Deno.serve(
     { hostname, port: options.port ?? 0, onListen: () => {} },
@@ -158,7 +169,8 @@ export function serveAdmin(
   const addr = server.addr;
   const host = addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname;
   let closing: Promise<void> | null = null;
-  const close = () => closing ??= server.shutdown();
+  // Open live streams end first: shutdown waits for every response to finish.
+  const close = () => closing ??= (streams.abort(), server.shutdown());
   const admin: AdminServer = {
     url: `http://${host}:${addr.port}`,
     close,

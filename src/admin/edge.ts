@@ -110,7 +110,11 @@ export interface NodeServer {
   readonly url: string;
   /** The address peers dial, e.g. `ws://127.0.0.1:8000/heartline`. */
   readonly addr: string;
-  /** Stops accepting peers and stops the server. */
+  /**
+   * Stops accepting peers and stops the server. While the messenger runs, the WebSocket links
+   * it accepted end with it (their sessions see a fault); on `messenger.close()` they have
+   * closed in order first.
+   */
   close(): Promise<void>;
   /** Stops the server (for `await using`). */
   [Symbol.asyncDispose](): Promise<void>;
@@ -150,6 +154,10 @@ export async function serveNode(
   if (!path.startsWith("/")) throw new TypeError(`WebSocket path must start with "/": ${path}`);
   // The endpoint's address needs the bound port; the handler exists before any request runs.
   let handler: NodeHandler | undefined;
+  const streams = new AbortController();
+  const signal = options.signal
+    ? AbortSignal.any([streams.signal, options.signal])
+    : streams.signal;
   const server = Deno.serve(
     { hostname: options.hostname ?? ADMIN_HOSTNAME, port: options.port ?? 0, onListen: () => {} },
     (req, info) => handler?.fetch(req, info) ?? new Response("closed", { status: 503 }),
@@ -159,6 +167,7 @@ export async function serveNode(
   try {
     handler = createNodeHandler(messenger, {
       ...options,
+      signal,
       url: `ws://${host}:${bound.port}${path}`,
     });
   } catch (error) {
@@ -170,6 +179,7 @@ export async function serveNode(
   const close = () =>
     closing ??= (async () => {
       node.close();
+      streams.abort(); // open live streams end first: shutdown waits for every response
       await server.shutdown();
     })();
   messenger._onClose(close);

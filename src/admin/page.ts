@@ -22,7 +22,7 @@ const ASSETS: Record<string, [body: string, type: string]> = {
 
 /** Answers with one of the page's files, or 404. */
 export function pageAsset(c: Context, file: string): Response {
-  const asset = ASSETS[file];
+  const asset = Object.hasOwn(ASSETS, file) ? ASSETS[file] : undefined;
   if (!asset) return c.json({ error: "not found", path: c.req.path }, 404);
   c.header("content-type", asset[1]);
   c.header("x-content-type-options", "nosniff");

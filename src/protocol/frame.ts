@@ -121,6 +121,12 @@ export function getUint64(view: DataView, offset: number): number {
 }
 
 /**
+ * A partial frame's buffer is allocated at its final size up to this many bytes; a larger one
+ * grows as its bytes arrive.
+ */
+export const PREALLOC_MAX_BYTES = 256 * 1024;
+
+/**
  * Called for each complete frame. `payload` is a view valid only during the call, unless
  * `owned` is true: then it lies in a buffer of its own that the decoder never touches again
  * (a frame that arrived across reads), and the handler may keep it without copying.
@@ -166,6 +172,8 @@ export class FrameDecoder {
   // where it lies. A frame is copied at most once, into a buffer of its final size.
   #partial: Uint8Array | null = null;
   #have = 0;
+  /** Bytes the held banner, preamble or frame needs in all. */
+  #need = 0;
   /** Protocol version announced by the peer's banner, once read. */
   peerVersion = 0;
 
@@ -178,6 +186,11 @@ export class FrameDecoder {
   /** Bytes held for an incomplete frame. */
   get buffered(): number {
     return this.#have;
+  }
+
+  /** Bytes of memory held for an incomplete frame (its buffer, which may exceed `buffered`). */
+  get holding(): number {
+    return this.#partial?.length ?? 0;
   }
 
   /**
@@ -269,9 +282,19 @@ export class FrameDecoder {
 
   /** Keeps `rest` (a copy: the caller may reuse its buffer) in a buffer of `need` bytes. */
   #hold(rest: Uint8Array, need: number): void {
-    this.#partial = new Uint8Array(need);
+    this.#partial = this.#buffer(need, rest.length);
     this.#partial.set(rest);
     this.#have = rest.length;
+    this.#need = need;
+  }
+
+  /**
+   * A buffer for a partial frame of `need` bytes, `have` of them known: of its final size up
+   * to {@linkcode PREALLOC_MAX_BYTES}; above that it starts there and grows as bytes arrive,
+   * so a peer cannot make this node hold a large buffer with a 12-byte preamble.
+   */
+  #buffer(need: number, have: number): Uint8Array {
+    return new Uint8Array(need <= PREALLOC_MAX_BYTES ? need : Math.max(PREALLOC_MAX_BYTES, have));
   }
 
   /**
@@ -281,13 +304,21 @@ export class FrameDecoder {
   #complete(chunk: Uint8Array, onFrame: FrameHandler): number {
     let pos = 0;
     for (;;) {
-      const partial = this.#partial!;
-      const take = Math.min(partial.length - this.#have, chunk.length - pos);
+      const take = Math.min(this.#need - this.#have, chunk.length - pos);
+      let partial = this.#partial!;
+      if (this.#have + take > partial.length) {
+        // Grow by doubling, never past the frame: the last size is the frame's own.
+        const grown = new Uint8Array(
+          Math.min(this.#need, Math.max(partial.length * 2, this.#have + take)),
+        );
+        grown.set(partial.subarray(0, this.#have));
+        partial = this.#partial = grown;
+      }
       partial.set(chunk.subarray(pos, pos + take), this.#have);
       this.#have += take;
       if (this.#needBanner) this.#bannerPrefix(partial, 0, Math.min(this.#have, BANNER.length - 1));
       pos += take;
-      if (this.#have < partial.length) return -1;
+      if (this.#have < this.#need) return -1;
       if (this.#needBanner) {
         this.#banner(partial, 0);
         this.#partial = null;
@@ -296,10 +327,11 @@ export class FrameDecoder {
       }
       const view = new DataView(partial.buffer);
       const length = this.#preamble(partial, view, 0);
-      if (partial.length === PREAMBLE_BYTES && length > 0) {
-        // The preamble is whole: now the frame's own buffer, of its final size.
-        this.#partial = new Uint8Array(PREAMBLE_BYTES + length);
-        this.#partial.set(partial);
+      if (this.#need === PREAMBLE_BYTES && length > 0) {
+        // The preamble is whole: now the frame's own buffer.
+        this.#need = PREAMBLE_BYTES + length;
+        this.#partial = this.#buffer(this.#need, PREAMBLE_BYTES);
+        this.#partial.set(partial.subarray(0, PREAMBLE_BYTES));
         continue;
       }
       this.#partial = null;

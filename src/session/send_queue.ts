@@ -160,7 +160,6 @@ export class SendQueue {
     return promise;
   }
 
-  /** Rejects every waiting sender with `error` (the session is closing or closed). */
   /**
    * Resolves every waiter: their messages are queued and will be written (an orderly close
    * writes the queue before its Close frame), so their senders need not wait for room.

@@ -253,7 +253,7 @@ export class Session<H> {
 
   /** Finishes the orderly close once it is complete (see `Close.done`). */
   #closeIfDone(): void {
-    const unacked = this.#policy.lossy ? 0 : this.sequence.replay.count;
+    const unacked = this.#unacked();
     // A control frame still queued (the final ack) counts as writing: it must go first.
     const writing = this.#writer.busy || this.queue.hasControl;
     if (this.#close?.done(writing, unacked)) this.#finishClose();
@@ -265,14 +265,20 @@ export class Session<H> {
    * session ends as a fault and hands them back.
    */
   #closeTimedOut(): void {
-    const unacked = this.#policy.lossy ? 0 : this.sequence.replay.count;
-    if (unacked === 0) return this.#finishClose();
+    const unacked = this.#unacked(), queued = this.queue.bytes;
+    if (unacked === 0 && queued === 0 && this.#close?.sent) return this.#finishClose();
     this.#end(
       new TimeoutError(
-        `Close timed out with ${unacked} message(s) unacknowledged by ${this.remoteAddr}`,
+        `Close timed out with ${unacked} message(s) unacknowledged by ${this.remoteAddr} ` +
+          `and ${queued} byte(s) of messages not written`,
         this.#ports.limits.closeTimeoutMs,
       ),
     );
+  }
+
+  /** Messages the peer has not acknowledged (always 0 on lossy policies, which keep none). */
+  #unacked(): number {
+    return this.#policy.lossy ? 0 : this.sequence.replay.count;
   }
 
   #finishClose(): void {
@@ -342,6 +348,10 @@ export class Session<H> {
     const state = this.#sm.state;
     const ack = state === "open" || state === "closing" ? this.sequence.takeAckDue() : undefined;
     if (ack !== undefined) this.sendControl(encodeFrame(Tag.Ack, encodeAck(ack)));
+    // While closing, reads go on even if the application is not taking messages: the peer's
+    // Acks and Close must be read for the close to end in order. What arrives then is bounded
+    // by the peer's queue and the close timeout.
+    if (state === "closing") return undefined;
     return this.#ports.inbound.backpressure(this.handle);
   }
 
@@ -375,12 +385,15 @@ export class Session<H> {
     // An orderly close is complete only with the peer's Close: a link that ends before it
     // may have lost what the peer sent last, so it ends the session as a fault (unacknowledged
     // messages are handed back), never as a clean close.
-    if (this.#close?.sent && this.#close.received) return this.#finishClose();
+    const close = this.#close;
+    if (close?.sent && close.received && this.#unacked() === 0) return this.#finishClose();
     this.#fail(
       new ConnectionClosedError(
-        this.#close?.sent
-          ? `Peer ${this.remoteAddr} ended the link before its Close frame arrived`
-          : `Peer ${this.remoteAddr} closed the link without a Close frame`,
+        !close?.sent
+          ? `Peer ${this.remoteAddr} closed the link without a Close frame`
+          : close.received
+          ? `Peer ${this.remoteAddr} ended the link before acknowledging every message`
+          : `Peer ${this.remoteAddr} ended the link before its Close frame arrived`,
       ),
     );
   }
