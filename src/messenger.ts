@@ -369,7 +369,8 @@ export class Messenger {
   }
 
   /**
-   * Closes listeners and connections (in order, each within the close timeout), the wheel
+   * Closes listeners and connections (in order, each within the close timeout plus up to 2 s
+   * for its link to close gracefully; docs/protocol.md, Close), the wheel
    * and the iterators.
    */
   async close(): Promise<void> {
