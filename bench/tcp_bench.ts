@@ -3,6 +3,7 @@
 // batched into 256 KiB buffers) in the same process and run.
 
 import { heartlineOneWay, heartlinePingPong } from "./_heartline.ts";
+import { readFrames, writeAll } from "./_raw.ts";
 import { type BenchOptions, type BenchResult, median, percentile, wanted } from "./_common.ts";
 
 const BATCH = 256 * 1024;
@@ -26,43 +27,15 @@ async function rawPair(): Promise<{ client: Deno.TcpConn; server: Deno.TcpConn; 
   };
 }
 
-async function writeAll(conn: Deno.TcpConn, data: Uint8Array): Promise<void> {
-  let at = 0;
-  while (at < data.length) at += await conn.write(data.subarray(at));
-}
-
 /** Raw baseline: messages/s for `count` length-prefixed messages of `size` bytes. */
 async function rawOneWay(size: number, count: number): Promise<number> {
   const p = await rawPair();
   const body = new Uint8Array(size).fill(7);
   const start = performance.now();
-  const reader = (async () => {
-    const buf = new Uint8Array(256 * 1024);
-    let got = 0;
-    let pending = new Uint8Array(0);
-    while (got < count) {
-      const n = await p.server.read(buf);
-      if (n === null) throw new Error("raw reader: early end");
-      let data = buf.subarray(0, n);
-      if (pending.length) {
-        const joined = new Uint8Array(pending.length + n);
-        joined.set(pending);
-        joined.set(data, pending.length);
-        data = joined;
-      }
-      const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
-      let at = 0;
-      while (data.length - at >= 4) {
-        const len = view.getUint32(at);
-        if (data.length - at - 4 < len) break;
-        // Touch the message as a consumer would.
-        if (data[at + 4] !== 7 && len > 0) throw new Error("raw reader: corrupt");
-        at += 4 + len;
-        got++;
-      }
-      pending = data.slice(at);
-    }
-  })();
+  const reader = readFrames(p.server, count, (body) => {
+    // Touch the message as a consumer would.
+    if (body.length > 0 && body[0] !== 7) throw new Error("raw reader: corrupt");
+  });
   const frame = 4 + size;
   const perBatch = Math.max(1, Math.floor(BATCH / frame));
   const buf = new Uint8Array(perBatch * frame);

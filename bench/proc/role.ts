@@ -10,6 +10,7 @@
 
 import process from "node:process";
 import { Messenger, type PolicyName } from "../../mod.ts";
+import { readFrames, writeAll } from "../_raw.ts";
 
 /** What the harness asks of one process. */
 export interface RoleConfig {
@@ -58,46 +59,9 @@ function finish(result: Omit<RoleResult, "cpuMs" | "peakRssBytes">): void {
   console.log(JSON.stringify(out));
 }
 
-async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
-  let at = 0;
-  while (at < data.length) at += await conn.write(data.subarray(at));
-}
-
 function tcpAddr(addr: string): { hostname: string; port: number } {
   const u = new URL(addr.replace(/^tcp:/, "http:"));
   return { hostname: u.hostname, port: Number(u.port) };
-}
-
-/** Reads length-prefixed messages; calls `onMessage(len)` for each; ends at `count`. */
-async function rawRead(
-  conn: Deno.Conn,
-  count: number,
-  onMessage: (body: Uint8Array) => void | Promise<void>,
-): Promise<void> {
-  const buf = new Uint8Array(256 * 1024);
-  let pending = new Uint8Array(0);
-  let got = 0;
-  while (got < count) {
-    const n = await conn.read(buf);
-    if (n === null) throw new Error(`raw reader: early end after ${got}`);
-    let data = buf.subarray(0, n);
-    if (pending.length) {
-      const joined = new Uint8Array(pending.length + n);
-      joined.set(pending);
-      joined.set(data, pending.length);
-      data = joined;
-    }
-    const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
-    let at = 0;
-    while (data.length - at >= 4 && got < count) {
-      const len = view.getUint32(at);
-      if (data.length - at - 4 < len) break;
-      await onMessage(data.subarray(at + 4, at + 4 + len));
-      at += 4 + len;
-      got++;
-    }
-    pending = data.slice(at);
-  }
 }
 
 function rawFrame(size: number): Uint8Array {
@@ -112,7 +76,7 @@ async function rawRecv(c: RoleConfig): Promise<void> {
   const conn = await listener.accept();
   conn.setNoDelay(true);
   let first = 0;
-  await rawRead(conn, c.count, (body) => {
+  await readFrames(conn, c.count, (body) => {
     if (first === 0) first = performance.now();
     if (body.length > 0 && body[0] !== 7) throw new Error("raw reader: corrupt");
   });
@@ -148,7 +112,7 @@ async function rawEcho(c: RoleConfig): Promise<void> {
   const conn = await listener.accept();
   conn.setNoDelay(true);
   const frame = rawFrame(c.size);
-  await rawRead(conn, c.count, () => writeAll(conn, frame));
+  await readFrames(conn, c.count, () => writeAll(conn, frame));
   finish({});
   conn.close();
   listener.close();
