@@ -299,7 +299,7 @@ export class Connection {
    * policies) or acknowledged (lossless ones, which may write it again after a reconnect).
    * Large bodies are written from where they lie.
    */
-  send(type: number, payload: Uint8Array, options: SendOptions = {}): Promise<void> {
+  send(type: number, payload: Uint8Array, options?: SendOptions): Promise<void> {
     try {
       if (!Number.isInteger(type) || type < 0 || type > 0xffff_ffff) {
         throw new RangeError(`Message type must be a u32: ${type}`);
@@ -311,9 +311,9 @@ export class Connection {
       if (MESSAGE_HEADER_BYTES + payload.length > limit) {
         throw new RangeError(`Message too large: ${payload.length} bytes, frame limit ${limit}`);
       }
-      const priority = options.priority === undefined ? 1 : priorityIndex(options.priority);
-      options.signal?.throwIfAborted();
-      return this.#session.send(type, priority, payload, options.signal);
+      const priority = options?.priority === undefined ? 1 : priorityIndex(options.priority);
+      options?.signal?.throwIfAborted();
+      return this.#session.send(type, priority, payload, options?.signal);
     } catch (error) {
       return Promise.reject(error);
     }

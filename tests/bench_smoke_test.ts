@@ -72,6 +72,7 @@ Deno.test("deno task bench --processes --json runs both ends as separate process
     "proc_rss_server_64B",
     "proc_cpu_server_64B",
     "proc_oneway_64B_lossless",
+    "proc_oneway_64B_batch",
     "proc_pingpong_64B_p50",
     "proc_pingpong_64B_p99",
     "proc_pingpong_64B_p999",

@@ -24,6 +24,8 @@ export interface RoleConfig {
   policy?: PolicyName;
   /** raw sender: messages per write (1: a write per message; else coalesced into ~64 KiB). */
   coalesce?: boolean;
+  /** heartline receiver: take messages with `messages({ batch: true })`. */
+  batch?: boolean;
 }
 
 /** What one process reports at its end. */
@@ -147,10 +149,21 @@ async function heartlineRecv(c: RoleConfig): Promise<void> {
   const m = messenger("recv");
   console.log(JSON.stringify({ ready: await m.listen("tcp://127.0.0.1:0") }));
   let got = 0, first = 0;
-  for await (const msg of m.messages()) {
-    if (first === 0) first = performance.now();
-    if (msg.payload.length > 0 && msg.payload[0] !== 7) throw new Error("reader: corrupt");
-    if (++got === c.count) break;
+  if (c.batch) {
+    for await (const batch of m.messages({ batch: true })) {
+      if (first === 0) first = performance.now();
+      for (const msg of batch) {
+        if (msg.payload.length > 0 && msg.payload[0] !== 7) throw new Error("reader: corrupt");
+      }
+      got += batch.length;
+      if (got >= c.count) break;
+    }
+  } else {
+    for await (const msg of m.messages()) {
+      if (first === 0) first = performance.now();
+      if (msg.payload.length > 0 && msg.payload[0] !== 7) throw new Error("reader: corrupt");
+      if (++got === c.count) break;
+    }
   }
   finish({ messages: got, elapsedMs: performance.now() - first });
   await m.close();

@@ -80,9 +80,10 @@ async function oneWay(
   size: number,
   count: number,
   extra: Partial<RoleConfig> = {},
+  receiver: Partial<RoleConfig> = {},
 ): Promise<OneWay> {
   const r = await runPair(
-    { role: "recv", kind, size, count },
+    { role: "recv", kind, size, count, ...receiver },
     { role: "send", kind, size, count, ...extra },
   );
   return { rate: r.server.messages! / (r.server.elapsedMs! / 1000), ...r };
@@ -145,6 +146,21 @@ export async function procBenchmarks(options: BenchOptions): Promise<BenchResult
       baseline_value: lossy.rate,
       ratio: lossless.rate / lossy.rate,
       note: "baseline: the lossy row",
+    });
+  }
+  if (wanted(options, "proc_oneway_64B_batch")) {
+    const lossy = lossy64 ?? await medianOf(rounds, () => oneWay("heartline", 64, n(4_000_000)));
+    const batch = await medianOf(
+      rounds,
+      () => oneWay("heartline", 64, n(4_000_000), {}, { batch: true }),
+    );
+    out.push({
+      name: "proc_oneway_64B_batch",
+      unit: "msg/s",
+      value: batch.rate,
+      baseline_value: lossy.rate,
+      ratio: batch.rate / lossy.rate,
+      note: "the receiver takes messages({ batch: true }); baseline: the lossy row",
     });
   }
   if (wanted(options, "proc_pingpong")) {

@@ -9,6 +9,9 @@
 import { QueueFullError } from "../errors.ts";
 import type { OutgoingMessage } from "../protocol/message.ts";
 
+/** One settled promise for every send that needs no wait. */
+const RESOLVED: Promise<void> = Promise.resolve();
+
 /** A FIFO with O(1) shift. */
 class Fifo<T> {
   #items: (T | undefined)[] = [];
@@ -141,7 +144,7 @@ export class SendQueue {
    * signal aborts first, or with the error given to {@linkcode SendQueue.failWaiters}.
    */
   waitForRoom(limit: number, signal?: AbortSignal): Promise<void> {
-    if (this.#bytes <= limit) return Promise.resolve();
+    if (this.#bytes <= limit) return RESOLVED; // the common case: no allocation per message
     const { promise, resolve, reject } = Promise.withResolvers<void>();
     const waiter: Waiter = { resolve, reject };
     this.#waiters.push(waiter);
