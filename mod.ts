@@ -68,7 +68,7 @@ export {
 } from "./src/timer/timer_wheel.ts";
 export { consoleLogger, type Logger, type LogLevel } from "./src/log.ts";
 export type { Link, Listener, Transport } from "./transports/types.ts";
-export { TcpTransport } from "./transports/tcp.ts";
+export { TcpTransport, type TcpTransportOptions } from "./transports/tcp.ts";
 export { TlsTransport, type TlsTransportOptions } from "./transports/tls.ts";
 export {
   type AttachedListener,

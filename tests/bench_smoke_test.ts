@@ -63,7 +63,7 @@ Deno.test("deno task bench --processes --json runs both ends as separate process
     "--quick",
     "--processes",
     "--only",
-    "proc_oneway_64B,proc_pingpong,idle_conn_bytes",
+    "proc_oneway_64B,proc_pingpong,proc_workers,idle_conn_bytes",
   ]);
   assert.deepEqual(benchmarks.map((b) => b.name), [
     "proc_oneway_64B",
@@ -76,6 +76,7 @@ Deno.test("deno task bench --processes --json runs both ends as separate process
     "proc_pingpong_64B_p50",
     "proc_pingpong_64B_p99",
     "proc_pingpong_64B_p999",
+    "proc_workers_16conn_64B",
     "idle_conn_bytes",
   ]);
   for (const b of benchmarks) {

@@ -170,3 +170,21 @@ Deno.test("AdaptiveReadBuffer grows on reads that fill it and shrinks when reads
   b.filled(READ_BUFFER_MIN_BYTES / 2);
   assert.equal(b.buffer.length, 4096);
 });
+
+Deno.test("TcpTransport({ reusePort }): two nodes on one port share the connections the kernel spreads", async () => {
+  const nodes = ["w0", "w1"].map((name) =>
+    new Messenger({ name, logger: () => {}, transports: [new TcpTransport({ reusePort: true })] })
+  );
+  const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const addr = `tcp://127.0.0.1:${probe.addr.port}`;
+  probe.close();
+  for (const n of nodes) assert.equal(await n.listen(addr), addr);
+  const clients = Array.from(
+    { length: 24 },
+    (_, i) => new Messenger({ name: `c${i}`, logger: () => {} }),
+  );
+  const conns = await deadline(Promise.all(clients.map((c) => c.connect(addr))), "24 dials");
+  const served = new Set(conns.map((c) => c.peerName));
+  assert.deepEqual([...served].sort(), ["w0", "w1"], "both nodes took connections");
+  await Promise.all([...clients, ...nodes].map((m) => m.close()));
+});

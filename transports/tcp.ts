@@ -14,6 +14,12 @@ function tcpLink(conn: Deno.TcpConn): Link {
   return new StreamLink(conn, "tcp");
 }
 
+/** Options of {@linkcode TcpTransport}. */
+export interface TcpTransportOptions {
+  /** Bind with `SO_REUSEPORT`, so other listeners may share the port. Default false. */
+  reusePort?: boolean;
+}
+
 /**
  * The TCP transport.
  *
@@ -29,11 +35,22 @@ function tcpLink(conn: Deno.TcpConn): Link {
 export class TcpTransport implements Transport {
   /** Serves `tcp://` addresses. */
   readonly schemes = ["tcp"] as const;
+  #reusePort: boolean;
+
+  /**
+   * Creates the transport. With `reusePort` (`SO_REUSEPORT`, Linux), several listeners, one
+   * per worker or process, may bind the same port, and the kernel spreads incoming
+   * connections over them: a node can use more than one core (docs/operations.md, Cores).
+   * Deno 2.9 counts `reusePort` as unstable: run with `--unstable-net` to use it.
+   */
+  constructor(options: TcpTransportOptions = {}) {
+    this.#reusePort = options.reusePort ?? false;
+  }
 
   /** Binds a TCP listener. */
   listen(addr: string): Promise<Listener> {
     const { hostname, port } = parseHostPort(addr, "tcp");
-    const listener = Deno.listen({ hostname, port, transport: "tcp" });
+    const listener = Deno.listen({ hostname, port, transport: "tcp", reusePort: this.#reusePort });
     return Promise.resolve(new StreamListener(listener, "tcp", tcpLink));
   }
 

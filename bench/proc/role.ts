@@ -14,7 +14,15 @@ import { readFrames, writeAll } from "../_raw.ts";
 
 /** What the harness asks of one process. */
 export interface RoleConfig {
-  role: "recv" | "send" | "echo" | "ping" | "idle-server" | "idle-clients";
+  role:
+    | "recv"
+    | "send"
+    | "echo"
+    | "ping"
+    | "idle-server"
+    | "idle-clients"
+    | "recv-workers"
+    | "send-many";
   kind: "raw" | "heartline";
   size: number;
   count: number;
@@ -26,6 +34,10 @@ export interface RoleConfig {
   coalesce?: boolean;
   /** heartline receiver: take messages with `messages({ batch: true })`. */
   batch?: boolean;
+  /** recv-workers: how many workers share the port. */
+  workers?: number;
+  /** send-many: how many connections (a messenger each) share the count. */
+  connections?: number;
 }
 
 /** What one process reports at its end. */
@@ -39,6 +51,8 @@ export interface RoleResult {
   rssPerConn?: number;
   heapPerConn?: number;
   heapTotalPerConn?: number;
+  /** recv-workers: messages each worker took. */
+  perWorker?: number[];
   externalPerConn?: number;
   cpuMs: number;
   peakRssBytes: number;
@@ -261,6 +275,62 @@ async function idleClients(c: RoleConfig): Promise<void> {
   await new Promise(() => {}); // until the harness ends this process
 }
 
+/**
+ * A node spread over `workers` Deno workers: each runs a messenger on the same port
+ * (SO_REUSEPORT) and the kernel spreads the connections; reports the rate of all of them.
+ */
+async function recvWorkers(c: RoleConfig): Promise<void> {
+  const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const addr = `tcp://127.0.0.1:${probe.addr.port}`;
+  probe.close();
+  const counts: number[] = [];
+  const firsts: number[] = [];
+  const { promise: done, resolve } = Promise.withResolvers<number>();
+  let listening = 0;
+  const { promise: ready, resolve: allListening } = Promise.withResolvers<void>();
+  const workers = Array.from({ length: c.workers ?? 1 }, (_, index) => {
+    const w = new Worker(new URL("./worker_recv.ts", import.meta.url), { type: "module" });
+    w.onmessage = (e: MessageEvent<{ kind: string; messages: number; first: number }>) => {
+      if (e.data.kind === "listening") {
+        if (++listening === workers.length) allListening();
+        return;
+      }
+      counts[index] = e.data.messages;
+      firsts[index] = e.data.first;
+      // Workers report every 10,000 messages: the last report of each may lag by that much.
+      const total = counts.reduce((a, b) => a + (b ?? 0), 0);
+      if (total >= c.count - workers.length * 10_000) {
+        resolve(performance.timeOrigin + performance.now());
+      }
+    };
+    w.postMessage({ addr, index, batch: c.batch ?? false });
+    return w;
+  });
+  await ready;
+  console.log(JSON.stringify({ ready: addr }));
+  const end = await done;
+  const start = Math.min(...firsts.filter((f) => f > 0));
+  const total = counts.reduce((a, b) => a + (b ?? 0), 0);
+  finish({ messages: total, elapsedMs: end - start, perWorker: counts });
+  for (const w of workers) w.terminate();
+}
+
+/** `connections` messengers dial `addr` and share `count` messages between them. */
+async function sendMany(c: RoleConfig): Promise<void> {
+  const n = c.connections ?? 1;
+  const body = new Uint8Array(c.size).fill(7);
+  const conns = await Promise.all(
+    Array.from({ length: n }, (_, i) => messenger(`send-${i}`).connect(c.addr!)),
+  );
+  await Promise.all(conns.map(async (conn, i) => {
+    const share = Math.floor(c.count / n) + (i < c.count % n ? 1 : 0);
+    for (let k = 0; k < share; k++) await conn.send(1, body);
+  }));
+  // Past the count, keep the links up until the harness ends this process.
+  finish({});
+  await new Promise(() => {});
+}
+
 const ROLES = {
   raw: { recv: rawRecv, send: rawSend, echo: rawEcho, ping: rawPing },
   heartline: { recv: heartlineRecv, send: heartlineSend, echo: heartlineEcho, ping: heartlinePing },
@@ -270,5 +340,7 @@ if (import.meta.main) {
   const config = JSON.parse(Deno.args[0]) as RoleConfig;
   if (config.role === "idle-server") await idleServer(config);
   else if (config.role === "idle-clients") await idleClients(config);
+  else if (config.role === "recv-workers") await recvWorkers(config);
+  else if (config.role === "send-many") await sendMany(config);
   else await ROLES[config.kind][config.role](config);
 }

@@ -166,8 +166,53 @@ export async function procBenchmarks(options: BenchOptions): Promise<BenchResult
   if (wanted(options, "proc_pingpong")) {
     out.push(...await pingPongRows(options.quick ? 500 : 20_000));
   }
+  if (wanted(options, "proc_workers")) {
+    out.push(...await workerRows(options.quick ? 0.05 : 1, rounds));
+  }
   if (wanted(options, "idle_conn_bytes")) out.push(await idleRow(options.quick ? 200 : 10_000));
   return out;
+}
+
+/** Messages/s of 64 B over 16 connections into a node spread over `workers` workers. */
+async function workersRun(workers: number, count: number): Promise<OneWay> {
+  // Workers load their module from the repository: that read is the only one they need.
+  const root = new URL("../../", import.meta.url).pathname;
+  const server = start({ role: "recv-workers", kind: "heartline", size: 64, count, workers }, [
+    `--allow-read=${root}`,
+    "--unstable-net", // SO_REUSEPORT is unstable in Deno 2.9
+  ]);
+  const addr = await server.ready();
+  const client = start({
+    role: "send-many",
+    kind: "heartline",
+    size: 64,
+    count: count + workers * 10_000, // workers report in steps of 10,000
+    connections: 16,
+    addr,
+  });
+  try {
+    const r = await server.result();
+    return { rate: r.messages! / (r.elapsedMs! / 1000), server: r, client: r };
+  } finally {
+    await client.kill();
+  }
+}
+
+/** The node on one worker against two, 16 connections of 64 B each into it. */
+async function workerRows(scale: number, rounds: number): Promise<BenchResult[]> {
+  const count = Math.max(50_000, Math.round(4_000_000 * scale));
+  const one = await medianOf(rounds, () => workersRun(1, count));
+  const two = await medianOf(rounds, () => workersRun(2, count));
+  const split = two.server.perWorker?.join(" + ") ?? "";
+  return [{
+    name: "proc_workers_16conn_64B",
+    unit: "msg/s",
+    value: two.rate,
+    baseline_value: one.rate,
+    ratio: two.rate / one.rate,
+    note: `2 workers against 1 (SO_REUSEPORT), 16 connections from one sender process; ` +
+      `split ${split}`,
+  }];
 }
 
 /** The budget per idle connection the issue sets: 16 KiB. */
