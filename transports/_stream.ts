@@ -96,6 +96,8 @@ export class StreamLink implements Link {
   async write(chunks: Uint8Array[]): Promise<void> {
     if (this.#closed) throw new TransportError(`${this.#what} link is closed`);
     try {
+      // The common case, one chunk: written as it is (no array, no copy).
+      if (chunks.length === 1) return await this.#writeAll(chunks[0]);
       // Small chunks are joined into one write; a large one (a body written in place) goes
       // as its own write rather than being copied: Deno has no writev.
       let from = 0;
@@ -113,7 +115,7 @@ export class StreamLink implements Link {
   }
 
   async #writeAll(data: Uint8Array): Promise<void> {
-    let at = 0;
+    let at = await this.#conn.write(data); // nearly always all of it: no view needed
     while (at < data.length) at += await this.#conn.write(data.subarray(at));
   }
 

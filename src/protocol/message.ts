@@ -118,6 +118,13 @@ export function encodeMessageChunks(
   ack: number,
   flags = 0,
 ): Uint8Array[] {
+  // The common case, every body small: one buffer, as encodeMessages makes it.
+  let total = 0, small = true;
+  for (const m of messages) {
+    total += PREAMBLE_BYTES + MESSAGE_HEADER_BYTES + m.payload.length;
+    if (m.payload.length >= GATHER_MIN_BYTES) small = false;
+  }
+  if (small) return [encodeMessages(messages, total, ack, flags)];
   const chunks: Uint8Array[] = [];
   let run: OutgoingMessage[] = [];
   let runBytes = 0;
