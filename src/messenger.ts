@@ -467,6 +467,7 @@ export class Messenger {
           inbound.deliver(connection, type, priority, payload, seq);
         },
         backpressure: (connection) => inbound.backpressure(connection),
+        release: (connection) => inbound.release(connection),
       },
       routing: { route: (hello, from, challenge) => this.#registry.route(hello, from, challenge) },
       dialer: { redial: (addr) => this.#dialer.redial(addr) },

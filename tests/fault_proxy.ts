@@ -16,6 +16,8 @@ interface Pair {
   client: Deno.TcpConn;
   server: Deno.TcpConn;
   closed: boolean;
+  /** Set while an end of stream is held back (see `holdEnds`). */
+  held?: () => void;
 }
 
 /** The proxy. Every loop it runs is bounded by its connections; `close()` ends them all. */
@@ -27,6 +29,7 @@ export class FaultProxy {
   #pairs = new Set<Pair>();
   #stalled = false;
   #blackhole = false;
+  #holdEnds = false;
   #delayMs = 0;
   #wakeStalled: (() => void)[] = [];
   /** Connections accepted so far. */
@@ -61,6 +64,14 @@ export class FaultProxy {
   }
 
   /** While on, bytes read are dropped; connections stay up. */
+  /**
+   * While on, an end of stream from either side is not passed on: the other side never sees
+   * the FIN (a peer that went silent without closing, as a NAT or firewall can make it look).
+   */
+  holdEnds(on: boolean): void {
+    this.#holdEnds = on;
+  }
+
   blackhole(on: boolean): void {
     this.#blackhole = on;
   }
@@ -109,6 +120,10 @@ export class FaultProxy {
     try {
       for (;;) {
         const n = await from.read(buf);
+        if (n === null && this.#holdEnds && !pair.closed) {
+          await new Promise<void>((resolve) => pair.held = resolve); // until the pair closes
+          break;
+        }
         if (n === null || pair.closed) break;
         while (this.#stalled && !pair.closed) {
           await new Promise<void>((resolve) => this.#wakeStalled.push(resolve));
@@ -128,6 +143,7 @@ export class FaultProxy {
   #closePair(pair: Pair): void {
     if (pair.closed) return;
     pair.closed = true;
+    pair.held?.();
     this.#pairs.delete(pair);
     for (const conn of [pair.client, pair.server]) {
       try {

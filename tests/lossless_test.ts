@@ -435,3 +435,45 @@ for (const scheme of ["tcp", "ws"] as const) {
     }
   });
 }
+
+Deno.test("[tcp] a peer whose end of stream never arrives cannot hold a close past its bound", async () => {
+  // The proxy keeps the server's FIN from the client: the client's graceful link close waits
+  // for it, bounded, and messenger.close() right after must still finish, leaking nothing.
+  const server = new Messenger({ name: "b", logger: () => {} });
+  const client = new Messenger({ name: "a", logger: () => {} });
+  const addr = await server.listen("tcp://127.0.0.1:0");
+  const proxy = FaultProxy.start({ targetPort: Number(new URL(addr).port) });
+  proxy.holdEnds(true);
+  const conn = await client.connect(proxy.addr, { policy: "losslessClient" });
+  for (let i = 0; i < 10; i++) await conn.send(i, new Uint8Array(16));
+  await take(server, 10);
+  const closed = waitEvent(client, "close");
+  const serverConn = server.connections()[0];
+  await deadline(serverConn.close("bye"), "the server's close");
+  await closed;
+  await deadline(client.close(), "the client messenger's close", 6_000);
+  await deadline(conn.closed(), "the client session to end", 6_000);
+  assert.equal(conn.error, null, "an orderly close");
+  proxy.close();
+  await server.close();
+});
+
+Deno.test("[tcp] a close while the application takes no messages reads on and ends in order", async () => {
+  // The receiver's reads are paused by inbound back-pressure (its application takes nothing)
+  // when it begins to close: the close releases them to read the sender's Acks and Close, so
+  // it ends in order at once instead of at its (here long) timeout.
+  const limits = { logger: () => {}, closeTimeoutMs: 20_000 };
+  const receiver = new Messenger({ name: "r", maxInboundMessages: 10, ...limits });
+  const sender = new Messenger({ name: "s", ...limits });
+  const addr = await receiver.listen("tcp://127.0.0.1:0");
+  const conn = await sender.connect(addr, { policy: "losslessClient" });
+  for (let i = 0; i < 100; i++) await conn.send(i, new Uint8Array(8));
+  const accepted = receiver.connections()[0];
+  await deadline(accepted.close("enough"), "the receiver's close, well before its timeout", 5_000);
+  await deadline(conn.closed(), "the sender's session to end", 5_000);
+  assert.equal(conn.error, null, "the sender's close was orderly");
+  assert.equal(accepted.error, null, "the receiver's close was orderly");
+  const got = await take(receiver, 100);
+  assert.deepEqual(got.map((m) => m.type), Array.from({ length: 100 }, (_, i) => i));
+  await Promise.all([sender.close(), receiver.close()]);
+});

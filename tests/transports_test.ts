@@ -16,7 +16,7 @@ import {
   TransportError,
   WebSocketTransport,
 } from "../mod.ts";
-import { deadline, take } from "./_helpers.ts";
+import { deadline, runDeno, take } from "./_helpers.ts";
 import { MemoryTransport } from "../testing.ts";
 import { QuicTransport } from "../transports/quic.ts";
 import {
@@ -187,4 +187,15 @@ Deno.test("TcpTransport({ reusePort }): two nodes on one port share the connecti
   const served = new Set(conns.map((c) => c.peerName));
   assert.deepEqual([...served].sort(), ["w0", "w1"], "both nodes took connections");
   await Promise.all([...clients, ...nodes].map((m) => m.close()));
+});
+
+Deno.test("TcpTransport({ reusePort }) without --unstable-net is a TypeError, not an exit", async () => {
+  const out = await runDeno([
+    "eval",
+    `import { TcpTransport } from "./mod.ts";
+     try { new TcpTransport({ reusePort: true }); console.log("made"); }
+     catch (e) { console.log(e.name + ": " + e.message); }`,
+  ], 30_000);
+  assert.equal(out.code, 0, out.stderr);
+  assert.match(out.stdout, /TypeError: Option reusePort needs Deno's --unstable-net flag/);
 });

@@ -192,6 +192,7 @@ async function workersRun(workers: number, count: number): Promise<OneWay> {
   });
   try {
     const r = await server.result();
+    // The sender runs until it is ended: its own figures are not measured in this row.
     return { rate: r.messages! / (r.elapsedMs! / 1000), server: r, client: r };
   } finally {
     await client.kill();

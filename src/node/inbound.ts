@@ -110,6 +110,15 @@ export class InboundQueue {
     });
   }
 
+  /** `conn` began to close: a reader waiting on it goes on (what it delivered stays counted). */
+  release(conn: Connection): void {
+    const p = this.#pending.get(conn);
+    const wake = p?.wake;
+    if (!p || !wake) return;
+    p.wake = null;
+    wake();
+  }
+
   /** `conn` is gone: its reader must not wait any longer. */
   forget(conn: Connection): void {
     const p = this.#pending.get(conn);

@@ -65,6 +65,8 @@ export interface InboundPort<H> {
   deliver(handle: H, type: number, priority: Priority, payload: Uint8Array, seq: number): void;
   /** A promise to await before this session reads more, when its messages pile up untaken. */
   backpressure(handle: H): Promise<void> | undefined;
+  /** Lets a reader waiting on `backpressure()` go on at once (the session began to close). */
+  release?(handle: H): void;
 }
 
 /** The accepting side's routing: which session a Hello belongs to. */

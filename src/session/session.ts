@@ -226,6 +226,9 @@ export class Session<H> {
     // A send() waiting for room has its message queued already: it goes before our Close,
     // so the send succeeded (were the close to fail, the message comes back as unsent).
     this.queue.releaseWaiters();
+    // A reader paused because the application stopped taking messages must read on: the
+    // peer's Acks and Close are what this close waits for.
+    this.#ports.inbound.release?.(this.handle);
     this.#writer.schedule();
   }
 
@@ -266,7 +269,11 @@ export class Session<H> {
    */
   #closeTimedOut(): void {
     const unacked = this.#unacked(), queued = this.queue.bytes;
-    if (unacked === 0 && queued === 0 && this.#close?.sent) return this.#finishClose();
+    // Still writing (a final Ack, say): closing the write side now could cut it off.
+    const writing = this.#writer.busy || this.queue.hasControl;
+    if (unacked === 0 && queued === 0 && !writing && this.#close?.sent) {
+      return this.#finishClose();
+    }
     this.#end(
       new TimeoutError(
         `Close timed out with ${unacked} message(s) unacknowledged by ${this.remoteAddr} ` +
@@ -300,11 +307,13 @@ export class Session<H> {
     const finish = () => {
       if (done) return;
       done = true;
-      bound.cancel();
+      clearTimeout(bound);
       this.#detachLink();
       this.#closed.resolve();
     };
-    const bound = this.#ports.timers.schedule(FLUSH_ON_CLOSE_MS, finish);
+    // A plain one-shot timeout, not the wheel's: the messenger may close its wheel meanwhile
+    // (this session has left its registry), and the bound must still end the flush.
+    const bound = setTimeout(finish, FLUSH_ON_CLOSE_MS);
     flushing.catch(() => {}).finally(finish);
   }
 
