@@ -46,9 +46,8 @@ export class TcpTransport implements Transport {
   constructor(options: TcpTransportOptions = {}) {
     this.#reusePort = options.reusePort ?? false;
     // Without the flag Deno 2.9 exits the process at the listen, with no error to catch.
-    if (
-      this.#reusePort && typeof (Deno as { listenDatagram?: unknown }).listenDatagram !== "function"
-    ) {
+    const deno = (globalThis as { Deno?: { listenDatagram?: unknown } }).Deno;
+    if (this.#reusePort && typeof deno?.listenDatagram !== "function") {
       throw new TypeError("Option reusePort needs Deno's --unstable-net flag");
     }
   }
