@@ -14,7 +14,7 @@ import {
   TransportError,
 } from "../mod.ts";
 import { splitReads } from "../transports/split_reads.ts";
-import { captureLogger, take, waitEvent } from "./_helpers.ts";
+import { captureLogger, deadline, take, waitEvent } from "./_helpers.ts";
 
 /** A transport under test, plus what the suite needs to know about it. */
 export interface TransportCase {
@@ -193,10 +193,16 @@ function registerSuite(name: string, make: () => Promise<TransportCase>, split: 
       for (let i = 0; i < 300; i++) await s.conn.send(i, new Uint8Array(1024));
     })().catch(() => {});
     for (let i = 0; i < 300; i++) await s.serverConn.send(i, new Uint8Array(1024));
-    const closed = waitEvent(s.client, "close");
+    // The first of close or reset, so that a fault fails the test at once, saying why.
+    const first = (async () => {
+      for await (const e of s.client.events()) {
+        if (e.kind === "close") return `close by ${e.by}`;
+        if (e.kind === "reset") return `reset: ${e.error.message}`;
+      }
+      return "events ended";
+    })();
     await s.server.close(); // listener first, then its connections: they must not be cut
-    const ev = await closed;
-    assert.equal(ev.by, "peer");
+    assert.equal(await deadline(first, "the client's session to end"), "close by peer");
     const got = await take(s.client, 300);
     assert.deepEqual(got.map((m) => m.type), Array.from({ length: 300 }, (_, i) => i));
     await streaming;

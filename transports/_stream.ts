@@ -72,32 +72,40 @@ export class StreamLink implements Link {
     this.remoteAddr = formatHostPort(scheme, r.hostname, r.port);
   }
 
-  async read(): Promise<Uint8Array | null> {
-    if (this.#closed) return null;
+  read(): Promise<Uint8Array | null> {
+    if (this.#closed) return Promise.resolve(null);
     // A chunk is valid until the next read() (the contract of Link.read), and the frame
     // decoder copies whatever it keeps, so the buffer may be reused or replaced after it.
-    const buf = this.#readBuffer.buffer;
-    let n: number | null;
-    try {
-      n = await this.#conn.read(buf);
-    } catch (cause) {
-      this.#ended.resolve();
-      if (this.#closed) return null;
-      throw new TransportError(`${this.#what} read failed: ${(cause as Error).message}`, { cause });
-    }
+    // Handlers made once per link, not an async frame per read: reads are the hot path.
+    return this.#conn.read(this.#readBuffer.buffer).then(this.#afterRead, this.#readFailed);
+  }
+
+  #afterRead = (n: number | null): Uint8Array | null => {
     if (n === null) {
       this.#ended.resolve();
       return null;
     }
+    const buf = this.#readBuffer.buffer;
     this.#readBuffer.filled(n);
     return buf.subarray(0, n);
-  }
+  };
+
+  #readFailed = (cause: unknown): null => {
+    this.#ended.resolve();
+    if (this.#closed) return null;
+    throw new TransportError(`${this.#what} read failed: ${(cause as Error).message}`, { cause });
+  };
 
   async write(chunks: Uint8Array[]): Promise<void> {
     if (this.#closed) throw new TransportError(`${this.#what} link is closed`);
     try {
-      // The common case, one chunk: written as it is (no array, no copy).
-      if (chunks.length === 1) return await this.#writeAll(chunks[0]);
+      // The common case, one chunk: written as it is (no array, no copy, no extra frame).
+      if (chunks.length === 1) {
+        const data = chunks[0];
+        const n = await this.#conn.write(data);
+        if (n < data.length) await this.#writeAll(data.subarray(n));
+        return;
+      }
       // Small chunks are joined into one write; a large one (a body written in place) goes
       // as its own write rather than being copied: Deno has no writev.
       let from = 0;

@@ -82,6 +82,11 @@ class SplitLink implements Link {
     return this.#inner.write(chunks);
   }
 
+  /** The inner link's graceful close, if it has one (a wrapper must not lose it). */
+  flush(): Promise<void> {
+    return this.#inner.flush?.() ?? Promise.resolve();
+  }
+
   close(): void {
     this.#inner.close();
   }

@@ -77,11 +77,15 @@ export class Writer {
   schedule(): void {
     if (this.#scheduled || this.#writing || !this.#p.session.link) return;
     this.#scheduled = true;
-    queueMicrotask(() => {
-      this.#scheduled = false;
-      this.#flush().catch((error) => this.#p.session.defect(error)); // never unhandled
-    });
+    queueMicrotask(this.#run);
   }
+
+  // Made once per writer, not per schedule: writes are the hot path.
+  #run = (): void => {
+    this.#scheduled = false;
+    this.#flush().catch(this.#defect); // never unhandled
+  };
+  #defect = (error: unknown): void => this.#p.session.defect(error);
 
   #hasOutgoing(): boolean {
     const { queue, session, limits } = this.#p;
