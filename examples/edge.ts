@@ -22,6 +22,7 @@
 import { parseArgs } from "node:util";
 import { type Connection, Messenger, TcpTransport, WebSocketTransport } from "../mod.ts";
 import { serveNode } from "../admin.ts";
+import { clusterKeyFromEnv, dialUntilUp } from "./_peers.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -40,9 +41,7 @@ const { values } = parseArgs({
 
 const name = values.name!;
 const everyMs = Number(values["every-ms"]);
-const envGranted =
-  Deno.permissions.querySync({ name: "env", variable: "HEARTLINE_KEY" }).state === "granted";
-const clusterKey = values.key ?? (envGranted ? Deno.env.get("HEARTLINE_KEY") : undefined);
+const clusterKey = values.key ?? clusterKeyFromEnv();
 const messenger = new Messenger({
   name,
   // TCP only dials here (Deno.connect); WebSocket dials and, through serveNode, accepts.
@@ -97,18 +96,7 @@ function watch(conn: Connection): void {
 })().catch((e) => say(`message loop failed: ${e}`));
 
 // Dial peers outbound; they may not be up yet, so retry with capped backoff.
-for (const peer of values.peer ?? []) {
-  (async () => {
-    for (let delay = 100; messenger.status === "running"; delay = Math.min(delay * 2, 2000)) {
-      try {
-        await messenger.connect(peer);
-        return;
-      } catch {
-        await new Promise((r) => setTimeout(r, delay));
-      }
-    }
-  })();
-}
+for (const peer of values.peer ?? []) dialUntilUp(messenger, peer);
 
 let n = 0;
 const ticker = setInterval(() => {

@@ -30,6 +30,7 @@ import {
   WebSocketTransport,
 } from "../mod.ts";
 import { serveAdmin } from "../admin.ts";
+import { clusterKeyFromEnv, dialUntilUp } from "./_peers.ts";
 
 /** The liveness users each node runs on every connection, and their intervals in ms. */
 const OOB_USERS: Readonly<Record<string, number>> = {
@@ -142,9 +143,7 @@ if (values.cert && values.key && values.ca) {
     }),
   );
 }
-const envGranted =
-  Deno.permissions.querySync({ name: "env", variable: "HEARTLINE_KEY" }).state === "granted";
-const clusterKey = envGranted ? Deno.env.get("HEARTLINE_KEY") : undefined;
+const clusterKey = clusterKeyFromEnv();
 const messenger = new Messenger({
   name,
   transports,
@@ -307,16 +306,7 @@ const progressTimer = setInterval(progress, 1000);
 // either node may dial, a fault is resumed with nothing lost, and a restarted peer is told
 // apart by its new instance nonce.
 for (const peer of values.peer ?? []) {
-  background(`dialing ${peer}`, async () => {
-    for (let delay = 100; messenger.status === "running"; delay = Math.min(delay * 2, 2000)) {
-      try {
-        await messenger.connect(peer, { policy: "losslessPeer" });
-        return;
-      } catch {
-        await new Promise((r) => setTimeout(r, delay));
-      }
-    }
-  });
+  background(`dialing ${peer}`, () => dialUntilUp(messenger, peer, { policy: "losslessPeer" }));
 }
 
 // Numbered messages, per peer name; the incarnation in each says where a numbering starts.

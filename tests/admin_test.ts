@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { Messenger, WebSocketTransport } from "../mod.ts";
 import { createAdminApp, serveAdmin } from "../admin.ts";
+import { readSse } from "../src/cli/admin_client.ts";
 import { captureLogger, deadline, pair, take, waitEvent } from "./_helpers.ts";
 
 Deno.test("GET /health (app.request) reports name, uptime and connections by state", async () => {
@@ -171,26 +172,18 @@ Deno.test("one port for both: the WebSocket endpoint mounted beside the admin ro
   await http.shutdown();
 });
 
-/** Server-sent events of `res`, one at a time, each as [event, data]; every read bounded. */
+/** Server-sent events of `res` (read by the CLI's reader), one at a time, each as [event, data]. */
 function sseReader(res: Response) {
-  const reader = res.body!.pipeThrough(new TextDecoderStream()).getReader();
-  let buffer = "";
+  const stop = new AbortController();
+  const events = readSse(res.body!, stop.signal)[Symbol.asyncIterator]();
   return {
     // deno-lint-ignore no-explicit-any
     async next(): Promise<[string, any]> {
-      let end;
-      while ((end = buffer.indexOf("\n\n")) < 0) {
-        const { value, done } = await deadline(reader.read(), "a server-sent event");
-        if (done) throw new Error("Event stream ended");
-        buffer += value;
-      }
-      const block = buffer.slice(0, end).split("\n");
-      buffer = buffer.slice(end + 2);
-      const name = block.find((l) => l.startsWith("event:"))?.slice(6).trim() ?? "message";
-      const data = block.filter((l) => l.startsWith("data:")).map((l) => l.slice(5)).join("\n");
-      return [name, JSON.parse(data)];
+      const r = await deadline(events.next(), "a server-sent event");
+      if (r.done) throw new Error("Event stream ended");
+      return [r.value.event, JSON.parse(r.value.data)];
     },
-    cancel: () => reader.cancel(),
+    cancel: () => stop.abort(),
   };
 }
 
@@ -228,7 +221,7 @@ Deno.test("GET /events streams history, samples and node events; the page loads 
       break;
     }
   }
-  await events.cancel();
+  events.cancel();
   assert.ok(last, "a sample counted WatchPing parts");
   assert.equal(last.peers[0].name, "client");
   assert.equal(last.peers[0].state, "up");
@@ -245,7 +238,7 @@ Deno.test("GET /events sends a node event when a peer goes down", async () => {
   assert.equal((await events.next())[0], "hello"); // subscribed: the history came
   await p.client.close();
   const [name, event] = await events.next();
-  await events.cancel();
+  events.cancel();
   assert.equal(name, "node");
   assert.deepEqual(
     { peer: event.peer, state: event.state },
@@ -290,7 +283,7 @@ Deno.test("admin.close() ends open live streams instead of waiting for the pages
   const events = sseReader(res);
   assert.equal((await events.next())[0], "hello");
   await deadline(admin.close(), "admin.close() with a live stream open", 5_000);
-  await events.cancel().catch(() => {});
+  events.cancel();
 });
 
 Deno.test("the page's file route answers 404 for names that are not its files", async () => {

@@ -459,21 +459,31 @@ Deno.test("[tcp] a peer whose end of stream never arrives cannot hold a close pa
 });
 
 Deno.test("[tcp] a close while the application takes no messages reads on and ends in order", async () => {
-  // The receiver's reads are paused by inbound back-pressure (its application takes nothing)
-  // when it begins to close: the close releases them to read the sender's Acks and Close, so
-  // it ends in order at once instead of at its (here long) timeout.
+  // The receiver's reads are paused by inbound back-pressure (its application takes nothing,
+  // and far more than the socket buffers hold is on its way) when it begins to close: the
+  // close must read on, to the sender's Acks and Close, so it ends in order at once instead of
+  // at its (here long) timeout.
+  const COUNT = 1000;
   const limits = { logger: () => {}, closeTimeoutMs: 20_000 };
   const receiver = new Messenger({ name: "r", maxInboundMessages: 10, ...limits });
   const sender = new Messenger({ name: "s", ...limits });
   const addr = await receiver.listen("tcp://127.0.0.1:0");
   const conn = await sender.connect(addr, { policy: "losslessClient" });
-  for (let i = 0; i < 100; i++) await conn.send(i, new Uint8Array(8));
+  for (let i = 0; i < COUNT; i++) await conn.send(i, new Uint8Array(4096));
   const accepted = receiver.connections()[0];
+  // Paused: more than the limit delivered and not taken (bounded wait on the counter).
+  await deadline(
+    (async () => {
+      while (accepted.stats.messagesReceived < 10) await new Promise((r) => setTimeout(r, 1));
+    })(),
+    "the receiver to take in its first messages",
+  );
+  assert.ok(accepted.stats.messagesReceived < COUNT, "the reader paused before the end");
   await deadline(accepted.close("enough"), "the receiver's close, well before its timeout", 5_000);
   await deadline(conn.closed(), "the sender's session to end", 5_000);
   assert.equal(conn.error, null, "the sender's close was orderly");
   assert.equal(accepted.error, null, "the receiver's close was orderly");
-  const got = await take(receiver, 100);
-  assert.deepEqual(got.map((m) => m.type), Array.from({ length: 100 }, (_, i) => i));
+  const got = await take(receiver, COUNT);
+  assert.deepEqual(got.map((m) => m.type), Array.from({ length: COUNT }, (_, i) => i));
   await Promise.all([sender.close(), receiver.close()]);
 });

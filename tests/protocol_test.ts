@@ -416,7 +416,7 @@ Deno.test("encodeMessageChunks: the chunks joined are the packed encoding; large
         const total = messages.reduce((t, m) => t + messageFrameBytes(m.payload), 0);
         const flags = unchecked ? FLAG_UNCHECKED : 0;
         const packed = encodeMessages(messages, total, 42, flags);
-        const chunks = encodeMessageChunks(messages, 42, flags);
+        const chunks = encodeMessageChunks(messages, total, 42, flags);
         const joined = new Uint8Array(chunks.reduce((t, c) => t + c.length, 0));
         let at = 0;
         for (const c of chunks) {

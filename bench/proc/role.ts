@@ -11,6 +11,7 @@
 import process from "node:process";
 import { Messenger, type PolicyName } from "../../mod.ts";
 import { readFrames, writeAll } from "../_raw.ts";
+import { parseHostPort } from "../../transports/types.ts";
 
 /** What the harness asks of one process. */
 export interface RoleConfig {
@@ -75,9 +76,20 @@ function finish(result: Omit<RoleResult, "cpuMs" | "peakRssBytes">): void {
   console.log(JSON.stringify(out));
 }
 
-function tcpAddr(addr: string): { hostname: string; port: number } {
-  const u = new URL(addr.replace(/^tcp:/, "http:"));
-  return { hostname: u.hostname, port: Number(u.port) };
+/** Listens on loopback, prints the ready line, and takes the one connection raw roles serve. */
+async function rawAccept(): Promise<{ conn: Deno.TcpConn; listener: Deno.TcpListener }> {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  console.log(JSON.stringify({ ready: `tcp://127.0.0.1:${listener.addr.port}` }));
+  const conn = await listener.accept();
+  conn.setNoDelay(true);
+  return { conn, listener };
+}
+
+/** Dials a raw role's address, Nagle off. */
+async function rawDial(addr: string): Promise<Deno.TcpConn> {
+  const conn = await Deno.connect(parseHostPort(addr, "tcp"));
+  conn.setNoDelay(true);
+  return conn;
 }
 
 function rawFrame(size: number): Uint8Array {
@@ -87,10 +99,7 @@ function rawFrame(size: number): Uint8Array {
 }
 
 async function rawRecv(c: RoleConfig): Promise<void> {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  console.log(JSON.stringify({ ready: `tcp://127.0.0.1:${listener.addr.port}` }));
-  const conn = await listener.accept();
-  conn.setNoDelay(true);
+  const { conn, listener } = await rawAccept();
   let first = 0;
   await readFrames(conn, c.count, (body) => {
     if (first === 0) first = performance.now();
@@ -102,8 +111,7 @@ async function rawRecv(c: RoleConfig): Promise<void> {
 }
 
 async function rawSend(c: RoleConfig): Promise<void> {
-  const conn = await Deno.connect(tcpAddr(c.addr!));
-  conn.setNoDelay(true);
+  const conn = await rawDial(c.addr!);
   const frame = rawFrame(c.size);
   if (c.coalesce) {
     const perWrite = Math.max(1, Math.floor(WRITE_BATCH / frame.length));
@@ -123,10 +131,7 @@ async function rawSend(c: RoleConfig): Promise<void> {
 }
 
 async function rawEcho(c: RoleConfig): Promise<void> {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  console.log(JSON.stringify({ ready: `tcp://127.0.0.1:${listener.addr.port}` }));
-  const conn = await listener.accept();
-  conn.setNoDelay(true);
+  const { conn, listener } = await rawAccept();
   const frame = rawFrame(c.size);
   await readFrames(conn, c.count, () => writeAll(conn, frame));
   finish({});
@@ -135,8 +140,7 @@ async function rawEcho(c: RoleConfig): Promise<void> {
 }
 
 async function rawPing(c: RoleConfig): Promise<void> {
-  const conn = await Deno.connect(tcpAddr(c.addr!));
-  conn.setNoDelay(true);
+  const conn = await rawDial(c.addr!);
   const frame = rawFrame(c.size);
   const buf = new Uint8Array(64 * 1024);
   const rtts: number[] = [];

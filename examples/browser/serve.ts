@@ -148,7 +148,7 @@ export async function serveDemo(options: DemoOptions = {}): Promise<DemoServer> 
         }
       }
     })(),
-  ];
+  ].map((loop) => loop.catch((error) => print(`a loop failed: ${error?.message ?? error}`)));
   let closing: Promise<void> | null = null;
   return {
     messenger,

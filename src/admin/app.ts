@@ -15,10 +15,10 @@ import { Hono } from "npm:hono@4";
 import { bearerAuth } from "npm:hono@4/bearer-auth";
 import { streamSSE } from "npm:hono@4/streaming";
 import type { Messenger } from "../messenger.ts";
-import { ADMIN_HOSTNAME } from "../defaults.ts";
 import { renderMetrics } from "./metrics.ts";
 import { LiveFeed, type LiveFeedOptions } from "./live.ts";
 import { pageAsset } from "./page.ts";
+import { serveHttp } from "./_serve.ts";
 
 /** Options of {@linkcode createAdminApp}. */
 export interface AdminAppOptions {
@@ -156,25 +156,13 @@ export function serveAdmin(
   messenger: Messenger,
   options: ServeAdminOptions = {},
 ): Promise<AdminServer> {
-  const streams = new AbortController();
-  const signal = options.signal
-    ? AbortSignal.any([streams.signal, options.signal])
-    : streams.signal;
-  const app = createAdminApp(messenger, { ...options, signal });
-  const hostname = options.hostname ?? ADMIN_HOSTNAME;
-  const server = Deno.serve(
-    { hostname, port: options.port ?? 0, onListen: () => {} },
-    app.fetch,
-  );
-  const addr = server.addr;
-  const host = addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname;
-  let closing: Promise<void> | null = null;
-  // Open live streams end first: shutdown waits for every response to finish.
-  const close = () => closing ??= (streams.abort(), server.shutdown());
+  let app: Hono | undefined;
+  const server = serveHttp(options, (req, info) => app!.fetch(req, info));
+  app = createAdminApp(messenger, { ...options, signal: server.signal });
   const admin: AdminServer = {
-    url: `http://${host}:${addr.port}`,
-    close,
-    [Symbol.asyncDispose]: close,
+    url: server.url,
+    close: server.close,
+    [Symbol.asyncDispose]: server.close,
   };
   messenger._onClose(() => admin.close());
   return Promise.resolve(admin);

@@ -12,9 +12,9 @@
  */
 
 import type { Messenger } from "../messenger.ts";
-import { ADMIN_HOSTNAME } from "../defaults.ts";
 import { type AttachedListener, WebSocketTransport, WS_PATH } from "../../transports/websocket.ts";
 import { type AdminAppOptions, createAdminApp } from "./app.ts";
+import { serveHttp } from "./_serve.ts";
 
 /** Paths the admin app answers; the WebSocket endpoint may not take one of them. */
 const ADMIN_PATHS = ["/", "/health", "/metrics", "/peers", "/connections", "/events"];
@@ -154,24 +154,18 @@ export async function serveNode(
   if (!path.startsWith("/")) throw new TypeError(`WebSocket path must start with "/": ${path}`);
   // The endpoint's address needs the bound port; the handler exists before any request runs.
   let handler: NodeHandler | undefined;
-  const streams = new AbortController();
-  const signal = options.signal
-    ? AbortSignal.any([streams.signal, options.signal])
-    : streams.signal;
-  const server = Deno.serve(
-    { hostname: options.hostname ?? ADMIN_HOSTNAME, port: options.port ?? 0, onListen: () => {} },
+  const server = serveHttp(
+    options,
     (req, info) => handler?.fetch(req, info) ?? new Response("closed", { status: 503 }),
   );
-  const bound = server.addr;
-  const host = bound.hostname.includes(":") ? `[${bound.hostname}]` : bound.hostname;
   try {
     handler = createNodeHandler(messenger, {
       ...options,
-      signal,
-      url: `ws://${host}:${bound.port}${path}`,
+      signal: server.signal,
+      url: `ws://${server.host}:${server.port}${path}`,
     });
   } catch (error) {
-    await server.shutdown();
+    await server.close();
     throw error;
   }
   const node = handler;
@@ -179,12 +173,11 @@ export async function serveNode(
   const close = () =>
     closing ??= (async () => {
       node.close();
-      streams.abort(); // open live streams end first: shutdown waits for every response
-      await server.shutdown();
+      await server.close(); // live streams end first: shutdown waits for every response
     })();
   messenger._onClose(close);
   return {
-    url: `http://${host}:${bound.port}`,
+    url: server.url,
     addr: node.addr,
     close,
     [Symbol.asyncDispose]: close,

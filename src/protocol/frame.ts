@@ -69,7 +69,10 @@ export type TagValue = typeof Tag[keyof typeof Tag];
 
 const KNOWN_TAGS = new Set<number>(Object.values(Tag));
 
-/** Writes the preamble and checksum of a frame whose payload is already at `offset + 12`. */
+/**
+ * Writes the preamble and checksum of a frame whose payload is already at `offset + 12`; with
+ * `tail`, the payload's last `tail.length` bytes lie there instead (a body written in place).
+ */
 export function sealFrame(
   buf: Uint8Array,
   view: DataView,
@@ -77,6 +80,7 @@ export function sealFrame(
   tag: number,
   flags: number,
   payloadLength: number,
+  tail?: Uint8Array,
 ): void {
   buf[offset] = tag;
   buf[offset + 1] = flags;
@@ -87,8 +91,10 @@ export function sealFrame(
     view.setUint32(offset + 8, 0);
     return;
   }
+  const here = payloadLength - (tail?.length ?? 0);
   let crc = crc32c(0, buf, offset, offset + 8);
-  crc = crc32c(crc, buf, offset + PREAMBLE_BYTES, offset + PREAMBLE_BYTES + payloadLength);
+  crc = crc32c(crc, buf, offset + PREAMBLE_BYTES, offset + PREAMBLE_BYTES + here);
+  if (tail) crc = crc32c(crc, tail);
   view.setUint32(offset + 8, crc);
 }
 

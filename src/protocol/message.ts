@@ -14,8 +14,7 @@
  */
 
 import { FrameError } from "../errors.ts";
-import { FLAG_UNCHECKED, PREAMBLE_BYTES, sealFrame, setUint64, Tag } from "./frame.ts";
-import { crc32c } from "./crc32c.ts";
+import { PREAMBLE_BYTES, sealFrame, setUint64, Tag } from "./frame.ts";
 
 /** Length of the header in front of a message body. */
 export const MESSAGE_HEADER_BYTES = 24;
@@ -109,45 +108,47 @@ export const GATHER_MIN_BYTES = 16 * 1024;
  * import { encodeMessageChunks } from "./message.ts";
  * const big = { type: 1, priority: 1, payload: new Uint8Array(65536), seq: 1 };
  * const small = { type: 2, priority: 1, payload: new Uint8Array(8), seq: 2 };
- * const chunks = encodeMessageChunks([small, big], 0);
+ * const chunks = encodeMessageChunks([small, big], 44 + 65572, 0);
  * if (chunks.length !== 3 || chunks[2] !== big.payload) throw new Error("body written in place");
  * ```
  */
 export function encodeMessageChunks(
   messages: readonly OutgoingMessage[],
+  totalBytes: number,
   ack: number,
   flags = 0,
 ): Uint8Array[] {
+  let large = false;
+  for (const m of messages) if (m.payload.length >= GATHER_MIN_BYTES) large = true;
   // The common case, every body small: one buffer, as encodeMessages makes it.
-  let total = 0, small = true;
-  for (const m of messages) {
-    total += PREAMBLE_BYTES + MESSAGE_HEADER_BYTES + m.payload.length;
-    if (m.payload.length >= GATHER_MIN_BYTES) small = false;
-  }
-  if (small) return [encodeMessages(messages, total, ack, flags)];
+  if (!large) return [encodeMessages(messages, totalBytes, ack, flags)];
   const chunks: Uint8Array[] = [];
   let run: OutgoingMessage[] = [];
   let runBytes = 0;
-  const flushRun = () => {
-    if (run.length === 0) return;
-    chunks.push(encodeMessages(run, runBytes, ack, flags));
-    run = [];
-    runBytes = 0;
-  };
   for (const m of messages) {
     if (m.payload.length < GATHER_MIN_BYTES) {
       run.push(m);
-      runBytes += PREAMBLE_BYTES + MESSAGE_HEADER_BYTES + m.payload.length;
+      runBytes += messageFrameBytes(m.payload);
       continue;
     }
-    flushRun();
+    if (run.length > 0) chunks.push(encodeMessages(run, runBytes, ack, flags));
+    run = [];
+    runBytes = 0;
     const head = new Uint8Array(PREAMBLE_BYTES + MESSAGE_HEADER_BYTES);
     const view = new DataView(head.buffer);
     writeHeader(head, view, PREAMBLE_BYTES, m, ack);
-    sealGathered(head, view, m.payload, flags);
+    sealFrame(
+      head,
+      view,
+      0,
+      Tag.Message,
+      flags,
+      MESSAGE_HEADER_BYTES + m.payload.length,
+      m.payload,
+    );
     chunks.push(head, m.payload);
   }
-  flushRun();
+  if (run.length > 0) chunks.push(encodeMessages(run, runBytes, ack, flags));
   return chunks;
 }
 
@@ -162,24 +163,6 @@ function writeHeader(
   buf[at + 4] = m.priority;
   setUint64(view, at + 8, m.seq);
   setUint64(view, at + 16, ack);
-}
-
-/** Preamble and checksum of a frame whose header is in `head` and body in `body`. */
-function sealGathered(head: Uint8Array, view: DataView, body: Uint8Array, flags: number): void {
-  const length = MESSAGE_HEADER_BYTES + body.length;
-  head[0] = Tag.Message;
-  head[1] = flags;
-  head[2] = 0;
-  head[3] = 0;
-  view.setUint32(4, length);
-  if (flags & FLAG_UNCHECKED) {
-    view.setUint32(8, 0);
-    return;
-  }
-  let crc = crc32c(0, head, 0, 8);
-  crc = crc32c(crc, head, PREAMBLE_BYTES, head.length);
-  crc = crc32c(crc, body, 0, body.length);
-  view.setUint32(8, crc);
 }
 
 /** The header of a received Message frame. */

@@ -246,8 +246,8 @@ export class Session<H> {
   }
 
   /**
-   * The peer wrote its Close after its last message: acknowledge everything now, since the
-   * peer's close waits for it (lossless policies).
+   * Acknowledges everything received so far (lossless policies; nothing when all is acked).
+   * After each read, and at once when the peer's Close arrives, since its close waits for it.
    */
   #ackAll(): void {
     const ack = this.sequence.takeAckDue();
@@ -256,10 +256,7 @@ export class Session<H> {
 
   /** Finishes the orderly close once it is complete (see `Close.done`). */
   #closeIfDone(): void {
-    const unacked = this.#unacked();
-    // A control frame still queued (the final ack) counts as writing: it must go first.
-    const writing = this.#writer.busy || this.queue.hasControl;
-    if (this.#close?.done(writing, unacked)) this.#finishClose();
+    if (this.#close?.done(this.#writing(), this.#unacked())) this.#finishClose();
   }
 
   /**
@@ -270,8 +267,7 @@ export class Session<H> {
   #closeTimedOut(): void {
     const unacked = this.#unacked(), queued = this.queue.bytes;
     // Still writing (a final Ack, say): closing the write side now could cut it off.
-    const writing = this.#writer.busy || this.queue.hasControl;
-    if (unacked === 0 && queued === 0 && !writing && this.#close?.sent) {
+    if (unacked === 0 && queued === 0 && !this.#writing() && this.#close?.sent) {
       return this.#finishClose();
     }
     this.#end(
@@ -281,6 +277,11 @@ export class Session<H> {
         this.#ports.limits.closeTimeoutMs,
       ),
     );
+  }
+
+  /** Whether anything is being written or waits to be: a queued control frame goes first. */
+  #writing(): boolean {
+    return this.#writer.busy || this.queue.hasControl;
   }
 
   /** Messages the peer has not acknowledged (always 0 on lossy policies, which keep none). */
@@ -354,13 +355,11 @@ export class Session<H> {
   #onChunkDone(): Promise<void> | undefined {
     // Acks flow while closing too (even after our Close): a lossless peer writes only while its
     // replay buffer has room, so without them it could never finish its queue and its Close.
-    const state = this.#sm.state;
-    const ack = state === "open" || state === "closing" ? this.sequence.takeAckDue() : undefined;
-    if (ack !== undefined) this.sendControl(encodeFrame(Tag.Ack, encodeAck(ack)));
+    if (this.writable) this.#ackAll();
     // While closing, reads go on even if the application is not taking messages: the peer's
     // Acks and Close must be read for the close to end in order. What arrives then is bounded
     // by the peer's queue and the close timeout.
-    if (state === "closing") return undefined;
+    if (this.#sm.state === "closing") return undefined;
     return this.#ports.inbound.backpressure(this.handle);
   }
 

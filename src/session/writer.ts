@@ -157,7 +157,7 @@ export class Writer {
     if (taken.length > 0) {
       const ack = seq.inSeq;
       const unchecked = this.#p.unchecked();
-      batch.push(...encodeMessageChunks(taken, ack, unchecked ? FLAG_UNCHECKED : 0));
+      batch.push(...encodeMessageChunks(taken, total, ack, unchecked ? FLAG_UNCHECKED : 0));
       if (unchecked) counters.uncheckedFrames += taken.length;
       seq.acked(ack);
       stats.messagesSent += taken.length - replayed;
