@@ -156,9 +156,9 @@ export function serveAdmin(
   messenger: Messenger,
   options: ServeAdminOptions = {},
 ): Promise<AdminServer> {
-  let app: Hono | undefined;
-  const server = serveHttp(options, (req, info) => app!.fetch(req, info));
-  app = createAdminApp(messenger, { ...options, signal: server.signal });
+  // The app needs the server's signal; requests reach it only once both exist.
+  const server = serveHttp(options, (req, info) => app.fetch(req, info));
+  const app = createAdminApp(messenger, { ...options, signal: server.signal });
   const admin: AdminServer = {
     url: server.url,
     close: server.close,
