@@ -220,6 +220,16 @@ export class Messenger {
     return this.#health.downEvents;
   }
 
+  /**
+   * Times the failure detector found that this process had not run for a whole check interval
+   * or more (stopped, swapped out, starved of CPU), and the lateness in all and at most (ms).
+   * That much silence is excused to every peer, so detection of a real failure is later by as
+   * much (docs/failure-detection.md, Local pauses).
+   */
+  get localPauses(): Readonly<{ count: number; totalMs: number; longestMs: number }> {
+    return { ...this.#health.localPauses };
+  }
+
   /** A read-only view of the central timer wheel. */
   get timers(): TimerStats {
     const { size, tickMs, fired, lateFires, armed } = this.#wheel;
@@ -481,6 +491,7 @@ export class Messenger {
           const now = this.#wheel.clock.now();
           this.#health.heard(conn, now);
           this.#idle.heard(conn, now);
+          this.#oob.heard(conn);
         },
         heartbeat: (conn, payload) => this.#oob.receive(conn, payload),
         defect: (conn, error) => {

@@ -399,3 +399,30 @@ Deno.test("a server forgets the oldest of many departed clients instead of growi
   assert.ok(!peers.some((p) => p.name === "client-0"), "the oldest are forgotten");
   await server.close();
 });
+
+Deno.test("a node that did not run for a while does not declare its live peers down, and still detects a real silence", async () => {
+  await using c = await cluster();
+  const eventsA = collect(c.a.watch());
+  await c.run(1000);
+  // The whole process stops (SIGSTOP, swap, a long collection) for 10x the detection bound:
+  // one clock jump, and the next check is the first that runs.
+  const bound = silenceToDownMs(BOUND_SETTINGS);
+  c.clock.jump(10 * bound);
+  await c.run(1000);
+  assert.deepEqual(eventsA.map((e) => e.state), ["up"], "no suspicion after the pause");
+  const pauses = c.a.localPauses;
+  assert.equal(pauses.count, 1);
+  assert.ok(
+    pauses.longestMs >= 10 * bound - 25 && pauses.longestMs <= 10 * bound,
+    `${pauses.longestMs}`,
+  );
+  // The excuse covers the pause only: a silence that follows is detected within the bound.
+  c.net.links[0].stallReads(true);
+  const cutAt = c.clock.now();
+  const down = eventsA.until((e) => e.state === "down");
+  await c.run(2000);
+  const at = (await down).at - cutAt;
+  assert.ok(at <= bound + 25 + c.a.timers.tickMs, `down after ${at} ms`);
+  c.net.links[0].stallReads(false);
+  await c.run(200);
+});

@@ -4,7 +4,16 @@
 import assert from "node:assert/strict";
 import { Messenger, OOB_UNCHANGED } from "../mod.ts";
 import { ManualClock, MemoryTransport } from "../testing.ts";
-import { KEEPALIVE_OP } from "../src/oob/service.ts";
+import { KEEPALIVE_OP, OobService } from "../src/oob/service.ts";
+import type { OobLink } from "../src/oob/types.ts";
+import { TimerWheel } from "../src/timer/timer_wheel.ts";
+import { PREAMBLE_BYTES } from "../src/protocol/frame.ts";
+import {
+  decodeHeartbeat,
+  encodeHeartbeat,
+  type HeartbeatPayload,
+  OpDictionary,
+} from "../src/protocol/heartbeat.ts";
 import { advanceSettling, bytes, captureLogger, manualPair, settle, take } from "./_helpers.ts";
 
 function setup(opts: { intervalMs?: number } = {}) {
@@ -290,4 +299,36 @@ Deno.test("unchanged parts travel as references; handlers see the bytes, also af
   assert.ok([...counts.values()].every((n) => n <= 4), `at most 4 parts per epoch: ${epochs}`);
   assert.ok(counts.size >= 3, `epochs seen: ${epochs}`);
   for (const d of seen) assert.deepEqual(d.slice(1), [0, 0, 0]);
+});
+
+Deno.test("a heartbeat echoes the peer's stamp whenever anything of the peer's arrived since the last one", () => {
+  // On a saturated link the peer's heartbeat can wait behind its data for longer than an
+  // interval while that data keeps arriving: the data alone proves the peer reaches us.
+  const clock = new ManualClock(1000);
+  const wheel = new TimerWheel({ clock, tickMs: 5 });
+  const oob = new OobService<OobLink>(wheel, () => {});
+  const rx = new OpDictionary(), tx = new OpDictionary();
+  const sent: HeartbeatPayload[] = [];
+  const conn: OobLink = {
+    state: "open",
+    linkEpoch: 1,
+    sendControl: (frame) => sent.push(decodeHeartbeat(frame.subarray(PREAMBLE_BYTES), rx)),
+  };
+  oob.register(conn, KEEPALIVE_OP, null, { intervalMs: 100 });
+  const peerHeartbeat = (stamp: number) =>
+    oob.receive(conn, encodeHeartbeat({ stamp, echo: -1, echoDelay: 0, parts: [] }, tx));
+  clock.advance(50);
+  peerHeartbeat(7);
+  clock.advance(60); // our heartbeat at 1100 echoes 7, held 50 ms
+  assert.deepEqual(sent.map((h) => [h.echo, h.echoDelay]), [[7, 50]]);
+  clock.advance(100); // nothing arrived: no echo
+  assert.deepEqual(sent.map((h) => h.echo), [7, -1]);
+  clock.advance(50);
+  oob.heard(conn); // data only, the peer's heartbeat is still on its way
+  clock.advance(50);
+  assert.equal(sent.length, 3);
+  assert.deepEqual([sent[2].echo, sent[2].echoDelay], [7, 250], "the same stamp, held longer");
+  clock.advance(100);
+  assert.equal(sent[3].echo, -1, "heard once, echoed once");
+  wheel.close();
 });

@@ -17,7 +17,7 @@ import { IllegalTransitionError, StateMachine, type TimerPort } from "../src/ses
 import { SendQueue } from "../src/session/send_queue.ts";
 import { ReplayBuffer } from "../src/session/replay_buffer.ts";
 import { SessionSequence } from "../src/session/sequence.ts";
-import { Writer, type WriterSession } from "../src/session/writer.ts";
+import { BATCH_BYTES, MIN_BATCH_BYTES, Writer, type WriterSession } from "../src/session/writer.ts";
 import { LinkSlot } from "../src/session/link_slot.ts";
 import { Close } from "../src/session/close.ts";
 import type { Link } from "../transports/types.ts";
@@ -234,12 +234,21 @@ Deno.test("SessionSequence: a reset hands back the unacknowledged and numbers st
 
 /** A writer over a fake session and link that records every batch. */
 function writerRig(
-  options: { lossy?: boolean; maxUnackedBytes?: number; unchecked?: boolean } = {},
+  options: {
+    lossy?: boolean;
+    maxUnackedBytes?: number;
+    unchecked?: boolean;
+    /** The link's speed, bytes per ms of the rig's clock (default: writes take no time). */
+    bytesPerMs?: () => number;
+  } = {},
 ) {
   const batches: Uint8Array[][] = [];
+  let time = 0;
   const link = {
     write(chunks: Uint8Array[]) {
       batches.push(chunks);
+      const speed = options.bytesPerMs?.() ?? Infinity;
+      for (const c of chunks) time += c.length / speed;
       return Promise.resolve();
     },
   } as unknown as Link;
@@ -270,6 +279,7 @@ function writerRig(
     limits,
     session,
     unchecked: () => options.unchecked ?? false,
+    now: () => time,
   });
   const tags = () => {
     const out: number[] = [];
@@ -294,7 +304,7 @@ function writerRig(
 async function flushed(rig: ReturnType<typeof writerRig>): Promise<void> {
   const before = rig.passes();
   rig.writer.schedule();
-  for (let i = 0; i < 100 && rig.passes() === before; i++) await Promise.resolve();
+  for (let i = 0; i < 10_000 && rig.passes() === before; i++) await Promise.resolve();
   assert.ok(rig.passes() > before, "the writer finished a pass");
 }
 
@@ -310,6 +320,45 @@ Deno.test("Writer: control frames first, then replay, then the queue; Close only
   await flushed(rig);
   assert.deepEqual(rig.tags().slice(3), [Tag.Message], "the rewound message is written again");
   assert.equal(rig.stats.replayed, 1);
+});
+
+Deno.test("Writer: on a slow link, batches shrink so a heartbeat waits behind little data", async () => {
+  let speed = 100; // bytes per ms: 100 kB/s, a saturated link's share
+  const rig = writerRig({ lossy: true, bytesPerMs: () => speed });
+  const size = messageFrameBytes(new Uint8Array(1024));
+  const fill = (bytes: number) => {
+    for (let i = 0; i < bytes / size; i++) rig.queue.push(message(0, 1024), size);
+  };
+  const sizes = () => rig.batches.map((b) => b.reduce((s, c) => s + c.length, 0));
+  fill(1024 * 1024);
+  await flushed(rig);
+  const slow = sizes();
+  assert.ok(slow[0] >= BATCH_BYTES, `the first batch is a full one: ${slow[0]}`);
+  // 256 KiB took 2.6 s here: the writer now sizes batches to WRITE_TARGET_MS (1 kB), floored.
+  assert.equal(rig.writer.batchBytes, MIN_BATCH_BYTES);
+  for (const bytes of slow.slice(1)) assert.ok(bytes < MIN_BATCH_BYTES + size, `${bytes}`);
+  // A control frame queued now goes out after at most one such batch, not after 256 KiB.
+  fill(64 * 1024);
+  rig.batches.length = 0;
+  rig.queue.pushControl(encodeFrame(Tag.Heartbeat, new Uint8Array(26)));
+  await flushed(rig);
+  assert.equal(rig.tags()[0], Tag.Heartbeat);
+  // The link speeds up: batches grow back to full within one measuring window.
+  speed = Infinity;
+  rig.batches.length = 0;
+  fill(1024 * 1024);
+  await flushed(rig);
+  assert.equal(rig.writer.batchBytes, BATCH_BYTES);
+  assert.ok(Math.max(...sizes()) >= BATCH_BYTES, `largest ${Math.max(...sizes())}`);
+});
+
+Deno.test("Writer: on a fast link, batches stay full", async () => {
+  const rig = writerRig({ lossy: true, bytesPerMs: () => 1e6 }); // 1 GB/s
+  const size = messageFrameBytes(new Uint8Array(1024));
+  for (let i = 0; i < 1024; i++) rig.queue.push(message(0, 1024), size);
+  await flushed(rig);
+  assert.equal(rig.writer.batchBytes, BATCH_BYTES);
+  assert.ok(rig.batches.length <= 5, `${rig.batches.length} writes for 1 MiB`);
 });
 
 Deno.test("Writer: a full replay buffer holds messages in the queue", async () => {

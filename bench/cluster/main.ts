@@ -687,8 +687,11 @@ async function netnsMain(
         notsentLowat || "kernel default"
       }): every link at ${sat.rate} for ${sat.seconds} s, ${
         (sat.bytes / 1e6).toFixed(0)
-      } MB sent; highest phi ${sat.maxPhi.toFixed(2)}, ${sat.events} suspect or down events.`,
+      } MB sent; highest phi ${sat.maxPhi.toFixed(2)}, longest silence ${
+        sat.maxSilenceMs.toFixed(0)
+      } ms, ${sat.events} suspect or down events.`,
     );
+    for (const line of sat.eventList) log(`  ${line}`);
     rows.push(["cluster_saturated_false_downs", "events", sat.events, 0]);
     rows.push(["cluster_saturated_max_phi", "phi", sat.maxPhi, 8]);
   }

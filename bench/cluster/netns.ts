@@ -18,7 +18,17 @@ export interface NetnsResult {
   /** Suspect or down events of peers never stopped. */
   falseDowns: number;
   /** With `saturateS`: every link limited and flooded; what liveness saw meanwhile. */
-  saturated?: { seconds: number; rate: string; bytes: number; maxPhi: number; events: number };
+  saturated?: {
+    seconds: number;
+    rate: string;
+    bytes: number;
+    maxPhi: number;
+    /** Longest time any node went without hearing anything from a peer, ms. */
+    maxSilenceMs: number;
+    events: number;
+    /** Each suspect or down event: who saw whom, and why. */
+    eventList: string[];
+  };
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -44,7 +54,9 @@ async function saturate(hosts: Hosts, procs: LineChild[], seconds: number) {
       rate: SATURATE_RATE,
       bytes: results.reduce((s, r) => s + r.bytes, 0),
       maxPhi: Math.max(...results.map((r) => r.maxPhi)),
+      maxSilenceMs: Math.max(...results.map((r) => r.maxSilenceMs)),
       events: results.reduce((s, r) => s + r.events, 0),
+      eventList: results.flatMap((r) => r.list),
     };
   } finally {
     for (let i = 0; i < procs.length; i++) await hosts.bandwidth(i, null);

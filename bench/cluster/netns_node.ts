@@ -6,8 +6,8 @@
 //   `report`  -> prints `report {json}` with what it counted since `window`
 //   `watch <name>` -> prints `down <name> <epoch ms>` when that peer goes down
 //   `flood <s>` -> sends 1 KiB messages on every connection as fast as they go for s seconds,
-//                  then prints `flooded {json}`: bytes sent, the highest phi seen of any peer
-//                  and the suspect or down events meanwhile
+//                  then prints `flooded {json}`: bytes sent, the highest phi seen of any peer,
+//                  the longest silence of any peer and the suspect or down events meanwhile
 //   `exit`    -> closes and exits
 // Configuration arrives as JSON in CLUSTER_NODE.
 
@@ -74,14 +74,19 @@ for (const conn of m.connections()) {
 say("connected");
 
 let watched: string | null = null, falseDowns = 0;
+/** The suspect or down events of peers never stopped, as lines for the report. */
+const falseEvents: string[] = [];
 
 /** Floods every connection for `seconds` while sampling every peer's phi. */
 async function flood(seconds: number): Promise<void> {
   const until = performance.now() + seconds * 1000, before = falseDowns;
   const body = new Uint8Array(1024);
-  let bytes = 0, maxPhi = 0;
+  let bytes = 0, maxPhi = 0, maxSilenceMs = 0;
   const sampler = setInterval(() => {
-    for (const p of m.peers()) if (Number.isFinite(p.phi)) maxPhi = Math.max(maxPhi, p.phi);
+    for (const p of m.peers()) {
+      if (Number.isFinite(p.phi)) maxPhi = Math.max(maxPhi, p.phi);
+      maxSilenceMs = Math.max(maxSilenceMs, p.lastHeardMsAgo);
+    }
   }, 50);
   await Promise.all(
     m.connections().map(async (conn) => {
@@ -92,14 +97,24 @@ async function flood(seconds: number): Promise<void> {
     }),
   );
   clearInterval(sampler);
-  say(`flooded ${JSON.stringify({ bytes, maxPhi, events: falseDowns - before })}`);
+  const events = falseEvents.slice(before);
+  say(
+    `flooded ${
+      JSON.stringify({ bytes, maxPhi, maxSilenceMs, events: events.length, list: events })
+    }`,
+  );
 }
 (async () => {
   for await (const e of m.watch()) {
     if (e.state === "up" || e.reason === "current" || e.reason === "closed") continue;
     if (e.peer === watched) {
       if (e.state === "down") say(`down ${e.peer} ${Date.now()}`);
-    } else falseDowns++;
+    } else {
+      falseDowns++;
+      falseEvents.push(
+        `${config.name} saw ${e.peer} ${e.state} (${e.reason}, phi ${e.phi.toFixed(1)})`,
+      );
+    }
   }
 })().catch((error) => say(`error ${error}`));
 

@@ -218,6 +218,19 @@ function sessionMetrics(e: Exposition, messenger: Messenger): void {
     wheel.lateFires,
   );
   e.single("heartline_timer_wheel_fired_total", "counter", "Timers fired.", wheel.fired);
+  const pauses = messenger.localPauses;
+  e.single(
+    "heartline_local_pauses_total",
+    "counter",
+    "Times this process was found not to have run for a failure-detector check interval or more.",
+    pauses.count,
+  );
+  e.single(
+    "heartline_local_pause_seconds_total",
+    "counter",
+    "Silence excused to every peer because this process was not running.",
+    pauses.totalMs / 1000,
+  );
 }
 
 /** What the failure detector says of each peer. */

@@ -133,6 +133,20 @@ export class PhiAccrualDetector {
     this.#skipNext = true;
   }
 
+  /**
+   * This process did not run for `ms` (stopped, swapped out, a long collection): the silence
+   * it then finds is its own, not the peer's, so it is taken off (never past `now`), and the
+   * interval spanning it is not learnt.
+   */
+  excuse(ms: number, now: number): void {
+    if (Number.isNaN(this.#last)) return;
+    this.#last = Math.min(now, this.#last + ms);
+    if (!Number.isNaN(this.#lastBeat)) {
+      this.#lastBeat = Math.min(now, this.#lastBeat + ms);
+      this.#skipNext = true;
+    }
+  }
+
   /** Mean of the remembered intervals, ms. */
   get meanMs(): number {
     return this.#sum / this.#intervals.length;
@@ -202,6 +216,11 @@ export class GraceDetector {
   /** Any sign of life (same as an arrival here). */
   touch(now: number): void {
     this.#last = now;
+  }
+
+  /** This process did not run for `ms`: that much silence is taken off (never past `now`). */
+  excuse(ms: number, now: number): void {
+    if (!Number.isNaN(this.#last)) this.#last = Math.min(now, this.#last + ms);
   }
 
   /** Silence relative to the grace, scaled so that the grace reads as the threshold. */

@@ -117,6 +117,9 @@ export class HealthService {
   #tap: (event: NodeEvent) => void;
   /** False positives are impossible to know here; this counts every `down` event. */
   downEvents = 0;
+  /** Times this process was found to have stopped running, and for how long in all (ms). */
+  readonly localPauses = { count: 0, totalMs: 0, longestMs: 0 };
+  #lastCheck = NaN;
 
   constructor(
     wheel: TimerWheel,
@@ -345,11 +348,13 @@ export class HealthService {
 
   #ensureCheck(): void {
     if (this.#check) return;
+    this.#lastCheck = NaN;
     this.#check = this.#wheel.every(this.checkIntervalMs, () => this.#evaluate());
   }
 
   #evaluate(): void {
     const now = this.#wheel.clock.now();
+    this.#excuseLocalPause(now);
     const threshold = this.#settings.phiThreshold;
     for (const peer of this.#peers.values()) {
       if (peer.connections.size === 0) continue;
@@ -377,6 +382,30 @@ export class HealthService {
           this.#publish(w.events, this.#event(peer, next, reason, w.name, phi));
         }
       }
+    }
+  }
+
+  /**
+   * A check that runs a whole check interval late means this process did not run meanwhile
+   * (SIGSTOP, swapping, a long collection, a starved CPU): every peer then looks silent,
+   * though what arrived is only waiting to be read. That lateness is taken off every
+   * detector's silence before judging, as Cassandra's detector skips a round after a local
+   * pause, so a node that resumes does not declare its whole cluster down.
+   */
+  #excuseLocalPause(now: number): void {
+    const late = now - this.#lastCheck - this.checkIntervalMs;
+    this.#lastCheck = now;
+    if (!(late >= this.checkIntervalMs)) return; // NaN on the first check
+    const p = this.localPauses;
+    p.count++;
+    p.totalMs += late;
+    p.longestMs = Math.max(p.longestMs, late);
+    for (const peer of this.#peers.values()) {
+      peer.tracked.heard.excuse(late, now);
+      peer.tracked.echo?.excuse(late, now);
+    }
+    for (const w of this.#watchers.values()) {
+      for (const t of w.tracked.values()) t.heard.excuse(late, now);
     }
   }
 

@@ -46,9 +46,14 @@ export type OobHandler<C = OobLink> = (part: OobDelivery<C>) => unknown;
 export interface HeartbeatState {
   /** Last measured round-trip time in ms (NaN until the first echo). */
   rttMs: number;
-  /** The peer's last stamp not yet echoed, and when it came. */
+  /** The peer's newest stamp (-1 before the first), and when it came. */
   peerStamp: number;
   peerStampAt: number;
+  /**
+   * Whether anything (a heartbeat, a message, any frame) arrived from the peer since our last
+   * heartbeat to it: then our next heartbeat echoes `peerStamp`, proving the peer reaches us.
+   */
+  heardSinceEcho: boolean;
 }
 
 /** The op of the messenger's own keepalive registration (carries no part). */
@@ -150,7 +155,7 @@ export class OobService<C extends OobLink> {
   state(conn: C): HeartbeatState {
     let s = this.#state.get(conn);
     if (!s) {
-      s = { rttMs: NaN, peerStamp: -1, peerStampAt: 0 };
+      s = { rttMs: NaN, peerStamp: -1, peerStampAt: 0, heardSinceEcho: false };
       this.#state.set(conn, s);
     }
     return s;
@@ -233,9 +238,12 @@ export class OobService<C extends OobLink> {
       }
       if (parts.length === 0 && !keepalive) continue;
       const s = this.state(conn);
-      const echo = s.peerStamp;
+      // Echoed whenever the peer was heard since our last heartbeat, even if only its data got
+      // through: on a saturated link its heartbeat may wait behind that data for seconds. The
+      // same stamp may go twice; its echoDelay has grown, so the round trip stays right.
+      const echo = s.heardSinceEcho ? s.peerStamp : -1;
       const echoDelay = echo >= 0 ? now - s.peerStampAt : 0;
-      s.peerStamp = -1;
+      s.heardSinceEcho = false;
       const { payload, same } = encodeHeartbeatCounted(
         { stamp: now, echo, echoDelay, parts },
         this.#opsFor(this.#txOps, conn),
@@ -275,6 +283,12 @@ export class OobService<C extends OobLink> {
     return data;
   }
 
+  /** Read path: something arrived on `conn` (called per read, so kept small). */
+  heard(conn: C): void {
+    const s = this.#state.get(conn);
+    if (s) s.heardSinceEcho = true;
+  }
+
   /** Read path: a heartbeat frame arrived on `conn`. */
   receive(conn: C, payload: Uint8Array): void {
     const hb = decodeHeartbeat(payload, this.#opsFor(this.#rxOps, conn));
@@ -282,6 +296,7 @@ export class OobService<C extends OobLink> {
     const s = this.state(conn);
     s.peerStamp = hb.stamp;
     s.peerStampAt = now;
+    s.heardSinceEcho = true;
     if (hb.echo >= 0) s.rttMs = Math.max(0, now - hb.echo - hb.echoDelay);
     this.#stats.heartbeatFramesReceived++;
     for (const part of hb.parts) {

@@ -18,8 +18,19 @@ import type { SessionSequence } from "./sequence.ts";
 import type { Close } from "./close.ts";
 import type { SendQueue } from "./send_queue.ts";
 
-/** Bytes of data frames gathered into one write. */
+/** Most bytes of data frames gathered into one write. */
 export const BATCH_BYTES = 256 * 1024;
+
+/**
+ * Longest a write should take. A control frame (a heartbeat, an ack) queued during a write
+ * goes in the next one, so on a slow or saturated link a 256 KiB write would hold heartbeats
+ * back for as long as the link takes to carry it (seconds at a few hundred kB/s): the writer
+ * sizes its batches to what the link carried in this long, as Linux's byte queue limits do.
+ */
+export const WRITE_TARGET_MS = 10;
+
+/** Fewest bytes a batch is sized down to (a write of this size is cheap anywhere). */
+export const MIN_BATCH_BYTES = 4 * 1024;
 
 /** The session as its writer sees it. */
 export interface WriterSession {
@@ -55,6 +66,8 @@ export interface WriterParts {
   session: WriterSession;
   /** Whether Message frames on the link skip checksums (both ends agreed in the handshake). */
   unchecked: () => boolean;
+  /** Clock for timing writes, ms (default `performance.now`; tests inject their own). */
+  now?: () => number;
 }
 
 /** The write loop of one session. */
@@ -62,10 +75,20 @@ export class Writer {
   #p: WriterParts;
   #writing = false;
   #scheduled = false;
+  #batchBytes = BATCH_BYTES;
+  #windowBytes = 0;
+  #windowMs = 0;
+  #now: () => number;
 
   /** A writer over `parts`. */
   constructor(parts: WriterParts) {
     this.#p = parts;
+    this.#now = parts.now ?? (() => performance.now());
+  }
+
+  /** Bytes of data the next batch may gather (see WRITE_TARGET_MS). */
+  get batchBytes(): number {
+    return this.#batchBytes;
   }
 
   /** Whether a write is in progress. */
@@ -107,7 +130,9 @@ export class Writer {
         const batch = this.#buildBatch();
         let bytes = 0;
         for (const chunk of batch) bytes += chunk.length;
+        const started = this.#now();
         await link.write(batch);
+        this.#fit(bytes, this.#now() - started);
         this.#p.stats.bytesSent += bytes;
         this.#p.counters.bytesSent += bytes;
       }
@@ -120,8 +145,25 @@ export class Writer {
   }
 
   /**
+   * Sizes the next batches to what the link carried in WRITE_TARGET_MS. One write says little:
+   * a socket with room takes a batch at once, the next one then waits for the link, so the
+   * rate is taken over a window of writes (until it holds BATCH_BYTES or 2 x the target).
+   */
+  #fit(bytes: number, ms: number): void {
+    this.#windowBytes += bytes;
+    this.#windowMs += ms;
+    if (this.#windowBytes < BATCH_BYTES && this.#windowMs < 2 * WRITE_TARGET_MS) return;
+    const fits = this.#windowMs > 0
+      ? (this.#windowBytes / this.#windowMs) * WRITE_TARGET_MS
+      : BATCH_BYTES;
+    this.#batchBytes = Math.max(MIN_BATCH_BYTES, Math.min(BATCH_BYTES, Math.floor(fits)));
+    this.#windowBytes = 0;
+    this.#windowMs = 0;
+  }
+
+  /**
    * Control frames first; then, in an open or closing session, replayed messages, then queued
-   * messages by strict priority, up to BATCH_BYTES (and, for lossless policies, only while the
+   * messages by strict priority, up to `batchBytes` (and, for lossless policies, only while the
    * replay buffer has room: a full buffer holds messages in the queue, so send() waits); then
    * the Close frame once the queue is written.
    */
@@ -134,7 +176,8 @@ export class Writer {
     if (!session.writable) return batch;
     const taken: OutgoingMessage[] = [];
     let total = 0;
-    while (total < BATCH_BYTES) {
+    const limit = this.#batchBytes;
+    while (total < limit) {
       const m = replay.nextReplay();
       if (!m) break;
       taken.push(m);
@@ -143,7 +186,7 @@ export class Writer {
     const replayed = taken.length;
     const lossless = !session.policy.lossy;
     let fresh = 0;
-    const room = () => total < BATCH_BYTES && (!lossless || replay.bytes < limits.maxUnackedBytes);
+    const room = () => total < limit && (!lossless || replay.bytes < limits.maxUnackedBytes);
     while (room()) {
       const m = queue.shift(room);
       if (!m) break;

@@ -98,6 +98,15 @@ export class ManualClock implements Clock {
   }
 
   /**
+   * Moves time forward by `ms` without firing anything, as a process that was stopped
+   * (SIGSTOP, swapped out) finds it: what fell due meanwhile fires, late, at the next
+   * {@linkcode ManualClock.advance}.
+   */
+  jump(ms: number): void {
+    this.#now += Math.max(0, ms);
+  }
+
+  /**
    * Moves time forward by `ms`, firing every timeout that falls due on the way, in order.
    * Throws `RangeError` if one advance fires more than {@linkcode MAX_FIRES_PER_ADVANCE}
    * timeouts: something re-arms for "now" in a loop, and a real clock would spin on it.
