@@ -493,6 +493,7 @@ export class Messenger {
           this.#idle.heard(conn, now);
           this.#oob.heard(conn);
         },
+        delivered: (conn) => this.#health.delivered(conn, this.#wheel.clock.now()),
         heartbeat: (conn, payload) => this.#oob.receive(conn, payload),
         defect: (conn, error) => {
           this.#log("error", `connection ${conn.id}: defect: ${(error as Error)?.stack ?? error}`);

@@ -426,3 +426,40 @@ Deno.test("a node that did not run for a while does not declare its live peers d
   c.net.links[0].stallReads(false);
   await c.run(200);
 });
+
+Deno.test("[tcp] a peer whose application stops taking messages goes down as not-echoing once the buffers fill", async () => {
+  // Writes that wait for the link count as proof that the peer takes our bytes (so a saturated
+  // link does not look like a stuck peer); a stuck peer's buffers fill, the writes stop
+  // completing, and the echo signal still finds it.
+  const opts = {
+    heartbeat: FAST,
+    logger: captureLogger().log,
+    maxInboundBytes: 1 << 20,
+  };
+  const server = new Messenger({ name: "b", ...opts });
+  const client = new Messenger({ name: "a", ...opts });
+  const addr = await server.listen("tcp://127.0.0.1:0");
+  const conn = await client.connect(addr);
+  const events = collect(client.watch());
+  await new Promise((r) => setTimeout(r, 500)); // real heartbeats at 100 ms
+  assert.ok(events.every((e) => e.state === "up"), JSON.stringify(events));
+  // b never takes a message; a sends until b is down or 10 s pass (bounded either way).
+  const body = new Uint8Array(16 * 1024);
+  const deadline = performance.now() + 10_000;
+  let sent = 0;
+  const flood = (async () => {
+    while (performance.now() < deadline && !events.some((e) => e.state === "down")) {
+      const ok = await Promise.race([
+        conn.send(1, body).then(() => true, () => false),
+        new Promise<boolean>((r) => setTimeout(() => r(true), 50)),
+      ]);
+      if (!ok) break;
+      sent++;
+    }
+  })();
+  const down = await events.until((e) => e.state === "down");
+  await flood;
+  assert.equal(down.reason, "not-echoing");
+  assert.ok(sent * body.length > 1 << 20, `only ${sent} messages went before the buffers filled`);
+  await Promise.all([client.close(), server.close()]);
+});

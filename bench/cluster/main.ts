@@ -1,6 +1,8 @@
 /**
  * `deno task bench:cluster [--json] [--nodes 32] [--users 50] [--interval-ms 1000]
- * [--sweep] [--svg docs/heartbeat-economy.svg]`
+ * [--sweep] [--svg docs/heartbeat-economy.svg]`, or with `--netns [--saturate-s 60]
+ * [--notsent-lowat 16384] [--cc reno|bbr]` (root; see ./netns.ts): every node a process
+ * in its own network namespace, `--cc` setting each namespace's TCP congestion control.
  *
  * A cluster of N nodes, each with U users that need the liveness of every peer, run twice in
  * the same process over real TCP sockets on loopback:
@@ -44,6 +46,7 @@ const { values } = parseArgs({
     netns: { type: "boolean", default: false },
     "saturate-s": { type: "string", default: "60" },
     "notsent-lowat": { type: "string", default: "16384" },
+    cc: { type: "string", default: "" },
     svg: { type: "string" },
   },
 });
@@ -655,13 +658,29 @@ async function netnsMain(
   }
   const saturateS = Number(values["saturate-s"]);
   const notsentLowat = Number(values["notsent-lowat"]);
-  const hl = await runNetns({ nodes, users, intervalMs, windowS, saturateS, notsentLowat });
+  const congestionControl = values.cc || undefined;
+  const hl = await runNetns({
+    nodes,
+    users,
+    intervalMs,
+    windowS,
+    saturateS,
+    notsentLowat,
+    congestionControl,
+  });
   const perSecond = 1000 / intervalMs;
   const sepFrames = nodes * users * (nodes - 1) * 2 * perSecond;
   const budget = nodes * (nodes - 1) * CEPH.links * 2 * CEPH.pingBytes / (CEPH.intervalMs / 1000);
   const affordable = hl.heartbeatBytesPerSecond / perSecond / budget * 1000;
   const interval = Math.max(20, Math.ceil(affordable));
-  const ceph = await runNetns({ nodes, users, intervalMs: interval, windowS: 3, notsentLowat });
+  const ceph = await runNetns({
+    nodes,
+    users,
+    intervalMs: interval,
+    windowS: 3,
+    notsentLowat,
+    congestionControl,
+  });
   log(
     `--netns, N=${nodes} processes: at ${intervalMs} ms ${hl.cpuMsPerSecond.toFixed(0)} ms/s of ` +
       `CPU in all; Ceph's budget ${(budget / 1000).toFixed(0)} kB/s fits a ${
@@ -689,6 +708,8 @@ async function netnsMain(
         (sat.bytes / 1e6).toFixed(0)
       } MB sent; highest phi ${sat.maxPhi.toFixed(2)}, longest silence ${
         sat.maxSilenceMs.toFixed(0)
+      } ms, event loop late by up to ${
+        sat.maxLagMs.toFixed(0)
       } ms, ${sat.events} suspect or down events.`,
     );
     for (const line of sat.eventList) log(`  ${line}`);

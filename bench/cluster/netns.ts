@@ -25,6 +25,8 @@ export interface NetnsResult {
     maxPhi: number;
     /** Longest time any node went without hearing anything from a peer, ms. */
     maxSilenceMs: number;
+    /** Longest a node's event loop was late (a 50 ms timer), ms: CPU, not the network. */
+    maxLagMs: number;
     events: number;
     /** Each suspect or down event: who saw whom, and why. */
     eventList: string[];
@@ -55,6 +57,7 @@ async function saturate(hosts: Hosts, procs: LineChild[], seconds: number) {
       bytes: results.reduce((s, r) => s + r.bytes, 0),
       maxPhi: Math.max(...results.map((r) => r.maxPhi)),
       maxSilenceMs: Math.max(...results.map((r) => r.maxSilenceMs)),
+      maxLagMs: Math.max(...results.map((r) => r.maxLagMs)),
       events: results.reduce((s, r) => s + r.events, 0),
       eventList: results.flatMap((r) => r.list),
     };
@@ -76,10 +79,15 @@ export async function runNetns(
     saturateS?: number;
     /** `net.ipv4.tcp_notsent_lowat` in every namespace (0: the kernel's default). */
     notsentLowat?: number;
+    /** `net.ipv4.tcp_congestion_control` in every namespace (default: what they inherit). */
+    congestionControl?: string;
   },
 ): Promise<NetnsResult> {
   await sweepStale();
-  const hosts = await Hosts.create(o.nodes, { notsentLowat: o.notsentLowat });
+  const hosts = await Hosts.create(o.nodes, {
+    notsentLowat: o.notsentLowat,
+    congestionControl: o.congestionControl,
+  });
   const procs: LineChild[] = [];
   const key = Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16)).join(
     "",

@@ -81,8 +81,11 @@ const falseEvents: string[] = [];
 async function flood(seconds: number): Promise<void> {
   const until = performance.now() + seconds * 1000, before = falseDowns;
   const body = new Uint8Array(1024);
-  let bytes = 0, maxPhi = 0, maxSilenceMs = 0;
+  let bytes = 0, maxPhi = 0, maxSilenceMs = 0, maxLagMs = 0, lastTick = performance.now();
   const sampler = setInterval(() => {
+    const t = performance.now();
+    maxLagMs = Math.max(maxLagMs, t - lastTick - 50);
+    lastTick = t;
     for (const p of m.peers()) {
       if (Number.isFinite(p.phi)) maxPhi = Math.max(maxPhi, p.phi);
       maxSilenceMs = Math.max(maxSilenceMs, p.lastHeardMsAgo);
@@ -100,7 +103,7 @@ async function flood(seconds: number): Promise<void> {
   const events = falseEvents.slice(before);
   say(
     `flooded ${
-      JSON.stringify({ bytes, maxPhi, maxSilenceMs, events: events.length, list: events })
+      JSON.stringify({ bytes, maxPhi, maxSilenceMs, maxLagMs, events: events.length, list: events })
     }`,
   );
 }

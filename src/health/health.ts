@@ -295,6 +295,16 @@ export class HealthService {
   }
 
   /**
+   * A write to `conn` that had waited for the link completed: our bytes reach the peer (its
+   * kernel acknowledged earlier ones and took more), so the echo detector hears of it, without
+   * an interval sample. On a saturated link the peer's echoes wait behind its data; a peer that
+   * stops reading fills the buffers and our writes stop completing, so that still goes down.
+   */
+  delivered(conn: Connection, now: number): void {
+    this.#byConn.get(conn)?.tracked.echo?.touch(now);
+  }
+
+  /**
    * A heartbeat frame arrived: an interval sample for the detector; with `echoed`, it also
    * proves that our heartbeats reach the peer.
    */

@@ -110,6 +110,8 @@ export interface SessionObserver<H> {
   reincarnated(handle: H): void;
   /** Bytes arrived: a sign of life. */
   heard(handle: H): void;
+  /** A write that had waited for the link completed: the peer's end takes our bytes. */
+  delivered(handle: H): void;
   /** A Heartbeat frame arrived (its payload is valid only during the call). */
   heartbeat(handle: H, payload: Uint8Array): void;
   /** A defect (an exception where none was expected): logged loudly, never thrown further. */

@@ -232,6 +232,11 @@ export class Session<H> {
     this.#writer.schedule();
   }
 
+  /** A write that waited for the link completed: the peer's end is taking our bytes. */
+  delivered(link: Link): void {
+    if (link === this.#slot.link) this.#ports.observer.delivered(this.handle);
+  }
+
   /** The writer finished a pass: settle what waited on it. */
   written(link: Link): void {
     if (this.#refusal) return this.#fail(this.#refusal);

@@ -29,6 +29,14 @@ export const BATCH_BYTES = 256 * 1024;
  */
 export const WRITE_TARGET_MS = 10;
 
+/**
+ * A write that took at least this long waited for the link: the kernel took its bytes only as
+ * earlier ones left, which needs the peer's kernel to acknowledge them and open its window.
+ * Its completion is reported as `delivered`, proof that the way to the peer works even while
+ * the peer's heartbeats, and so its echoes, wait behind its own data.
+ */
+export const DELIVERY_WAIT_MS = 20;
+
 /** Fewest bytes a batch is sized down to (a write of this size is cheap anywhere). */
 export const MIN_BATCH_BYTES = 4 * 1024;
 
@@ -44,6 +52,8 @@ export interface WriterSession {
   written(link: Link): void;
   /** Writing to `link` failed. */
   writeFailed(link: Link, error: Error): void;
+  /** A write that had waited for the link completed (see DELIVERY_WAIT_MS). */
+  delivered(link: Link): void;
   /** A defect surfaced while settling a write pass: reported, and the session ends. */
   defect(error: unknown): void;
 }
@@ -75,7 +85,7 @@ export class Writer {
   #p: WriterParts;
   #writing = false;
   #scheduled = false;
-  #batchBytes = BATCH_BYTES;
+  #batchBytes = MIN_BATCH_BYTES;
   #windowBytes = 0;
   #windowMs = 0;
   #now: () => number;
@@ -132,7 +142,9 @@ export class Writer {
         for (const chunk of batch) bytes += chunk.length;
         const started = this.#now();
         await link.write(batch);
-        this.#fit(bytes, this.#now() - started);
+        const ms = this.#now() - started;
+        this.#fit(bytes, ms);
+        if (ms >= DELIVERY_WAIT_MS) session.delivered(link);
         this.#p.stats.bytesSent += bytes;
         this.#p.counters.bytesSent += bytes;
       }
@@ -148,6 +160,9 @@ export class Writer {
    * Sizes the next batches to what the link carried in WRITE_TARGET_MS. One write says little:
    * a socket with room takes a batch at once, the next one then waits for the link, so the
    * rate is taken over a window of writes (until it holds BATCH_BYTES or 2 x the target).
+   * Batches start small and at most double per window, as TCP's slow start does: a link that
+   * carried only heartbeats has said nothing of its speed, and a first 256 KiB write on a
+   * saturated one would hold the next heartbeat for seconds.
    */
   #fit(bytes: number, ms: number): void {
     this.#windowBytes += bytes;
@@ -156,7 +171,8 @@ export class Writer {
     const fits = this.#windowMs > 0
       ? (this.#windowBytes / this.#windowMs) * WRITE_TARGET_MS
       : BATCH_BYTES;
-    this.#batchBytes = Math.max(MIN_BATCH_BYTES, Math.min(BATCH_BYTES, Math.floor(fits)));
+    const next = Math.min(fits, 2 * this.#batchBytes, BATCH_BYTES);
+    this.#batchBytes = Math.max(MIN_BATCH_BYTES, Math.floor(next));
     this.#windowBytes = 0;
     this.#windowMs = 0;
   }

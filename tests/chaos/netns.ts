@@ -83,7 +83,10 @@ export class Hosts {
    * Creates the bridge and `count` namespaces, each with its address and loopback up; with
    * `notsentLowat`, each namespace's `net.ipv4.tcp_notsent_lowat` is set to it.
    */
-  static async create(count: number, options: { notsentLowat?: number } = {}): Promise<Hosts> {
+  static async create(
+    count: number,
+    options: { notsentLowat?: number; congestionControl?: string } = {},
+  ): Promise<Hosts> {
     const hosts = new Hosts(count);
     hosts.#made = true; // from here on, destroy() has something to remove
     const br = hosts.bridge;
@@ -102,6 +105,10 @@ export class Hosts {
         // The kernel then holds at most this many unsent bytes per socket, so a full link
         // backs up into the application's queue, where heartbeats go first.
         const setting = `net.ipv4.tcp_notsent_lowat=${options.notsentLowat}`;
+        await run("ip", ["netns", "exec", ns, "sysctl", "-qw", setting]);
+      }
+      if (options.congestionControl) {
+        const setting = `net.ipv4.tcp_congestion_control=${options.congestionControl}`;
         await run("ip", ["netns", "exec", ns, "sysctl", "-qw", setting]);
       }
       await run("ip", ["link", "set", host, "master", br]);
