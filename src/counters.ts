@@ -29,6 +29,8 @@ export interface Counters {
   replayed: number;
   /** Message frames written without a checksum (on links whose ends both protect integrity). */
   uncheckedFrames: number;
+  /** Message frames written with a CRC-32 checksum (the peer accepts it) instead of CRC-32C. */
+  crc32Frames: number;
   /** Accepted links closed at once: over `maxConnections` or `maxPendingHandshakes`. */
   linksRefused: number;
 }
@@ -47,6 +49,7 @@ export function newCounters(): Counters {
     remoteResets: 0,
     replayed: 0,
     uncheckedFrames: 0,
+    crc32Frames: 0,
     linksRefused: 0,
   };
 }

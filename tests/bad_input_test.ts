@@ -3,9 +3,16 @@
 
 import assert from "node:assert/strict";
 import { FrameError, HandshakeRefusedError, Messenger } from "../mod.ts";
-import { BANNER, encodeFrame, FLAG_UNCHECKED, Tag } from "../src/protocol/frame.ts";
+import {
+  BANNER,
+  encodeFrame,
+  FLAG_CRC32,
+  FLAG_UNCHECKED,
+  FrameDecoder,
+  Tag,
+} from "../src/protocol/frame.ts";
 import { encodeJson, type Hello } from "../src/protocol/handshake.ts";
-import { bytes, captureLogger, rawHello, take, waitEvent } from "./_helpers.ts";
+import { bytes, captureLogger, deadline, rawHello, take, waitEvent } from "./_helpers.ts";
 
 const HELLO = rawHello();
 
@@ -297,4 +304,36 @@ Deno.test("[tcp] a peer that never reads makes send() wait; the queue stays boun
   await sender;
   assert.equal(conn.state, "closed");
   await server.close();
+});
+
+Deno.test("Message frames go with CRC-32 only to a peer that says it accepts them (an older node gets CRC-32C)", async () => {
+  const server = new Messenger({ name: "server", logger: captureLogger().log });
+  const addr = await server.listen("tcp://127.0.0.1:0");
+  try {
+    for (const [hello, flags] of [[HELLO, 0], [{ ...HELLO, crc32: true }, FLAG_CRC32]] as const) {
+      const raw = await rawDial(addr);
+      const accepted = waitEvent(server, "accept");
+      await raw.write(new Uint8Array([...BANNER, ...encodeFrame(Tag.Hello, encodeJson(hello))]));
+      const conn = (await accepted).connection;
+      await conn.send(7, bytes(3000));
+      // Every frame is decoded, so each checksum is checked with the algorithm its flags name.
+      const decoder = new FrameDecoder({ maxFrameBytes: 1 << 20 });
+      const seen: { tag: number; flags: number }[] = [];
+      const buf = new Uint8Array(64 * 1024);
+      const until = performance.now() + 5000;
+      while (!seen.some((f) => f.tag === Tag.Message) && performance.now() < until) {
+        const n = await deadline(raw.read(buf), "a frame from the server", 5000);
+        assert.ok(n !== null, "the server closed before its message");
+        decoder.push(buf.slice(0, n), (tag, f) => void seen.push({ tag, flags: f }));
+      }
+      const message = seen.find((f) => f.tag === Tag.Message);
+      assert.ok(message, `no Message among ${JSON.stringify(seen)}`);
+      assert.equal(message.flags, flags, `hello ${JSON.stringify(hello.crc32)}`);
+      const welcome = seen.find((f) => f.tag === Tag.Welcome);
+      assert.equal(welcome?.flags, 0, "handshake frames always go with CRC-32C");
+      raw.close();
+    }
+  } finally {
+    await server.close();
+  }
 });

@@ -1,9 +1,11 @@
 import assert from "node:assert/strict";
 import fc from "npm:fast-check@4";
-import { crc32c } from "../src/protocol/crc32c.ts";
+import { crc32c, slicingCrc } from "../src/protocol/crc32c.ts";
+import { crc32, nativeCrc32 } from "../src/protocol/crc32.ts";
 import {
   BANNER,
   encodeFrame,
+  FLAG_CRC32,
   FLAG_UNCHECKED,
   FrameDecoder,
   PREALLOC_MAX_BYTES,
@@ -450,4 +452,50 @@ Deno.test("FrameDecoder: a preamble announcing a large frame holds memory in ste
   assert.equal(got!.length, size);
   assert.equal(got!.buffer.byteLength, frame.length, "the last buffer is the frame's own size");
   assert.equal(decoder.holding, 0);
+});
+
+Deno.test("CRC-32: the check value, and native and table results agree on any range", () => {
+  assert.equal(crc32(0, new TextEncoder().encode("123456789")), 0xcbf43926);
+  assert.ok(nativeCrc32, "Deno computes CRC-32 natively (node:zlib)");
+  const table = slicingCrc(0xedb88320);
+  fc.assert(
+    fc.property(
+      fc.uint8Array({ maxLength: 4096 }),
+      fc.nat(),
+      fc.nat(),
+      fc.nat(),
+      (bytes, a, b, seed) => {
+        const start = Math.min(a, b) % (bytes.length + 1),
+          end = Math.max(a, b) % (bytes.length + 1);
+        const [s, e] = start <= end ? [start, end] : [end, start];
+        const prior = seed >>> 0;
+        assert.equal(crc32(prior, bytes, s, e), table(prior, bytes, s, e));
+        assert.equal(crc32(crc32(0, bytes, 0, s), bytes, s), crc32(0, bytes));
+      },
+    ),
+    { seed: 13, numRuns: 500 },
+  );
+});
+
+Deno.test("a frame flagged CRC-32 is checked with CRC-32; a flipped byte fails it", () => {
+  const payload = new Uint8Array(5000).map((_, i) => i * 31);
+  const frame = encodeFrame(Tag.Message, payload, FLAG_CRC32);
+  const decode = (bytes: Uint8Array) => {
+    const got: Uint8Array[] = [];
+    new FrameDecoder({ maxFrameBytes: 1 << 20, expectBanner: false })
+      .push(bytes, (_t, flags, p) => {
+        assert.equal(flags, FLAG_CRC32);
+        got.push(p.slice());
+      });
+    return got;
+  };
+  assert.deepEqual(decode(frame), [payload]);
+  // Not the CRC-32C of the same bytes: the flag decides which checksum the frame carries.
+  assert.notEqual(
+    new DataView(frame.buffer).getUint32(8),
+    new DataView(encodeFrame(Tag.Message, payload).buffer).getUint32(8),
+  );
+  const bad = frame.slice();
+  bad[PREAMBLE_BYTES + 2500] ^= 1;
+  assert.throws(() => decode(bad), (e) => e instanceof FrameError && e.reason === "checksum");
 });

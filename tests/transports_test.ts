@@ -109,6 +109,8 @@ Deno.test("checksums: skipped on TLS and QUIC links, kept on TCP and when asked 
   }
   const tcp = await exchange(new TcpTransport(), "tcp://127.0.0.1:0", {});
   assert.equal(tcp.client.counters.uncheckedFrames, 0, "TCP keeps its checksums");
+  // Both ends accept CRC-32 (native here) in place of CRC-32C for Message frames.
+  assert.ok(tcp.client.counters.crc32Frames >= 50, "TCP Message frames go with CRC-32");
   await tcp.close();
 });
 

@@ -209,6 +209,12 @@ function sessionMetrics(e: Exposition, messenger: Messenger): void {
     "Message frames written without a checksum (both ends of the link protect integrity).",
     c.uncheckedFrames,
   );
+  e.single(
+    "heartline_crc32_frames_total",
+    "counter",
+    "Message frames written with CRC-32 (native) instead of CRC-32C (the peer accepts it).",
+    c.crc32Frames,
+  );
   const wheel = messenger.timers;
   e.single("heartline_timer_wheel_timers", "gauge", "Timers in the central wheel.", wheel.size);
   e.single(

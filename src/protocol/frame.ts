@@ -8,7 +8,9 @@
  * | tag  | flags | reserved | length   | crc32c   | payload ...
  * ```
  *
- * The checksum covers preamble bytes 0..7 and the payload. A frame whose flags carry
+ * The checksum covers preamble bytes 0..7 and the payload: CRC-32C, or CRC-32 (zlib's, native
+ * in Deno and Node) for a frame flagged {@linkcode FLAG_CRC32}, which is sent only to a peer
+ * that said in its handshake that it accepts it. A frame whose flags carry
  * {@linkcode FLAG_UNCHECKED} has a zero checksum that is not computed or checked: only on a
  * link whose two ends agreed in the handshake that it protects integrity (TLS, QUIC), as
  * msgr2's secure mode drops its crc.
@@ -17,6 +19,7 @@
  */
 
 import { crc32c } from "./crc32c.ts";
+import { crc32 } from "./crc32.ts";
 import { FrameError, HandshakeRefusedError } from "../errors.ts";
 
 /** Protocol version carried in the banner and the hello. */
@@ -39,6 +42,9 @@ export const PREAMBLE_BYTES = 12;
 
 /** Frame flag: the checksum is zero and not checked (links that protect integrity). */
 export const FLAG_UNCHECKED = 0x01;
+
+/** Frame flag: the checksum is CRC-32 (IEEE, zlib's) instead of CRC-32C. */
+export const FLAG_CRC32 = 0x02;
 
 /** Frame tags of protocol v1. Values are stable on the wire. */
 export const Tag = {
@@ -92,9 +98,10 @@ export function sealFrame(
     return;
   }
   const here = payloadLength - (tail?.length ?? 0);
-  let crc = crc32c(0, buf, offset, offset + 8);
-  crc = crc32c(crc, buf, offset + PREAMBLE_BYTES, offset + PREAMBLE_BYTES + here);
-  if (tail) crc = crc32c(crc, tail);
+  const sum = flags & FLAG_CRC32 ? crc32 : crc32c;
+  let crc = sum(0, buf, offset, offset + 8);
+  crc = sum(crc, buf, offset + PREAMBLE_BYTES, offset + PREAMBLE_BYTES + here);
+  if (tail) crc = sum(crc, tail);
   view.setUint32(offset + 8, crc);
 }
 
@@ -358,8 +365,9 @@ export class FrameDecoder {
         "Frame without checksum on a link whose ends did not agree to skip it (or not a Message)",
       );
     }
-    let crc = crc32c(0, buf, pos, pos + 8);
-    crc = crc32c(crc, buf, pos + PREAMBLE_BYTES, end);
+    const sum = buf[pos + 1] & FLAG_CRC32 ? crc32 : crc32c;
+    let crc = sum(0, buf, pos, pos + 8);
+    crc = sum(crc, buf, pos + PREAMBLE_BYTES, end);
     const expected = view.getUint32(pos + 8);
     if (crc !== expected) {
       throw new FrameError(

@@ -94,6 +94,11 @@ export interface Hello {
    * checksums: when both Hello and Welcome say so, Message frames skip them from then on.
    */
   integrity?: boolean;
+  /**
+   * The sender accepts Message frames checksummed with CRC-32 (`FLAG_CRC32`): the other end
+   * may send them from then on. Absent in nodes older than the flag, which get CRC-32C.
+   */
+  crc32?: boolean;
   /** Welcome to a lossless client: whether its session was resumed (always present). */
   resumed?: boolean;
   /** Addresses the sender listens on (lets a peer tell which of its dials go to the sender). */
@@ -233,7 +238,7 @@ export function decodeHello(payload: Uint8Array): Hello {
     }
     hello.listening = (obj.listening as string[]).slice(0, MAX_LISTENING);
   }
-  for (const key of ["resumed", "integrity"] as const) {
+  for (const key of ["resumed", "integrity", "crc32"] as const) {
     if (obj[key] === undefined) continue;
     if (typeof obj[key] !== "boolean") {
       throw new FrameError("malformed", `Hello field ${key} is not a boolean`);

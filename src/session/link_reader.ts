@@ -92,6 +92,9 @@ export class LinkReader {
     return this.decoder.allowUnchecked;
   }
 
+  /** Whether the peer accepts CRC-32 Message frames on this link (said in its handshake). */
+  crc32 = false;
+
   /** Both ends agreed: frames on this link skip their checksums from now on. */
   skipChecksums(): void {
     this.decoder.allowUnchecked = true;

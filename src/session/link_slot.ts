@@ -72,6 +72,16 @@ export class LinkSlot implements ReaderOwner {
     this.#reader?.skipChecksums();
   }
 
+  /** Whether Message frames on the current link go with CRC-32 (the peer accepts it). */
+  get crc32(): boolean {
+    return this.#reader?.crc32 ?? false;
+  }
+
+  /** The peer accepts CRC-32 Message frames on the current link. */
+  peerAcceptsCrc32(): void {
+    if (this.#reader) this.#reader.crc32 = true;
+  }
+
   /** Which link this is: 1 for the first, +1 per new link. */
   get epoch(): number {
     return this.#epoch;

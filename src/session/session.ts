@@ -112,6 +112,7 @@ export class Session<H> {
       limits: ports.limits,
       session: this,
       unchecked: () => this.#slot.unchecked,
+      crc32: () => this.#slot.crc32,
     });
   }
 
@@ -458,6 +459,7 @@ export class Session<H> {
       refuse: (refusal) => this.#refusal = refusal,
       open: (first) => this.#open(first),
       skipChecksums: () => this.#slot.skipChecksums(),
+      peerAcceptsCrc32: () => this.#slot.peerAcceptsCrc32(),
       resumed: () => {
         const replayed = this.sequence.replay.count;
         this.#ports.observer.lossless(this.handle, { kind: "resume", replayed });

@@ -7,7 +7,7 @@
 
 import type { Counters } from "../counters.ts";
 import type { Limits } from "../options.ts";
-import { BANNER, FLAG_UNCHECKED, Tag } from "../protocol/frame.ts";
+import { BANNER, FLAG_CRC32, FLAG_UNCHECKED, Tag } from "../protocol/frame.ts";
 import {
   encodeMessageChunks,
   messageFrameBytes,
@@ -76,6 +76,8 @@ export interface WriterParts {
   session: WriterSession;
   /** Whether Message frames on the link skip checksums (both ends agreed in the handshake). */
   unchecked: () => boolean;
+  /** Whether the peer accepts Message frames checksummed with CRC-32 (said in its handshake). */
+  crc32?: () => boolean;
   /** Clock for timing writes, ms (default `performance.now`; tests inject their own). */
   now?: () => number;
 }
@@ -216,8 +218,11 @@ export class Writer {
     if (taken.length > 0) {
       const ack = seq.inSeq;
       const unchecked = this.#p.unchecked();
-      batch.push(...encodeMessageChunks(taken, total, ack, unchecked ? FLAG_UNCHECKED : 0));
+      const crc32 = !unchecked && (this.#p.crc32?.() ?? false);
+      const flags = unchecked ? FLAG_UNCHECKED : crc32 ? FLAG_CRC32 : 0;
+      batch.push(...encodeMessageChunks(taken, total, ack, flags));
       if (unchecked) counters.uncheckedFrames += taken.length;
+      if (crc32) counters.crc32Frames += taken.length;
       seq.acked(ack);
       stats.messagesSent += taken.length - replayed;
       stats.framesSent += taken.length;
