@@ -221,10 +221,11 @@ export class Messenger {
   }
 
   /**
-   * Times the failure detector found that this process had not run for a whole check interval
-   * or more (stopped, swapped out, starved of CPU), and the lateness in all and at most (ms).
-   * That much silence is excused to every peer, so detection of a real failure is later by as
-   * much (docs/failure-detection.md, Local pauses).
+   * Times the failure detector found that this process had not run for longer than the
+   * acceptable pause (stopped, swapped out), and the lateness in all and at most (ms). That
+   * much silence is excused to every peer, so detection of a real failure is later by as much;
+   * not again before the process has run for that long unexcused (docs/failure-detection.md,
+   * Local pauses).
    */
   get localPauses(): Readonly<{ count: number; totalMs: number; longestMs: number }> {
     return { ...this.#health.localPauses };

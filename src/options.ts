@@ -73,7 +73,7 @@ export interface MessengerOptions {
    */
   auth?: AuthOptions;
   /**
-   * Whether frames carry their crc32c even on links that protect integrity themselves (TLS,
+   * Whether frames carry their checksum even on links that protect integrity themselves (TLS,
    * QUIC). Default false: when both ends of a link say in the handshake that it
    * does, Message frames skip the checksum after the handshake, as msgr2's secure mode does.
    */

@@ -463,3 +463,26 @@ Deno.test("[tcp] a peer whose application stops taking messages goes down as not
   assert.ok(sent * body.length > 1 << 20, `only ${sent} messages went before the buffers filled`);
   await Promise.all([client.close(), server.close()]);
 });
+
+Deno.test("checks late again and again (throttled timers) are not all excused: a dead peer is still found", async () => {
+  await using c = await cluster();
+  const eventsA = collect(c.a.watch());
+  await c.run(1000);
+  c.net.links[0].stallReads(true);
+  c.net.links[0].peer.stallReads(true);
+  // A check every round runs 300 ms late (above the 200 ms acceptable pause): each would be
+  // excused on its own, but not before the process ran unexcused for the detection bound.
+  let rounds = 0;
+  while (!eventsA.some((e) => e.state === "down") && rounds < 40) {
+    c.clock.jump(300);
+    await c.run(25, 25);
+    rounds++;
+  }
+  const down = eventsA.find((e) => e.state === "down");
+  assert.ok(down, `no down after ${rounds} late rounds`);
+  assert.ok(rounds <= 5, `found after ${rounds} late rounds`);
+  assert.ok(c.a.localPauses.count <= 1, `${c.a.localPauses.count} excused`);
+  c.net.links[0].stallReads(false);
+  c.net.links[0].peer.stallReads(false);
+  await c.run(200);
+});

@@ -309,7 +309,7 @@ Deno.test("a heartbeat echoes the peer's stamp whenever anything of the peer's a
   const oob = new OobService<OobLink>(wheel, () => {});
   const rx = new OpDictionary(), tx = new OpDictionary();
   const sent: HeartbeatPayload[] = [];
-  const conn: OobLink = {
+  const conn: OobLink & { linkEpoch: number } = {
     state: "open",
     linkEpoch: 1,
     sendControl: (frame) => sent.push(decodeHeartbeat(frame.subarray(PREAMBLE_BYTES), rx)),
@@ -330,5 +330,14 @@ Deno.test("a heartbeat echoes the peer's stamp whenever anything of the peer's a
   assert.deepEqual([sent[2].echo, sent[2].echoDelay], [7, 250], "the same stamp, held longer");
   clock.advance(100);
   assert.equal(sent[3].echo, -1, "heard once, echoed once");
+  // A new link (a resume, or a restarted peer whose clock is another): the old stamp is not
+  // echoed on it, whatever arrives, until the peer stamps a heartbeat on this link.
+  conn.linkEpoch = 2;
+  oob.heard(conn);
+  clock.advance(100);
+  assert.equal(sent[4].echo, -1, "no stamp of an earlier link");
+  peerHeartbeat(9);
+  clock.advance(100);
+  assert.equal(sent[5].echo, 9);
   wheel.close();
 });

@@ -297,6 +297,8 @@ function writerRig(
     batches,
     tags,
     stats,
+    /** A new link takes over (as after a resume); it writes like the old one. */
+    newLink: () => ((session as { link: Link }).link = { ...link } as Link),
     close: () => closing = new Close("bye", "local"),
     passes: () => passes,
     delivered: () => delivered,
@@ -362,6 +364,23 @@ Deno.test("Writer: on a slow link, batches stay small so a heartbeat waits behin
   await flushed(rig);
   assert.equal(rig.writer.batchBytes, MIN_BATCH_BYTES);
   assert.ok(sizes()[1] < MIN_BATCH_BYTES + size, `second batch ${sizes()[1]}`);
+});
+
+Deno.test("Writer: a new link starts with small batches again", async () => {
+  const rig = writerRig({ lossy: true, bytesPerMs: () => 1e6 });
+  const size = messageFrameBytes(new Uint8Array(1024));
+  const fill = () => {
+    for (let i = 0; i < 4096; i++) rig.queue.push(message(0, 1024), size);
+  };
+  fill();
+  await flushed(rig);
+  assert.equal(rig.writer.batchBytes, BATCH_BYTES);
+  rig.newLink();
+  rig.batches.length = 0;
+  fill();
+  await flushed(rig);
+  const first = rig.batches[0].reduce((s, c) => s + c.length, 0);
+  assert.ok(first < MIN_BATCH_BYTES + size, `the new link's first batch: ${first}`);
 });
 
 Deno.test("Writer: on a fast link, batches grow to full ones within a few windows", async () => {

@@ -228,7 +228,7 @@ function sessionMetrics(e: Exposition, messenger: Messenger): void {
   e.single(
     "heartline_local_pauses_total",
     "counter",
-    "Times this process was found not to have run for a failure-detector check interval or more.",
+    "Times this process was found not to have run for longer than the acceptable pause.",
     pauses.count,
   );
   e.single(

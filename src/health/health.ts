@@ -13,7 +13,7 @@ import type { OobService } from "../oob/service.ts";
 import type { OobRegistration } from "../oob/types.ts";
 import type { HeartbeatSettings } from "./settings.ts";
 import type { Timer, TimerWheel } from "../timer/timer_wheel.ts";
-import { type FailureDetector, makeDetector } from "./detector.ts";
+import { type FailureDetector, makeDetector, silenceToDownMs } from "./detector.ts";
 
 /** The state of a peer as a detector sees it. */
 export type PeerState = "up" | "suspect" | "down";
@@ -120,6 +120,8 @@ export class HealthService {
   /** Times this process was found to have stopped running, and for how long in all (ms). */
   readonly localPauses = { count: 0, totalMs: 0, longestMs: 0 };
   #lastCheck = NaN;
+  /** Time run since the last excused pause (see #excuseLocalPause): none yet, so any. */
+  #runSinceExcuseMs = Infinity;
 
   constructor(
     wheel: TimerWheel,
@@ -396,16 +398,27 @@ export class HealthService {
   }
 
   /**
-   * A check that runs a whole check interval late means this process did not run meanwhile
-   * (SIGSTOP, swapping, a long collection, a starved CPU): every peer then looks silent,
-   * though what arrived is only waiting to be read. That lateness is taken off every
-   * detector's silence before judging, as Cassandra's detector skips a round after a local
-   * pause, so a node that resumes does not declare its whole cluster down.
+   * A check that runs late by more than the acceptable pause (and a check interval) means this
+   * process did not run meanwhile (SIGSTOP, swapping, a very long collection): every peer then
+   * looks silent, though what arrived is only waiting to be read. That lateness is taken off
+   * every detector's silence before judging, as Cassandra's detector skips a round after a
+   * local pause, so a node that resumes does not declare its whole cluster down. Shorter
+   * lateness is what `acceptablePauseMs` absorbs already. A pause is excused only after the
+   * process has run, unexcused, for the silence that makes a peer down: a process whose
+   * timers are late again and again (a starved CPU, a throttled browser tab) would otherwise
+   * excuse every silence and never judge a peer that died; so a dead peer is found at most one
+   * pause later than it would have been.
    */
   #excuseLocalPause(now: number): void {
-    const late = now - this.#lastCheck - this.checkIntervalMs;
+    const gap = now - this.#lastCheck;
+    const late = gap - this.checkIntervalMs;
     this.#lastCheck = now;
-    if (!(late >= this.checkIntervalMs)) return; // NaN on the first check
+    const threshold = Math.max(this.checkIntervalMs, this.#settings.acceptablePauseMs);
+    if (!(late >= threshold) || this.#runSinceExcuseMs < silenceToDownMs(this.#settings)) {
+      if (gap > 0) this.#runSinceExcuseMs += gap; // NaN on the first check: nothing added
+      return;
+    }
+    this.#runSinceExcuseMs = 0;
     const p = this.localPauses;
     p.count++;
     p.totalMs += late;

@@ -46,9 +46,10 @@ export type OobHandler<C = OobLink> = (part: OobDelivery<C>) => unknown;
 export interface HeartbeatState {
   /** Last measured round-trip time in ms (NaN until the first echo). */
   rttMs: number;
-  /** The peer's newest stamp (-1 before the first), and when it came. */
+  /** The peer's newest stamp (-1 before the first), when it came, and on which link. */
   peerStamp: number;
   peerStampAt: number;
+  peerStampEpoch: number;
   /**
    * Whether anything (a heartbeat, a message, any frame) arrived from the peer since our last
    * heartbeat to it: then our next heartbeat echoes `peerStamp`, proving the peer reaches us.
@@ -155,7 +156,7 @@ export class OobService<C extends OobLink> {
   state(conn: C): HeartbeatState {
     let s = this.#state.get(conn);
     if (!s) {
-      s = { rttMs: NaN, peerStamp: -1, peerStampAt: 0, heardSinceEcho: false };
+      s = { rttMs: NaN, peerStamp: -1, peerStampAt: 0, peerStampEpoch: 0, heardSinceEcho: false };
       this.#state.set(conn, s);
     }
     return s;
@@ -240,8 +241,9 @@ export class OobService<C extends OobLink> {
       const s = this.state(conn);
       // Echoed whenever the peer was heard since our last heartbeat, even if only its data got
       // through: on a saturated link its heartbeat may wait behind that data for seconds. The
-      // same stamp may go twice; its echoDelay has grown, so the round trip stays right.
-      const echo = s.heardSinceEcho ? s.peerStamp : -1;
+      // same stamp may go twice; its echoDelay has grown, so the round trip stays right. Only a
+      // stamp of the current link: one from an earlier link may be a restarted peer's clock.
+      const echo = s.heardSinceEcho && s.peerStampEpoch === conn.linkEpoch ? s.peerStamp : -1;
       const echoDelay = echo >= 0 ? now - s.peerStampAt : 0;
       s.heardSinceEcho = false;
       const { payload, same } = encodeHeartbeatCounted(
@@ -296,6 +298,7 @@ export class OobService<C extends OobLink> {
     const s = this.state(conn);
     s.peerStamp = hb.stamp;
     s.peerStampAt = now;
+    s.peerStampEpoch = conn.linkEpoch;
     s.heardSinceEcho = true;
     if (hb.echo >= 0) s.rttMs = Math.max(0, now - hb.echo - hb.echoDelay);
     this.#stats.heartbeatFramesReceived++;

@@ -5,7 +5,7 @@
  *
  * ```
  * 0      1       2          4          8          12
- * | tag  | flags | reserved | length   | crc32c   | payload ...
+ * | tag  | flags | reserved | length   | checksum | payload ...
  * ```
  *
  * The checksum covers preamble bytes 0..7 and the payload: CRC-32C, or CRC-32 (zlib's, native

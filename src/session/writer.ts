@@ -26,6 +26,8 @@ export const BATCH_BYTES = 256 * 1024;
  * goes in the next one, so on a slow or saturated link a 256 KiB write would hold heartbeats
  * back for as long as the link takes to carry it (seconds at a few hundred kB/s): the writer
  * sizes its batches to what the link carried in this long, as Linux's byte queue limits do.
+ * A single message larger than the batch still goes whole: on a slow link a heartbeat waits
+ * behind it for as long as the link takes to carry it (a 1 MiB body at 50 kB/s: 20 s).
  */
 export const WRITE_TARGET_MS = 10;
 
@@ -90,6 +92,8 @@ export class Writer {
   #batchBytes = MIN_BATCH_BYTES;
   #windowBytes = 0;
   #windowMs = 0;
+  /** The link the batch size was measured on. */
+  #sizedFor: Link | null = null;
   #now: () => number;
 
   /** A writer over `parts`. */
@@ -136,6 +140,13 @@ export class Writer {
     const session = this.#p.session;
     const link = session.link;
     if (this.#writing || !link) return;
+    if (link !== this.#sizedFor) {
+      // A new link has said nothing of its speed yet: start small again.
+      this.#sizedFor = link;
+      this.#batchBytes = MIN_BATCH_BYTES;
+      this.#windowBytes = 0;
+      this.#windowMs = 0;
+    }
     this.#writing = true;
     try {
       while (link === session.link && this.#hasOutgoing()) {
@@ -146,7 +157,7 @@ export class Writer {
         await link.write(batch);
         const ms = this.#now() - started;
         this.#fit(bytes, ms);
-        if (ms >= DELIVERY_WAIT_MS) session.delivered(link);
+        if (ms >= DELIVERY_WAIT_MS) this.#delivered(link);
         this.#p.stats.bytesSent += bytes;
         this.#p.counters.bytesSent += bytes;
       }
@@ -156,6 +167,15 @@ export class Writer {
       this.#writing = false;
     }
     session.written(link);
+  }
+
+  /** Reports a write that waited for the link; a throwing observer is a defect, not a fault. */
+  #delivered(link: Link): void {
+    try {
+      this.#p.session.delivered(link);
+    } catch (error) {
+      this.#p.session.defect(error);
+    }
   }
 
   /**
