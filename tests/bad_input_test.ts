@@ -11,7 +11,8 @@ import {
   FrameDecoder,
   Tag,
 } from "../src/protocol/frame.ts";
-import { encodeJson, type Hello } from "../src/protocol/handshake.ts";
+import { decodeHello, encodeJson, type Hello } from "../src/protocol/handshake.ts";
+import { encodeChallenge, newChallenge } from "../src/protocol/auth.ts";
 import { bytes, captureLogger, deadline, rawHello, take, waitEvent } from "./_helpers.ts";
 
 const HELLO = rawHello();
@@ -335,5 +336,52 @@ Deno.test("Message frames go with CRC-32 only to a peer that says it accepts the
     }
   } finally {
     await server.close();
+  }
+});
+
+Deno.test("a dialer sends CRC-32 Message frames only to a server whose Welcome accepts them", async () => {
+  for (const [welcomeExtra, flags] of [[{}, 0], [{ crc32: true }, FLAG_CRC32]] as const) {
+    // A hand-made server: banner and Challenge, then a Welcome with or without `crc32`.
+    const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const client = new Messenger({ name: "client", logger: captureLogger().log });
+    try {
+      const dialed = client.connect(`tcp://127.0.0.1:${listener.addr.port}`);
+      const raw = await deadline(listener.accept(), "the client's dial", 5000);
+      await raw.write(
+        new Uint8Array([
+          ...BANNER,
+          ...encodeFrame(Tag.Challenge, encodeChallenge(newChallenge())),
+        ]),
+      );
+      const decoder = new FrameDecoder({ maxFrameBytes: 1 << 20 });
+      const seen: { tag: number; flags: number; payload: Uint8Array }[] = [];
+      const buf = new Uint8Array(64 * 1024);
+      const readUntil = async (tag: number) => {
+        const until = performance.now() + 5000;
+        while (!seen.some((f) => f.tag === tag) && performance.now() < until) {
+          const n = await deadline(raw.read(buf), `frame ${tag} from the client`, 5000);
+          assert.ok(n !== null, "the client closed");
+          decoder.push(
+            buf.slice(0, n),
+            (t, f, p) => void seen.push({ tag: t, flags: f, payload: p.slice() }),
+          );
+        }
+        const frame = seen.find((f) => f.tag === tag);
+        assert.ok(frame, `no frame ${tag} among ${seen.map((f) => f.tag)}`);
+        return frame;
+      };
+      const hello = decodeHello((await readUntil(Tag.Hello)).payload);
+      assert.equal(hello.crc32, true, "the dialer says it accepts CRC-32");
+      const welcome = rawHello({ name: "rawsrv", policy: "statelessServer", ...welcomeExtra });
+      await raw.write(encodeFrame(Tag.Welcome, encodeJson(welcome)));
+      const conn = await deadline(dialed, "the client's session", 5000);
+      await conn.send(5, bytes(2000));
+      const message = await readUntil(Tag.Message);
+      assert.equal(message.flags, flags, `Welcome ${JSON.stringify(welcomeExtra)}`);
+      raw.close();
+    } finally {
+      await client.close();
+      listener.close();
+    }
   }
 });
