@@ -23,68 +23,6 @@
  * @module
  */
 
-export {
-  type ConnectOptions,
-  type MessagesOptions,
-  Messenger,
-  type MessengerEvent,
-  type MessengerHealth,
-  type MessengerOptions,
-  type TimerStats,
-} from "./src/messenger.ts";
-export {
-  type CloseOptions,
-  Connection,
-  CONNECTION_TRANSITIONS,
-  type ConnectionState,
-  type ConnectionStats,
-  type Message,
-  type PeerSettings,
-  type SendOptions,
-  type SessionEvent,
-  type UnsentMessage,
-} from "./src/connection.ts";
-export { type FaultAction, Policies, type Policy, type PolicyName } from "./src/policy.ts";
-export {
-  ConnectionClosedError,
-  FrameError,
-  type FrameErrorReason,
-  HandshakeRefusedError,
-  HeartlineError,
-  QueueFullError,
-  TimeoutError,
-  TransportError,
-  UnexpectedPeerError,
-} from "./src/errors.ts";
-export { PROTOCOL_VERSION } from "./src/protocol/frame.ts";
-export { PRIORITIES, type Priority } from "./src/protocol/message.ts";
-export type { HeartbeatSettings } from "./src/health/settings.ts";
-export { type Clock, systemClock } from "./src/timer/clock.ts";
-export {
-  type EveryOptions,
-  type Timer,
-  TimerWheel,
-  type TimerWheelOptions,
-} from "./src/timer/timer_wheel.ts";
-export { consoleLogger, type Logger, type LogLevel } from "./src/log.ts";
-export type { Link, Listener, Transport } from "./transports/types.ts";
+export * from "./src/api.ts";
 export { TcpTransport, type TcpTransportOptions } from "./transports/tcp.ts";
 export { TlsTransport, type TlsTransportOptions } from "./transports/tls.ts";
-export {
-  type AttachedListener,
-  WebSocketTransport,
-  WS_HIGH_WATER,
-  WS_MAX_UNREAD,
-  WS_PATH,
-} from "./transports/websocket.ts";
-export type { OobDelivery, OobHandler } from "./src/oob/service.ts";
-export type { OobOptions, OobProducer, OobRegistration, OobStats } from "./src/oob/types.ts";
-export { OOB_UNCHANGED } from "./src/oob/types.ts";
-export type { Counters } from "./src/counters.ts";
-export type { NodeEvent, PeerInfo, PeerState, WatchOptions } from "./src/health/health.ts";
-export {
-  type DetectorSettings,
-  GraceDetector,
-  PhiAccrualDetector,
-  silenceToDownMs,
-} from "./src/health/detector.ts";
