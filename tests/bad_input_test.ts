@@ -310,10 +310,12 @@ Deno.test("[tcp] a peer that never reads makes send() wait; the queue stays boun
 Deno.test("Message frames go with CRC-32 only to a peer that says it accepts them (an older node gets CRC-32C)", async () => {
   const server = new Messenger({ name: "server", logger: captureLogger().log });
   const addr = await server.listen("tcp://127.0.0.1:0");
+  let raw: Deno.TcpConn | undefined;
   try {
     for (const [hello, flags] of [[HELLO, 0], [{ ...HELLO, crc32: true }, FLAG_CRC32]] as const) {
-      const raw = await rawDial(addr);
+      raw = await rawDial(addr);
       const accepted = waitEvent(server, "accept");
+      accepted.catch(() => {}); // awaited below; never left unhandled if the write fails first
       await raw.write(new Uint8Array([...BANNER, ...encodeFrame(Tag.Hello, encodeJson(hello))]));
       const conn = (await accepted).connection;
       await conn.send(7, bytes(3000));
@@ -323,7 +325,7 @@ Deno.test("Message frames go with CRC-32 only to a peer that says it accepts the
       const buf = new Uint8Array(64 * 1024);
       const until = performance.now() + 5000;
       while (!seen.some((f) => f.tag === Tag.Message) && performance.now() < until) {
-        const n = await deadline(raw.read(buf), "a frame from the server", 5000);
+        const n = await deadline(raw!.read(buf), "a frame from the server", 5000);
         assert.ok(n !== null, "the server closed before its message");
         decoder.push(buf.slice(0, n), (tag, f) => void seen.push({ tag, flags: f }));
       }
@@ -333,8 +335,10 @@ Deno.test("Message frames go with CRC-32 only to a peer that says it accepts the
       const welcome = seen.find((f) => f.tag === Tag.Welcome);
       assert.equal(welcome?.flags, 0, "handshake frames always go with CRC-32C");
       raw.close();
+      raw = undefined;
     }
   } finally {
+    raw?.close();
     await server.close();
   }
 });
@@ -344,9 +348,11 @@ Deno.test("a dialer sends CRC-32 Message frames only to a server whose Welcome a
     // A hand-made server: banner and Challenge, then a Welcome with or without `crc32`.
     const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
     const client = new Messenger({ name: "client", logger: captureLogger().log });
+    let raw: Deno.TcpConn | undefined;
     try {
       const dialed = client.connect(`tcp://127.0.0.1:${listener.addr.port}`);
-      const raw = await deadline(listener.accept(), "the client's dial", 5000);
+      dialed.catch(() => {}); // awaited below; never left unhandled if the test fails first
+      raw = await deadline(listener.accept(), "the client's dial", 5000);
       await raw.write(
         new Uint8Array([
           ...BANNER,
@@ -359,7 +365,7 @@ Deno.test("a dialer sends CRC-32 Message frames only to a server whose Welcome a
       const readUntil = async (tag: number) => {
         const until = performance.now() + 5000;
         while (!seen.some((f) => f.tag === tag) && performance.now() < until) {
-          const n = await deadline(raw.read(buf), `frame ${tag} from the client`, 5000);
+          const n = await deadline(raw!.read(buf), `frame ${tag} from the client`, 5000);
           assert.ok(n !== null, "the client closed");
           decoder.push(
             buf.slice(0, n),
@@ -378,8 +384,8 @@ Deno.test("a dialer sends CRC-32 Message frames only to a server whose Welcome a
       await conn.send(5, bytes(2000));
       const message = await readUntil(Tag.Message);
       assert.equal(message.flags, flags, `Welcome ${JSON.stringify(welcomeExtra)}`);
-      raw.close();
     } finally {
+      raw?.close();
       await client.close();
       listener.close();
     }

@@ -279,7 +279,7 @@ function writerRig(
     counters: newCounters(),
     limits,
     session,
-    unchecked: () => options.unchecked ?? false,
+    messageFlags: () => options.unchecked ? FLAG_UNCHECKED : 0,
     now: () => time,
   });
   const tags = () => {
@@ -471,7 +471,7 @@ Deno.test("Writer: a defect while settling a write pass is reported, never an un
     stats: { messagesSent: 0, bytesSent: 0, framesSent: 0, replayed: 0 },
     counters: newCounters(),
     limits: resolveLimits({}),
-    unchecked: () => false,
+    messageFlags: () => 0,
     session: {
       link,
       writable: true,

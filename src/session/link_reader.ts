@@ -6,7 +6,7 @@
  * @module
  */
 
-import { FrameDecoder, type TagValue } from "../protocol/frame.ts";
+import { FLAG_CRC32, FLAG_UNCHECKED, FrameDecoder, type TagValue } from "../protocol/frame.ts";
 import type { Hello } from "../protocol/handshake.ts";
 import type { Link } from "../../transports/types.ts";
 
@@ -84,16 +84,18 @@ export class LinkReader {
     this.handshake.integrity = link.integrity === true;
   }
 
-  /**
-   * Whether frames on this link go without checksums: both ends said in the handshake that
-   * their end protects integrity. Set once; the decoder accepts such frames from then on.
-   */
-  get unchecked(): boolean {
-    return this.decoder.allowUnchecked;
-  }
-
   /** Whether the peer accepts CRC-32 Message frames on this link (said in its handshake). */
   crc32 = false;
+
+  /**
+   * The checksum flags of Message frames written on this link: none (both ends said in the
+   * handshake that their end protects integrity; the decoder accepts such frames from then
+   * on), else CRC-32 where the peer accepts it, else CRC-32C.
+   */
+  get messageFlags(): number {
+    if (this.decoder.allowUnchecked) return FLAG_UNCHECKED;
+    return this.crc32 ? FLAG_CRC32 : 0;
+  }
 
   /** Both ends agreed: frames on this link skip their checksums from now on. */
   skipChecksums(): void {

@@ -62,19 +62,14 @@ export class LinkSlot implements ReaderOwner {
     return this.#reader?.handshake ?? { challenge: null, hello: null, integrity: false };
   }
 
-  /** Whether frames on the current link go without checksums (see `LinkReader.unchecked`). */
-  get unchecked(): boolean {
-    return this.#reader?.unchecked ?? false;
+  /** The checksum flags of Message frames on the current link (see `LinkReader`). */
+  get messageFlags(): number {
+    return this.#reader?.messageFlags ?? 0;
   }
 
   /** Both ends of the current link agreed to skip checksums. */
   skipChecksums(): void {
     this.#reader?.skipChecksums();
-  }
-
-  /** Whether Message frames on the current link go with CRC-32 (the peer accepts it). */
-  get crc32(): boolean {
-    return this.#reader?.crc32 ?? false;
   }
 
   /** The peer accepts CRC-32 Message frames on the current link. */

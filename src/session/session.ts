@@ -111,8 +111,7 @@ export class Session<H> {
       counters: ports.counters,
       limits: ports.limits,
       session: this,
-      unchecked: () => this.#slot.unchecked,
-      crc32: () => this.#slot.crc32,
+      messageFlags: () => this.#slot.messageFlags,
     });
   }
 

@@ -76,10 +76,11 @@ export interface WriterParts {
   limits: Limits;
   /** The session. */
   session: WriterSession;
-  /** Whether Message frames on the link skip checksums (both ends agreed in the handshake). */
-  unchecked: () => boolean;
-  /** Whether the peer accepts Message frames checksummed with CRC-32 (said in its handshake). */
-  crc32?: () => boolean;
+  /**
+   * Checksum flags of Message frames on the link: `FLAG_UNCHECKED` (both ends agreed in the
+   * handshake to skip them), `FLAG_CRC32` (the peer accepts CRC-32) or 0 (CRC-32C).
+   */
+  messageFlags: () => number;
   /** Clock for timing writes, ms (default `performance.now`; tests inject their own). */
   now?: () => number;
 }
@@ -237,12 +238,10 @@ export class Writer {
     }
     if (taken.length > 0) {
       const ack = seq.inSeq;
-      const unchecked = this.#p.unchecked();
-      const crc32 = !unchecked && (this.#p.crc32?.() ?? false);
-      const flags = unchecked ? FLAG_UNCHECKED : crc32 ? FLAG_CRC32 : 0;
+      const flags = this.#p.messageFlags();
       batch.push(...encodeMessageChunks(taken, total, ack, flags));
-      if (unchecked) counters.uncheckedFrames += taken.length;
-      if (crc32) counters.crc32Frames += taken.length;
+      if (flags & FLAG_UNCHECKED) counters.uncheckedFrames += taken.length;
+      if (flags & FLAG_CRC32) counters.crc32Frames += taken.length;
       seq.acked(ack);
       stats.messagesSent += taken.length - replayed;
       stats.framesSent += taken.length;
