@@ -1,10 +1,11 @@
 // Internal: an unbounded-by-default FIFO that async iterators consume. Used for inbound
 // messages (competing consumers), per-subscriber event streams and node events.
 
+import { Ring } from "./_ring.ts";
+
 /** A FIFO with async consumption; `close()` ends every iterator after the queued items. */
 export class AsyncQueue<T> implements AsyncIterable<T> {
-  #items: T[] = [];
-  #head = 0;
+  #items = new Ring<T>();
   #waiters: ((r: IteratorResult<T>) => void)[] = [];
   #drainWaiters: { below: number; resolve: () => void }[] = [];
   #drainBelow = -1; // shift() checks drain waiters only when size drops below this
@@ -18,7 +19,7 @@ export class AsyncQueue<T> implements AsyncIterable<T> {
 
   /** Items waiting to be taken. */
   get size(): number {
-    return this.#items.length - this.#head;
+    return this.#items.length;
   }
 
   /** Whether `close()` was called. */
@@ -42,12 +43,7 @@ export class AsyncQueue<T> implements AsyncIterable<T> {
   /** Takes the oldest item, if any, without waiting. */
   shift(): T | undefined {
     if (this.size === 0) return undefined;
-    const item = this.#items[this.#head];
-    this.#items[this.#head++] = undefined as T;
-    if (this.#head > 1024 && this.#head * 2 > this.#items.length) {
-      this.#items = this.#items.slice(this.#head);
-      this.#head = 0;
-    }
+    const item = this.#items.shift() as T;
     if (this.size < this.#drainBelow) this.#checkDrain();
     this.#onTake?.(item);
     return item;

@@ -15,6 +15,8 @@ import {
 } from "../src/protocol/message.ts";
 import { IllegalTransitionError, StateMachine, type TimerPort } from "../src/session/state.ts";
 import { SendQueue } from "../src/session/send_queue.ts";
+import { Ring } from "../src/_ring.ts";
+import fc from "npm:fast-check@4";
 import { ReplayBuffer } from "../src/session/replay_buffer.ts";
 import { SessionSequence } from "../src/session/sequence.ts";
 import { BATCH_BYTES, MIN_BATCH_BYTES, Writer, type WriterSession } from "../src/session/writer.ts";
@@ -63,6 +65,33 @@ Deno.test("StateMachine: a transition the table does not allow throws IllegalTra
   sm.enter("reconnecting");
   assert.throws(() => sm.enter("standby"), IllegalTransitionError);
   assert.equal(sm.state, "reconnecting", "the state is unchanged");
+});
+
+Deno.test("Ring: behaves as an array queue under any mix of pushes, shifts and drains", () => {
+  fc.assert(
+    fc.property(
+      fc.array(fc.oneof(fc.nat(50), fc.constant(-1), fc.constant(-2)), { maxLength: 3000 }),
+      (ops) => {
+        const ring = new Ring<number>();
+        const model: number[] = [];
+        for (const op of ops) {
+          if (op === -1) assert.equal(ring.shift(), model.shift());
+          else if (op === -2 && model.length > 40) {
+            assert.deepEqual(ring.drain(), model.splice(0));
+          } else {
+            // Pushes in runs, so the ring grows past its shrink size and wraps.
+            for (let i = 0; i <= op; i++) {
+              ring.push(model.length);
+              model.push(model.length);
+            }
+          }
+          assert.equal(ring.length, model.length);
+          assert.equal(ring.peek(), model[0]);
+        }
+      },
+    ),
+    { seed: 20261206, numRuns: 200 },
+  );
 });
 
 Deno.test("SendQueue: strict priorities, FIFO within one, waiters released below the limit", async () => {

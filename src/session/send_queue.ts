@@ -8,44 +8,10 @@
 
 import { QueueFullError } from "../errors.ts";
 import type { OutgoingMessage } from "../protocol/message.ts";
+import { Ring } from "../_ring.ts";
 
 /** One settled promise for every send that needs no wait. */
 const RESOLVED: Promise<void> = Promise.resolve();
-
-/** A FIFO with O(1) shift. */
-class Fifo<T> {
-  #items: (T | undefined)[] = [];
-  #head = 0;
-
-  get length(): number {
-    return this.#items.length - this.#head;
-  }
-
-  push(item: T): void {
-    this.#items.push(item);
-  }
-
-  peek(): T {
-    return this.#items[this.#head] as T;
-  }
-
-  shift(): T {
-    const item = this.#items[this.#head] as T;
-    this.#items[this.#head++] = undefined;
-    if (this.#head === this.#items.length) {
-      this.#items = [];
-      this.#head = 0;
-    }
-    return item;
-  }
-
-  drain(): T[] {
-    const rest = this.#items.slice(this.#head) as T[];
-    this.#items = [];
-    this.#head = 0;
-    return rest;
-  }
-}
 
 interface Waiter {
   resolve: () => void;
@@ -65,7 +31,7 @@ interface Waiter {
  * ```
  */
 export class SendQueue {
-  #levels = [new Fifo<OutgoingMessage>(), new Fifo<OutgoingMessage>(), new Fifo<OutgoingMessage>()];
+  #levels = [new Ring<OutgoingMessage>(), new Ring<OutgoingMessage>(), new Ring<OutgoingMessage>()];
   #control: Uint8Array[] = [];
   #bytes = 0;
   #waiters: Waiter[] = [];
@@ -126,7 +92,7 @@ export class SendQueue {
     for (const level of this.#levels) {
       if (level.length === 0) continue;
       // Levels are strict: only the head of the highest non-empty level may go.
-      return accept(level.peek()) ? level.shift() : undefined;
+      return accept(level.peek()!) ? level.shift() : undefined;
     }
     return undefined;
   }

@@ -1,0 +1,79 @@
+// Internal: a FIFO over a ring of slots, the queue under the send queue and the inbound queue.
+//
+// A plain array with a moving head grows without bound while the queue never empties (a
+// sender kept at its queue limit pushes and shifts millions of messages through a queue that
+// is never empty), and compacting it copies. A ring reuses its slots: memory follows the
+// longest the queue has been recently, not how much has passed through it.
+
+/** Slots a ring starts with, and shrinks back to once empty. */
+const MIN_SLOTS = 16;
+/** An empty ring with more slots than this gives them back. */
+const SHRINK_ABOVE_SLOTS = 1024;
+
+/**
+ * A FIFO with O(1) push and shift that reuses its slots.
+ *
+ * @example
+ * ```ts
+ * import { Ring } from "./_ring.ts";
+ * const r = new Ring<number>();
+ * for (let i = 0; i < 100; i++) r.push(i);
+ * if (r.shift() !== 0 || r.length !== 99 || r.peek() !== 1) throw new Error("fifo");
+ * ```
+ */
+export class Ring<T> {
+  #slots: (T | undefined)[] = new Array(MIN_SLOTS);
+  #head = 0;
+  #length = 0;
+
+  /** Items in the ring. */
+  get length(): number {
+    return this.#length;
+  }
+
+  /** Appends `item`. */
+  push(item: T): void {
+    const slots = this.#slots;
+    if (this.#length === slots.length) {
+      this.#grow();
+      return this.push(item);
+    }
+    // The slot count is a power of two: a mask wraps the index.
+    slots[(this.#head + this.#length) & (slots.length - 1)] = item;
+    this.#length++;
+  }
+
+  /** The oldest item (undefined when empty). */
+  peek(): T | undefined {
+    return this.#length === 0 ? undefined : this.#slots[this.#head];
+  }
+
+  /** Takes the oldest item (undefined when empty). */
+  shift(): T | undefined {
+    if (this.#length === 0) return undefined;
+    const slots = this.#slots;
+    const item = slots[this.#head];
+    slots[this.#head] = undefined; // let it be collected
+    this.#head = (this.#head + 1) & (slots.length - 1);
+    if (--this.#length === 0) {
+      this.#head = 0;
+      if (slots.length > SHRINK_ABOVE_SLOTS) this.#slots = new Array(MIN_SLOTS);
+    }
+    return item;
+  }
+
+  /** Takes every item, oldest first. */
+  drain(): T[] {
+    const out: T[] = new Array(this.#length);
+    for (let i = 0; i < out.length; i++) out[i] = this.shift() as T;
+    return out;
+  }
+
+  #grow(): void {
+    const old = this.#slots;
+    const slots: (T | undefined)[] = new Array(old.length * 2);
+    for (let i = 0; i < this.#length; i++) slots[i] = old[(this.#head + i) & (old.length - 1)];
+    this.#slots = slots;
+    this.#head = 0;
+  }
+}
