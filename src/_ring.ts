@@ -5,10 +5,8 @@
 // is never empty), and compacting it copies. A ring reuses its slots: memory follows the
 // longest the queue has been recently, not how much has passed through it.
 
-/** Slots a ring starts with, and shrinks back to once empty. */
+/** Slots a ring starts with, and never shrinks below. */
 const MIN_SLOTS = 16;
-/** An empty ring with more slots than this gives them back. */
-const SHRINK_ABOVE_SLOTS = 1024;
 
 /**
  * A FIFO with O(1) push and shift that reuses its slots.
@@ -25,6 +23,8 @@ export class Ring<T> {
   #slots: (T | undefined)[] = new Array(MIN_SLOTS);
   #head = 0;
   #length = 0;
+  /** Most items held since the ring was last empty. */
+  #peak = 0;
 
   /** Items in the ring. */
   get length(): number {
@@ -40,7 +40,7 @@ export class Ring<T> {
     }
     // The slot count is a power of two: a mask wraps the index.
     slots[(this.#head + this.#length) & (slots.length - 1)] = item;
-    this.#length++;
+    if (++this.#length > this.#peak) this.#peak = this.#length;
   }
 
   /** The oldest item (undefined when empty). */
@@ -57,7 +57,12 @@ export class Ring<T> {
     this.#head = (this.#head + 1) & (slots.length - 1);
     if (--this.#length === 0) {
       this.#head = 0;
-      if (slots.length > SHRINK_ABOVE_SLOTS) this.#slots = new Array(MIN_SLOTS);
+      // A queue that empties often keeps its slots (growing them again would cost as much as
+      // they save); one that held far fewer than its slots since it last emptied halves them.
+      if (slots.length > MIN_SLOTS && this.#peak * 4 <= slots.length) {
+        this.#slots = new Array(slots.length / 2);
+      }
+      this.#peak = 0;
     }
     return item;
   }

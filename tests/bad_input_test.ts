@@ -13,6 +13,14 @@ import {
 } from "../src/protocol/frame.ts";
 import { decodeHello, encodeJson, type Hello } from "../src/protocol/handshake.ts";
 import { encodeChallenge, newChallenge } from "../src/protocol/auth.ts";
+import {
+  decodeMessageHeader,
+  decodeMessagesHeader,
+  encodeOutgoing,
+  MESSAGE_HEADER_BYTES,
+  MESSAGES_HEADER_BYTES,
+  RECORD_HEADER_BYTES,
+} from "../src/protocol/message.ts";
 import { bytes, captureLogger, deadline, rawHello, take, waitEvent } from "./_helpers.ts";
 
 const HELLO = rawHello();
@@ -94,6 +102,17 @@ function corruptHello(): Uint8Array {
   return frame;
 }
 
+/** A Messages frame of 10-byte bodies with these sequence numbers, the first record's priority set. */
+function messagesFrame(seqs: number[], priority = 1): Uint8Array {
+  const ms = seqs.map((seq, i) => ({ type: 40 + i, priority: 1, payload: bytes(10), seq }));
+  const frame = encodeOutgoing(ms, 0, 0, 65536).chunks[0];
+  if (priority !== 1) {
+    frame[12 + MESSAGES_HEADER_BYTES] = priority;
+    return encodeFrame(Tag.Messages, frame.subarray(12)); // sealed again: a valid checksum
+  }
+  return frame;
+}
+
 const CASES: { name: string; bytes: () => Uint8Array; reason: string; half?: boolean }[] = [
   {
     name: "garbage",
@@ -130,6 +149,11 @@ const CASES: { name: string; bytes: () => Uint8Array; reason: string; half?: boo
   {
     name: "a data frame before the handshake",
     bytes: () => new Uint8Array([...BANNER, ...encodeFrame(Tag.Message, new Uint8Array(24))]),
+    reason: "unexpected",
+  },
+  {
+    name: "a Messages frame before the handshake",
+    bytes: () => new Uint8Array([...BANNER, ...messagesFrame([1, 2], 0)]),
     reason: "unexpected",
   },
   { name: "silence", bytes: () => new Uint8Array(0), reason: "handshake-timeout" },
@@ -389,5 +413,106 @@ Deno.test("a dialer sends CRC-32 Message frames only to a server whose Welcome a
       await client.close();
       listener.close();
     }
+  }
+});
+
+Deno.test("[tcp] a malformed Messages frame resets that session only, and delivers none of it", async () => {
+  const s = await setup();
+  const cut = (() => {
+    // Its last record runs past the frame: the checksum is right, the structure is not.
+    const frame = messagesFrame([1, 2, 3]);
+    return encodeFrame(Tag.Messages, frame.subarray(12, frame.length - 4));
+  })();
+  const cases: [string, Uint8Array, string, RegExp][] = [
+    ["a record past its frame", cut, "malformed", /past its frame/],
+    ["an unknown priority", messagesFrame([1, 2], 7), "malformed", /priority: 7/],
+    ["a gap", messagesFrame([5, 6]), "unexpected", /expected seq 1, got 5/],
+  ];
+  try {
+    for (const [what, frame, reason, message] of cases) {
+      const reset = waitEvent(s.server, "reset");
+      const raw = await rawDial(s.addr);
+      await helloAndWelcome(raw, HELLO);
+      await raw.write(frame);
+      await readToEnd(raw);
+      const ev = await reset;
+      assert.ok(ev.error instanceof FrameError, `${what}: ${ev.error}`);
+      assert.equal((ev.error as FrameError).reason, reason, what);
+      assert.match(ev.error.message, message, what);
+      // Nothing of the bad frame was delivered: the next message taken is the good peer's.
+      await stillServes(s, 9);
+    }
+  } finally {
+    await s.good.close();
+    await s.server.close();
+  }
+});
+
+Deno.test("Messages frames go only to a peer that says batch, within its limit; large bodies go alone", async () => {
+  const server = new Messenger({ name: "server", logger: captureLogger().log });
+  const addr = await server.listen("tcp://127.0.0.1:0");
+  let raw: Deno.TcpConn | undefined;
+  try {
+    for (const batch of [undefined, 4096]) {
+      raw = await rawDial(addr);
+      const accepted = waitEvent(server, "accept");
+      accepted.catch(() => {}); // awaited below; never left unhandled if the write fails first
+      const hello = { ...HELLO, crc32: true, batch };
+      await raw.write(new Uint8Array([...BANNER, ...encodeFrame(Tag.Hello, encodeJson(hello))]));
+      const conn = (await accepted).connection;
+      const sizes = Array.from({ length: 300 }, (_, i) => i === 150 ? 20_000 : 100);
+      for (const [i, n] of sizes.entries()) await conn.send(i, new Uint8Array(n).fill(i & 0xff));
+      const got: { type: number; seq: number; body: Uint8Array }[] = [];
+      const frames: { tag: number; length: number; count: number }[] = [];
+      const decoder = new FrameDecoder({ maxFrameBytes: 1 << 20 });
+      const onFrame = (tag: number, _f: number, p: Uint8Array) => {
+        if (tag === Tag.Message) {
+          const h = decodeMessageHeader(p);
+          got.push({ type: h.type, seq: h.seq, body: p.slice(MESSAGE_HEADER_BYTES) });
+          frames.push({ tag, length: p.length, count: 1 });
+        } else if (tag === Tag.Messages) {
+          const h = decodeMessagesHeader(p);
+          const view = new DataView(p.buffer, p.byteOffset);
+          for (let i = 0, at = MESSAGES_HEADER_BYTES; i < h.count; i++) {
+            const length = view.getUint32(at) & 0xff_ffff;
+            const start = at + RECORD_HEADER_BYTES;
+            got.push({
+              type: view.getUint32(at + 4),
+              seq: h.seq + i,
+              body: p.slice(start, start + length),
+            });
+            at = start + length;
+          }
+          frames.push({ tag, length: p.length, count: h.count });
+        }
+      };
+      const buf = new Uint8Array(64 * 1024);
+      const until = performance.now() + 5000;
+      while (got.length < sizes.length && performance.now() < until) {
+        const n = await deadline(raw!.read(buf), "messages from the server", 5000);
+        assert.ok(n !== null, "the server closed before its messages");
+        decoder.push(buf.slice(0, n), onFrame);
+      }
+      assert.deepEqual(got.map((m) => m.type), sizes.map((_, i) => i), `batch ${batch}: order`);
+      assert.deepEqual(got.map((m) => m.seq), sizes.map((_, i) => i + 1), `batch ${batch}: seqs`);
+      for (const [i, m] of got.entries()) {
+        assert.ok(m.body.length === sizes[i] && m.body.every((b) => b === (i & 0xff)), `body ${i}`);
+      }
+      const batched = frames.filter((f) => f.tag === Tag.Messages);
+      if (batch === undefined) {
+        assert.equal(batched.length, 0, "an older peer gets a Message frame per message");
+      } else {
+        assert.ok(batched.length > 0, "small messages share Messages frames");
+        assert.ok(batched.every((f) => f.length <= batch), "each within the peer's limit");
+        assert.ok(batched.some((f) => f.count > 1), "more than one message per frame");
+        const alone = frames.filter((f) => f.tag === Tag.Message);
+        assert.deepEqual(alone.map((f) => f.length), [MESSAGE_HEADER_BYTES + 20_000]);
+      }
+      raw.close();
+      raw = undefined;
+    }
+  } finally {
+    raw?.close();
+    await server.close();
   }
 });

@@ -15,10 +15,17 @@ import {
 } from "../src/protocol/frame.ts";
 import { decodeAck, encodeAck } from "../src/protocol/control.ts";
 import {
+  decodeMessageHeader,
+  decodeMessagesHeader,
   encodeMessageChunks,
   encodeMessages,
+  encodeOutgoing,
   GATHER_MIN_BYTES,
+  MESSAGE_HEADER_BYTES,
   messageFrameBytes,
+  MESSAGES_HEADER_BYTES,
+  type OutgoingMessage,
+  RECORD_HEADER_BYTES,
 } from "../src/protocol/message.ts";
 import {
   decodeHeartbeat,
@@ -498,4 +505,111 @@ Deno.test("a frame flagged CRC-32 is checked with CRC-32; a flipped byte fails i
   const bad = frame.slice();
   bad[PREAMBLE_BYTES + 2500] ^= 1;
   assert.throws(() => decode(bad), (e) => e instanceof FrameError && e.reason === "checksum");
+});
+
+/** Every message in `frames` (Message and Messages frames), as the receiver reads them. */
+function messagesIn(frames: { tag: number; payload: Uint8Array }[]) {
+  const out: { seq: number; type: number; priority: number; body: Uint8Array; ack: number }[] = [];
+  for (const { tag, payload } of frames) {
+    if (tag === Tag.Message) {
+      const h = decodeMessageHeader(payload);
+      out.push({ ...h, body: payload.subarray(MESSAGE_HEADER_BYTES) });
+      continue;
+    }
+    assert.equal(tag, Tag.Messages);
+    const h = decodeMessagesHeader(payload);
+    let at = MESSAGES_HEADER_BYTES;
+    for (let i = 0; i < h.count; i++) {
+      const length = payload[at + 1] << 16 | payload[at + 2] << 8 | payload[at + 3];
+      const type = new DataView(payload.buffer, payload.byteOffset).getUint32(at + 4);
+      const body = payload.subarray(at + RECORD_HEADER_BYTES, at + RECORD_HEADER_BYTES + length);
+      out.push({ seq: h.seq + i, type, priority: payload[at], body, ack: h.ack });
+      at += RECORD_HEADER_BYTES + length;
+    }
+  }
+  return out;
+}
+
+Deno.test("encodeOutgoing: any mix of sizes and sequence gaps decodes to the same messages, split anywhere", () => {
+  const size = fc.oneof(
+    fc.integer({ min: 0, max: 300 }),
+    fc.integer({ min: 300, max: GATHER_MIN_BYTES + 100 }),
+  );
+  fc.assert(
+    fc.property(
+      fc.array(fc.tuple(size, fc.boolean()), { minLength: 1, maxLength: 40 }),
+      fc.constantFrom(0, 64, 1000, 4096, 65536),
+      fc.constantFrom(0, FLAG_CRC32, FLAG_UNCHECKED),
+      fc.array(fc.integer({ min: 1, max: 5000 }), { minLength: 1, maxLength: 8 }),
+      (shape, batchLimit, flags, pieces) => {
+        let seq = 10;
+        const messages: OutgoingMessage[] = shape.map(([n, gap], i) => ({
+          type: (i * 2654435761) >>> 0,
+          priority: i % 3,
+          seq: seq += gap ? 3 : 1,
+          payload: new Uint8Array(n).fill(i & 0xff),
+        }));
+        const out = encodeOutgoing(messages, 77, flags, batchLimit);
+        const wire = new Uint8Array(out.chunks.reduce((t, c) => t + c.length, 0));
+        let at = 0;
+        for (const c of out.chunks) wire.set(c, (at += c.length) - c.length);
+        // Fed in pieces of the generated sizes, cycling: frames straddle reads anywhere.
+        const frames: { tag: number; payload: Uint8Array }[] = [];
+        const d = new FrameDecoder({ maxFrameBytes: 1 << 20, expectBanner: false });
+        d.allowUnchecked = true;
+        for (let from = 0, k = 0; from < wire.length; k++) {
+          const to = Math.min(wire.length, from + pieces[k % pieces.length]);
+          d.push(wire.slice(from, to), (tag, _f, payload) => {
+            frames.push({ tag, payload: payload.slice() });
+          });
+          from = to;
+        }
+        assert.equal(d.buffered, 0);
+        assert.equal(frames.length, out.single + out.batched);
+        const got = messagesIn(frames);
+        assert.deepEqual(got.map((m) => m.seq), messages.map((m) => m.seq));
+        assert.deepEqual(got.map((m) => m.type), messages.map((m) => m.type));
+        assert.deepEqual(got.map((m) => m.priority), messages.map((m) => m.priority));
+        for (const [i, m] of got.entries()) assert.deepEqual(m.body, messages[i].payload);
+        assert.ok(got.every((m) => m.ack === 77));
+        for (const f of frames) {
+          if (f.tag === Tag.Messages) assert.ok(f.payload.length <= batchLimit, "within the limit");
+        }
+        if (batchLimit === 0) assert.equal(out.batched, 0, "no Messages frame to a peer without");
+      },
+    ),
+    { seed: 20261206, numRuns: 300 },
+  );
+});
+
+Deno.test("decodeMessagesHeader: a malformed record fails the whole frame with a typed error", () => {
+  const ms = [1, 2].map((seq) => ({ type: 3, priority: 1, payload: new Uint8Array(5), seq }));
+  const good = encodeOutgoing(ms, 0, 0, 65536).chunks[0].subarray(PREAMBLE_BYTES);
+  assert.equal(decodeMessagesHeader(good).count, 2);
+  const cases: [string, (p: Uint8Array) => Uint8Array, RegExp][] = [
+    ["too short", (p) => p.subarray(0, MESSAGES_HEADER_BYTES + 4), /too short/],
+    ["a cut record header", (p) => p.subarray(0, p.length - 5 - 3), /inside a record header/],
+    ["a cut body", (p) => p.subarray(0, p.length - 1), /past its frame/],
+    ["a length past the end", (p) => (p[MESSAGES_HEADER_BYTES + 3] = 200, p), /past its frame/],
+    ["an unknown priority", (p) => (p[MESSAGES_HEADER_BYTES + 13] = 3, p), /priority: 3/],
+  ];
+  for (const [what, mutate, message] of cases) {
+    assert.throws(
+      () => decodeMessagesHeader(mutate(good.slice())),
+      (e) => e instanceof FrameError && e.reason === "malformed" && message.test(e.message),
+      what,
+    );
+  }
+});
+
+Deno.test("Hello field batch: a byte count or absent; anything else is malformed", () => {
+  assert.equal(decodeHello(encodeJson(rawHello({ batch: 65536 }))).batch, 65536);
+  assert.equal(decodeHello(encodeJson(rawHello())).batch, undefined);
+  for (const bad of [-1, 1.5, "64k", 2 ** 40, true]) {
+    assert.throws(
+      () => decodeHello(encodeJson({ ...rawHello(), batch: bad })),
+      (e) => e instanceof FrameError && e.reason === "malformed",
+      JSON.stringify(bad),
+    );
+  }
 });

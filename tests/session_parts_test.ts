@@ -10,11 +10,14 @@ import { resolveLimits } from "../src/options.ts";
 import { BANNER, encodeFrame, FLAG_UNCHECKED, FrameDecoder, Tag } from "../src/protocol/frame.ts";
 import {
   encodeMessages,
+  encodeOutgoing,
   messageFrameBytes,
   type OutgoingMessage,
 } from "../src/protocol/message.ts";
 import { IllegalTransitionError, StateMachine, type TimerPort } from "../src/session/state.ts";
 import { SendQueue } from "../src/session/send_queue.ts";
+import { Receiver } from "../src/session/receiver.ts";
+import { newSessionStats } from "../src/session/types.ts";
 import { Ring } from "../src/_ring.ts";
 import fc from "npm:fast-check@4";
 import { ReplayBuffer } from "../src/session/replay_buffer.ts";
@@ -70,7 +73,10 @@ Deno.test("StateMachine: a transition the table does not allow throws IllegalTra
 Deno.test("Ring: behaves as an array queue under any mix of pushes, shifts and drains", () => {
   fc.assert(
     fc.property(
-      fc.array(fc.oneof(fc.nat(50), fc.constant(-1), fc.constant(-2)), { maxLength: 3000 }),
+      fc.array(fc.oneof(fc.nat(50), fc.constant(-1), fc.constant(-2)), {
+        minLength: 100,
+        maxLength: 3000,
+      }),
       (ops) => {
         const ring = new Ring<number>();
         const model: number[] = [];
@@ -517,4 +523,72 @@ Deno.test("Writer: a defect while settling a write pass is reported, never an un
   for (let i = 0; i < 100 && defects.length === 0; i++) await Promise.resolve();
   assert.equal(defects.length, 1, "the defect reached the session");
   assert.match(String(defects[0]), /a defect in written/);
+});
+
+/** A receiver that records what it delivers, on a lossy or lossless sequence. */
+function recordingReceiver(lossy: boolean) {
+  const got: { seq: number; type: number; body: Uint8Array }[] = [];
+  const acks: number[] = [];
+  const stats = newSessionStats();
+  const seq = new SessionSequence(() => lossy);
+  const receiver = new Receiver({
+    handle: "h",
+    seq,
+    stats,
+    counters: newCounters(),
+    heard() {},
+    ack: (n) => void acks.push(n),
+    lossy: () => lossy,
+    inbound: {
+      deliver: (_h, type, _p, body, n) => void got.push({ seq: n, type, body }),
+      backpressure: () => undefined,
+    },
+  });
+  /** The payload of a Messages frame carrying `seqs` (bodies filled with their seq). */
+  const frame = (seqs: number[], ack = 0) => {
+    const ms = seqs.map((n) => ({
+      type: n,
+      priority: 1,
+      payload: new Uint8Array(3).fill(n),
+      seq: n,
+    }));
+    return encodeOutgoing(ms, ack, 0, 65536).chunks[0].subarray(12);
+  };
+  return { got, acks, stats, seq, receiver, frame };
+}
+
+Deno.test("Receiver: a lossless session drops the replayed head of a Messages frame and takes the rest", () => {
+  const r = recordingReceiver(false);
+  r.receiver.messages(r.frame([1, 2, 3]));
+  r.receiver.messages(r.frame([2, 3, 4, 5], 0)); // a replay that overlaps what arrived
+  r.receiver.messages(r.frame([4, 5])); // all of it known already
+  assert.deepEqual(r.got.map((m) => m.seq), [1, 2, 3, 4, 5]);
+  assert.equal(r.stats.duplicatesDropped, 4);
+  assert.equal(r.stats.messagesReceived, 5);
+  assert.equal(r.seq.inSeq, 5);
+  assert.throws(() => r.receiver.messages(r.frame([7])), /expected seq 6, got 7/);
+  assert.equal(r.seq.inSeq, 5, "a gap commits nothing");
+});
+
+Deno.test("Receiver: a lossy session refuses a repeated Messages frame; acks are taken once per frame", () => {
+  const r = recordingReceiver(true);
+  r.receiver.messages(r.frame([1, 2]));
+  assert.throws(
+    () => r.receiver.messages(r.frame([2, 3])),
+    (e) => e instanceof FrameError && e.reason === "unexpected",
+  );
+  const l = recordingReceiver(false);
+  l.receiver.messages(l.frame([1, 2, 3], 9));
+  assert.deepEqual(l.acks, [9]);
+});
+
+Deno.test("Receiver: bodies of a Messages frame in a reused read buffer are copies; an owned frame's are views", () => {
+  const r = recordingReceiver(false);
+  const read = r.frame([1, 2]).slice();
+  r.receiver.messages(read);
+  read.fill(0xee); // the next read reuses the buffer
+  assert.deepEqual(r.got.map((m) => [...m.body]), [[1, 1, 1], [2, 2, 2]]);
+  const owned = r.frame([3]).slice();
+  r.receiver.messages(owned, true);
+  assert.equal(r.got[2].body.buffer, owned.buffer, "no copy of a frame the decoder gave away");
 });

@@ -68,6 +68,11 @@ export const Tag = {
   Reset: 9,
   /** The accepting side's fresh challenge, right after its banner (see docs/protocol.md). */
   Challenge: 10,
+  /**
+   * Small data messages with consecutive sequence numbers under one preamble and checksum:
+   * the first seq and the ack, then per message priority, length, type and body.
+   */
+  Messages: 11,
 } as const;
 
 /** A frame tag value. */
@@ -359,7 +364,9 @@ export class FrameDecoder {
   #check(buf: Uint8Array, view: DataView, pos: number, end: number): void {
     if (buf[pos + 1] & FLAG_UNCHECKED) {
       // Only Message frames may go unchecked, and only once both ends agreed.
-      if (this.#allowUnchecked && buf[pos] === Tag.Message) return;
+      if (this.#allowUnchecked && (buf[pos] === Tag.Message || buf[pos] === Tag.Messages)) {
+        return;
+      }
       throw new FrameError(
         "malformed",
         "Frame without checksum on a link whose ends did not agree to skip it (or not a Message)",

@@ -99,6 +99,12 @@ export interface Hello {
    * may send them from then on. Absent in nodes older than the flag, which get CRC-32C.
    */
   crc32?: boolean;
+  /**
+   * The sender accepts Messages frames (many small messages under one preamble and checksum)
+   * with payloads of up to this many bytes: the other end may send them from then on. Absent
+   * in nodes older than the frame, which get a Message frame per message.
+   */
+  batch?: number;
   /** Welcome to a lossless client: whether its session was resumed (always present). */
   resumed?: boolean;
   /** Addresses the sender listens on (lets a peer tell which of its dials go to the sender). */
@@ -237,6 +243,13 @@ export function decodeHello(payload: Uint8Array): Hello {
       throw new FrameError("malformed", "Hello field listening is not a list of strings");
     }
     hello.listening = (obj.listening as string[]).slice(0, MAX_LISTENING);
+  }
+  if (obj.batch !== undefined) {
+    const batch = obj.batch;
+    if (typeof batch !== "number" || !Number.isInteger(batch) || batch < 0 || batch > 2 ** 31) {
+      throw new FrameError("malformed", "Hello field batch is not a byte count");
+    }
+    hello.batch = batch;
   }
   for (const key of ["resumed", "integrity", "crc32"] as const) {
     if (obj[key] === undefined) continue;

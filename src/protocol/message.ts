@@ -152,6 +152,133 @@ export function encodeMessageChunks(
   return chunks;
 }
 
+/** Bytes in front of the records of a Messages frame: the first record's seq, then the ack. */
+export const MESSAGES_HEADER_BYTES = 16;
+
+/** Bytes in front of each body in a Messages frame: priority (u8), length (u24), type (u32). */
+export const RECORD_HEADER_BYTES = 8;
+
+/**
+ * Most payload bytes of a Messages frame this node takes (it says so in its handshake as
+ * `batch`) and sends: a receiver holds a whole frame before it checks it, so this bounds both
+ * what it buffers and how long the first message of a frame waits for the last.
+ */
+export const MESSAGES_FRAME_BYTES = 64 * 1024;
+
+/** Message frames and Messages frames ready to write, in order. */
+export interface EncodedMessages {
+  /** Chunks to write in order (bodies of at least GATHER_MIN_BYTES are chunks of their own). */
+  chunks: Uint8Array[];
+  /** Message frames among them. */
+  single: number;
+  /** Messages frames among them. */
+  batched: number;
+}
+
+/**
+ * Encodes `messages` for the wire: bodies under {@linkcode GATHER_MIN_BYTES} with consecutive
+ * sequence numbers as Messages frames of at most `batchLimit` payload bytes (one preamble and
+ * one checksum for all of them, 8 bytes of header each), every other message as a Message
+ * frame (a large body written in place). `batchLimit` 0: the peer takes no Messages frames,
+ * so every message goes as a Message frame.
+ *
+ * @example
+ * ```ts
+ * import { encodeOutgoing } from "./message.ts";
+ * const ms = [1, 2, 3].map((seq) => ({ type: 7, priority: 1, payload: new Uint8Array(8), seq }));
+ * const out = encodeOutgoing(ms, 0, 0, 65536);
+ * if (out.batched !== 1 || out.single !== 0) throw new Error("one Messages frame");
+ * if (out.chunks[0].length !== 12 + 16 + 3 * (8 + 8)) throw new Error("size");
+ * ```
+ */
+export function encodeOutgoing(
+  messages: readonly OutgoingMessage[],
+  ack: number,
+  flags: number,
+  batchLimit: number,
+): EncodedMessages {
+  const out: EncodedMessages = { chunks: [], single: 0, batched: 0 };
+  const fits = (m: OutgoingMessage) =>
+    m.payload.length < GATHER_MIN_BYTES &&
+    MESSAGES_HEADER_BYTES + RECORD_HEADER_BYTES + m.payload.length <= batchLimit;
+  let i = 0;
+  while (i < messages.length) {
+    // A run of messages that go in Messages frames, written into one buffer.
+    let j = i;
+    let bytes = 0;
+    let frameBytes = 0;
+    while (j < messages.length && fits(messages[j])) {
+      const record = RECORD_HEADER_BYTES + messages[j].payload.length;
+      const opens = frameBytes === 0 ||
+        messages[j].seq !== messages[j - 1].seq + 1 ||
+        frameBytes + record > batchLimit;
+      if (opens) {
+        bytes += PREAMBLE_BYTES + MESSAGES_HEADER_BYTES;
+        frameBytes = MESSAGES_HEADER_BYTES;
+      }
+      bytes += record;
+      frameBytes += record;
+      j++;
+    }
+    if (j > i) {
+      out.chunks.push(encodeRecordRun(messages, i, j, bytes, ack, flags, batchLimit, out));
+      i = j;
+      continue;
+    }
+    // Messages that go as Message frames, up to the next that would go in a Messages frame.
+    while (j < messages.length && !fits(messages[j])) j++;
+    const run = messages.slice(i, j);
+    let total = 0;
+    for (const m of run) total += messageFrameBytes(m.payload);
+    out.chunks.push(...encodeMessageChunks(run, total, ack, flags));
+    out.single += run.length;
+    i = j;
+  }
+  return out;
+}
+
+/** Writes messages[from..to) as consecutive Messages frames into one buffer of `bytes`. */
+function encodeRecordRun(
+  messages: readonly OutgoingMessage[],
+  from: number,
+  to: number,
+  bytes: number,
+  ack: number,
+  flags: number,
+  batchLimit: number,
+  out: EncodedMessages,
+): Uint8Array {
+  const buf = new Uint8Array(bytes);
+  const view = new DataView(buf.buffer);
+  let frame = -1; // offset of the open frame's preamble
+  let at = 0;
+  for (let k = from; k < to; k++) {
+    const m = messages[k];
+    const record = RECORD_HEADER_BYTES + m.payload.length;
+    if (
+      frame < 0 || m.seq !== messages[k - 1].seq + 1 ||
+      at - frame - PREAMBLE_BYTES + record > batchLimit
+    ) {
+      if (frame >= 0) sealFrame(buf, view, frame, Tag.Messages, flags, at - frame - PREAMBLE_BYTES);
+      frame = at;
+      setUint64(view, at + PREAMBLE_BYTES, m.seq);
+      setUint64(view, at + PREAMBLE_BYTES + 8, ack);
+      at += PREAMBLE_BYTES + MESSAGES_HEADER_BYTES;
+      out.batched++;
+    }
+    const length = m.payload.length;
+    buf[at] = m.priority;
+    buf[at + 1] = length >>> 16;
+    buf[at + 2] = length >>> 8;
+    buf[at + 3] = length;
+    view.setUint32(at + 4, m.type);
+    buf.set(m.payload, at + RECORD_HEADER_BYTES);
+    at += record;
+  }
+  sealFrame(buf, view, frame, Tag.Messages, flags, at - frame - PREAMBLE_BYTES);
+  return buf;
+}
+
 function writeHeader(
   buf: Uint8Array,
   view: DataView,
@@ -210,4 +337,47 @@ export function decodeMessageHeader(p: Uint8Array): MessageHeader {
     seq: u64(p, 8),
     ack: u64(p, 16),
   };
+}
+
+/** The header of a received Messages frame, whose records were checked. */
+export interface MessagesHeader {
+  /** Sequence number of the first record (the others follow it, one apart). */
+  seq: number;
+  /** Piggybacked acknowledgement (0: none). */
+  ack: number;
+  /** Records in the frame (at least one). */
+  count: number;
+}
+
+/**
+ * Reads the header of a Messages payload and checks every record in it (its priority, and
+ * that it ends inside the frame) before any is delivered, so a malformed frame delivers none.
+ * Records follow from {@linkcode MESSAGES_HEADER_BYTES} on: priority (u8), body length (u24),
+ * type (u32), body.
+ *
+ * @example
+ * ```ts
+ * import { decodeMessagesHeader, encodeOutgoing } from "./message.ts";
+ * const ms = [5, 6].map((seq) => ({ type: 1, priority: 0, payload: new Uint8Array(4), seq }));
+ * const frame = encodeOutgoing(ms, 3, 0, 65536).chunks[0];
+ * const h = decodeMessagesHeader(frame.subarray(12));
+ * if (h.seq !== 5 || h.ack !== 3 || h.count !== 2) throw new Error("header");
+ * ```
+ */
+export function decodeMessagesHeader(p: Uint8Array): MessagesHeader {
+  if (p.length < MESSAGES_HEADER_BYTES + RECORD_HEADER_BYTES) {
+    throw new FrameError("malformed", `Messages frame too short: ${p.length} bytes`);
+  }
+  let count = 0;
+  for (let at = MESSAGES_HEADER_BYTES; at < p.length; count++) {
+    if (p.length - at < RECORD_HEADER_BYTES) {
+      throw new FrameError("malformed", "Messages frame ends inside a record header");
+    }
+    if (p[at] >= PRIORITIES.length) {
+      throw new FrameError("malformed", `Unknown message priority: ${p[at]}`);
+    }
+    at += RECORD_HEADER_BYTES + (p[at + 1] << 16 | p[at + 2] << 8 | p[at + 3]);
+    if (at > p.length) throw new FrameError("malformed", "Messages record runs past its frame");
+  }
+  return { seq: u64(p, 0), ack: u64(p, 8), count };
 }

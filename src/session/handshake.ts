@@ -81,8 +81,10 @@ export interface HandshakeTarget<S> {
   link(): LinkReader["handshake"];
   /** Both ends of this link protect integrity: its frames skip checksums from now on. */
   skipChecksums(): void;
-  /** The peer accepts CRC-32 Message frames (it said so in its Hello or Welcome). */
-  peerAcceptsCrc32(): void;
+  /** What this end accepts, said in its Hello or Welcome (CRC-32 frames, Messages frames). */
+  accepts(): Pick<Hello, "crc32" | "batch">;
+  /** The peer's Hello or Welcome said what it accepts: write frames it can read. */
+  peerAccepts(hello: Hello): void;
   /** Records the peer's Hello or Welcome of this link. */
   peerIs(hello: Hello): void;
   /** Refuse the peer: fail with `refusal` once the Refuse frame queued next is written. */
@@ -128,7 +130,7 @@ export function challengeFrame(link: LinkReader["handshake"]): Uint8Array {
 
 /** Client: the accepting side's challenge arrived; the Hello answers it (with a proof). */
 function processChallenge<S>(h: HandshakeTarget<S>, challenge: string): void {
-  const hello: Hello = { ...h.hello(), challenge: newChallenge(), crc32: true };
+  const hello: Hello = { ...h.hello(), challenge: newChallenge(), ...h.accepts() };
   if (maySkipChecksums(h)) hello.integrity = true;
   if (hello.session !== undefined) {
     hello.resumeProof = h.seq.resumeProof("hello", challenge, hello.challenge);
@@ -220,8 +222,8 @@ function queueWelcome<S>(h: HandshakeTarget<S>, welcome: Hello): void {
   }
   const unchecked = hello?.integrity === true && maySkipChecksums(h);
   if (unchecked) welcome.integrity = true;
-  welcome.crc32 = true;
-  if (hello?.crc32 === true) h.peerAcceptsCrc32();
+  Object.assign(welcome, h.accepts());
+  if (hello) h.peerAccepts(hello);
   if (keys && challenge && hello) welcome.proof = proveWelcome(keys.own, challenge, hello, welcome);
   h.queue(handshakeFrame(Tag.Welcome, welcome));
   if (unchecked) h.skipChecksums(); // the peer sends none before it has read the Welcome
@@ -242,7 +244,7 @@ function processWelcome<S>(h: HandshakeTarget<S>, hello: Hello): void {
   );
   if (unproven) throw unproven;
   if (ours?.integrity === true && hello.integrity === true) h.skipChecksums();
-  if (hello.crc32 === true) h.peerAcceptsCrc32();
+  h.peerAccepts(hello);
   const first = !h.hasPeer();
   const decision = h.seq.decideWelcome(hello, challenge ?? "", ours?.challenge);
   if (decision.kind === "unproven") {

@@ -86,6 +86,11 @@ export class LinkReader {
 
   /** Whether the peer accepts CRC-32 Message frames on this link (said in its handshake). */
   crc32 = false;
+  /**
+   * Most payload bytes of a Messages frame the peer takes on this link (said in its
+   * handshake, capped at what this node sends); 0: it takes none, every message goes alone.
+   */
+  batchLimit = 0;
 
   /**
    * The checksum flags of Message frames written on this link: none (both ends said in the

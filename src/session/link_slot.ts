@@ -8,6 +8,8 @@
  */
 
 import type { TagValue } from "../protocol/frame.ts";
+import type { Hello } from "../protocol/handshake.ts";
+import { MESSAGES_FRAME_BYTES } from "../protocol/message.ts";
 import type { Link } from "../../transports/types.ts";
 import { LinkReader, type ReaderOwner } from "./link_reader.ts";
 
@@ -72,9 +74,16 @@ export class LinkSlot implements ReaderOwner {
     this.#reader?.skipChecksums();
   }
 
-  /** The peer accepts CRC-32 Message frames on the current link. */
-  peerAcceptsCrc32(): void {
-    if (this.#reader) this.#reader.crc32 = true;
+  /** Most payload bytes of a Messages frame the peer takes on the current link (0: none). */
+  get batchLimit(): number {
+    return this.#reader?.batchLimit ?? 0;
+  }
+
+  /** What the peer's Hello or Welcome on the current link said it accepts. */
+  peerAccepts(hello: Hello): void {
+    if (!this.#reader) return;
+    this.#reader.crc32 = hello.crc32 === true;
+    this.#reader.batchLimit = Math.min(hello.batch ?? 0, MESSAGES_FRAME_BYTES);
   }
 
   /** Which link this is: 1 for the first, +1 per new link. */

@@ -7,7 +7,13 @@
  */
 
 import type { Counters } from "../counters.ts";
-import { MESSAGE_HEADER_BYTES, PRIORITIES } from "../protocol/message.ts";
+import {
+  decodeMessagesHeader,
+  MESSAGE_HEADER_BYTES,
+  MESSAGES_HEADER_BYTES,
+  PRIORITIES,
+  RECORD_HEADER_BYTES,
+} from "../protocol/message.ts";
 import type { InboundPort } from "./ports.ts";
 import type { SessionSequence } from "./sequence.ts";
 import type { SessionStats } from "./types.ts";
@@ -91,6 +97,40 @@ export class Receiver<H> {
     p.seq.received(h.seq); // only once delivered (see SessionSequence.received)
     p.stats.messagesReceived++;
     p.counters.messagesReceived[h.priority]++;
+  }
+
+  /**
+   * One Messages frame's payload: every record is checked first (a malformed frame delivers
+   * nothing), replayed duplicates are dropped, and each body is a view of one copy of the
+   * frame (none with `owned`). Each message's sequence number is committed as it is delivered.
+   */
+  messages(payload: Uint8Array, owned = false): void {
+    const p = this.#p;
+    const h = decodeMessagesHeader(payload);
+    const skip = p.seq.acceptRun(h.seq, h.count);
+    if (skip > 0) p.stats.duplicatesDropped += skip;
+    if (skip === h.count) return;
+    if (h.ack > 0 && !p.lossy()) p.ack(h.ack);
+    let at = MESSAGES_HEADER_BYTES;
+    for (let i = 0; i < skip; i++) {
+      at += RECORD_HEADER_BYTES + (payload[at + 1] << 16 | payload[at + 2] << 8 | payload[at + 3]);
+    }
+    // One copy of what is delivered, its bodies views of it: the frame lies in the transport's
+    // read buffer, which the next read reuses.
+    const buf = owned ? payload : payload.slice(at);
+    if (!owned) at = 0;
+    const { inbound, handle, seq, stats, counters } = p;
+    for (let s = h.seq + skip; at < buf.length; s++) {
+      const priority = buf[at];
+      const length = buf[at + 1] << 16 | buf[at + 2] << 8 | buf[at + 3];
+      const type = (buf[at + 4] << 24 | buf[at + 5] << 16 | buf[at + 6] << 8 | buf[at + 7]) >>> 0;
+      const start = at + RECORD_HEADER_BYTES;
+      at = start + length;
+      inbound.deliver(handle, type, PRIORITIES[priority], buf.subarray(start, at), s);
+      seq.received(s); // only once delivered (see SessionSequence.received)
+      stats.messagesReceived++;
+      counters.messagesReceived[priority]++;
+    }
   }
 }
 

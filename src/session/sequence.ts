@@ -155,6 +155,21 @@ export class SessionSequence {
   }
 
   /**
+   * Checks a received Messages frame of `count` records from `first` on: returns how many of
+   * its first records a lossless session already has (replayed duplicates to drop, up to
+   * `count`), and throws `FrameError` for a gap. Nothing is committed, as in `accept`.
+   */
+  acceptRun(first: number, count: number): number {
+    const next = this.#inSeq + 1;
+    if (first === next) return 0;
+    if (first < next && !this.#isLossy()) return Math.min(next - first, count);
+    throw new FrameError(
+      "unexpected",
+      `Messages out of order: expected seq ${next}, got ${first}`,
+    );
+  }
+
+  /**
    * Commits a delivered message: only a message that reached the application counts as
    * received, so a resumed session asks again for one that failed on the way.
    */

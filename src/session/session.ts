@@ -15,7 +15,7 @@ import {
 import { decodeAck, decodeClose, encodeAck } from "../protocol/control.ts";
 import { BANNER, encodeFrame, Tag, type TagValue } from "../protocol/frame.ts";
 import { type Hello, MAX_HANDSHAKE_BYTES } from "../protocol/handshake.ts";
-import { messageFrameBytes } from "../protocol/message.ts";
+import { messageFrameBytes, MESSAGES_FRAME_BYTES } from "../protocol/message.ts";
 import type { Policy } from "../policy.ts";
 import type { Link } from "../../transports/types.ts";
 import {
@@ -112,6 +112,7 @@ export class Session<H> {
       limits: ports.limits,
       session: this,
       messageFlags: () => this.#slot.messageFlags,
+      batchLimit: () => this.#slot.batchLimit,
     });
   }
 
@@ -380,6 +381,9 @@ export class Session<H> {
       case Tag.Message:
         this.#receiver.message(payload, owned);
         return;
+      case Tag.Messages:
+        this.#receiver.messages(payload, owned);
+        return;
       case Tag.Heartbeat:
         this.#ports.observer.heartbeat(this.handle, payload);
         return;
@@ -458,7 +462,11 @@ export class Session<H> {
       refuse: (refusal) => this.#refusal = refusal,
       open: (first) => this.#open(first),
       skipChecksums: () => this.#slot.skipChecksums(),
-      peerAcceptsCrc32: () => this.#slot.peerAcceptsCrc32(),
+      accepts: () => ({
+        crc32: true,
+        batch: Math.min(MESSAGES_FRAME_BYTES, this.#ports.limits.maxFrameBytes),
+      }),
+      peerAccepts: (hello) => this.#slot.peerAccepts(hello),
       resumed: () => {
         const replayed = this.sequence.replay.count;
         this.#ports.observer.lossless(this.handle, { kind: "resume", replayed });

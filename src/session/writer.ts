@@ -8,11 +8,7 @@
 import type { Counters } from "../counters.ts";
 import type { Limits } from "../options.ts";
 import { BANNER, FLAG_CRC32, FLAG_UNCHECKED, Tag } from "../protocol/frame.ts";
-import {
-  encodeMessageChunks,
-  messageFrameBytes,
-  type OutgoingMessage,
-} from "../protocol/message.ts";
+import { encodeOutgoing, messageFrameBytes, type OutgoingMessage } from "../protocol/message.ts";
 import type { Link } from "../../transports/types.ts";
 import type { SessionSequence } from "./sequence.ts";
 import type { Close } from "./close.ts";
@@ -81,6 +77,8 @@ export interface WriterParts {
    * handshake to skip them), `FLAG_CRC32` (the peer accepts CRC-32) or 0 (CRC-32C).
    */
   messageFlags: () => number;
+  /** Most payload bytes of a Messages frame the peer takes on the link (0 or absent: none). */
+  batchLimit?: () => number;
   /** Clock for timing writes, ms (default `performance.now`; tests inject their own). */
   now?: () => number;
 }
@@ -239,14 +237,17 @@ export class Writer {
     if (taken.length > 0) {
       const ack = seq.inSeq;
       const flags = this.#p.messageFlags();
-      batch.push(...encodeMessageChunks(taken, total, ack, flags));
-      if (flags & FLAG_UNCHECKED) counters.uncheckedFrames += taken.length;
-      if (flags & FLAG_CRC32) counters.crc32Frames += taken.length;
+      const out = encodeOutgoing(taken, ack, flags, this.#p.batchLimit?.() ?? 0);
+      for (const chunk of out.chunks) batch.push(chunk);
+      const frames = out.single + out.batched;
+      if (flags & FLAG_UNCHECKED) counters.uncheckedFrames += frames;
+      if (flags & FLAG_CRC32) counters.crc32Frames += frames;
       seq.acked(ack);
       stats.messagesSent += taken.length - replayed;
-      stats.framesSent += taken.length;
+      stats.framesSent += frames;
       stats.replayed += replayed;
-      counters.framesSent[Tag.Message] += taken.length;
+      counters.framesSent[Tag.Message] += out.single;
+      counters.framesSent[Tag.Messages] += out.batched;
       counters.replayed += replayed;
       for (let i = replayed; i < taken.length; i++) counters.messagesSent[taken[i].priority]++;
       queue.taken(fresh, limits.maxQueueBytes);

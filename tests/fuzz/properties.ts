@@ -20,7 +20,9 @@ import { decodeHello, decodeRefusal, encodeJson } from "../../src/protocol/hands
 import { decodeHeartbeat, encodeHeartbeat, OpDictionary } from "../../src/protocol/heartbeat.ts";
 import {
   decodeMessageHeader,
+  decodeMessagesHeader,
   encodeMessages,
+  encodeOutgoing,
   messageFrameBytes,
 } from "../../src/protocol/message.ts";
 import { rawHello } from "../_helpers.ts";
@@ -159,11 +161,26 @@ const messageLike = fc.tuple(fc.nat(), fc.nat(2), fc.uint8Array({ maxLength: 64 
   },
 );
 
-/** Message header and control payloads. */
+const messagesLike = fc.array(fc.tuple(fc.nat(), fc.nat(2), fc.uint8Array({ maxLength: 40 })), {
+  minLength: 1,
+  maxLength: 6,
+}).map((records) => {
+  const ms = records.map(([type, priority, payload], i) => ({
+    type,
+    priority,
+    payload,
+    seq: i + 1,
+  }));
+  return encodeOutgoing(ms, 0, 0, 65536).chunks[0].subarray(PREAMBLE_BYTES);
+});
+
+/** Message and Messages headers, and control payloads. */
 export const controlProperty = fc.property(
   fc.oneof(
     messageLike,
     mutated(messageLike),
+    messagesLike,
+    mutated(messagesLike),
     fc.constant(encodeAck(7)),
     mutated(fc.constant(encodeAck(7))),
     fc.constant(encodeClose("bye")),
@@ -171,6 +188,7 @@ export const controlProperty = fc.property(
   ),
   (payload) => {
     typedOnly(() => void decodeMessageHeader(payload));
+    typedOnly(() => void decodeMessagesHeader(payload));
     typedOnly(() => void decodeAck(payload));
     typedOnly(() => void decodeClose(payload));
   },
