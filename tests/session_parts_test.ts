@@ -281,7 +281,7 @@ function writerRig(
   let time = 0;
   const link = {
     write(chunks: Uint8Array[]) {
-      batches.push(chunks);
+      batches.push(chunks.map((c) => c.slice())); // the writer reuses them once this settles
       const speed = options.bytesPerMs?.() ?? Infinity;
       for (const c of chunks) time += c.length / speed;
       return Promise.resolve();

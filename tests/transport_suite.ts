@@ -230,6 +230,52 @@ function registerSuite(name: string, make: () => Promise<TransportCase>, split: 
     assert.deepEqual(got.map((m) => m.type), Array.from({ length: 2000 }, (_, i) => i));
   });
 
+  Deno.test(`[${name}] a buffer reused once write() settles reaches the peer as it was written`, async () => {
+    // The contract sessions rely on to encode each batch into the buffer of the one before.
+    const c = await make();
+    const transport = split ? splitReads(c.transport, { seed: ++splitSeed }) : c.transport;
+    const listener = await transport.listen(c.listenAddr);
+    const incoming = listener[Symbol.asyncIterator]().next();
+    const dialer = await deadline(transport.connect(listener.addr), "the dial", 5000);
+    let peer: Link | undefined;
+    try {
+      const sizes = [100, 40_000], rounds = [1, 2, 3];
+      // Written while the other end reads (a QUIC stream is accepted once bytes arrive).
+      const writing = (async () => {
+        for (const size of sizes) {
+          const buf = new Uint8Array(size);
+          for (const k of rounds) {
+            buf.fill(k);
+            await dialer.write([buf]);
+          }
+        }
+      })();
+      writing.catch(() => {}); // awaited below, never left unhandled
+      const accepted = await deadline(incoming, "the accept", 5000);
+      assert.ok(!accepted.done, "the listener yields the link");
+      peer = accepted.value;
+      const got: number[] = [];
+      const total = sizes.reduce((t, n) => t + n * rounds.length, 0);
+      while (got.length < total) {
+        const chunk = await deadline(peer.read(), "a read of the writes", 5000);
+        assert.ok(chunk !== null, "the link ended early");
+        for (const b of chunk) got.push(b);
+      }
+      await deadline(writing, "the writes", 5000);
+      let at = 0;
+      for (const size of sizes) {
+        for (const k of rounds) {
+          const part = got.slice(at, at += size);
+          assert.ok(part.every((b) => b === k), `write ${k} of ${size} bytes arrived as written`);
+        }
+      }
+    } finally {
+      dialer.close();
+      peer?.close();
+      listener.close();
+    }
+  });
+
   Deno.test(`[${name}] bad bytes are rejected with a FrameError, the listener keeps serving`, async () => {
     await using s = await setup();
     const failed = waitEvent(s.server, "error");

@@ -76,9 +76,10 @@ export function encodeMessages(
   totalBytes: number,
   ack: number,
   flags = 0,
+  alloc: Alloc = newBytes,
 ): Uint8Array {
-  const buf = new Uint8Array(totalBytes);
-  const view = new DataView(buf.buffer);
+  const buf = alloc(totalBytes);
+  const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
   let at = 0;
   for (const m of messages) {
     const h = at + PREAMBLE_BYTES;
@@ -89,6 +90,14 @@ export function encodeMessages(
   }
   return buf;
 }
+
+/**
+ * Where encoders put their bytes: a fresh buffer per call by default; a writer passes one that
+ * hands out pieces of a buffer it reuses once the previous write completed.
+ */
+export type Alloc = (bytes: number) => Uint8Array;
+
+const newBytes: Alloc = (bytes) => new Uint8Array(bytes);
 
 /**
  * Bodies at least this large travel as chunks of their own (a gather write): their frame's
@@ -117,11 +126,12 @@ export function encodeMessageChunks(
   totalBytes: number,
   ack: number,
   flags = 0,
+  alloc: Alloc = newBytes,
 ): Uint8Array[] {
   let large = false;
   for (const m of messages) if (m.payload.length >= GATHER_MIN_BYTES) large = true;
   // The common case, every body small: one buffer, as encodeMessages makes it.
-  if (!large) return [encodeMessages(messages, totalBytes, ack, flags)];
+  if (!large) return [encodeMessages(messages, totalBytes, ack, flags, alloc)];
   const chunks: Uint8Array[] = [];
   let run: OutgoingMessage[] = [];
   let runBytes = 0;
@@ -131,11 +141,11 @@ export function encodeMessageChunks(
       runBytes += messageFrameBytes(m.payload);
       continue;
     }
-    if (run.length > 0) chunks.push(encodeMessages(run, runBytes, ack, flags));
+    if (run.length > 0) chunks.push(encodeMessages(run, runBytes, ack, flags, alloc));
     run = [];
     runBytes = 0;
-    const head = new Uint8Array(PREAMBLE_BYTES + MESSAGE_HEADER_BYTES);
-    const view = new DataView(head.buffer);
+    const head = alloc(PREAMBLE_BYTES + MESSAGE_HEADER_BYTES);
+    const view = new DataView(head.buffer, head.byteOffset, head.byteLength);
     writeHeader(head, view, PREAMBLE_BYTES, m, ack);
     sealFrame(
       head,
@@ -148,7 +158,7 @@ export function encodeMessageChunks(
     );
     chunks.push(head, m.payload);
   }
-  if (run.length > 0) chunks.push(encodeMessages(run, runBytes, ack, flags));
+  if (run.length > 0) chunks.push(encodeMessages(run, runBytes, ack, flags, alloc));
   return chunks;
 }
 
@@ -165,6 +175,17 @@ export const RECORD_HEADER_BYTES = 8;
  */
 export const MESSAGES_FRAME_BYTES = 64 * 1024;
 
+/**
+ * Most bytes the encoders take from their `alloc` for `message`: its whole Message frame, or
+ * for a body written in place (at least {@linkcode GATHER_MIN_BYTES}) its preamble and header.
+ * A message in a Messages frame takes less (see {@linkcode encodeOutgoing}).
+ */
+export function encodedBytes(message: OutgoingMessage): number {
+  return message.payload.length >= GATHER_MIN_BYTES
+    ? PREAMBLE_BYTES + MESSAGE_HEADER_BYTES
+    : messageFrameBytes(message.payload);
+}
+
 /** Message frames and Messages frames ready to write, in order. */
 export interface EncodedMessages {
   /** Chunks to write in order (bodies of at least GATHER_MIN_BYTES are chunks of their own). */
@@ -180,7 +201,9 @@ export interface EncodedMessages {
  * sequence numbers as Messages frames of at most `batchLimit` payload bytes (one preamble and
  * one checksum for all of them, 8 bytes of header each), every other message as a Message
  * frame (a large body written in place). `batchLimit` 0: the peer takes no Messages frames,
- * so every message goes as a Message frame.
+ * so every message goes as a Message frame. The frames take at most the sum of the messages'
+ * {@linkcode encodedBytes} from `alloc` (a Messages frame's 28 bytes of preamble and header
+ * are paid for by its first record, which is 28 bytes shorter than a Message frame).
  *
  * @example
  * ```ts
@@ -196,6 +219,7 @@ export function encodeOutgoing(
   ack: number,
   flags: number,
   batchLimit: number,
+  alloc: Alloc = newBytes,
 ): EncodedMessages {
   const out: EncodedMessages = { chunks: [], single: 0, batched: 0 };
   const fits = (m: OutgoingMessage) =>
@@ -221,7 +245,7 @@ export function encodeOutgoing(
       j++;
     }
     if (j > i) {
-      out.chunks.push(encodeRecordRun(messages, i, j, bytes, ack, flags, batchLimit, out));
+      out.chunks.push(encodeRecordRun(messages, i, j, alloc(bytes), ack, flags, batchLimit, out));
       i = j;
       continue;
     }
@@ -230,26 +254,25 @@ export function encodeOutgoing(
     const run = messages.slice(i, j);
     let total = 0;
     for (const m of run) total += messageFrameBytes(m.payload);
-    out.chunks.push(...encodeMessageChunks(run, total, ack, flags));
+    for (const c of encodeMessageChunks(run, total, ack, flags, alloc)) out.chunks.push(c);
     out.single += run.length;
     i = j;
   }
   return out;
 }
 
-/** Writes messages[from..to) as consecutive Messages frames into one buffer of `bytes`. */
+/** Writes messages[from..to) as consecutive Messages frames into `buf`, which they fill. */
 function encodeRecordRun(
   messages: readonly OutgoingMessage[],
   from: number,
   to: number,
-  bytes: number,
+  buf: Uint8Array,
   ack: number,
   flags: number,
   batchLimit: number,
   out: EncodedMessages,
 ): Uint8Array {
-  const buf = new Uint8Array(bytes);
-  const view = new DataView(buf.buffer);
+  const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
   let frame = -1; // offset of the open frame's preamble
   let at = 0;
   for (let k = from; k < to; k++) {

@@ -8,7 +8,13 @@
 import type { Counters } from "../counters.ts";
 import type { Limits } from "../options.ts";
 import { BANNER, FLAG_CRC32, FLAG_UNCHECKED, Tag } from "../protocol/frame.ts";
-import { encodeOutgoing, messageFrameBytes, type OutgoingMessage } from "../protocol/message.ts";
+import {
+  type Alloc,
+  encodedBytes,
+  encodeOutgoing,
+  messageFrameBytes,
+  type OutgoingMessage,
+} from "../protocol/message.ts";
 import type { Link } from "../../transports/types.ts";
 import type { SessionSequence } from "./sequence.ts";
 import type { Close } from "./close.ts";
@@ -93,6 +99,20 @@ export class Writer {
   #windowMs = 0;
   /** The link the batch size was measured on. */
   #sizedFor: Link | null = null;
+  /**
+   * Where batches are encoded while a write pass lasts: a link is done with a batch's bytes
+   * once its write resolves, so the next batch reuses them instead of allocating (and leaving
+   * the garbage collector) a buffer per write. Dropped when the pass ends, so an idle session
+   * holds none.
+   */
+  #scratch: Uint8Array | null = null;
+  #scratchUsed = 0;
+  #alloc: Alloc = (bytes) => {
+    const scratch = this.#scratch!;
+    const piece = scratch.subarray(this.#scratchUsed, this.#scratchUsed + bytes);
+    this.#scratchUsed += bytes;
+    return piece;
+  };
   #now: () => number;
 
   /** A writer over `parts`. */
@@ -164,6 +184,7 @@ export class Writer {
       session.writeFailed(link, error as Error);
     } finally {
       this.#writing = false;
+      this.#scratch = null;
     }
     session.written(link);
   }
@@ -207,10 +228,10 @@ export class Writer {
   #buildBatch(): Uint8Array[] {
     const { queue, seq, session, stats, counters, limits } = this.#p;
     const replay = seq.replay;
-    const batch = queue.takeControl();
-    stats.framesSent += batch.length;
-    for (const frame of batch) if (frame !== BANNER) counters.framesSent[frame[0]]++;
-    if (!session.writable) return batch;
+    const control = queue.takeControl();
+    stats.framesSent += control.length;
+    for (const frame of control) if (frame !== BANNER) counters.framesSent[frame[0]]++;
+    if (!session.writable) return control;
     const taken: OutgoingMessage[] = [];
     let total = 0;
     const limit = this.#batchBytes;
@@ -234,20 +255,11 @@ export class Writer {
       taken.push(m);
       if (lossless) replay.push(m);
     }
+    let batch = control;
     if (taken.length > 0) {
-      const ack = seq.inSeq;
-      const flags = this.#p.messageFlags();
-      const out = encodeOutgoing(taken, ack, flags, this.#p.batchLimit?.() ?? 0);
-      for (const chunk of out.chunks) batch.push(chunk);
-      const frames = out.single + out.batched;
-      if (flags & FLAG_UNCHECKED) counters.uncheckedFrames += frames;
-      if (flags & FLAG_CRC32) counters.crc32Frames += frames;
-      seq.acked(ack);
+      batch = this.#encode(control, taken);
       stats.messagesSent += taken.length - replayed;
-      stats.framesSent += frames;
       stats.replayed += replayed;
-      counters.framesSent[Tag.Message] += out.single;
-      counters.framesSent[Tag.Messages] += out.batched;
       counters.replayed += replayed;
       for (let i = replayed; i < taken.length; i++) counters.messagesSent[taken[i].priority]++;
       queue.taken(fresh, limits.maxQueueBytes);
@@ -260,4 +272,52 @@ export class Writer {
     }
     return batch;
   }
+
+  /**
+   * Encodes `control` frames and then `taken` messages into the scratch buffer: pieces that
+   * follow each other there go as one chunk, so a batch is usually one write however many
+   * frames it holds (a body written in place is a chunk of its own).
+   */
+  #encode(control: Uint8Array[], taken: OutgoingMessage[]): Uint8Array[] {
+    const { seq, stats, counters } = this.#p;
+    let need = 0;
+    for (const frame of control) need += frame.length;
+    for (const m of taken) need += encodedBytes(m);
+    if (this.#scratch === null || this.#scratch.length < need) {
+      this.#scratch = new Uint8Array(Math.max(need, this.#batchBytes));
+    }
+    this.#scratchUsed = 0;
+    const chunks: Uint8Array[] = [];
+    for (const frame of control) {
+      const piece = this.#alloc(frame.length);
+      piece.set(frame);
+      chunks.push(piece);
+    }
+    const ack = seq.inSeq;
+    const flags = this.#p.messageFlags();
+    const out = encodeOutgoing(taken, ack, flags, this.#p.batchLimit?.() ?? 0, this.#alloc);
+    for (const chunk of out.chunks) chunks.push(chunk);
+    seq.acked(ack);
+    const frames = out.single + out.batched;
+    if (flags & FLAG_UNCHECKED) counters.uncheckedFrames += frames;
+    if (flags & FLAG_CRC32) counters.crc32Frames += frames;
+    stats.framesSent += frames;
+    counters.framesSent[Tag.Message] += out.single;
+    counters.framesSent[Tag.Messages] += out.batched;
+    return joinAdjacent(chunks);
+  }
+}
+
+/** Merges chunks that are adjacent views of one buffer into single views. */
+function joinAdjacent(chunks: Uint8Array[]): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  for (const c of chunks) {
+    const last = out[out.length - 1];
+    if (last && last.buffer === c.buffer && last.byteOffset + last.length === c.byteOffset) {
+      out[out.length - 1] = new Uint8Array(last.buffer, last.byteOffset, last.length + c.length);
+    } else {
+      out.push(c);
+    }
+  }
+  return out;
 }
