@@ -28,7 +28,11 @@ export interface MessengerOptions {
   heartbeat?: Partial<HeartbeatSettings>;
   /** Largest frame payload, in bytes. Default 16 MiB. */
   maxFrameBytes?: number;
-  /** Per-connection send queue limit in bytes before `send()` waits. Default 8 MiB. */
+  /**
+   * Per-connection send queue limit in bytes before `send()` waits; beyond twice it `send()`
+   * rejects with `QueueFullError`, except that an empty queue takes a message of any size up
+   * to `maxFrameBytes`. Default 1 MiB.
+   */
   maxQueueBytes?: number;
   /** Received messages of one connection not yet taken before it stops reading. Default 10,000. */
   maxInboundMessages?: number;

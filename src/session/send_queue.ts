@@ -53,11 +53,13 @@ export class SendQueue {
 
   /**
    * The error for a message of `size` bytes that would take the queue past its hard cap
-   * (twice `limit`, the size at which `send()` starts to wait), or undefined if it fits.
+   * (twice `limit`, the size at which `send()` starts to wait), or undefined if it fits. An
+   * empty queue takes a message of any size (the frame limit bounds it), so a limit smaller
+   * than the largest message never makes that message unsendable.
    */
   overCap(size: number, limit: number): QueueFullError | undefined {
     const cap = 2 * limit;
-    if (this.#bytes + size <= cap) return undefined;
+    if (this.#bytes + size <= cap || this.#bytes === 0) return undefined;
     return new QueueFullError(`Send queue full: ${this.#bytes} bytes queued, hard cap ${cap}`, cap);
   }
 
