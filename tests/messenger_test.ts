@@ -140,7 +140,8 @@ for (const t of TRANSPORTS) {
 
 Deno.test("[mem] a cut link resets both ends and reports queued messages as unsent", async () => {
   const net = new MemoryTransport();
-  await using p = await pair("mem://server", { transports: [net] });
+  // A queue that holds all 200 sends (3.2 MiB): none is refused, so the unsent are the tail.
+  await using p = await pair("mem://server", { transports: [net], maxQueueBytes: 4 << 20 });
   const clientReset = waitEvent(p.client, "reset");
   const serverReset = waitEvent(p.server, "reset");
   // Stall the server's reads so messages back up in the client's queue, then cut.

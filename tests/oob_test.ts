@@ -16,8 +16,12 @@ import {
 } from "../src/protocol/heartbeat.ts";
 import { advanceSettling, bytes, captureLogger, manualPair, settle, take } from "./_helpers.ts";
 
-function setup(opts: { intervalMs?: number } = {}) {
-  return manualPair({ tickMs: 5, heartbeat: { intervalMs: opts.intervalMs ?? 1000 } });
+function setup(opts: { intervalMs?: number; maxQueueBytes?: number } = {}) {
+  return manualPair({
+    tickMs: 5,
+    heartbeat: { intervalMs: opts.intervalMs ?? 1000 },
+    ...(opts.maxQueueBytes ? { maxQueueBytes: opts.maxQueueBytes } : {}),
+  });
 }
 
 Deno.test("registerOob() delivers parts at their interval to the peer's handler", async () => {
@@ -158,7 +162,8 @@ Deno.test("heartbeats echo stamps so both ends measure round-trip time", async (
 });
 
 Deno.test("a heartbeat jumps ahead of queued data but stays behind bytes in the socket", async () => {
-  await using s = await setup();
+  // A queue deep enough for every send below, none of which waits.
+  await using s = await setup({ maxQueueBytes: 8 << 20 });
   const order: string[] = [];
   s.server.onOob("probe", () => order.push("oob"));
   const link = s.net.links[0];
