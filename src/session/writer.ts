@@ -283,7 +283,10 @@ export class Writer {
     let need = 0;
     for (const frame of control) need += frame.length;
     for (const m of taken) need += encodedBytes(m);
-    if (this.#scratch === null || this.#scratch.length < need) {
+    // The first batch of a pass gets a buffer of its own size (a lone message, a ping, costs
+    // no more than it did); a pass that goes on gets one it can reuse for full batches.
+    if (this.#scratch === null) this.#scratch = new Uint8Array(need);
+    else if (this.#scratch.length < need) {
       this.#scratch = new Uint8Array(Math.max(need, this.#batchBytes));
     }
     this.#scratchUsed = 0;
