@@ -6,6 +6,7 @@
  */
 
 import type { Counters } from "../counters.ts";
+import { writeBuffers } from "../_buffer_pool.ts";
 import type { Limits } from "../options.ts";
 import { BANNER, FLAG_CRC32, FLAG_UNCHECKED, Tag } from "../protocol/frame.ts";
 import {
@@ -102,8 +103,8 @@ export class Writer {
   /**
    * Where batches are encoded while a write pass lasts: a link is done with a batch's bytes
    * once its write resolves, so the next batch reuses them instead of allocating (and leaving
-   * the garbage collector) a buffer per write. Dropped when the pass ends, so an idle session
-   * holds none.
+   * the garbage collector) a buffer per write. Taken from the process's pool of write buffers
+   * for a pass and given back when it ends, so an idle session holds none.
    */
   #scratch: Uint8Array | null = null;
   #scratchUsed = 0;
@@ -184,6 +185,7 @@ export class Writer {
       session.writeFailed(link, error as Error);
     } finally {
       this.#writing = false;
+      if (this.#scratch !== null) writeBuffers.give(this.#scratch);
       this.#scratch = null;
     }
     session.written(link);
@@ -283,11 +285,11 @@ export class Writer {
     let need = 0;
     for (const frame of control) need += frame.length;
     for (const m of taken) need += encodedBytes(m);
-    // The first batch of a pass gets a buffer of its own size (a lone message, a ping, costs
-    // no more than it did); a pass that goes on gets one it can reuse for full batches.
-    if (this.#scratch === null) this.#scratch = new Uint8Array(need);
+    if (this.#scratch === null) this.#scratch = writeBuffers.take(need);
     else if (this.#scratch.length < need) {
-      this.#scratch = new Uint8Array(Math.max(need, this.#batchBytes));
+      // A pass that goes on: a buffer it can reuse for full batches.
+      writeBuffers.give(this.#scratch);
+      this.#scratch = writeBuffers.take(Math.max(need, this.#batchBytes));
     }
     this.#scratchUsed = 0;
     const chunks: Uint8Array[] = [];

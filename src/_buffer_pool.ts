@@ -1,0 +1,54 @@
+// Internal: write buffers shared by every session of the process. A writer takes one for a
+// write pass and gives it back when the pass ends, so a lone message (a ping, a reply) is
+// encoded without allocating a buffer, and an idle session holds none.
+
+/** Smallest buffer handed out: a lone small message gets room for a batch of them. */
+const MIN_BYTES = 4 * 1024;
+/** Free buffers kept at most. */
+const MAX_FREE = 8;
+/** Largest buffer kept (the writer's largest batch and a little more). */
+const MAX_KEPT_BYTES = 512 * 1024;
+
+/**
+ * A free list of byte buffers.
+ *
+ * @example
+ * ```ts
+ * import { BufferPool } from "./_buffer_pool.ts";
+ * const pool = new BufferPool();
+ * const a = pool.take(100);
+ * pool.give(a);
+ * if (pool.take(50) !== a) throw new Error("reused");
+ * ```
+ */
+export class BufferPool {
+  #free: Uint8Array[] = [];
+
+  /** A buffer of at least `bytes` (its contents are whatever its last user left). */
+  take(bytes: number): Uint8Array {
+    const free = this.#free;
+    for (let i = free.length - 1; i >= 0; i--) {
+      if (free[i].length < bytes) continue;
+      const buf = free[i];
+      free[i] = free[free.length - 1];
+      free.pop();
+      return buf;
+    }
+    return new Uint8Array(Math.max(bytes, MIN_BYTES));
+  }
+
+  /** Returns a buffer nothing refers to any more; kept if the pool has room for it. */
+  give(buf: Uint8Array): void {
+    if (this.#free.length < MAX_FREE && buf.length <= MAX_KEPT_BYTES) this.#free.push(buf);
+  }
+
+  /** Bytes held by free buffers. */
+  get freeBytes(): number {
+    let n = 0;
+    for (const b of this.#free) n += b.length;
+    return n;
+  }
+}
+
+/** The process's pool of write buffers. */
+export const writeBuffers: BufferPool = new BufferPool();
