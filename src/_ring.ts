@@ -7,6 +7,8 @@
 
 /** Slots a ring starts with, and never shrinks below. */
 const MIN_SLOTS = 16;
+/** Emptyings in a row with few items held before a ring halves its slots. */
+const SHRINK_AFTER_LOW_EMPTIES = 8;
 
 /**
  * A FIFO with O(1) push and shift that reuses its slots.
@@ -25,6 +27,8 @@ export class Ring<T> {
   #length = 0;
   /** Most items held since the ring was last empty. */
   #peak = 0;
+  /** Times in a row the ring emptied having held under a quarter of its slots. */
+  #lowEmpties = 0;
 
   /** Items in the ring. */
   get length(): number {
@@ -48,6 +52,11 @@ export class Ring<T> {
     return this.#length === 0 ? undefined : this.#slots[this.#head];
   }
 
+  /** The item `i` places after the oldest (undefined past the end). */
+  at(i: number): T | undefined {
+    return i < this.#length ? this.#slots[(this.#head + i) & (this.#slots.length - 1)] : undefined;
+  }
+
   /** Takes the oldest item (undefined when empty). */
   shift(): T | undefined {
     if (this.#length === 0) return undefined;
@@ -58,9 +67,13 @@ export class Ring<T> {
     if (--this.#length === 0) {
       this.#head = 0;
       // A queue that empties often keeps its slots (growing them again would cost as much as
-      // they save); one that held far fewer than its slots since it last emptied halves them.
-      if (slots.length > MIN_SLOTS && this.#peak * 4 <= slots.length) {
+      // they save); one that held under a quarter of them every time it emptied, several
+      // times in a row, halves them.
+      const low = slots.length > MIN_SLOTS && this.#peak * 4 <= slots.length;
+      this.#lowEmpties = low ? this.#lowEmpties + 1 : 0;
+      if (this.#lowEmpties >= SHRINK_AFTER_LOW_EMPTIES) {
         this.#slots = new Array(slots.length / 2);
+        this.#lowEmpties = 0;
       }
       this.#peak = 0;
     }

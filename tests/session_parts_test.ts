@@ -70,7 +70,7 @@ Deno.test("StateMachine: a transition the table does not allow throws IllegalTra
   assert.equal(sm.state, "reconnecting", "the state is unchanged");
 });
 
-Deno.test("Ring: behaves as an array queue under any mix of pushes, shifts and drains", () => {
+Deno.test("Ring: behaves as an array queue under any mix of pushes, shifts, drains and lookups", () => {
   fc.assert(
     fc.property(
       fc.array(fc.oneof(fc.nat(50), fc.constant(-1), fc.constant(-2)), {
@@ -93,6 +93,9 @@ Deno.test("Ring: behaves as an array queue under any mix of pushes, shifts and d
           }
           assert.equal(ring.length, model.length);
           assert.equal(ring.peek(), model[0]);
+          const k = model.length >> 1;
+          assert.equal(ring.at(k), model[k]);
+          assert.equal(ring.at(model.length), undefined);
         }
       },
     ),

@@ -7,6 +7,7 @@
  */
 
 import { messageFrameBytes, type OutgoingMessage } from "../protocol/message.ts";
+import { Ring } from "../_ring.ts";
 
 /**
  * Written, unacknowledged messages, and how far the current link has written them.
@@ -24,14 +25,14 @@ import { messageFrameBytes, type OutgoingMessage } from "../protocol/message.ts"
  * ```
  */
 export class ReplayBuffer {
-  #items: (OutgoingMessage | undefined)[] = [];
-  #head = 0;
-  #written = 0; // items before this index went out on the current link
+  #items = new Ring<OutgoingMessage>();
+  /** How many of the oldest items went out on the current link. */
+  #written = 0;
   #bytes = 0;
 
   /** Unacknowledged messages. */
   get count(): number {
-    return this.#items.length - this.#head;
+    return this.#items.length;
   }
 
   /** Their bytes on the wire. */
@@ -53,42 +54,29 @@ export class ReplayBuffer {
 
   /** The peer has everything up to `seq`: drop it (the caller checked `seq` is not ahead). */
   ack(seq: number): void {
-    let head = this.#head;
-    while (head < this.#items.length && this.#items[head]!.seq <= seq) {
-      this.#bytes -= messageFrameBytes(this.#items[head]!.payload);
-      this.#items[head++] = undefined;
+    const items = this.#items;
+    for (let m = items.peek(); m !== undefined && m.seq <= seq; m = items.peek()) {
+      this.#bytes -= messageFrameBytes(m.payload);
+      items.shift();
+      if (this.#written > 0) this.#written--;
     }
-    if (head === this.#items.length) {
-      this.#items = [];
-      this.#written = 0;
-      head = 0;
-    } else if (head > 4096 && head * 2 > this.#items.length) {
-      this.#items = this.#items.slice(head);
-      this.#written = Math.max(0, this.#written - head);
-      head = 0;
-    }
-    this.#head = head;
-    if (this.#written < head) this.#written = head;
   }
 
   /** A new link: everything unacknowledged is written again, oldest first. */
   rewind(): void {
-    this.#written = this.#head;
+    this.#written = 0;
   }
 
   /** The next message to write again on this link, if any. */
   nextReplay(): OutgoingMessage | undefined {
     if (this.#written >= this.#items.length) return undefined;
-    return this.#items[this.#written++];
+    return this.#items.at(this.#written++);
   }
 
   /** Empties the buffer and returns what it held, in sequence order. */
   takeAll(): OutgoingMessage[] {
-    const rest = this.#items.slice(this.#head) as OutgoingMessage[];
-    this.#items = [];
-    this.#head = 0;
     this.#written = 0;
     this.#bytes = 0;
-    return rest;
+    return this.#items.drain();
   }
 }
