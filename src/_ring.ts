@@ -5,7 +5,7 @@
 // is never empty), and compacting it copies. A ring reuses its slots: memory follows the
 // longest the queue has been recently, not how much has passed through it.
 
-/** Slots a ring starts with, and never shrinks below. */
+/** Slots a ring takes at its first push, and never shrinks below. */
 const MIN_SLOTS = 16;
 /** Emptyings in a row with few items held before a ring halves its slots. */
 const SHRINK_AFTER_LOW_EMPTIES = 8;
@@ -22,7 +22,8 @@ const SHRINK_AFTER_LOW_EMPTIES = 8;
  * ```
  */
 export class Ring<T> {
-  #slots: (T | undefined)[] = new Array(MIN_SLOTS);
+  // No slots until the first push: an idle connection's queues hold nothing.
+  #slots: (T | undefined)[] = [];
   #head = 0;
   #length = 0;
   /** Most items held since the ring was last empty. */
@@ -89,7 +90,7 @@ export class Ring<T> {
 
   #grow(): void {
     const old = this.#slots;
-    const slots: (T | undefined)[] = new Array(old.length * 2);
+    const slots: (T | undefined)[] = new Array(Math.max(MIN_SLOTS, old.length * 2));
     for (let i = 0; i < this.#length; i++) slots[i] = old[(this.#head + i) & (old.length - 1)];
     this.#slots = slots;
     this.#head = 0;

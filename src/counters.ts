@@ -27,9 +27,9 @@ export interface Counters {
   remoteResets: number;
   /** Messages written again on resume. */
   replayed: number;
-  /** Message frames written without a checksum (on links whose ends both protect integrity). */
+  /** Data frames (Message, Messages) written without a checksum (both ends protect integrity). */
   uncheckedFrames: number;
-  /** Message frames written with a CRC-32 checksum (the peer accepts it) instead of CRC-32C. */
+  /** Data frames (Message, Messages) written with CRC-32 (the peer accepts it), not CRC-32C. */
   crc32Frames: number;
   /** Accepted links closed at once: over `maxConnections` or `maxPendingHandshakes`. */
   linksRefused: number;

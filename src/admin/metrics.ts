@@ -206,13 +206,13 @@ function sessionMetrics(e: Exposition, messenger: Messenger): void {
   e.single(
     "heartline_unchecked_frames_total",
     "counter",
-    "Message frames written without a checksum (both ends of the link protect integrity).",
+    "Data frames (Message, Messages) written without a checksum (both ends of the link protect integrity).",
     c.uncheckedFrames,
   );
   e.single(
     "heartline_crc32_frames_total",
     "counter",
-    "Message frames written with CRC-32 (native) instead of CRC-32C (the peer accepts it).",
+    "Data frames (Message, Messages) written with CRC-32 (native) instead of CRC-32C (the peer accepts it).",
     c.crc32Frames,
   );
   const wheel = messenger.timers;

@@ -134,6 +134,8 @@ export class Receiver<H> {
   }
 }
 
+const NO_ARENA = new Uint8Array(0);
+
 /** Bodies up to this size are packed into a shared per-read arena. */
 const ARENA_MAX_BODY = 4096;
 const ARENA_MIN_BYTES = 256;
@@ -155,7 +157,7 @@ const ARENA_MIN_BYTES = 256;
 export class BodyArena {
   /** Length of the read being decoded: sizes the next arena. */
   readLength = 0;
-  #arena = new Uint8Array(0);
+  #arena = NO_ARENA; // shared until the first small body: an idle session holds no buffer
   #pos = 0;
 
   /** A copy of `payload` from `offset` on. */

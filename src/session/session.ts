@@ -66,7 +66,14 @@ export class Session<H> {
   #side: "client" | "server";
   #policy: Policy;
   readonly #slot: LinkSlot;
-  readonly #target: HandshakeTarget<Session<H>>;
+  /**
+   * What the handshake code sees of this session (two dozen closures): made when a handshake
+   * needs it and dropped once the session is open, so an idle session does not hold it.
+   */
+  #handshake: HandshakeTarget<Session<H>> | null = null;
+  get #target(): HandshakeTarget<Session<H>> {
+    return this.#handshake ??= this.#handshakeTarget();
+  }
   #peer: Hello | null = null;
   #attempt = 0;
   #close: Close | null = null; // exists only while closing
@@ -102,7 +109,6 @@ export class Session<H> {
       failed: (error) => this.#fail(error),
       defect: (error) => this.defect(error),
     }, ports.limits.maxFrameBytes);
-    this.#target = this.#handshakeTarget();
     this.#writer = new Writer({
       queue: this.queue,
       seq: this.sequence,
@@ -479,6 +485,7 @@ export class Session<H> {
 
   /** The link is open: the session begins (`first`) or goes on. */
   #open(first: boolean): void {
+    this.#handshake = null; // made again if a later link handshakes
     this.#attempt = 0;
     this.#slot.opened();
     this.#sm.enter("open");
