@@ -55,7 +55,9 @@ export class Ring<T> {
 
   /** The item `i` places after the oldest (undefined past the end). */
   at(i: number): T | undefined {
-    return i < this.#length ? this.#slots[(this.#head + i) & (this.#slots.length - 1)] : undefined;
+    return i >= 0 && i < this.#length
+      ? this.#slots[(this.#head + i) & (this.#slots.length - 1)]
+      : undefined;
   }
 
   /** Takes the oldest item (undefined when empty). */

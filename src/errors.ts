@@ -149,7 +149,8 @@ export class TimeoutError extends HeartlineError {
 /**
  * A send that would grow a connection's queue past its hard cap (twice `maxQueueBytes`): the
  * sender did not wait for the `send()` promises that told it to slow down. The message is not
- * queued; everything queued before it stays.
+ * queued; everything queued before it stays. An empty queue takes a message of any size up to
+ * `maxFrameBytes`, so a message larger than the cap is refused only while others wait.
  *
  * @example
  * ```ts

@@ -448,6 +448,29 @@ Deno.test("[tcp] a malformed Messages frame resets that session only, and delive
   }
 });
 
+Deno.test("[tcp] a Messages frame larger than the node takes is refused as its preamble arrives", async () => {
+  const s = await setup();
+  try {
+    const reset = waitEvent(s.server, "reset");
+    const raw = await rawDial(s.addr);
+    await helloAndWelcome(raw, HELLO);
+    // 16 MiB of empty records would be two million messages from one frame: only the preamble
+    // is sent, and it is refused before any payload is buffered.
+    const preamble = new Uint8Array(12);
+    preamble[0] = Tag.Messages;
+    new DataView(preamble.buffer).setUint32(4, 16 * 1024 * 1024 - 64);
+    await raw.write(preamble);
+    await readToEnd(raw);
+    const ev = await reset;
+    assert.ok(ev.error instanceof FrameError, String(ev.error));
+    assert.equal((ev.error as FrameError).reason, "oversize");
+    await stillServes(s, 9);
+  } finally {
+    await s.good.close();
+    await s.server.close();
+  }
+});
+
 Deno.test("Messages frames go only to a peer that says batch, within its limit; large bodies go alone", async () => {
   const server = new Messenger({ name: "server", logger: captureLogger().log });
   const addr = await server.listen("tcp://127.0.0.1:0");

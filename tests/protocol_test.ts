@@ -8,6 +8,7 @@ import {
   FLAG_CRC32,
   FLAG_UNCHECKED,
   FrameDecoder,
+  MESSAGES_FRAME_BYTES,
   PREALLOC_MAX_BYTES,
   PREAMBLE_BYTES,
   PROTOCOL_VERSION,
@@ -612,4 +613,44 @@ Deno.test("Hello field batch: a byte count or absent; anything else is malformed
       JSON.stringify(bad),
     );
   }
+});
+
+Deno.test("encodeOutgoing into a reused buffer writes every byte: nothing of its last user leaks out", () => {
+  fc.assert(
+    fc.property(
+      fc.array(fc.integer({ min: 0, max: GATHER_MIN_BYTES + 10 }), { minLength: 1, maxLength: 12 }),
+      fc.constantFrom(0, 100, 65536),
+      (sizes, batchLimit) => {
+        const messages = sizes.map((n, i) => ({
+          type: i,
+          priority: i % 3,
+          seq: i + 1,
+          payload: new Uint8Array(n).fill(i),
+        }));
+        const fresh = encodeOutgoing(messages, 9, FLAG_CRC32, batchLimit).chunks;
+        const dirty = new Uint8Array(1 << 20).fill(0xff);
+        let used = 0;
+        const alloc = (n: number) => dirty.subarray(used, used += n);
+        const reused = encodeOutgoing(messages, 9, FLAG_CRC32, batchLimit, alloc).chunks;
+        assert.deepEqual(reused.map((c) => [...c]), fresh.map((c) => [...c]));
+      },
+    ),
+    { seed: 11, numRuns: 100 },
+  );
+});
+
+Deno.test("FrameDecoder: a Messages frame above what this node takes is refused at its preamble", () => {
+  const d = new FrameDecoder({ maxFrameBytes: 16 << 20, expectBanner: false });
+  const preamble = new Uint8Array(12);
+  preamble[0] = Tag.Messages;
+  new DataView(preamble.buffer).setUint32(4, MESSAGES_FRAME_BYTES + 1);
+  assert.throws(
+    () => d.push(preamble, () => {}),
+    (e) => e instanceof FrameError && e.reason === "oversize" && /limit 65536/.test(e.message),
+  );
+  // A Message frame of that size is within maxFrameBytes: only the preamble arrived, no error.
+  const ok = new FrameDecoder({ maxFrameBytes: 16 << 20, expectBanner: false });
+  preamble[0] = Tag.Message;
+  ok.push(preamble, () => {});
+  assert.equal(ok.buffered, 12);
 });

@@ -16,7 +16,7 @@ import {
 } from "../src/protocol/message.ts";
 import { IllegalTransitionError, StateMachine, type TimerPort } from "../src/session/state.ts";
 import { SendQueue } from "../src/session/send_queue.ts";
-import { Receiver } from "../src/session/receiver.ts";
+import { BodyArena, Receiver } from "../src/session/receiver.ts";
 import { newSessionStats } from "../src/session/types.ts";
 import { Ring } from "../src/_ring.ts";
 import fc from "npm:fast-check@4";
@@ -594,4 +594,14 @@ Deno.test("Receiver: bodies of a Messages frame in a reused read buffer are copi
   const owned = r.frame([3]).slice();
   r.receiver.messages(owned, true);
   assert.equal(r.got[2].body.buffer, owned.buffer, "no copy of a frame the decoder gave away");
+});
+
+Deno.test("BodyArena: an empty body has a buffer of its own (an application may transfer it)", () => {
+  const arena = new BodyArena();
+  const empty = new Uint8Array(24);
+  const a = arena.copy(empty, 24), b = arena.copy(empty, 24);
+  assert.equal(a.length, 0);
+  assert.notEqual(a.buffer, b.buffer);
+  (a.buffer as ArrayBuffer).transfer(); // detaches a's buffer only
+  assert.equal(arena.copy(empty, 24).length, 0, "later empty bodies still work");
 });

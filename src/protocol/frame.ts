@@ -75,6 +75,13 @@ export const Tag = {
   Messages: 11,
 } as const;
 
+/**
+ * Most payload bytes of a Messages frame this node takes (it says so in its handshake as
+ * `batch`) and sends: a receiver holds a whole frame before it checks it, so this bounds both
+ * what it buffers and how many messages one frame delivers (at 8 bytes a record, 8,190).
+ */
+export const MESSAGES_FRAME_BYTES = 64 * 1024;
+
 /** A frame tag value. */
 export type TagValue = typeof Tag[keyof typeof Tag];
 
@@ -292,8 +299,10 @@ export class FrameDecoder {
       throw new FrameError("malformed", "Reserved preamble bytes are not zero");
     }
     const length = view.getUint32(pos + 4);
-    if (length > this.#max) {
-      throw new FrameError("oversize", `Frame too large: ${length} bytes, limit ${this.#max}`);
+    // A Messages frame may not exceed what this node said it takes (see MESSAGES_FRAME_BYTES).
+    const max = tag === Tag.Messages ? Math.min(this.#max, MESSAGES_FRAME_BYTES) : this.#max;
+    if (length > max) {
+      throw new FrameError("oversize", `Frame too large: ${length} bytes, limit ${max}`);
     }
     return length;
   }

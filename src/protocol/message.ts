@@ -168,12 +168,7 @@ export const MESSAGES_HEADER_BYTES = 16;
 /** Bytes in front of each body in a Messages frame: priority (u8), length (u24), type (u32). */
 export const RECORD_HEADER_BYTES = 8;
 
-/**
- * Most payload bytes of a Messages frame this node takes (it says so in its handshake as
- * `batch`) and sends: a receiver holds a whole frame before it checks it, so this bounds both
- * what it buffers and how long the first message of a frame waits for the last.
- */
-export const MESSAGES_FRAME_BYTES = 64 * 1024;
+export { MESSAGES_FRAME_BYTES } from "./frame.ts";
 
 /**
  * Most bytes the encoders take from their `alloc` for `message`: its whole Message frame, or
@@ -311,6 +306,10 @@ function writeHeader(
 ): void {
   view.setUint32(at, m.type);
   buf[at + 4] = m.priority;
+  // Reserved: written as zero, as the buffer may hold a previous batch (a pooled buffer).
+  buf[at + 5] = 0;
+  buf[at + 6] = 0;
+  buf[at + 7] = 0;
   setUint64(view, at + 8, m.seq);
   setUint64(view, at + 16, ack);
 }

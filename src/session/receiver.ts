@@ -164,6 +164,8 @@ export class BodyArena {
   copy(payload: Uint8Array, offset: number): Uint8Array {
     const size = payload.length - offset;
     if (size > ARENA_MAX_BODY) return payload.slice(offset);
+    // Never a view of the shared empty arena: an application may transfer a body's buffer.
+    if (size === 0) return new Uint8Array(0);
     if (this.#arena.length - this.#pos < size) {
       // A body completed by a read shorter than itself is larger than that read: size the
       // arena by both.
