@@ -328,7 +328,10 @@ async function sendMany(c: RoleConfig): Promise<void> {
   );
   await Promise.all(conns.map(async (conn, i) => {
     const share = Math.floor(c.count / n) + (i < c.count % n ? 1 : 0);
-    for (let k = 0; k < share; k++) await conn.send(1, body);
+    for (let k = 0; k < share; k++) {
+      // The receiver ends once it has its count: a send waiting for room then fails.
+      if (!await conn.send(1, body).then(() => true, () => false)) return;
+    }
   }));
   // Past the count, keep the links up until the harness ends this process.
   finish({});

@@ -40,7 +40,11 @@ function start(config: RoleConfig, flags: string[] = []) {
   return {
     kill(): Promise<void> {
       clearTimeout(timer);
-      child.kill("SIGKILL");
+      try {
+        child.kill("SIGKILL");
+      } catch {
+        // it has ended already
+      }
       return child.status.then(() => lines.cancel().catch(() => {}));
     },
     async ready(): Promise<string> {
