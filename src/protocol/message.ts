@@ -198,7 +198,8 @@ export interface EncodedMessages {
  * frame (a large body written in place). `batchLimit` 0: the peer takes no Messages frames,
  * so every message goes as a Message frame. The frames take at most the sum of the messages'
  * {@linkcode encodedBytes} from `alloc` (a Messages frame's 28 bytes of preamble and header
- * are paid for by its first record, which is 28 bytes shorter than a Message frame).
+ * are paid for by its first record, which is 28 bytes shorter than a Message frame). The
+ * chunks are pushed onto `chunks` (a new array by default).
  *
  * @example
  * ```ts
@@ -215,18 +216,16 @@ export function encodeOutgoing(
   flags: number,
   batchLimit: number,
   alloc: Alloc = newBytes,
+  chunks: Uint8Array[] = [],
 ): EncodedMessages {
-  const out: EncodedMessages = { chunks: [], single: 0, batched: 0 };
-  const fits = (m: OutgoingMessage) =>
-    m.payload.length < GATHER_MIN_BYTES &&
-    MESSAGES_HEADER_BYTES + RECORD_HEADER_BYTES + m.payload.length <= batchLimit;
+  const out: EncodedMessages = { chunks, single: 0, batched: 0 };
   let i = 0;
   while (i < messages.length) {
     // A run of messages that go in Messages frames, written into one buffer.
     let j = i;
     let bytes = 0;
     let frameBytes = 0;
-    while (j < messages.length && fits(messages[j])) {
+    while (j < messages.length && batchable(messages[j], batchLimit)) {
       const record = RECORD_HEADER_BYTES + messages[j].payload.length;
       const opens = frameBytes === 0 ||
         messages[j].seq !== messages[j - 1].seq + 1 ||
@@ -245,7 +244,7 @@ export function encodeOutgoing(
       continue;
     }
     // Messages that go as Message frames, up to the next that would go in a Messages frame.
-    while (j < messages.length && !fits(messages[j])) j++;
+    while (j < messages.length && !batchable(messages[j], batchLimit)) j++;
     const run = messages.slice(i, j);
     let total = 0;
     for (const m of run) total += messageFrameBytes(m.payload);
@@ -254,6 +253,12 @@ export function encodeOutgoing(
     i = j;
   }
   return out;
+}
+
+/** Whether `m` may go in a Messages frame of at most `batchLimit` payload bytes. */
+function batchable(m: OutgoingMessage, batchLimit: number): boolean {
+  return m.payload.length < GATHER_MIN_BYTES &&
+    MESSAGES_HEADER_BYTES + RECORD_HEADER_BYTES + m.payload.length <= batchLimit;
 }
 
 /** Writes messages[from..to) as consecutive Messages frames into `buf`, which they fill. */

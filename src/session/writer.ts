@@ -98,6 +98,17 @@ export class Writer {
   #batchBytes = MIN_BATCH_BYTES;
   #windowBytes = 0;
   #windowMs = 0;
+  /** Bytes of messages in the batch being built. */
+  #total = 0;
+  /**
+   * Whether the batch being built has room for another message (and, for lossless policies,
+   * the replay buffer too). Made once: it is asked once per message.
+   */
+  #room = (): boolean => {
+    const { session, seq, limits } = this.#p;
+    return this.#total < this.#batchBytes &&
+      (session.policy.lossy || seq.replay.bytes < limits.maxUnackedBytes);
+  };
   /** The link the batch size was measured on. */
   #sizedFor: Link | null = null;
   /**
@@ -235,24 +246,23 @@ export class Writer {
     for (const frame of control) if (frame !== BANNER) counters.framesSent[frame[0]]++;
     if (!session.writable) return control;
     const taken: OutgoingMessage[] = [];
-    let total = 0;
     const limit = this.#batchBytes;
-    while (total < limit) {
+    this.#total = 0;
+    while (this.#total < limit) {
       const m = replay.nextReplay();
       if (!m) break;
       taken.push(m);
-      total += messageFrameBytes(m.payload);
+      this.#total += messageFrameBytes(m.payload);
     }
     const replayed = taken.length;
     const lossless = !session.policy.lossy;
     let fresh = 0;
-    const room = () => total < limit && (!lossless || replay.bytes < limits.maxUnackedBytes);
-    while (room()) {
-      const m = queue.shift(room);
+    while (this.#room()) {
+      const m = queue.shift(this.#room);
       if (!m) break;
       m.seq = seq.nextSeq();
       const size = messageFrameBytes(m.payload);
-      total += size;
+      this.#total += size;
       fresh += size;
       taken.push(m);
       if (lossless) replay.push(m);
@@ -300,8 +310,8 @@ export class Writer {
     }
     const ack = seq.inSeq;
     const flags = this.#p.messageFlags();
-    const out = encodeOutgoing(taken, ack, flags, this.#p.batchLimit?.() ?? 0, this.#alloc);
-    for (const chunk of out.chunks) chunks.push(chunk);
+    const batchLimit = this.#p.batchLimit?.() ?? 0;
+    const out = encodeOutgoing(taken, ack, flags, batchLimit, this.#alloc, chunks);
     seq.acked(ack);
     const frames = out.single + out.batched;
     if (flags & FLAG_UNCHECKED) counters.uncheckedFrames += frames;
@@ -313,16 +323,17 @@ export class Writer {
   }
 }
 
-/** Merges chunks that are adjacent views of one buffer into single views. */
+/** Merges chunks that are adjacent views of one buffer into single views, in place. */
 function joinAdjacent(chunks: Uint8Array[]): Uint8Array[] {
-  const out: Uint8Array[] = [];
+  let n = 0;
   for (const c of chunks) {
-    const last = out[out.length - 1];
+    const last = n > 0 ? chunks[n - 1] : undefined;
     if (last && last.buffer === c.buffer && last.byteOffset + last.length === c.byteOffset) {
-      out[out.length - 1] = new Uint8Array(last.buffer, last.byteOffset, last.length + c.length);
+      chunks[n - 1] = new Uint8Array(last.buffer, last.byteOffset, last.length + c.length);
     } else {
-      out.push(c);
+      chunks[n++] = c;
     }
   }
-  return out;
+  chunks.length = n;
+  return chunks;
 }
