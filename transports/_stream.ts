@@ -96,16 +96,31 @@ export class StreamLink implements Link {
     throw new TransportError(`${this.#what} read failed: ${(cause as Error).message}`, { cause });
   };
 
-  async write(chunks: Uint8Array[]): Promise<void> {
-    if (this.#closed) throw new TransportError(`${this.#what} link is closed`);
+  write(chunks: Uint8Array[]): Promise<void> {
+    if (this.#closed) {
+      return Promise.reject(new TransportError(`${this.#what} link is closed`));
+    }
+    // The common case, one chunk: written as it is (no array, no copy, no async frame: writes
+    // are the hot path).
+    if (chunks.length === 1) {
+      const data = chunks[0];
+      return this.#conn.write(data).then(
+        (n) => n < data.length ? this.#writeAll(data.subarray(n)).catch(this.#failed) : undefined,
+        this.#failed,
+      );
+    }
+    return this.#writeChunks(chunks);
+  }
+
+  /** A write failed: the error a link reports. */
+  #failed = (cause: unknown): never => {
+    throw new TransportError(`${this.#what} write failed: ${(cause as Error).message}`, {
+      cause,
+    });
+  };
+
+  async #writeChunks(chunks: Uint8Array[]): Promise<void> {
     try {
-      // The common case, one chunk: written as it is (no array, no copy, no extra frame).
-      if (chunks.length === 1) {
-        const data = chunks[0];
-        const n = await this.#conn.write(data);
-        if (n < data.length) await this.#writeAll(data.subarray(n));
-        return;
-      }
       // Small chunks are joined into one write; a large one (a body written in place) goes
       // as its own write rather than being copied: Deno has no writev.
       let from = 0;
@@ -116,9 +131,7 @@ export class StreamLink implements Link {
         from = i + 1;
       }
     } catch (cause) {
-      throw new TransportError(`${this.#what} write failed: ${(cause as Error).message}`, {
-        cause,
-      });
+      this.#failed(cause);
     }
   }
 

@@ -150,12 +150,30 @@ export class Writer {
     queueMicrotask(this.#run);
   }
 
-  // Made once per writer, not per schedule: writes are the hot path.
+  // A write pass is a chain of handlers made once per writer, not an async function per pass:
+  // writes are the hot path, and a lone message (a ping, a reply) is a pass of its own.
   #run = (): void => {
     this.#scheduled = false;
-    this.#flush().catch(this.#defect); // never unhandled
+    const link = this.#p.session.link;
+    if (this.#writing || !link) return;
+    if (link !== this.#sizedFor) {
+      // A new link has said nothing of its speed yet: start small again.
+      this.#sizedFor = link;
+      this.#batchBytes = MIN_BATCH_BYTES;
+      this.#windowBytes = 0;
+      this.#windowMs = 0;
+    }
+    this.#writing = true;
+    this.#passLink = link;
+    this.#next();
   };
   #defect = (error: unknown): void => this.#p.session.defect(error);
+
+  /** The link of the pass in progress. */
+  #passLink: Link | null = null;
+  /** Bytes and start time of the write in progress. */
+  #passBytes = 0;
+  #passStarted = 0;
 
   #hasOutgoing(): boolean {
     const { queue, session, limits } = this.#p;
@@ -167,39 +185,62 @@ export class Writer {
     return this.#p.closing()?.due(queue.bytes) ?? false;
   }
 
-  async #flush(): Promise<void> {
-    const session = this.#p.session;
-    const link = session.link;
-    if (this.#writing || !link) return;
-    if (link !== this.#sizedFor) {
-      // A new link has said nothing of its speed yet: start small again.
-      this.#sizedFor = link;
-      this.#batchBytes = MIN_BATCH_BYTES;
-      this.#windowBytes = 0;
-      this.#windowMs = 0;
-    }
-    this.#writing = true;
+  /** Writes the next batch of the pass, or ends it (nothing left, or the link changed). */
+  #next(): void {
+    const link = this.#passLink!;
     try {
-      while (link === session.link && this.#hasOutgoing()) {
-        const batch = this.#buildBatch();
-        let bytes = 0;
-        for (const chunk of batch) bytes += chunk.length;
-        const started = this.#now();
-        await link.write(batch);
-        const ms = this.#now() - started;
-        this.#fit(bytes, ms);
-        if (ms >= DELIVERY_WAIT_MS) this.#delivered(link);
-        this.#p.stats.bytesSent += bytes;
-        this.#p.counters.bytesSent += bytes;
-      }
+      if (link !== this.#p.session.link || !this.#hasOutgoing()) return this.#endPass(link, null);
+      const batch = this.#buildBatch();
+      let bytes = 0;
+      for (const chunk of batch) bytes += chunk.length;
+      this.#passBytes = bytes;
+      this.#passStarted = this.#now();
+      link.write(batch).then(this.#wrote, this.#writeRejected);
     } catch (error) {
-      session.writeFailed(link, error as Error);
-    } finally {
-      this.#writing = false;
-      if (this.#scratch !== null) writeBuffers.give(this.#scratch);
-      this.#scratch = null;
+      this.#endPass(link, error as Error);
     }
-    session.written(link);
+  }
+
+  #wrote = (): void => {
+    const link = this.#passLink!;
+    try {
+      const bytes = this.#passBytes, ms = this.#now() - this.#passStarted;
+      this.#fit(bytes, ms);
+      if (ms >= DELIVERY_WAIT_MS) this.#delivered(link);
+      this.#p.stats.bytesSent += bytes;
+      this.#p.counters.bytesSent += bytes;
+    } catch (error) {
+      return this.#endPass(link, error as Error);
+    }
+    this.#next();
+  };
+
+  #writeRejected = (error: unknown): void => this.#endPass(this.#passLink!, error as Error);
+
+  /**
+   * Ends the pass: a failed write (or a fault while building a batch) is reported first,
+   * then the pass's buffer goes back to the pool and the session hears that writing stopped.
+   * Never throws: what the session's handlers throw is a defect.
+   */
+  #endPass(link: Link, error: Error | null): void {
+    let defect: { error: unknown } | null = null;
+    if (error) {
+      try {
+        this.#p.session.writeFailed(link, error);
+      } catch (thrown) {
+        defect = { error: thrown };
+      }
+    }
+    this.#writing = false;
+    this.#passLink = null;
+    if (this.#scratch !== null) writeBuffers.give(this.#scratch);
+    this.#scratch = null;
+    try {
+      if (defect) return this.#defect(defect.error);
+      this.#p.session.written(link);
+    } catch (thrown) {
+      this.#defect(thrown);
+    }
   }
 
   /** Reports a write that waited for the link; a throwing observer is a defect, not a fault. */
