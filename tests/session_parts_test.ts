@@ -605,3 +605,47 @@ Deno.test("BodyArena: an empty body has a buffer of its own (an application may 
   (a.buffer as ArrayBuffer).transfer(); // detaches a's buffer only
   assert.equal(arena.copy(empty, 24).length, 0, "later empty bodies still work");
 });
+
+Deno.test("Writer: a pass ends once even when the session's handlers and its defect report throw", async () => {
+  for (const failWrite of [false, true]) {
+    const calls: string[] = [];
+    const link = {
+      write: () => failWrite ? Promise.reject(new Error("write failed")) : Promise.resolve(),
+    } as unknown as Link;
+    const queue = new SendQueue();
+    queue.pushControl(encodeFrame(Tag.Heartbeat, new Uint8Array(26)));
+    const writer = new Writer({
+      queue,
+      seq: new SessionSequence(() => false),
+      closing: () => null,
+      stats: { messagesSent: 0, bytesSent: 0, framesSent: 0, replayed: 0 },
+      counters: newCounters(),
+      limits: resolveLimits({}),
+      messageFlags: () => 0,
+      session: {
+        link,
+        writable: true,
+        policy: { lossy: false },
+        delivered: () => {},
+        written: () => {
+          calls.push("written");
+          throw new Error("written threw");
+        },
+        writeFailed: () => {
+          calls.push("writeFailed");
+          throw new Error("writeFailed threw");
+        },
+        defect: () => {
+          calls.push("defect");
+          throw new Error("the defect report threw too"); // a throwing logger
+        },
+      },
+    });
+    writer.schedule();
+    for (let i = 0; i < 100 && !calls.includes("defect"); i++) await Promise.resolve();
+    for (let i = 0; i < 20; i++) await Promise.resolve(); // anything more would show here
+    // The test guard fails the test on any unhandled rejection or uncaught error.
+    assert.deepEqual(calls, failWrite ? ["writeFailed", "defect"] : ["written", "defect"]);
+    assert.equal(writer.busy, false);
+  }
+});

@@ -104,10 +104,14 @@ export class StreamLink implements Link {
     // are the hot path).
     if (chunks.length === 1) {
       const data = chunks[0];
-      return this.#conn.write(data).then(
-        (n) => n < data.length ? this.#writeAll(data.subarray(n)).catch(this.#failed) : undefined,
-        this.#failed,
-      );
+      try {
+        return this.#conn.write(data).then(
+          (n) => n < data.length ? this.#writeAll(data.subarray(n)).catch(this.#failed) : undefined,
+          this.#failed,
+        );
+      } catch (cause) {
+        return Promise.reject(cause).catch(this.#failed);
+      }
     }
     return this.#writeChunks(chunks);
   }

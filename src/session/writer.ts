@@ -167,7 +167,14 @@ export class Writer {
     this.#passLink = link;
     this.#next();
   };
-  #defect = (error: unknown): void => this.#p.session.defect(error);
+  #defect = (error: unknown): void => {
+    try {
+      this.#p.session.defect(error);
+    } catch {
+      // Reporting the defect threw too (a throwing logger): nothing is left to tell, and the
+      // writer's handlers must not reject unhandled or throw from a microtask.
+    }
+  };
 
   /** The link of the pass in progress. */
   #passLink: Link | null = null;
@@ -188,21 +195,26 @@ export class Writer {
   /** Writes the next batch of the pass, or ends it (nothing left, or the link changed). */
   #next(): void {
     const link = this.#passLink!;
+    let failure: Error | null = null;
     try {
-      if (link !== this.#p.session.link || !this.#hasOutgoing()) return this.#endPass(link, null);
-      const batch = this.#buildBatch();
-      let bytes = 0;
-      for (const chunk of batch) bytes += chunk.length;
-      this.#passBytes = bytes;
-      this.#passStarted = this.#now();
-      link.write(batch).then(this.#wrote, this.#writeRejected);
+      if (link === this.#p.session.link && this.#hasOutgoing()) {
+        const batch = this.#buildBatch();
+        let bytes = 0;
+        for (const chunk of batch) bytes += chunk.length;
+        this.#passBytes = bytes;
+        this.#passStarted = this.#now();
+        link.write(batch).then(this.#wrote, this.#writeRejected);
+        return;
+      }
     } catch (error) {
-      this.#endPass(link, error as Error);
+      failure = error as Error;
     }
+    this.#endPass(link, failure); // outside the try: a pass ends once
   }
 
   #wrote = (): void => {
     const link = this.#passLink!;
+    let failure: Error | null = null;
     try {
       const bytes = this.#passBytes, ms = this.#now() - this.#passStarted;
       this.#fit(bytes, ms);
@@ -210,9 +222,10 @@ export class Writer {
       this.#p.stats.bytesSent += bytes;
       this.#p.counters.bytesSent += bytes;
     } catch (error) {
-      return this.#endPass(link, error as Error);
+      failure = error as Error;
     }
-    this.#next();
+    if (failure) this.#endPass(link, failure);
+    else this.#next();
   };
 
   #writeRejected = (error: unknown): void => this.#endPass(this.#passLink!, error as Error);
@@ -235,12 +248,14 @@ export class Writer {
     this.#passLink = null;
     if (this.#scratch !== null) writeBuffers.give(this.#scratch);
     this.#scratch = null;
-    try {
-      if (defect) return this.#defect(defect.error);
-      this.#p.session.written(link);
-    } catch (thrown) {
-      this.#defect(thrown);
+    if (!defect) {
+      try {
+        this.#p.session.written(link);
+      } catch (thrown) {
+        defect = { error: thrown };
+      }
     }
+    if (defect) this.#defect(defect.error);
   }
 
   /** Reports a write that waited for the link; a throwing observer is a defect, not a fault. */
