@@ -346,7 +346,11 @@ function writerRig(
 async function flushed(rig: ReturnType<typeof writerRig>): Promise<void> {
   const before = rig.passes();
   rig.writer.schedule();
-  for (let i = 0; i < 10_000 && rig.passes() === before; i++) await Promise.resolve();
+  // A pass may wait a turn of the event loop between batches (Writer: gathering), so each
+  // step lets immediates run, not only microtasks.
+  for (let i = 0; i < 10_000 && rig.passes() === before; i++) {
+    await new Promise((r) => setImmediate(r));
+  }
   assert.ok(rig.passes() > before, "the writer finished a pass");
 }
 
@@ -648,4 +652,28 @@ Deno.test("Writer: a pass ends once even when the session's handlers and its def
     assert.deepEqual(calls, failWrite ? ["writeFailed", "defect"] : ["written", "defect"]);
     assert.equal(writer.busy, false);
   }
+});
+
+Deno.test("Writer: a producer running in microtasks gets full batches, not a write per few messages", async () => {
+  const rig = writerRig({ lossy: true });
+  const size = messageFrameBytes(new Uint8Array(64));
+  // As `for (...) await conn.send(...)` runs while the queue is under its limit: one message
+  // per microtask, and writes that complete at once.
+  for (let i = 0; i < 5000; i++) {
+    rig.queue.push(message(0, 64), size);
+    rig.writer.schedule();
+    await Promise.resolve();
+  }
+  await flushed(rig);
+  assert.equal(rig.queue.messages, 0);
+  const writes = rig.batches.length;
+  assert.ok(writes <= 250, `${writes} writes for 5000 messages (without gathering: one each)`);
+  // A control frame queued while a pass waits for its turn goes at once, not after the turn.
+  rig.batches.length = 0;
+  for (let i = 0; i < 3; i++) rig.queue.push(message(0, 64), size);
+  rig.writer.schedule();
+  await Promise.resolve();
+  rig.queue.pushControl(encodeFrame(Tag.Heartbeat, new Uint8Array(26)));
+  await flushed(rig);
+  assert.ok(rig.tags().includes(Tag.Heartbeat));
 });
