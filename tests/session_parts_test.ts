@@ -501,12 +501,14 @@ Deno.test("LinkSlot: a released reader's link stays open and reports nothing her
   assert.equal(closed, true);
 });
 
-Deno.test("Writer: a defect while settling a write pass is reported, never an unhandled rejection", async () => {
-  const defects: unknown[] = [];
-  const link = { write: () => Promise.resolve() } as unknown as Link;
+/** A writer with one heartbeat queued, over a link whose writes `write` settles. */
+function heartbeatWriter(
+  write: () => Promise<void>,
+  handlers: Pick<WriterSession, "written" | "writeFailed" | "defect">,
+): Writer {
   const queue = new SendQueue();
   queue.pushControl(encodeFrame(Tag.Heartbeat, new Uint8Array(26)));
-  const writer = new Writer({
+  return new Writer({
     queue,
     seq: new SessionSequence(() => false),
     closing: () => null,
@@ -515,16 +517,23 @@ Deno.test("Writer: a defect while settling a write pass is reported, never an un
     limits: resolveLimits({}),
     messageFlags: () => 0,
     session: {
-      link,
+      link: { write } as unknown as Link,
       writable: true,
       policy: { lossy: false },
       delivered: () => {},
-      written: () => {
-        throw new Error("a defect in written()");
-      },
-      writeFailed: () => {},
-      defect: (e) => void defects.push(e),
+      ...handlers,
     },
+  });
+}
+
+Deno.test("Writer: a defect while settling a write pass is reported, never an unhandled rejection", async () => {
+  const defects: unknown[] = [];
+  const writer = heartbeatWriter(() => Promise.resolve(), {
+    written: () => {
+      throw new Error("a defect in written()");
+    },
+    writeFailed: () => {},
+    defect: (e) => void defects.push(e),
   });
   writer.schedule();
   for (let i = 0; i < 100 && defects.length === 0; i++) await Promise.resolve();
@@ -613,36 +622,19 @@ Deno.test("BodyArena: an empty body has a buffer of its own (an application may 
 Deno.test("Writer: a pass ends once even when the session's handlers and its defect report throw", async () => {
   for (const failWrite of [false, true]) {
     const calls: string[] = [];
-    const link = {
-      write: () => failWrite ? Promise.reject(new Error("write failed")) : Promise.resolve(),
-    } as unknown as Link;
-    const queue = new SendQueue();
-    queue.pushControl(encodeFrame(Tag.Heartbeat, new Uint8Array(26)));
-    const writer = new Writer({
-      queue,
-      seq: new SessionSequence(() => false),
-      closing: () => null,
-      stats: { messagesSent: 0, bytesSent: 0, framesSent: 0, replayed: 0 },
-      counters: newCounters(),
-      limits: resolveLimits({}),
-      messageFlags: () => 0,
-      session: {
-        link,
-        writable: true,
-        policy: { lossy: false },
-        delivered: () => {},
-        written: () => {
-          calls.push("written");
-          throw new Error("written threw");
-        },
-        writeFailed: () => {
-          calls.push("writeFailed");
-          throw new Error("writeFailed threw");
-        },
-        defect: () => {
-          calls.push("defect");
-          throw new Error("the defect report threw too"); // a throwing logger
-        },
+    const write = () => failWrite ? Promise.reject(new Error("write failed")) : Promise.resolve();
+    const writer = heartbeatWriter(write, {
+      written: () => {
+        calls.push("written");
+        throw new Error("written threw");
+      },
+      writeFailed: () => {
+        calls.push("writeFailed");
+        throw new Error("writeFailed threw");
+      },
+      defect: () => {
+        calls.push("defect");
+        throw new Error("the defect report threw too"); // a throwing logger
       },
     });
     writer.schedule();
