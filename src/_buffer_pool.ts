@@ -41,13 +41,6 @@ export class BufferPool {
   give(buf: Uint8Array): void {
     if (this.#free.length < MAX_FREE && buf.length <= MAX_KEPT_BYTES) this.#free.push(buf);
   }
-
-  /** Bytes held by free buffers. */
-  get freeBytes(): number {
-    let n = 0;
-    for (const b of this.#free) n += b.length;
-    return n;
-  }
 }
 
 /** The process's pool of write buffers. */

@@ -30,21 +30,32 @@ async function rawDial(addr: string): Promise<Deno.TcpConn> {
   return await Deno.connect({ hostname: "127.0.0.1", port });
 }
 
-/** Reads until the server closes the socket; returns everything read. */
+/** Reads until the server closes the socket (failing after 5 s); returns everything read. */
 async function readToEnd(conn: Deno.TcpConn): Promise<Uint8Array> {
   const chunks: number[] = [];
   const buf = new Uint8Array(4096);
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    conn.close(); // ends the pending read
+  }, 5000);
   for (;;) {
     let n: number | null;
     try {
       n = await conn.read(buf);
     } catch {
-      break; // reset by the server: also a close
+      break; // reset by the server (or closed above): also a close
     }
     if (n === null) break;
     chunks.push(...buf.subarray(0, n));
   }
-  conn.close();
+  clearTimeout(timer);
+  if (timedOut) throw new Error("the server did not close the connection within 5 s");
+  try {
+    conn.close();
+  } catch {
+    // closed already
+  }
   return new Uint8Array(chunks);
 }
 

@@ -227,10 +227,7 @@ export function encodeOutgoing(
     let frameBytes = 0;
     while (j < messages.length && batchable(messages[j], batchLimit)) {
       const record = RECORD_HEADER_BYTES + messages[j].payload.length;
-      const opens = frameBytes === 0 ||
-        messages[j].seq !== messages[j - 1].seq + 1 ||
-        frameBytes + record > batchLimit;
-      if (opens) {
+      if (j === i || opensFrame(messages, j, frameBytes, record, batchLimit)) {
         bytes += PREAMBLE_BYTES + MESSAGES_HEADER_BYTES;
         frameBytes = MESSAGES_HEADER_BYTES;
       }
@@ -261,6 +258,20 @@ function batchable(m: OutgoingMessage, batchLimit: number): boolean {
     MESSAGES_HEADER_BYTES + RECORD_HEADER_BYTES + m.payload.length <= batchLimit;
 }
 
+/**
+ * Whether messages[k], a record of `record` bytes, starts a new Messages frame after one of
+ * `frameBytes` payload bytes: its seq does not follow the one before, or it does not fit.
+ */
+function opensFrame(
+  messages: readonly OutgoingMessage[],
+  k: number,
+  frameBytes: number,
+  record: number,
+  batchLimit: number,
+): boolean {
+  return messages[k].seq !== messages[k - 1].seq + 1 || frameBytes + record > batchLimit;
+}
+
 /** Writes messages[from..to) as consecutive Messages frames into `buf`, which they fill. */
 function encodeRecordRun(
   messages: readonly OutgoingMessage[],
@@ -278,10 +289,7 @@ function encodeRecordRun(
   for (let k = from; k < to; k++) {
     const m = messages[k];
     const record = RECORD_HEADER_BYTES + m.payload.length;
-    if (
-      frame < 0 || m.seq !== messages[k - 1].seq + 1 ||
-      at - frame - PREAMBLE_BYTES + record > batchLimit
-    ) {
+    if (frame < 0 || opensFrame(messages, k, at - frame - PREAMBLE_BYTES, record, batchLimit)) {
       if (frame >= 0) sealFrame(buf, view, frame, Tag.Messages, flags, at - frame - PREAMBLE_BYTES);
       frame = at;
       setUint64(view, at + PREAMBLE_BYTES, m.seq);
@@ -366,6 +374,11 @@ export function decodeMessageHeader(p: Uint8Array): MessageHeader {
   };
 }
 
+/** The body length of the Messages record whose header starts at `at` (a u24). */
+export function recordLength(p: Uint8Array, at: number): number {
+  return p[at + 1] << 16 | p[at + 2] << 8 | p[at + 3];
+}
+
 /** The header of a received Messages frame, whose records were checked. */
 export interface MessagesHeader {
   /** Sequence number of the first record (the others follow it, one apart). */
@@ -403,7 +416,7 @@ export function decodeMessagesHeader(p: Uint8Array): MessagesHeader {
     if (p[at] >= PRIORITIES.length) {
       throw new FrameError("malformed", `Unknown message priority: ${p[at]}`);
     }
-    at += RECORD_HEADER_BYTES + (p[at + 1] << 16 | p[at + 2] << 8 | p[at + 3]);
+    at += RECORD_HEADER_BYTES + recordLength(p, at);
     if (at > p.length) throw new FrameError("malformed", "Messages record runs past its frame");
   }
   return { seq: u64(p, 0), ack: u64(p, 8), count };

@@ -13,6 +13,7 @@ import {
   MESSAGES_HEADER_BYTES,
   PRIORITIES,
   RECORD_HEADER_BYTES,
+  recordLength,
 } from "../protocol/message.ts";
 import type { InboundPort } from "./ports.ts";
 import type { SessionSequence } from "./sequence.ts";
@@ -113,7 +114,7 @@ export class Receiver<H> {
     if (h.ack > 0 && !p.lossy()) p.ack(h.ack);
     let at = MESSAGES_HEADER_BYTES;
     for (let i = 0; i < skip; i++) {
-      at += RECORD_HEADER_BYTES + (payload[at + 1] << 16 | payload[at + 2] << 8 | payload[at + 3]);
+      at += RECORD_HEADER_BYTES + recordLength(payload, at);
     }
     // One copy of what is delivered, its bodies views of it: the frame lies in the transport's
     // read buffer, which the next read reuses.
@@ -122,7 +123,7 @@ export class Receiver<H> {
     const { inbound, handle, seq, stats, counters } = p;
     for (let s = h.seq + skip; at < buf.length; s++) {
       const priority = buf[at];
-      const length = buf[at + 1] << 16 | buf[at + 2] << 8 | buf[at + 3];
+      const length = recordLength(buf, at);
       const type = (buf[at + 4] << 24 | buf[at + 5] << 16 | buf[at + 6] << 8 | buf[at + 7]) >>> 0;
       const start = at + RECORD_HEADER_BYTES;
       at = start + length;

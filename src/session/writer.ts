@@ -285,7 +285,7 @@ export class Writer {
     try {
       this.#p.session.delivered(link);
     } catch (error) {
-      this.#p.session.defect(error);
+      this.#defect(error);
     }
   }
 
