@@ -18,6 +18,7 @@ import { decodeAck, encodeAck } from "../src/protocol/control.ts";
 import {
   decodeMessageHeader,
   decodeMessagesHeader,
+  decodeWrittenRun,
   encodeMessageChunks,
   encodeMessages,
   encodeOutgoing,
@@ -27,6 +28,7 @@ import {
   MESSAGES_HEADER_BYTES,
   type OutgoingMessage,
   RECORD_HEADER_BYTES,
+  resealRun,
 } from "../src/protocol/message.ts";
 import {
   decodeHeartbeat,
@@ -580,6 +582,61 @@ Deno.test("encodeOutgoing: any mix of sizes and sequence gaps decodes to the sam
       },
     ),
     { seed: 20261206, numRuns: 300 },
+  );
+});
+
+Deno.test("encodeOutgoing: what it tells `keep` is every message in order, and a kept frame resealed decodes anew", () => {
+  fc.assert(
+    fc.property(
+      fc.array(fc.tuple(fc.integer({ min: 0, max: GATHER_MIN_BYTES + 10 }), fc.boolean()), {
+        minLength: 1,
+        maxLength: 30,
+      }),
+      fc.constantFrom(0, 100, 4096, 65536),
+      fc.constantFrom(0, FLAG_CRC32, FLAG_UNCHECKED),
+      (shape, batchLimit, flags) => {
+        let seq = 0;
+        const messages: OutgoingMessage[] = shape.map(([n, gap], i) => ({
+          type: i,
+          priority: i % 3,
+          seq: seq += gap ? 2 : 1,
+          payload: new Uint8Array(n).fill(i & 0xff),
+        }));
+        const kept: OutgoingMessage[] = [];
+        const frames: Uint8Array[] = [];
+        const out = encodeOutgoing(messages, 5, flags, batchLimit, undefined, [], {
+          frame: (frame, first, last) => {
+            const back = decodeWrittenRun(frame.slice());
+            assert.deepEqual([back[0].seq, back[back.length - 1].seq], [first, last]);
+            kept.push(...back);
+            frames.push(frame.slice());
+          },
+          message: (m) => void kept.push(m),
+        });
+        assert.equal(frames.length, out.batched);
+        assert.deepEqual(
+          kept.map((m) => [m.seq, m.type, m.priority]),
+          messages.map((m) => [m.seq, m.type, m.priority]),
+        );
+        for (const [i, m] of kept.entries()) assert.deepEqual(m.payload, messages[i].payload);
+        // Written again on a link with other checksum flags and a newer ack.
+        const d = new FrameDecoder({ maxFrameBytes: 1 << 20, expectBanner: false });
+        for (const frame of frames) {
+          resealRun(frame, 99, FLAG_CRC32);
+          let seen = 0;
+          d.push(frame, (tag, f, payload) => {
+            seen++;
+            assert.deepEqual([tag, f, decodeMessagesHeader(payload).ack], [
+              Tag.Messages,
+              FLAG_CRC32,
+              99,
+            ]);
+          });
+          assert.equal(seen, 1);
+        }
+      },
+    ),
+    { seed: 61206, numRuns: 200 },
   );
 });
 

@@ -9,6 +9,8 @@ import { newCounters } from "../src/counters.ts";
 import { resolveLimits } from "../src/options.ts";
 import { BANNER, encodeFrame, FLAG_UNCHECKED, FrameDecoder, Tag } from "../src/protocol/frame.ts";
 import {
+  decodeMessageHeader,
+  decodeMessagesHeader,
   encodeMessages,
   encodeOutgoing,
   messageFrameBytes,
@@ -20,7 +22,7 @@ import { BodyArena, Receiver } from "../src/session/receiver.ts";
 import { newSessionStats } from "../src/session/types.ts";
 import { Ring } from "../src/_ring.ts";
 import fc from "npm:fast-check@4";
-import { ReplayBuffer } from "../src/session/replay_buffer.ts";
+import { ReplayBuffer, WrittenRun } from "../src/session/replay_buffer.ts";
 import { SessionSequence } from "../src/session/sequence.ts";
 import { BATCH_BYTES, MIN_BATCH_BYTES, Writer, type WriterSession } from "../src/session/writer.ts";
 import { LinkSlot } from "../src/session/link_slot.ts";
@@ -167,6 +169,40 @@ Deno.test("ReplayBuffer: stays exact across compaction of a long buffer", () => 
   assert.deepEqual(r.takeAll().map((m) => m.seq).slice(0, 2), [6001, 6002]);
 });
 
+Deno.test("ReplayBuffer: keeps a Messages frame whole; a partial ack counts; a reset hands back copies", () => {
+  const r = new ReplayBuffer();
+  const ms = [1, 2, 3, 4].map((seq) => ({
+    ...message(seq, 2, 2),
+    payload: new Uint8Array([seq, 9]),
+  }));
+  const frame = encodeOutgoing(ms.slice(0, 3), 0, 0, 65536).chunks[0];
+  r.pushRun(frame, 1, 3);
+  const wire = frame.slice();
+  frame.fill(0); // the writer reuses its buffer: the replay buffer kept a copy
+  r.push(ms[3]);
+  assert.equal(r.count, 4);
+  assert.equal(r.bytes, wire.length + messageFrameBytes(ms[3].payload));
+  r.ack(2);
+  assert.equal(r.count, 2, "two of the frame's three records are acknowledged");
+  assert.equal(r.bytes, wire.length + messageFrameBytes(ms[3].payload), "the frame stays whole");
+  r.rewind();
+  const again = r.nextReplay();
+  assert.ok(again instanceof WrittenRun);
+  assert.deepEqual([again.first, again.seq, again.count], [1, 3, 3]);
+  assert.deepEqual(again.frame, wire);
+  assert.equal(r.nextReplay(), ms[3]);
+  const back = r.takeAll();
+  assert.deepEqual(back.map((m) => [m.seq, m.type, m.priority, [...m.payload]]), [
+    [3, 3, 2, [3, 9]],
+    [4, 4, 2, [4, 9]],
+  ]);
+  assert.equal(back[1], ms[3], "a message kept alone comes back as it was");
+  assert.deepEqual([r.count, r.bytes, r.replayPending], [0, 0, false]);
+  r.pushRun(wire, 1, 3);
+  r.ack(3);
+  assert.deepEqual([r.count, r.bytes], [0, 0], "an ack of its last record drops the frame");
+});
+
 Deno.test("SessionSequence: next message, replayed duplicate, gap", () => {
   const s = new SessionSequence(() => false);
   const frame = (seq: number) =>
@@ -278,6 +314,8 @@ function writerRig(
     unchecked?: boolean;
     /** The link's speed, bytes per ms of the rig's clock (default: writes take no time). */
     bytesPerMs?: () => number;
+    /** Payload bytes of a Messages frame the peer takes (default 0: none). */
+    batchLimit?: () => number;
   } = {},
 ) {
   const batches: Uint8Array[][] = [];
@@ -318,22 +356,31 @@ function writerRig(
     limits,
     session,
     messageFlags: () => options.unchecked ? FLAG_UNCHECKED : 0,
+    batchLimit: options.batchLimit,
     now: () => time,
   });
-  const tags = () => {
-    const out: number[] = [];
+  /** Every frame written, checksums checked. */
+  const frames = () => {
+    const out: { tag: number; payload: Uint8Array }[] = [];
     const d = new FrameDecoder({ maxFrameBytes: 1 << 20, expectBanner: false });
+    d.allowUnchecked = options.unchecked ?? false;
     for (const b of batches) {
-      for (const chunk of b) if (chunk !== BANNER) d.push(chunk, (tag) => void out.push(tag));
+      for (const chunk of b) {
+        if (chunk !== BANNER) {
+          d.push(chunk, (tag, _f, p) => void out.push({ tag, payload: p.slice() }));
+        }
+      }
     }
     return out;
   };
+  const tags = () => frames().map((f) => f.tag);
   return {
     queue,
     seq,
     writer,
     batches,
     tags,
+    frames,
     stats,
     /** A new link takes over (as after a resume); it writes like the old one. */
     newLink: () => ((session as { link: Link }).link = { ...link } as Link),
@@ -434,6 +481,54 @@ Deno.test("Writer: on a fast link, batches grow to full ones within a few window
   assert.equal(rig.delivered(), 0, "writes that did not wait prove nothing of the peer");
   // 64 + 32 + 16 + 8 + 4 + 2 writes to ramp up, then 256 KiB each: 4 MiB in under 140.
   assert.ok(rig.batches.length < 140, `${rig.batches.length} writes for 4 MiB`);
+});
+
+Deno.test("Writer (lossless): keeps the Messages frames it wrote, writes them again sealed anew", async () => {
+  let batchLimit = 65536;
+  const rig = writerRig({ batchLimit: () => batchLimit });
+  const sent = [0, 1, 2].map(() => message(0, 10));
+  for (const m of sent) rig.queue.push(m, messageFrameBytes(m.payload));
+  await flushed(rig);
+  assert.deepEqual(rig.tags(), [Tag.Messages]);
+  assert.equal(rig.seq.replay.count, 3);
+  for (const m of sent) m.payload.fill(0xee); // kept as written: later changes do not show
+  rig.seq.received(9); // the next frames carry ack 9
+  rig.newLink();
+  rig.seq.resumeFrom(1);
+  assert.equal(rig.seq.replay.count, 2);
+  rig.batches.length = 0;
+  await flushed(rig);
+  const [again] = rig.frames(); // its checksum was checked
+  assert.equal(again.tag, Tag.Messages);
+  const h = decodeMessagesHeader(again.payload);
+  assert.deepEqual([h.seq, h.count, h.ack], [1, 3, 9], "the whole frame, with the new ack");
+  assert.equal(rig.stats.replayed, 3);
+  assert.equal(again.payload.filter((b) => b === 0xee).length, 0, "the bodies as written");
+  // A peer that takes no Messages frames on the new link gets the records as Message frames.
+  batchLimit = 0;
+  rig.newLink();
+  rig.seq.replay.rewind();
+  rig.batches.length = 0;
+  await flushed(rig);
+  const singles = rig.frames();
+  assert.deepEqual(singles.map((f) => f.tag), [Tag.Message, Tag.Message, Tag.Message]);
+  assert.deepEqual(singles.map((f) => decodeMessageHeader(f.payload).seq), [1, 2, 3]);
+  assert.equal(singles[2].payload.length, 24 + 10);
+  assert.equal(singles[2].payload.subarray(24).filter((b) => b === 0xee).length, 0);
+});
+
+Deno.test("Writer (lossless): Messages frames count against maxUnackedBytes", async () => {
+  const rig = writerRig({ batchLimit: () => 65536, maxUnackedBytes: 1024 });
+  for (let i = 0; i < 100; i++) {
+    rig.queue.push(message(0, 100), messageFrameBytes(new Uint8Array(100)));
+  }
+  await flushed(rig);
+  const held = rig.seq.replay.bytes;
+  assert.ok(held >= 1024 && held < 1024 + 108 + 28, `${held} bytes unacknowledged`);
+  assert.equal(rig.queue.messages, 100 - rig.seq.replay.count, "the rest waits for acks");
+  rig.seq.ack(rig.seq.outSeq);
+  await flushed(rig);
+  assert.ok(rig.queue.messages < 100 - 9);
 });
 
 Deno.test("Writer: a full replay buffer holds messages in the queue", async () => {

@@ -192,6 +192,17 @@ export interface EncodedMessages {
 }
 
 /**
+ * Told of what {@linkcode encodeOutgoing} encodes, in sequence order: a lossless writer keeps
+ * it for replay. `frame` is a view of the encoder's buffer, valid only during the call.
+ */
+export interface KeepWritten {
+  /** A Messages frame of records `first..last`, preamble included. */
+  frame(frame: Uint8Array, first: number, last: number): void;
+  /** A message that went as a Message frame of its own. */
+  message(message: OutgoingMessage): void;
+}
+
+/**
  * Encodes `messages` for the wire: bodies under {@linkcode GATHER_MIN_BYTES} with consecutive
  * sequence numbers as Messages frames of at most `batchLimit` payload bytes (one preamble and
  * one checksum for all of them, 8 bytes of header each), every other message as a Message
@@ -217,6 +228,7 @@ export function encodeOutgoing(
   batchLimit: number,
   alloc: Alloc = newBytes,
   chunks: Uint8Array[] = [],
+  keep?: KeepWritten,
 ): EncodedMessages {
   const out: EncodedMessages = { chunks, single: 0, batched: 0 };
   let i = 0;
@@ -236,7 +248,9 @@ export function encodeOutgoing(
       j++;
     }
     if (j > i) {
-      out.chunks.push(encodeRecordRun(messages, i, j, alloc(bytes), ack, flags, batchLimit, out));
+      out.chunks.push(
+        encodeRecordRun(messages, i, j, alloc(bytes), ack, flags, batchLimit, out, keep),
+      );
       i = j;
       continue;
     }
@@ -247,6 +261,7 @@ export function encodeOutgoing(
     for (const m of run) total += messageFrameBytes(m.payload);
     for (const c of encodeMessageChunks(run, total, ack, flags, alloc)) out.chunks.push(c);
     out.single += run.length;
+    if (keep) { for (const m of run) keep.message(m); }
     i = j;
   }
   return out;
@@ -282,16 +297,19 @@ function encodeRecordRun(
   flags: number,
   batchLimit: number,
   out: EncodedMessages,
+  keep: KeepWritten | undefined,
 ): Uint8Array {
   const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
   let frame = -1; // offset of the open frame's preamble
+  let opened = 0; // its first record's seq
   let at = 0;
   for (let k = from; k < to; k++) {
     const m = messages[k];
     const record = RECORD_HEADER_BYTES + m.payload.length;
     if (frame < 0 || opensFrame(messages, k, at - frame - PREAMBLE_BYTES, record, batchLimit)) {
-      if (frame >= 0) sealFrame(buf, view, frame, Tag.Messages, flags, at - frame - PREAMBLE_BYTES);
+      if (frame >= 0) sealRun(buf, view, frame, at, flags, keep, opened, messages[k - 1].seq);
       frame = at;
+      opened = m.seq;
       setUint64(view, at + PREAMBLE_BYTES, m.seq);
       setUint64(view, at + PREAMBLE_BYTES + 8, ack);
       at += PREAMBLE_BYTES + MESSAGES_HEADER_BYTES;
@@ -306,8 +324,58 @@ function encodeRecordRun(
     buf.set(m.payload, at + RECORD_HEADER_BYTES);
     at += record;
   }
-  sealFrame(buf, view, frame, Tag.Messages, flags, at - frame - PREAMBLE_BYTES);
+  sealRun(buf, view, frame, at, flags, keep, opened, messages[to - 1].seq);
   return buf;
+}
+
+/** Seals the Messages frame at `frame..end` of `buf`, records `first..last`, and tells `keep`. */
+function sealRun(
+  buf: Uint8Array,
+  view: DataView,
+  frame: number,
+  end: number,
+  flags: number,
+  keep: KeepWritten | undefined,
+  first: number,
+  last: number,
+): void {
+  sealFrame(buf, view, frame, Tag.Messages, flags, end - frame - PREAMBLE_BYTES);
+  keep?.frame(buf.subarray(frame, end), first, last);
+}
+
+/**
+ * Prepares a Messages frame written before (preamble included) to be written again: its ack
+ * and checksum flags become those of the new write, and it is sealed anew.
+ */
+export function resealRun(frame: Uint8Array, ack: number, flags: number): void {
+  const view = new DataView(frame.buffer, frame.byteOffset, frame.byteLength);
+  setUint64(view, PREAMBLE_BYTES + 8, ack);
+  sealFrame(frame, view, 0, Tag.Messages, flags, frame.length - PREAMBLE_BYTES);
+}
+
+/**
+ * The messages of a Messages frame written before (preamble included), each body a copy of
+ * its own.
+ *
+ * @example
+ * ```ts
+ * import { decodeWrittenRun, encodeOutgoing } from "./message.ts";
+ * const ms = [4, 5].map((seq) => ({ type: seq, priority: 2, payload: new Uint8Array([seq]), seq }));
+ * const back = decodeWrittenRun(encodeOutgoing(ms, 0, 0, 65536).chunks[0]);
+ * if (back[1].seq !== 5 || back[1].type !== 5 || back[1].payload[0] !== 5) throw new Error("run");
+ * ```
+ */
+export function decodeWrittenRun(frame: Uint8Array): OutgoingMessage[] {
+  const p = frame.subarray(PREAMBLE_BYTES);
+  const out: OutgoingMessage[] = [];
+  let seq = u64(p, 0);
+  for (let at = MESSAGES_HEADER_BYTES; at < p.length;) {
+    const body = at + RECORD_HEADER_BYTES, end = body + recordLength(p, at);
+    const type = (p[at + 4] << 24 | p[at + 5] << 16 | p[at + 6] << 8 | p[at + 7]) >>> 0;
+    out.push({ type, priority: p[at], payload: p.slice(body, end), seq: seq++ });
+    at = end;
+  }
+  return out;
 }
 
 function writeHeader(

@@ -1,13 +1,49 @@
 /**
- * The replay buffer of a lossless session: messages written and not yet acknowledged, in
+ * The replay buffer of a lossless session: what was written and not yet acknowledged, in
  * sequence order. An ack trims it; a new link rewinds it, so everything unacknowledged is
  * written again (the receiver drops what it already had by sequence number).
+ *
+ * Small messages are kept as the Messages frames they went out in (a copy of the frame's
+ * bytes, one buffer per frame), not as message objects: a fast sender keeps up to
+ * `maxUnackedBytes` of messages alive for a round trip, and tens of thousands of small
+ * objects that outlive the young generation cost the collector far more than a few 64 KiB
+ * buffers it never traces. Messages written as Message frames of their own (bodies of
+ * 16 KiB or more, or every message to a peer that takes no Messages frames) are kept as they
+ * are: their bodies are not copied.
  *
  * @module
  */
 
-import { messageFrameBytes, type OutgoingMessage } from "../protocol/message.ts";
+import { decodeWrittenRun, messageFrameBytes, type OutgoingMessage } from "../protocol/message.ts";
 import { Ring } from "../_ring.ts";
+
+/**
+ * A Messages frame as it was written: its bytes (a copy this buffer owns) and the sequence
+ * numbers of its first and last record. `seq` is the last one, as for a message, so an ack
+ * drops the frame once it covers all of its records.
+ */
+export class WrittenRun {
+  /** A written frame of records `first..seq`. */
+  constructor(readonly frame: Uint8Array, readonly first: number, readonly seq: number) {}
+
+  /** Records in the frame. */
+  get count(): number {
+    return this.seq - this.first + 1;
+  }
+}
+
+/** What the replay buffer holds: a message written alone, or a Messages frame. */
+export type Written = OutgoingMessage | WrittenRun;
+
+/** How many messages `w` holds. */
+function recordsOf(w: Written): number {
+  return w instanceof WrittenRun ? w.count : 1;
+}
+
+/** Its bytes on the wire. */
+function bytesOf(w: Written): number {
+  return w instanceof WrittenRun ? w.frame.length : messageFrameBytes(w.payload);
+}
 
 /**
  * Written, unacknowledged messages, and how far the current link has written them.
@@ -25,17 +61,20 @@ import { Ring } from "../_ring.ts";
  * ```
  */
 export class ReplayBuffer {
-  #items = new Ring<OutgoingMessage>();
+  #items = new Ring<Written>();
   /** How many of the oldest items went out on the current link. */
   #written = 0;
   #bytes = 0;
+  /** Messages in the items, and how many at the head of the oldest frame are acknowledged. */
+  #records = 0;
+  #headAcked = 0;
 
   /** Unacknowledged messages. */
   get count(): number {
-    return this.#items.length;
+    return this.#records - this.#headAcked;
   }
 
-  /** Their bytes on the wire. */
+  /** Their bytes on the wire (a frame counts whole until all of it is acknowledged). */
   get bytes(): number {
     return this.#bytes;
   }
@@ -45,21 +84,38 @@ export class ReplayBuffer {
     return this.#written < this.#items.length;
   }
 
-  /** Records a message just written on the current link. */
+  /** Records a message just written on the current link as a Message frame of its own. */
   push(message: OutgoingMessage): void {
-    this.#items.push(message);
+    this.#add(message);
+  }
+
+  /**
+   * Records a Messages frame just written on the current link, records `first..last`: keeps
+   * a copy of `frame` (the caller may reuse its buffer).
+   */
+  pushRun(frame: Uint8Array, first: number, last: number): void {
+    this.#add(new WrittenRun(frame.slice(), first, last));
+  }
+
+  #add(w: Written): void {
+    this.#items.push(w);
     this.#written = this.#items.length;
-    this.#bytes += messageFrameBytes(message.payload);
+    this.#bytes += bytesOf(w);
+    this.#records += recordsOf(w);
   }
 
   /** The peer has everything up to `seq`: drop it (the caller checked `seq` is not ahead). */
   ack(seq: number): void {
     const items = this.#items;
-    for (let m = items.peek(); m !== undefined && m.seq <= seq; m = items.peek()) {
-      this.#bytes -= messageFrameBytes(m.payload);
+    let w = items.peek();
+    for (; w !== undefined && w.seq <= seq; w = items.peek()) {
+      this.#bytes -= bytesOf(w);
+      this.#records -= recordsOf(w);
       items.shift();
       if (this.#written > 0) this.#written--;
     }
+    // A frame acknowledged in part stays whole; its head no longer counts as unacknowledged.
+    this.#headAcked = w instanceof WrittenRun && w.first <= seq ? seq - w.first + 1 : 0;
   }
 
   /** A new link: everything unacknowledged is written again, oldest first. */
@@ -67,16 +123,36 @@ export class ReplayBuffer {
     this.#written = 0;
   }
 
-  /** The next message to write again on this link, if any. */
-  nextReplay(): OutgoingMessage | undefined {
+  /**
+   * The next item to write again on this link, if any. A frame is written whole: the
+   * receiver drops the records it already has.
+   */
+  nextReplay(): Written | undefined {
     if (this.#written >= this.#items.length) return undefined;
     return this.#items.at(this.#written++);
   }
 
-  /** Empties the buffer and returns what it held, in sequence order. */
+  /**
+   * Empties the buffer and returns the unacknowledged messages it held, in sequence order
+   * (those of a frame with bodies of their own).
+   */
   takeAll(): OutgoingMessage[] {
+    const out: OutgoingMessage[] = [];
+    const skip = this.#headAcked;
+    let first = true;
+    for (const w of this.#items.drain()) {
+      if (w instanceof WrittenRun) {
+        const messages = decodeWrittenRun(w.frame);
+        for (let i = first ? skip : 0; i < messages.length; i++) out.push(messages[i]);
+      } else {
+        out.push(w);
+      }
+      first = false;
+    }
     this.#written = 0;
     this.#bytes = 0;
-    return this.#items.drain();
+    this.#records = 0;
+    this.#headAcked = 0;
+    return out;
   }
 }

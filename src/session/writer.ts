@@ -8,14 +8,19 @@
 import type { Counters } from "../counters.ts";
 import { writeBuffers } from "../_buffer_pool.ts";
 import type { Limits } from "../options.ts";
-import { BANNER, FLAG_CRC32, FLAG_UNCHECKED, Tag } from "../protocol/frame.ts";
+import { BANNER, FLAG_CRC32, FLAG_UNCHECKED, PREAMBLE_BYTES, Tag } from "../protocol/frame.ts";
 import {
   type Alloc,
+  decodeWrittenRun,
   encodedBytes,
+  type EncodedMessages,
   encodeOutgoing,
+  type KeepWritten,
   messageFrameBytes,
   type OutgoingMessage,
+  resealRun,
 } from "../protocol/message.ts";
+import { type Written, WrittenRun } from "./replay_buffer.ts";
 import type { Link } from "../../transports/types.ts";
 import type { SessionSequence } from "./sequence.ts";
 import type { Close } from "./close.ts";
@@ -102,16 +107,23 @@ export class Writer {
   #batchBytes = MIN_BATCH_BYTES;
   #windowBytes = 0;
   #windowMs = 0;
-  /** Bytes of messages in the batch being built. */
+  /** Bytes of messages in the batch being built, and of those taken from the queue. */
   #total = 0;
+  #fresh = 0;
   /**
    * Whether the batch being built has room for another message (and, for lossless policies,
-   * the replay buffer too). Made once: it is asked once per message.
+   * the replay buffer too, which takes the batch's fresh messages once they are encoded).
+   * Made once: it is asked once per message.
    */
   #room = (): boolean => {
     const { session, seq, limits } = this.#p;
     return this.#total < this.#batchBytes &&
-      (session.policy.lossy || seq.replay.bytes < limits.maxUnackedBytes);
+      (session.policy.lossy || seq.replay.bytes + this.#fresh < limits.maxUnackedBytes);
+  };
+  /** A lossless session keeps what it writes, as it is encoded, for replay. */
+  #keep: KeepWritten = {
+    frame: (frame, first, last) => this.#p.seq.replay.pushRun(frame, first, last),
+    message: (m) => this.#p.seq.replay.push(m),
   };
   /** The link the batch size was measured on. */
   #sizedFor: Link | null = null;
@@ -323,36 +335,42 @@ export class Writer {
     stats.framesSent += control.length;
     for (const frame of control) if (frame !== BANNER) counters.framesSent[frame[0]]++;
     if (!session.writable) return control;
-    const taken: OutgoingMessage[] = [];
     const limit = this.#batchBytes;
     this.#total = 0;
+    this.#fresh = 0;
+    const again: Written[] = [];
+    let replayed = 0;
     while (this.#total < limit) {
-      const m = replay.nextReplay();
-      if (!m) break;
-      taken.push(m);
-      this.#total += messageFrameBytes(m.payload);
+      const w = replay.nextReplay();
+      if (!w) break;
+      if (w instanceof WrittenRun && w.frame.length - PREAMBLE_BYTES > this.#batchLimit()) {
+        // The peer now takes smaller Messages frames than this one (or none): its records
+        // go again as messages.
+        for (const m of decodeWrittenRun(w.frame)) again.push(m);
+      } else {
+        again.push(w);
+      }
+      this.#total += w instanceof WrittenRun ? w.frame.length : messageFrameBytes(w.payload);
+      replayed += w instanceof WrittenRun ? w.count : 1;
     }
-    const replayed = taken.length;
-    const lossless = !session.policy.lossy;
-    let fresh = 0;
+    const taken: OutgoingMessage[] = [];
     while (this.#room()) {
       const m = queue.shift(this.#room);
       if (!m) break;
       m.seq = seq.nextSeq();
       const size = messageFrameBytes(m.payload);
       this.#total += size;
-      fresh += size;
+      this.#fresh += size;
       taken.push(m);
-      if (lossless) replay.push(m);
     }
     let batch = control;
-    if (taken.length > 0) {
-      batch = this.#encode(control, taken);
-      stats.messagesSent += taken.length - replayed;
+    if (again.length + taken.length > 0) {
+      batch = this.#encode(control, again, taken);
+      stats.messagesSent += taken.length;
       stats.replayed += replayed;
       counters.replayed += replayed;
-      for (let i = replayed; i < taken.length; i++) counters.messagesSent[taken[i].priority]++;
-      queue.taken(fresh, limits.maxQueueBytes);
+      for (const m of taken) counters.messagesSent[m.priority]++;
+      queue.taken(this.#fresh, limits.maxQueueBytes);
     }
     const close = this.#p.closing()?.take(queue.bytes);
     if (close) {
@@ -363,15 +381,22 @@ export class Writer {
     return batch;
   }
 
+  /** Most payload bytes of a Messages frame the peer takes on the link (0: none). */
+  #batchLimit(): number {
+    return this.#p.batchLimit?.() ?? 0;
+  }
+
   /**
-   * Encodes `control` frames and then `taken` messages into the scratch buffer: pieces that
-   * follow each other there go as one chunk, so a batch is usually one write however many
-   * frames it holds (a body written in place is a chunk of its own).
+   * Encodes `control` frames, then what is written `again` (replayed), then `taken` messages
+   * into the scratch buffer: pieces that follow each other there go as one chunk, so a batch
+   * is usually one write however many frames it holds (a body written in place is a chunk of
+   * its own). A lossless session keeps the taken messages for replay as they are encoded.
    */
-  #encode(control: Uint8Array[], taken: OutgoingMessage[]): Uint8Array[] {
-    const { seq, stats, counters } = this.#p;
+  #encode(control: Uint8Array[], again: Written[], taken: OutgoingMessage[]): Uint8Array[] {
+    const { seq, stats, counters, session } = this.#p;
     let need = 0;
     for (const frame of control) need += frame.length;
+    for (const w of again) need += w instanceof WrittenRun ? w.frame.length : encodedBytes(w);
     for (const m of taken) need += encodedBytes(m);
     if (this.#scratch === null) this.#scratch = writeBuffers.take(need);
     else if (this.#scratch.length < need) {
@@ -388,8 +413,13 @@ export class Writer {
     }
     const ack = seq.inSeq;
     const flags = this.#p.messageFlags();
-    const batchLimit = this.#p.batchLimit?.() ?? 0;
-    const out = encodeOutgoing(taken, ack, flags, batchLimit, this.#alloc, chunks);
+    const batchLimit = this.#batchLimit();
+    const out: EncodedMessages = { chunks, single: 0, batched: 0 };
+    if (again.length > 0) this.#encodeAgain(again, ack, flags, batchLimit, out);
+    const keep = session.policy.lossy ? undefined : this.#keep;
+    const fresh = encodeOutgoing(taken, ack, flags, batchLimit, this.#alloc, chunks, keep);
+    out.single += fresh.single;
+    out.batched += fresh.batched;
     seq.acked(ack);
     const frames = out.single + out.batched;
     if (flags & FLAG_UNCHECKED) counters.uncheckedFrames += frames;
@@ -398,6 +428,39 @@ export class Writer {
     counters.framesSent[Tag.Message] += out.single;
     counters.framesSent[Tag.Messages] += out.batched;
     return joinAdjacent(chunks);
+  }
+
+  /**
+   * Encodes replayed items onto `out.chunks`: a kept Messages frame is copied and sealed anew
+   * with this write's ack and checksum flags, messages kept alone are encoded again.
+   */
+  #encodeAgain(
+    again: Written[],
+    ack: number,
+    flags: number,
+    batchLimit: number,
+    out: EncodedMessages,
+  ): void {
+    let from = 0; // first of the messages not yet encoded
+    const messagesUpTo = (to: number) => {
+      if (to === from) return;
+      const run = again.slice(from, to) as OutgoingMessage[];
+      const o = encodeOutgoing(run, ack, flags, batchLimit, this.#alloc, out.chunks);
+      out.single += o.single;
+      out.batched += o.batched;
+    };
+    for (let i = 0; i < again.length; i++) {
+      const w = again[i];
+      if (!(w instanceof WrittenRun)) continue;
+      messagesUpTo(i);
+      from = i + 1;
+      const piece = this.#alloc(w.frame.length);
+      piece.set(w.frame);
+      resealRun(piece, ack, flags);
+      out.chunks.push(piece);
+      out.batched++;
+    }
+    messagesUpTo(again.length);
   }
 }
 
