@@ -45,3 +45,9 @@ export class BufferPool {
 
 /** The process's pool of write buffers. */
 export const writeBuffers: BufferPool = new BufferPool();
+
+/**
+ * Chunks that lossless replay buffers copy written frames into (see
+ * src/session/replay_buffer.ts): given back once everything in them is acknowledged.
+ */
+export const replayChunks: BufferPool = new BufferPool();

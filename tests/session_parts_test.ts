@@ -203,6 +203,22 @@ Deno.test("ReplayBuffer: keeps a Messages frame whole; a partial ack counts; a r
   assert.deepEqual([r.count, r.bytes], [0, 0], "an ack of its last record drops the frame");
 });
 
+Deno.test("ReplayBuffer: frames share pooled chunks, each given back once all in it are acknowledged", () => {
+  const r = new ReplayBuffer();
+  const frame = encodeOutgoing([message(1, 100)], 0, 0, 65536).chunks[0];
+  for (let seq = 1; seq <= 3; seq++) r.pushRun(frame, seq, seq);
+  r.rewind();
+  const kept = [r.nextReplay(), r.nextReplay(), r.nextReplay()] as WrittenRun[];
+  assert.ok(kept.every((w) => w.frame.buffer === kept[0].frame.buffer), "one chunk");
+  assert.ok(kept.every((w) => w.frame.length === frame.length));
+  r.ack(3);
+  r.pushRun(frame, 4, 4);
+  r.rewind();
+  const next = r.nextReplay() as WrittenRun;
+  assert.equal(next.frame.buffer, kept[0].frame.buffer, "the chunk came back from the pool");
+  assert.deepEqual(next.frame, frame);
+});
+
 Deno.test("SessionSequence: next message, replayed duplicate, gap", () => {
   const s = new SessionSequence(() => false);
   const frame = (seq: number) =>

@@ -3,11 +3,12 @@
  * sequence order. An ack trims it; a new link rewinds it, so everything unacknowledged is
  * written again (the receiver drops what it already had by sequence number).
  *
- * Small messages are kept as the Messages frames they went out in (a copy of the frame's
- * bytes, one buffer per frame), not as message objects: a fast sender keeps up to
- * `maxUnackedBytes` of messages alive for a round trip, and tens of thousands of small
- * objects that outlive the young generation cost the collector far more than a few 64 KiB
- * buffers it never traces. Messages written as Message frames of their own (bodies of
+ * Small messages are kept as the Messages frames they went out in, not as message objects: a
+ * fast sender keeps up to `maxUnackedBytes` of messages alive for a round trip, and tens of
+ * thousands of small objects that outlive the young generation cost the collector far more
+ * than a few buffers it never traces. The frames are copied one after another into 256 KiB
+ * chunks from a process-wide pool, each given back once all of its frames are acknowledged
+ * (so a steady stream reuses the same few chunks, and an idle session holds none). Messages written as Message frames of their own (bodies of
  * 16 KiB or more, or every message to a peer that takes no Messages frames) are kept as they
  * are: their bodies are not copied.
  *
@@ -16,6 +17,17 @@
 
 import { decodeWrittenRun, messageFrameBytes, type OutgoingMessage } from "../protocol/message.ts";
 import { Ring } from "../_ring.ts";
+import { replayChunks } from "../_buffer_pool.ts";
+
+/** Bytes of a chunk that written frames are copied into. */
+const CHUNK_BYTES = 256 * 1024;
+
+/** A chunk of copied frames, and how many of them are still unacknowledged. */
+class Chunk {
+  used = 0;
+  live = 0;
+  constructor(readonly buf: Uint8Array) {}
+}
 
 /**
  * A Messages frame as it was written: its bytes (a copy this buffer owns) and the sequence
@@ -23,8 +35,14 @@ import { Ring } from "../_ring.ts";
  * drops the frame once it covers all of its records.
  */
 export class WrittenRun {
-  /** A written frame of records `first..seq`. */
-  constructor(readonly frame: Uint8Array, readonly first: number, readonly seq: number) {}
+  /** A written frame of records `first..seq`, kept in `chunk`. */
+  constructor(
+    readonly frame: Uint8Array,
+    readonly first: number,
+    readonly seq: number,
+    /** @internal Where `frame` lies. */
+    readonly chunk: Chunk,
+  ) {}
 
   /** Records in the frame. */
   get count(): number {
@@ -68,6 +86,8 @@ export class ReplayBuffer {
   /** Messages in the items, and how many at the head of the oldest frame are acknowledged. */
   #records = 0;
   #headAcked = 0;
+  /** The chunk new frames are copied into. */
+  #tail: Chunk | null = null;
 
   /** Unacknowledged messages. */
   get count(): number {
@@ -94,7 +114,22 @@ export class ReplayBuffer {
    * a copy of `frame` (the caller may reuse its buffer).
    */
   pushRun(frame: Uint8Array, first: number, last: number): void {
-    this.#add(new WrittenRun(frame.slice(), first, last));
+    let tail = this.#tail;
+    if (tail === null || tail.used + frame.length > tail.buf.length) {
+      tail = this.#tail = new Chunk(replayChunks.take(Math.max(CHUNK_BYTES, frame.length)));
+    }
+    const copy = tail.buf.subarray(tail.used, tail.used + frame.length);
+    copy.set(frame);
+    tail.used += frame.length;
+    tail.live++;
+    this.#add(new WrittenRun(copy, first, last, tail));
+  }
+
+  /** `w` left the buffer: its chunk goes back to the pool once nothing in it is left. */
+  #release(w: Written): void {
+    if (!(w instanceof WrittenRun) || --w.chunk.live > 0) return;
+    if (w.chunk === this.#tail) this.#tail = null;
+    replayChunks.give(w.chunk.buf);
   }
 
   #add(w: Written): void {
@@ -112,6 +147,7 @@ export class ReplayBuffer {
       this.#bytes -= bytesOf(w);
       this.#records -= recordsOf(w);
       items.shift();
+      this.#release(w);
       if (this.#written > 0) this.#written--;
     }
     // A frame acknowledged in part stays whole; its head no longer counts as unacknowledged.
@@ -144,6 +180,7 @@ export class ReplayBuffer {
       if (w instanceof WrittenRun) {
         const messages = decodeWrittenRun(w.frame);
         for (let i = first ? skip : 0; i < messages.length; i++) out.push(messages[i]);
+        this.#release(w);
       } else {
         out.push(w);
       }
