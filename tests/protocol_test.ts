@@ -604,7 +604,7 @@ Deno.test("encodeOutgoing: what it tells `keep` is every message in order, and a
         }));
         const kept: OutgoingMessage[] = [];
         const frames: Uint8Array[] = [];
-        const out = encodeOutgoing(messages, 5, flags, batchLimit, undefined, [], {
+        const out = encodeOutgoing(messages, 5, flags, batchLimit, undefined, undefined, {
           frame: (frame, first, last) => {
             const back = decodeWrittenRun(frame.slice());
             assert.deepEqual([back[0].seq, back[back.length - 1].seq], [first, last]);

@@ -102,19 +102,32 @@ export class StreamLink implements Link {
     }
     // The common case, one chunk: written as it is (no array, no copy, no async frame: writes
     // are the hot path).
-    if (chunks.length === 1) {
+    if (chunks.length === 1 && this.#writing === null) {
       const data = chunks[0];
       try {
-        return this.#conn.write(data).then(
-          (n) => n < data.length ? this.#writeAll(data.subarray(n)).catch(this.#failed) : undefined,
-          this.#failed,
-        );
+        const written = this.#conn.write(data);
+        this.#writing = data;
+        return written.then(this.#wroteOne, this.#wroteOneFailed);
       } catch (cause) {
         return Promise.reject(cause).catch(this.#failed);
       }
     }
     return this.#writeChunks(chunks);
   }
+
+  /** The chunk of the one-chunk write in progress (its handlers are made once per link). */
+  #writing: Uint8Array | null = null;
+
+  #wroteOne = (n: number): Promise<void> | undefined => {
+    const data = this.#writing!;
+    this.#writing = null;
+    return n < data.length ? this.#writeAll(data.subarray(n)).catch(this.#failed) : undefined;
+  };
+
+  #wroteOneFailed = (cause: unknown): never => {
+    this.#writing = null;
+    return this.#failed(cause);
+  };
 
   /** A write failed: the error a link reports. */
   #failed = (cause: unknown): never => {

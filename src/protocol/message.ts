@@ -210,7 +210,8 @@ export interface KeepWritten {
  * so every message goes as a Message frame. The frames take at most the sum of the messages'
  * {@linkcode encodedBytes} from `alloc` (a Messages frame's 28 bytes of preamble and header
  * are paid for by its first record, which is 28 bytes shorter than a Message frame). The
- * chunks are pushed onto `chunks` (a new array by default).
+ * chunks and counts are added to `out` (a new one by default); with `keep`, it is told of each
+ * frame as it is encoded.
  *
  * @example
  * ```ts
@@ -227,10 +228,9 @@ export function encodeOutgoing(
   flags: number,
   batchLimit: number,
   alloc: Alloc = newBytes,
-  chunks: Uint8Array[] = [],
+  out: EncodedMessages = { chunks: [], single: 0, batched: 0 },
   keep?: KeepWritten,
 ): EncodedMessages {
-  const out: EncodedMessages = { chunks, single: 0, batched: 0 };
   let i = 0;
   while (i < messages.length) {
     // A run of messages that go in Messages frames, written into one buffer.

@@ -30,6 +30,11 @@ import type { SendQueue } from "./send_queue.ts";
 const nextTurn: ((fn: () => void) => unknown) | undefined =
   (globalThis as { setImmediate?: (fn: () => void) => unknown }).setImmediate;
 
+/** No replayed items (most batches): shared, never written to. */
+const NOTHING_AGAIN: Written[] = [];
+/** No chunks: what the reused encoder output holds between batches. */
+const NO_CHUNKS: Uint8Array[] = [];
+
 /** Most bytes of data frames gathered into one write. */
 export const BATCH_BYTES = 256 * 1024;
 
@@ -120,6 +125,12 @@ export class Writer {
     return this.#total < this.#batchBytes &&
       (session.policy.lossy || seq.replay.bytes + this.#fresh < limits.maxUnackedBytes);
   };
+  /** The batch's messages taken from the queue (one array, emptied after each batch). */
+  #taken: OutgoingMessage[] = [];
+  /** The chunks of the batch being written (one array, reused). */
+  #chunks: Uint8Array[] = [];
+  /** What the batch's encoders add their chunks and counts to (one object, reused). */
+  #out: EncodedMessages = { chunks: NO_CHUNKS, single: 0, batched: 0 };
   /** A lossless session keeps what it writes, as it is encoded, for replay. */
   #keep: KeepWritten = {
     frame: (frame, first, last) => this.#p.seq.replay.pushRun(frame, first, last),
@@ -338,9 +349,10 @@ export class Writer {
     const limit = this.#batchBytes;
     this.#total = 0;
     this.#fresh = 0;
-    const again: Written[] = [];
+    let again = NOTHING_AGAIN;
     let replayed = 0;
-    while (this.#total < limit) {
+    if (replay.replayPending) again = [];
+    while (again !== NOTHING_AGAIN && this.#total < limit) {
       const w = replay.nextReplay();
       if (!w) break;
       if (w instanceof WrittenRun && w.frame.length - PREAMBLE_BYTES > this.#batchLimit()) {
@@ -353,7 +365,8 @@ export class Writer {
       this.#total += w instanceof WrittenRun ? w.frame.length : messageFrameBytes(w.payload);
       replayed += w instanceof WrittenRun ? w.count : 1;
     }
-    const taken: OutgoingMessage[] = [];
+    const taken = this.#taken;
+    taken.length = 0; // (a batch whose encoding threw left its messages here)
     while (this.#room()) {
       const m = queue.shift(this.#room);
       if (!m) break;
@@ -371,6 +384,7 @@ export class Writer {
       counters.replayed += replayed;
       for (const m of taken) counters.messagesSent[m.priority]++;
       queue.taken(this.#fresh, limits.maxQueueBytes);
+      taken.length = 0;
     }
     const close = this.#p.closing()?.take(queue.bytes);
     if (close) {
@@ -405,7 +419,9 @@ export class Writer {
       this.#scratch = writeBuffers.take(Math.max(need, this.#batchBytes));
     }
     this.#scratchUsed = 0;
-    const chunks: Uint8Array[] = [];
+    // One array per writer: the link is done with the last batch's once its write settled.
+    const chunks = this.#chunks;
+    chunks.length = 0;
     for (const frame of control) {
       const piece = this.#alloc(frame.length);
       piece.set(frame);
@@ -414,12 +430,13 @@ export class Writer {
     const ack = seq.inSeq;
     const flags = this.#p.messageFlags();
     const batchLimit = this.#batchLimit();
-    const out: EncodedMessages = { chunks, single: 0, batched: 0 };
+    const out = this.#out;
+    out.chunks = chunks;
+    out.single = out.batched = 0;
     if (again.length > 0) this.#encodeAgain(again, ack, flags, batchLimit, out);
     const keep = session.policy.lossy ? undefined : this.#keep;
-    const fresh = encodeOutgoing(taken, ack, flags, batchLimit, this.#alloc, chunks, keep);
-    out.single += fresh.single;
-    out.batched += fresh.batched;
+    encodeOutgoing(taken, ack, flags, batchLimit, this.#alloc, out, keep);
+    out.chunks = NO_CHUNKS; // the batch is the caller's
     seq.acked(ack);
     const frames = out.single + out.batched;
     if (flags & FLAG_UNCHECKED) counters.uncheckedFrames += frames;
@@ -445,9 +462,7 @@ export class Writer {
     const messagesUpTo = (to: number) => {
       if (to === from) return;
       const run = again.slice(from, to) as OutgoingMessage[];
-      const o = encodeOutgoing(run, ack, flags, batchLimit, this.#alloc, out.chunks);
-      out.single += o.single;
-      out.batched += o.batched;
+      encodeOutgoing(run, ack, flags, batchLimit, this.#alloc, out);
     };
     for (let i = 0; i < again.length; i++) {
       const w = again[i];
