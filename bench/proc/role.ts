@@ -39,6 +39,8 @@ export interface RoleConfig {
   workers?: number;
   /** send-many: how many connections (a messenger each) share the count. */
   connections?: number;
+  /** idle-server: seconds of idling sampled (one RSS sample a second). */
+  idleSeconds?: number;
 }
 
 /** What one process reports at its end. */
@@ -48,8 +50,10 @@ export interface RoleResult {
   elapsedMs?: number;
   /** Round-trip times in µs (ping). */
   rtts?: number[];
-  /** Resident bytes per idle connection (idle-server), and heap bytes per connection. */
+  /** Resident bytes per idle connection (idle-server: the mean of samples, their range), and heap bytes per connection. */
   rssPerConn?: number;
+  rssPerConnMax?: number;
+  rssPerConnMin?: number;
   heapPerConn?: number;
   heapTotalPerConn?: number;
   /** recv-workers: messages each worker took. */
@@ -234,8 +238,13 @@ function settle(): void {
 }
 
 /**
- * Accepts `count` connections and lets them idle (heartbeats only) for a few intervals; reports
- * what each one costs: resident and heap bytes after minus before, divided by the count.
+ * Accepts `count` connections and lets them idle (heartbeats only); reports what each one
+ * costs: resident bytes minus those before the first accept, divided by the count. Resident
+ * memory of an idle node is not flat: each round of heartbeats leaves garbage that the
+ * collector frees in bursts, and freed pages go back to the system a little later. So after
+ * a few seconds to settle it samples RSS once a second for `idleSeconds`, as the system sees
+ * it (no forced collection), and reports the mean and the highest; the heap figures are taken
+ * after a full collection at the end.
  */
 async function idleServer(c: RoleConfig): Promise<void> {
   const m = messenger("idle-server");
@@ -247,14 +256,21 @@ async function idleServer(c: RoleConfig): Promise<void> {
   for await (const ev of m.events()) {
     if (ev.kind === "accept" && ++open === c.count) break;
   }
-  // A few heartbeat intervals: idle, but alive.
-  await new Promise((r) => setTimeout(r, 3000));
+  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+  await sleep(3000);
+  const samples: number[] = [];
+  for (let i = 0; i < (c.idleSeconds ?? 20); i++) {
+    await sleep(1000);
+    samples.push((Deno.memoryUsage().rss - before.rss) / c.count);
+  }
   settle();
   const after = Deno.memoryUsage();
   const per = (k: keyof Deno.MemoryUsage) => (after[k] - before[k]) / c.count;
   finish({
     messages: m.connections().length,
-    rssPerConn: per("rss"),
+    rssPerConn: samples.reduce((a, b) => a + b, 0) / samples.length,
+    rssPerConnMax: Math.max(...samples),
+    rssPerConnMin: Math.min(...samples),
     heapPerConn: per("heapUsed"),
     heapTotalPerConn: per("heapTotal"),
     externalPerConn: per("external"),

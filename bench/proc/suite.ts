@@ -161,7 +161,7 @@ export async function procBenchmarks(options: BenchOptions): Promise<BenchResult
     });
   }
   if (wanted(options, "proc_pingpong")) {
-    out.push(...await pingPongRows(options.quick ? 500 : 20_000));
+    out.push(...await pingPongRows(options.quick ? 1000 : 100_000));
   }
   if (wanted(options, "proc_workers")) {
     out.push(...await workerRows(options.quick ? 0.05 : 1, rounds));
@@ -218,7 +218,8 @@ const IDLE_BUDGET = 16 * 1024;
 
 /** Resident bytes per idle connection on the accepting side with `count` open. */
 async function idleRow(count: number): Promise<BenchResult> {
-  const server = start({ role: "idle-server", kind: "heartline", size: 0, count }, [
+  const idleSeconds = count < 1000 ? 2 : 20;
+  const server = start({ role: "idle-server", kind: "heartline", size: 0, count, idleSeconds }, [
     "--v8-flags=--expose-gc",
   ]);
   const addr = await server.ready();
@@ -231,8 +232,9 @@ async function idleRow(count: number): Promise<BenchResult> {
       value: r.rssPerConn!,
       baseline_value: IDLE_BUDGET,
       ratio: IDLE_BUDGET / r.rssPerConn!,
-      note:
-        `${count} idle connections; per connection: heap used ${Math.round(r.heapPerConn!)} B, ` +
+      note: `${count} idle connections, RSS sampled once a second for ${idleSeconds} s: mean; ` +
+        `range ${Math.round(r.rssPerConnMin!)}-${Math.round(r.rssPerConnMax!)} B; ` +
+        `per connection: heap used ${Math.round(r.heapPerConn!)} B, ` +
         `heap total ${Math.round(r.heapTotalPerConn!)} B, external ${
           Math.round(r.externalPerConn!)
         } B; baseline: the 16 KiB budget`,
@@ -274,8 +276,10 @@ async function pingPongRows(count: number): Promise<BenchResult[]> {
     runPair({ role: "echo", kind, size: 64, count }, { role: "ping", kind, size: 64, count });
   const raw = (await run("raw")).client.rtts!;
   const ours = (await run("heartline")).client.rtts!;
-  // The first tenth warms both paths up (JIT, buffers); percentiles come from the rest.
-  const warm = Math.floor(count / 10);
+  // The first half warms both paths up: heartline's code keeps being optimized for about a
+  // second (some 40,000 round trips), and round trips in that time include compilation
+  // pauses of up to 5 ms that a running node does not see. Percentiles come from the rest.
+  const warm = Math.floor(count / 2);
   const r = raw.slice(warm), o = ours.slice(warm);
   return ([[50, "p50"], [99, "p99"], [99.9, "p999"]] as const).map(([p, label]) => {
     const value = percentile(o, p), baseline = percentile(r, p);
