@@ -370,6 +370,23 @@ Deno.test("[tcp] a link blackholed by the fault proxy is reported down within th
   await Promise.all([client.close(), server.close()]);
 });
 
+Deno.test("PhiAccrualDetector: mean and deviation are those of the last 200 intervals, however many came", () => {
+  const d = new PhiAccrualDetector({ ...FAST, maxIntervalMs: Infinity });
+  const intervals: number[] = [];
+  let t = 0;
+  for (let i = 0; i < 1000; i++) {
+    const interval = 50 + ((i * 7919) % 101) + (i > 500 ? 0.123 : 0); // jitter, then fractions
+    t += interval;
+    d.heartbeat(t);
+    if (i > 0) intervals.push(interval); // the first arrival only starts the clock
+  }
+  const last = intervals.slice(-200).map(Math.fround);
+  const mean = last.reduce((a, b) => a + b, 0) / last.length;
+  const std = Math.sqrt(last.reduce((a, b) => a + (b - mean) ** 2, 0) / last.length);
+  assert.ok(Math.abs(d.meanMs - mean) < 1e-6, `mean ${d.meanMs} vs ${mean}`);
+  assert.ok(Math.abs(d.stdDevMs - std) < 1e-3, `std ${d.stdDevMs} vs ${std}`);
+});
+
 Deno.test("PhiAccrualDetector: data arriving between heartbeats is life, not an interval sample", () => {
   const d = new PhiAccrualDetector(FAST);
   for (let t = 0; t <= 5000; t += 100) {

@@ -7,8 +7,11 @@ import { concatChunks, formatHostPort, type Link, type Listener } from "./types.
 /** A chunk at least this large is written on its own instead of being joined (copied). */
 const GATHER_WRITE_MIN_BYTES = 16 * 1024;
 
-/** Smallest read buffer: what an idle link holds while its read waits. */
-export const READ_BUFFER_MIN_BYTES = 2 * 1024;
+/**
+ * Smallest read buffer: what an idle link holds while its read waits (a heartbeat frame is
+ * under 100 bytes; a larger arrival fills it, and the next read gets twice as much).
+ */
+export const READ_BUFFER_MIN_BYTES = 512;
 /** Largest read buffer: what a busy link grows to. */
 export const READ_BUFFER_MAX_BYTES = 64 * 1024;
 /** Reads that each fill less than a quarter of the buffer before it halves. */
@@ -17,8 +20,8 @@ const SHRINK_AFTER_READS = 32;
 /**
  * A read buffer that follows the traffic: a read that fills it doubles it (up to
  * {@linkcode READ_BUFFER_MAX_BYTES}), a run of reads that use less than a quarter halves it
- * (down to {@linkcode READ_BUFFER_MIN_BYTES}). An idle link's pending read then holds 2 KiB,
- * not 64 KiB, so ten thousand idle connections cost 20 MiB of read buffers rather than 640.
+ * (down to {@linkcode READ_BUFFER_MIN_BYTES}). An idle link's pending read then holds 512 bytes,
+ * not 64 KiB, so ten thousand idle connections cost 5 MiB of read buffers rather than 640.
  */
 export class AdaptiveReadBuffer {
   #buf = new Uint8Array(READ_BUFFER_MIN_BYTES);

@@ -61,7 +61,12 @@ function phiOfY(y: number): number {
  * ```
  */
 export class PhiAccrualDetector {
-  #intervals: number[] = [];
+  /**
+   * The remembered intervals, as 32-bit floats (exact to a microsecond below 16 s): a ring of
+   * up to WINDOW, grown by doubling, so a peer's two detectors hold 1.6 KB once full, not 3.2.
+   */
+  #intervals = new Float32Array(4);
+  #count = 0;
   #next = 0;
   #sum = 0;
   #sumSq = 0;
@@ -149,12 +154,12 @@ export class PhiAccrualDetector {
 
   /** Mean of the remembered intervals, ms. */
   get meanMs(): number {
-    return this.#sum / this.#intervals.length;
+    return this.#sum / this.#count;
   }
 
   /** Standard deviation of the remembered intervals (before the floor), ms. */
   get stdDevMs(): number {
-    const n = this.#intervals.length;
+    const n = this.#count;
     const mean = this.#sum / n;
     return Math.sqrt(Math.max(0, this.#sumSq / n - mean * mean));
   }
@@ -168,9 +173,15 @@ export class PhiAccrualDetector {
     return phiOfY((elapsed - mean) / std);
   }
 
-  #add(interval: number): void {
-    if (this.#intervals.length < WINDOW) {
-      this.#intervals.push(interval);
+  #add(sample: number): void {
+    const interval = Math.fround(sample); // as remembered, so the sums stay exact
+    if (this.#count < WINDOW) {
+      if (this.#count === this.#intervals.length) {
+        const grown = new Float32Array(Math.min(WINDOW, this.#count * 2));
+        grown.set(this.#intervals);
+        this.#intervals = grown;
+      }
+      this.#intervals[this.#count++] = interval;
     } else {
       const old = this.#intervals[this.#next];
       this.#sum -= old;
