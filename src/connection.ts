@@ -91,7 +91,8 @@ export type SessionEvent =
     /**
      * The messages written and never acknowledged, in send order. They may have been
      * delivered by the old incarnation (it can process a message and die before it acks):
-     * the application decides what to send again.
+     * the application decides what to send again. Payloads of small messages are copies (they
+     * were kept as the frames they went out in); large ones are the buffers that were sent.
      */
     unacked: UnsentMessage[];
     reason: string;

@@ -22,7 +22,7 @@ import { BodyArena, Receiver } from "../src/session/receiver.ts";
 import { newSessionStats } from "../src/session/types.ts";
 import { Ring } from "../src/_ring.ts";
 import fc from "npm:fast-check@4";
-import { ReplayBuffer, WrittenRun } from "../src/session/replay_buffer.ts";
+import { REPLAY_CHUNK_BYTES, ReplayBuffer, WrittenRun } from "../src/session/replay_buffer.ts";
 import { SessionSequence } from "../src/session/sequence.ts";
 import { BATCH_BYTES, MIN_BATCH_BYTES, Writer, type WriterSession } from "../src/session/writer.ts";
 import { LinkSlot } from "../src/session/link_slot.ts";
@@ -203,20 +203,36 @@ Deno.test("ReplayBuffer: keeps a Messages frame whole; a partial ack counts; a r
   assert.deepEqual([r.count, r.bytes], [0, 0], "an ack of its last record drops the frame");
 });
 
-Deno.test("ReplayBuffer: frames share pooled chunks, each given back once all in it are acknowledged", () => {
+Deno.test("ReplayBuffer: chunks follow what it holds: a lone frame its own size, a backlog pooled 256 KiB ones", () => {
   const r = new ReplayBuffer();
-  const frame = encodeOutgoing([message(1, 100)], 0, 0, 65536).chunks[0];
-  for (let seq = 1; seq <= 3; seq++) r.pushRun(frame, seq, seq);
+  const frame = encodeOutgoing([message(1, 1000)], 0, 0, 65536).chunks[0];
+  r.pushRun(frame, 1, 1);
   r.rewind();
-  const kept = [r.nextReplay(), r.nextReplay(), r.nextReplay()] as WrittenRun[];
-  assert.ok(kept.every((w) => w.frame.buffer === kept[0].frame.buffer), "one chunk");
-  assert.ok(kept.every((w) => w.frame.length === frame.length));
-  r.ack(3);
-  r.pushRun(frame, 4, 4);
+  const lone = r.nextReplay() as WrittenRun;
+  assert.equal(lone.frame.buffer.byteLength, frame.length, "a chunk of the frame's own size");
+  r.ack(1);
+  // A backlog: 600 frames of about 1 KB, so later chunks are full-size ones.
+  for (let seq = 2; seq <= 601; seq++) r.pushRun(frame, seq, seq);
   r.rewind();
-  const next = r.nextReplay() as WrittenRun;
-  assert.equal(next.frame.buffer, kept[0].frame.buffer, "the chunk came back from the pool");
-  assert.deepEqual(next.frame, frame);
+  const held: WrittenRun[] = [];
+  for (let w = r.nextReplay(); w; w = r.nextReplay()) held.push(w as WrittenRun);
+  const big = held.filter((w) => w.frame.buffer.byteLength === REPLAY_CHUNK_BYTES);
+  assert.ok(big.length > 200, `${big.length} frames in full-size chunks`);
+  assert.ok(held.every((w, i) => w.seq === i + 2 && w.frame.length === frame.length));
+  // Acknowledging every frame of the first full-size chunk gives it back to the pool, and the
+  // next full-size chunk the buffer needs is that one.
+  const first = big[0].chunk.buf;
+  const lastInFirst = big.filter((w) => w.chunk.buf === first).at(-1)!.seq;
+  r.ack(lastInFirst);
+  for (let seq = 602; seq <= 1000; seq++) r.pushRun(frame, seq, seq);
+  r.rewind();
+  let reused = false;
+  for (let w = r.nextReplay(); w; w = r.nextReplay()) {
+    if ((w as WrittenRun).chunk.buf === first) reused = w.seq > 601 || reused;
+  }
+  assert.ok(reused, "the returned chunk was taken again");
+  r.ack(1000);
+  assert.deepEqual([r.count, r.bytes, r.lastSeq], [0, 0, 0], "empty: no chunk held");
 });
 
 Deno.test("SessionSequence: next message, replayed duplicate, gap", () => {
@@ -332,6 +348,8 @@ function writerRig(
     bytesPerMs?: () => number;
     /** Payload bytes of a Messages frame the peer takes (default 0: none). */
     batchLimit?: () => number;
+    /** Where failed writes go (default: they throw, failing the test). */
+    failures?: Error[];
   } = {},
 ) {
   const batches: Uint8Array[][] = [];
@@ -355,7 +373,8 @@ function writerRig(
     written: () => void passes++,
     delivered: () => void delivered++,
     writeFailed: (_l, e) => {
-      throw e;
+      if (!options.failures) throw e;
+      options.failures.push(e);
     },
     defect: (e) => {
       throw e;
@@ -531,6 +550,19 @@ Deno.test("Writer (lossless): keeps the Messages frames it wrote, writes them ag
   assert.deepEqual(singles.map((f) => decodeMessageHeader(f.payload).seq), [1, 2, 3]);
   assert.equal(singles[2].payload.length, 24 + 10);
   assert.equal(singles[2].payload.subarray(24).filter((b) => b === 0xee).length, 0);
+});
+
+Deno.test("Writer (lossless): a batch whose encoding throws is kept for replay, not lost", async () => {
+  const failures: Error[] = [];
+  const rig = writerRig({ batchLimit: () => 65536, failures });
+  const sent = [0, 1, 2].map(() => message(0, 10));
+  for (const m of sent) rig.queue.push(m, messageFrameBytes(m.payload));
+  (sent[2].payload.buffer as ArrayBuffer).transfer(); // the application broke its promise
+  await flushed(rig);
+  assert.equal(failures.length, 1, "the pass failed");
+  assert.equal(rig.seq.outSeq, 3);
+  assert.deepEqual(rig.seq.replay.takeAll().map((m) => m.seq), [1, 2, 3], "nothing lost");
+  assert.equal(rig.queue.messages, 0, "the queue let go of them");
 });
 
 Deno.test("Writer (lossless): Messages frames count against maxUnackedBytes", async () => {

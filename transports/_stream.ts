@@ -8,8 +8,9 @@ import { concatChunks, formatHostPort, type Link, type Listener } from "./types.
 const GATHER_WRITE_MIN_BYTES = 16 * 1024;
 
 /**
- * Smallest read buffer: what an idle link holds while its read waits (a heartbeat frame is
- * under 100 bytes; a larger arrival fills it, and the next read gets twice as much).
+ * Smallest read buffer: what an idle link holds while its read waits (a heartbeat without
+ * out-of-band parts is under 100 bytes; a larger arrival fills it, and the next read gets
+ * twice as much).
  */
 export const READ_BUFFER_MIN_BYTES = 512;
 /** Largest read buffer: what a busy link grows to. */

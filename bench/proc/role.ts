@@ -243,7 +243,7 @@ function settle(): void {
  * memory of an idle node is not flat: each round of heartbeats leaves garbage that the
  * collector frees in bursts, and freed pages go back to the system a little later. So after
  * a few seconds to settle it samples RSS once a second for `idleSeconds`, as the system sees
- * it (no forced collection), and reports the mean and the highest; the heap figures are taken
+ * it (no forced collection), and reports their mean and range; the heap figures are taken
  * after a full collection at the end.
  */
 async function idleServer(c: RoleConfig): Promise<void> {

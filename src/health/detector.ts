@@ -174,7 +174,7 @@ export class PhiAccrualDetector {
   }
 
   #add(sample: number): void {
-    const interval = Math.fround(sample); // as remembered, so the sums stay exact
+    const interval = Math.fround(sample); // as remembered: the sums take off what they added
     if (this.#count < WINDOW) {
       if (this.#count === this.#intervals.length) {
         const grown = new Float32Array(Math.min(WINDOW, this.#count * 2));

@@ -6,11 +6,13 @@
  * Small messages are kept as the Messages frames they went out in, not as message objects: a
  * fast sender keeps up to `maxUnackedBytes` of messages alive for a round trip, and tens of
  * thousands of small objects that outlive the young generation cost the collector far more
- * than a few buffers it never traces. The frames are copied one after another into 256 KiB
- * chunks from a process-wide pool, each given back once all of its frames are acknowledged
- * (so a steady stream reuses the same few chunks, and an idle session holds none). Messages written as Message frames of their own (bodies of
- * 16 KiB or more, or every message to a peer that takes no Messages frames) are kept as they
- * are: their bodies are not copied.
+ * than a few buffers it never traces. The frames are copied one after another into chunks
+ * sized to what the buffer holds: a lone frame gets a chunk of its own size, a backlog chunks
+ * of up to 256 KiB, which come from a process-wide pool and go back to it once all of their
+ * frames are acknowledged (so a steady stream reuses the same few). A buffer holds no chunk
+ * once everything in it is acknowledged. Messages written as Message frames of their own
+ * (bodies of 16 KiB or more, records larger than the peer takes in a Messages frame, or every
+ * message to a peer that takes none) are kept as they are: their bodies are not copied.
  *
  * @module
  */
@@ -19,13 +21,16 @@ import { decodeWrittenRun, messageFrameBytes, type OutgoingMessage } from "../pr
 import { Ring } from "../_ring.ts";
 import { replayChunks } from "../_buffer_pool.ts";
 
-/** Bytes of a chunk that written frames are copied into. */
-const CHUNK_BYTES = 256 * 1024;
+/** Most bytes of a chunk that written frames are copied into (the size the pool keeps). */
+export const REPLAY_CHUNK_BYTES = 256 * 1024;
 
 /** A chunk of copied frames, and how many of them are still unacknowledged. */
-class Chunk {
+export class ReplayChunk {
+  /** Bytes of `buf` in use. */
   used = 0;
+  /** Frames in it not yet acknowledged. */
   live = 0;
+  /** A chunk over `buf`. */
   constructor(readonly buf: Uint8Array) {}
 }
 
@@ -40,8 +45,8 @@ export class WrittenRun {
     readonly frame: Uint8Array,
     readonly first: number,
     readonly seq: number,
-    /** @internal Where `frame` lies. */
-    readonly chunk: Chunk,
+    /** Where `frame` lies. */
+    readonly chunk: ReplayChunk,
   ) {}
 
   /** Records in the frame. */
@@ -87,7 +92,9 @@ export class ReplayBuffer {
   #records = 0;
   #headAcked = 0;
   /** The chunk new frames are copied into. */
-  #tail: Chunk | null = null;
+  #tail: ReplayChunk | null = null;
+  /** Sequence number of the newest item (0: none since the buffer was made or emptied). */
+  #lastSeq = 0;
 
   /** Unacknowledged messages. */
   get count(): number {
@@ -97,6 +104,11 @@ export class ReplayBuffer {
   /** Their bytes on the wire (a frame counts whole until all of it is acknowledged). */
   get bytes(): number {
     return this.#bytes;
+  }
+
+  /** Sequence number of the newest message held (0 when empty). */
+  get lastSeq(): number {
+    return this.#items.length > 0 ? this.#lastSeq : 0;
   }
 
   /** Whether messages wait to be written again on the current link. */
@@ -116,7 +128,12 @@ export class ReplayBuffer {
   pushRun(frame: Uint8Array, first: number, last: number): void {
     let tail = this.#tail;
     if (tail === null || tail.used + frame.length > tail.buf.length) {
-      tail = this.#tail = new Chunk(replayChunks.take(Math.max(CHUNK_BYTES, frame.length)));
+      // Twice what is held: a lone frame gets a chunk of its size, a backlog large ones.
+      const size = Math.max(frame.length, Math.min(REPLAY_CHUNK_BYTES, 2 * this.#bytes));
+      const buf = size === REPLAY_CHUNK_BYTES
+        ? replayChunks.take(REPLAY_CHUNK_BYTES)
+        : new Uint8Array(size);
+      tail = this.#tail = new ReplayChunk(buf);
     }
     const copy = tail.buf.subarray(tail.used, tail.used + frame.length);
     copy.set(frame);
@@ -129,7 +146,7 @@ export class ReplayBuffer {
   #release(w: Written): void {
     if (!(w instanceof WrittenRun) || --w.chunk.live > 0) return;
     if (w.chunk === this.#tail) this.#tail = null;
-    replayChunks.give(w.chunk.buf);
+    if (w.chunk.buf.length === REPLAY_CHUNK_BYTES) replayChunks.give(w.chunk.buf);
   }
 
   #add(w: Written): void {
@@ -137,6 +154,7 @@ export class ReplayBuffer {
     this.#written = this.#items.length;
     this.#bytes += bytesOf(w);
     this.#records += recordsOf(w);
+    this.#lastSeq = w.seq;
   }
 
   /** The peer has everything up to `seq`: drop it (the caller checked `seq` is not ahead). */

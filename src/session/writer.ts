@@ -293,6 +293,7 @@ export class Writer {
     this.#passLink = null;
     if (this.#scratch !== null) writeBuffers.give(this.#scratch);
     this.#scratch = null;
+    this.#chunks.length = 0; // views of the scratch: an idle writer keeps none of it
     if (!defect) {
       try {
         this.#p.session.written(link);
@@ -357,7 +358,7 @@ export class Writer {
       if (!w) break;
       if (w instanceof WrittenRun && w.frame.length - PREAMBLE_BYTES > this.#batchLimit()) {
         // The peer now takes smaller Messages frames than this one (or none): its records
-        // go again as messages.
+        // are encoded again for what it takes.
         for (const m of decodeWrittenRun(w.frame)) again.push(m);
       } else {
         again.push(w);
@@ -366,7 +367,7 @@ export class Writer {
       replayed += w instanceof WrittenRun ? w.count : 1;
     }
     const taken = this.#taken;
-    taken.length = 0; // (a batch whose encoding threw left its messages here)
+    taken.length = 0; // every batch starts with none
     while (this.#room()) {
       const m = queue.shift(this.#room);
       if (!m) break;
@@ -378,7 +379,12 @@ export class Writer {
     }
     let batch = control;
     if (again.length + taken.length > 0) {
-      batch = this.#encode(control, again, taken);
+      try {
+        batch = this.#encode(control, again, taken);
+      } catch (error) {
+        this.#encodingFailed(taken);
+        throw error;
+      }
       stats.messagesSent += taken.length;
       stats.replayed += replayed;
       counters.replayed += replayed;
@@ -393,6 +399,22 @@ export class Writer {
       counters.framesSent[Tag.Close]++;
     }
     return batch;
+  }
+
+  /**
+   * Encoding a batch threw (a body detached after send(), say): its messages left the queue
+   * and have their sequence numbers, so a lossless session keeps those the encoder did not
+   * get to keep, as they are, or the peer would see a gap on every link from now on and they
+   * would be lost unreported. The pass then fails as any failed write does.
+   */
+  #encodingFailed(taken: OutgoingMessage[]): void {
+    const { queue, seq, session, limits } = this.#p;
+    if (!session.policy.lossy) {
+      const kept = seq.replay.lastSeq;
+      for (const m of taken) if (m.seq > kept) seq.replay.push(m);
+    }
+    queue.taken(this.#fresh, limits.maxQueueBytes);
+    taken.length = 0;
   }
 
   /** Most payload bytes of a Messages frame the peer takes on the link (0: none). */
