@@ -47,7 +47,47 @@ export class BufferPool {
 export const writeBuffers: BufferPool = new BufferPool();
 
 /**
- * Chunks that lossless replay buffers copy written frames into (see
- * src/session/replay_buffer.ts): given back once everything in them is acknowledged.
+ * Free lists of buffers in power-of-two sizes from `min` to `max` bytes, up to MAX_FREE of
+ * each size: a buffer taken is exactly of its size class, so a small need never holds a large
+ * buffer, and a buffer given back is taken again by the next need of its size.
+ *
+ * @example
+ * ```ts
+ * import { SizeClassPool } from "./_buffer_pool.ts";
+ * const pool = new SizeClassPool(4096, 65536);
+ * const a = pool.take(5000);
+ * if (a.length !== 8192) throw new Error("rounded up to its class");
+ * pool.give(a);
+ * if (pool.take(6000) !== a || pool.take(3000).length !== 4096) throw new Error("reused");
+ * ```
  */
-export const replayChunks: BufferPool = new BufferPool();
+export class SizeClassPool {
+  #free = new Map<number, Uint8Array[]>();
+
+  /** Classes from `min` to `max` bytes, both powers of two. */
+  constructor(readonly min: number, readonly max: number) {}
+
+  /** A buffer of the class that holds `bytes` (at most `max`; more gets exactly `bytes`). */
+  take(bytes: number): Uint8Array {
+    if (bytes > this.max) return new Uint8Array(bytes);
+    let size = this.min;
+    while (size < bytes) size *= 2;
+    return this.#free.get(size)?.pop() ?? new Uint8Array(size);
+  }
+
+  /** Returns a buffer nothing refers to any more; kept if it is of a class with room. */
+  give(buf: Uint8Array): void {
+    const size = buf.length;
+    if (size < this.min || size > this.max || (size & (size - 1)) !== 0) return;
+    let free = this.#free.get(size);
+    if (free === undefined) this.#free.set(size, free = []);
+    if (free.length < MAX_FREE) free.push(buf);
+  }
+}
+
+/**
+ * Chunks that lossless replay buffers copy written frames into (see
+ * src/session/replay_buffer.ts), 4 to 256 KiB: given back once everything in them is
+ * acknowledged.
+ */
+export const replayChunks: SizeClassPool = new SizeClassPool(4 * 1024, 256 * 1024);

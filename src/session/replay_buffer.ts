@@ -7,10 +7,10 @@
  * fast sender keeps up to `maxUnackedBytes` of messages alive for a round trip, and tens of
  * thousands of small objects that outlive the young generation cost the collector far more
  * than a few buffers it never traces. The frames are copied one after another into chunks
- * sized to what the buffer holds: a lone frame gets a chunk of its own size, a backlog chunks
- * of up to 256 KiB, which come from a process-wide pool and go back to it once all of their
- * frames are acknowledged (so a steady stream reuses the same few). A buffer holds no chunk
- * once everything in it is acknowledged. Messages written as Message frames of their own
+ * sized to what the buffer holds: a lone frame gets a 4 KiB chunk, a backlog chunks of up to
+ * 256 KiB. They come from a process-wide pool of power-of-two sizes and go back to it once all
+ * of their frames are acknowledged (so a steady stream reuses the same few), and a buffer
+ * holds none once everything in it is acknowledged. Messages written as Message frames of their own
  * (bodies of 16 KiB or more, records larger than the peer takes in a Messages frame, or every
  * message to a peer that takes none) are kept as they are: their bodies are not copied.
  *
@@ -128,12 +128,9 @@ export class ReplayBuffer {
   pushRun(frame: Uint8Array, first: number, last: number): void {
     let tail = this.#tail;
     if (tail === null || tail.used + frame.length > tail.buf.length) {
-      // Twice what is held: a lone frame gets a chunk of its size, a backlog large ones.
-      const size = Math.max(frame.length, Math.min(REPLAY_CHUNK_BYTES, 2 * this.#bytes));
-      const buf = size === REPLAY_CHUNK_BYTES
-        ? replayChunks.take(REPLAY_CHUNK_BYTES)
-        : new Uint8Array(size);
-      tail = this.#tail = new ReplayChunk(buf);
+      // Room for twice what is held: a lone frame gets a small chunk, a backlog large ones.
+      const want = Math.max(frame.length, Math.min(REPLAY_CHUNK_BYTES, 2 * this.#bytes));
+      tail = this.#tail = new ReplayChunk(replayChunks.take(want));
     }
     const copy = tail.buf.subarray(tail.used, tail.used + frame.length);
     copy.set(frame);
@@ -146,7 +143,7 @@ export class ReplayBuffer {
   #release(w: Written): void {
     if (!(w instanceof WrittenRun) || --w.chunk.live > 0) return;
     if (w.chunk === this.#tail) this.#tail = null;
-    if (w.chunk.buf.length === REPLAY_CHUNK_BYTES) replayChunks.give(w.chunk.buf);
+    replayChunks.give(w.chunk.buf);
   }
 
   #add(w: Written): void {
