@@ -210,3 +210,41 @@ Deno.test("TcpTransport({ reusePort }) without --unstable-net is a TypeError, no
   assert.equal(out.code, 0, out.stderr);
   assert.match(out.stdout, /TypeError: Option reusePort needs Deno's --unstable-net flag/);
 });
+
+Deno.test("TCP: a one-chunk write larger than the socket takes at once completes in order, twice in a row", async () => {
+  const tcp = new TcpTransport();
+  const listener = await tcp.listen("tcp://127.0.0.1:0");
+  const accepting = (async () => {
+    for await (const link of listener) return link;
+    throw new Error("no link");
+  })();
+  const link = await tcp.connect(listener.addr);
+  const server = await deadline(accepting, "the accept");
+  try {
+    // 16 MiB is more than loopback's socket buffers take at once: the kernel takes part of it,
+    // and the rest goes as the reader drains it.
+    const big = new Uint8Array(16 * 1024 * 1024);
+    for (let i = 0; i < big.length; i += 4096) big[i] = (i / 4096) & 0xff;
+    const tail = new Uint8Array([1, 2, 3]);
+    const writes = (async () => {
+      await link.write([big]);
+      await link.write([tail]);
+    })();
+    let got = 0, corrupt = 0;
+    while (got < big.length + tail.length) {
+      const chunk = await deadline(server.read(), "bytes");
+      assert.ok(chunk !== null, "the stream ended early");
+      for (let k = 0; k < chunk.length; k++, got++) {
+        const want = got < big.length ? big[got] : tail[got - big.length];
+        if (chunk[k] !== want) corrupt++;
+      }
+    }
+    await deadline(writes, "the writes");
+    assert.equal(got, big.length + tail.length);
+    assert.equal(corrupt, 0);
+  } finally {
+    link.close();
+    server.close();
+    listener.close();
+  }
+});
