@@ -32,6 +32,7 @@ import {
 } from "../src/protocol/message.ts";
 import {
   decodeHeartbeat,
+  encodeBareHeartbeatFrame,
   encodeHeartbeat,
   encodeHeartbeatCounted,
   OpDictionary,
@@ -710,4 +711,16 @@ Deno.test("FrameDecoder: a Messages frame above what this node takes is refused 
   preamble[0] = Tag.Message;
   ok.push(preamble, () => {});
   assert.equal(ok.buffered, 12);
+});
+
+Deno.test("encodeBareHeartbeatFrame: the same bytes as a Heartbeat frame of no parts, encoded the general way", () => {
+  for (
+    const [stamp, echo, delay] of [[0, -1, 0], [123.456, 120.5, 2.25], [1e12, 1e12 - 5, 0.001]]
+  ) {
+    const general = encodeFrame(
+      Tag.Heartbeat,
+      encodeHeartbeat({ stamp, echo, echoDelay: delay, parts: [] }, new OpDictionary()),
+    );
+    assert.deepEqual(encodeBareHeartbeatFrame(stamp, echo, delay), general);
+  }
 });

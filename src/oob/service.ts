@@ -9,6 +9,7 @@
 import { encodeFrame, Tag } from "../protocol/frame.ts";
 import {
   decodeHeartbeat,
+  encodeBareHeartbeatFrame,
   encodeHeartbeatCounted,
   MAX_OOB_PART_BYTES,
   type OobPart,
@@ -112,7 +113,12 @@ export class OobService<C extends OobLink> {
   #wheel: TimerWheel;
   #log: (level: LogLevel, message: string) => void;
   #byConn = new Map<C, Set<Registration<C>>>();
-  #due = new Map<C, Registration<C>[]>();
+  /**
+   * Registrations due at the end of this tick, per connection: one alone (the common case,
+   * the messenger's keepalive), or several. Two maps take turns, so a tick allocates none.
+   */
+  #due = new Map<C, Registration<C> | Registration<C>[]>();
+  #spareDue = new Map<C, Registration<C> | Registration<C>[]>();
   #handlers = new Map<string, OobHandler<C>>();
   #state = new WeakMap<C, HeartbeatState>();
   #txOps = new WeakMap<C, { epoch: number; dict: OpDictionary }>();
@@ -213,53 +219,68 @@ export class OobService<C extends OobLink> {
   }
 
   #markDue(reg: Registration<C>): void {
-    let list = this.#due.get(reg.conn);
-    if (!list) this.#due.set(reg.conn, list = []);
-    list.push(reg);
+    const due = this.#due.get(reg.conn);
+    if (due === undefined) this.#due.set(reg.conn, reg);
+    else if (Array.isArray(due)) due.push(reg);
+    else this.#due.set(reg.conn, [due, reg]);
   }
 
   /** End of a wheel tick: one heartbeat frame per connection with anything due. */
   #flush(): void {
     if (this.#due.size === 0) return;
     const due = this.#due;
-    this.#due = new Map();
-    const now = this.#wheel.clock.now();
-    for (const [conn, regs] of due) {
-      if (conn.state !== "open") continue;
-      const parts: OobPart[] = [];
-      let keepalive = false;
-      for (const reg of regs) {
-        if (!reg.active) continue; // cancelled after it was marked due
-        if (reg.producer === null) {
-          keepalive = true;
-          continue;
-        }
-        const data = this.#produce(reg);
-        if (data) parts.push({ op: reg.op, data });
+    this.#due = this.#spareDue;
+    this.#flushNow = this.#wheel.clock.now();
+    due.forEach(this.#flushOne);
+    due.clear();
+    this.#spareDue = due;
+  }
+
+  /** The time of the flush in progress. */
+  #flushNow = 0;
+
+  /** One connection's heartbeat frame, if anything of it is due (made once: called per tick). */
+  #flushOne = (regs: Registration<C> | Registration<C>[], conn: C): void => {
+    if (conn.state !== "open") return;
+    let parts: OobPart[] | null = null;
+    let keepalive = false;
+    const many = Array.isArray(regs);
+    for (let i = 0, n = many ? regs.length : 1; i < n; i++) {
+      const reg = many ? regs[i] : regs;
+      if (!reg.active) continue; // cancelled after it was marked due
+      if (reg.producer === null) {
+        keepalive = true;
+        continue;
       }
-      if (parts.length === 0 && !keepalive) continue;
-      const s = this.state(conn);
-      // Echoed whenever the peer was heard since our last heartbeat, even if only its data got
-      // through: on a saturated link its heartbeat may wait behind that data for seconds. The
-      // same stamp may go twice; its echoDelay has grown, so the round trip stays right. Only a
-      // stamp of the current link: one from an earlier link may be a restarted peer's clock.
-      const echo = s.heardSinceEcho && s.peerStampEpoch === conn.linkEpoch ? s.peerStamp : -1;
-      const echoDelay = echo >= 0 ? now - s.peerStampAt : 0;
-      s.heardSinceEcho = false;
+      const data = this.#produce(reg);
+      if (data) (parts ??= []).push({ op: reg.op, data });
+    }
+    if (parts === null && !keepalive) return;
+    const now = this.#flushNow;
+    const s = this.state(conn);
+    // Echoed whenever the peer was heard since our last heartbeat, even if only its data got
+    // through: on a saturated link its heartbeat may wait behind that data for seconds. The
+    // same stamp may go twice; its echoDelay has grown, so the round trip stays right. Only a
+    // stamp of the current link: one from an earlier link may be a restarted peer's clock.
+    const echo = s.heardSinceEcho && s.peerStampEpoch === conn.linkEpoch ? s.peerStamp : -1;
+    const echoDelay = echo >= 0 ? now - s.peerStampAt : 0;
+    s.heardSinceEcho = false;
+    let frame: Uint8Array;
+    if (parts === null) {
+      frame = encodeBareHeartbeatFrame(now, echo, echoDelay); // a keepalive: the common case
+    } else {
       const { payload, same } = encodeHeartbeatCounted(
         { stamp: now, echo, echoDelay, parts },
         this.#opsFor(this.#txOps, conn),
       );
-      const frame = encodeFrame(Tag.Heartbeat, payload);
-      conn.sendControl(frame);
+      frame = encodeFrame(Tag.Heartbeat, payload);
       this.#stats.partsRepeated += same;
-      this.#stats.heartbeatFramesSent++;
-      this.#stats.heartbeatBytesSent += frame.length;
-      for (const p of parts) {
-        countOp(this.#stats.partsSent, p.op);
-      }
+      for (const p of parts) countOp(this.#stats.partsSent, p.op);
     }
-  }
+    conn.sendControl(frame);
+    this.#stats.heartbeatFramesSent++;
+    this.#stats.heartbeatBytesSent += frame.length;
+  };
 
   /** Asks a registration's producer for its part: bytes, or null to skip (counted if bad). */
   #produce(reg: Registration<C>): Uint8Array | null {

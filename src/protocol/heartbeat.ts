@@ -7,6 +7,7 @@
  */
 
 import { FrameError } from "../errors.ts";
+import { PREAMBLE_BYTES, sealFrame, Tag } from "./frame.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder("utf-8", { fatal: true });
@@ -32,6 +33,33 @@ export interface HeartbeatPayload {
 }
 
 const HEARTBEAT_FIXED_BYTES = 26;
+
+/**
+ * A whole Heartbeat frame without parts (what an idle connection sends each interval): one
+ * buffer, preamble included, where {@linkcode encodeHeartbeat} and `encodeFrame` make two.
+ *
+ * @example
+ * ```ts
+ * import { decodeHeartbeat, encodeBareHeartbeatFrame, OpDictionary } from "./heartbeat.ts";
+ * const frame = encodeBareHeartbeatFrame(1000, 990, 3);
+ * const hb = decodeHeartbeat(frame.subarray(12), new OpDictionary());
+ * if (hb.stamp !== 1000 || hb.echo !== 990 || hb.parts.length !== 0) throw new Error("heartbeat");
+ * ```
+ */
+export function encodeBareHeartbeatFrame(
+  stamp: number,
+  echo: number,
+  echoDelay: number,
+): Uint8Array {
+  const frame = new Uint8Array(PREAMBLE_BYTES + HEARTBEAT_FIXED_BYTES);
+  const view = new DataView(frame.buffer);
+  view.setFloat64(PREAMBLE_BYTES, stamp);
+  view.setFloat64(PREAMBLE_BYTES + 8, echo);
+  view.setFloat64(PREAMBLE_BYTES + 16, echoDelay);
+  view.setUint16(PREAMBLE_BYTES + 24, 0);
+  sealFrame(frame, view, 0, Tag.Heartbeat, 0, HEARTBEAT_FIXED_BYTES);
+  return frame;
+}
 
 // Op names repeat in every heartbeat: encode each once (bounded, so odd callers cannot grow it).
 const opBytesCache = new Map<string, Uint8Array>();
