@@ -21,6 +21,7 @@ import { SendQueue } from "../src/session/send_queue.ts";
 import { BodyArena, Receiver } from "../src/session/receiver.ts";
 import { newSessionStats } from "../src/session/types.ts";
 import { Ring } from "../src/_ring.ts";
+import { SizeClassPool } from "../src/_buffer_pool.ts";
 import fc from "npm:fast-check@4";
 import { REPLAY_CHUNK_BYTES, ReplayBuffer, WrittenRun } from "../src/session/replay_buffer.ts";
 import { SessionSequence } from "../src/session/sequence.ts";
@@ -233,6 +234,26 @@ Deno.test("ReplayBuffer: chunks follow what it holds: a lone frame a small one, 
   assert.ok(reused, "the returned chunk was taken again");
   r.ack(1000);
   assert.deepEqual([r.count, r.bytes, r.lastSeq], [0, 0, 0], "empty: no chunk held");
+});
+
+Deno.test("SizeClassPool: rounds up to powers of two within its range, keeps at most 8 of each", () => {
+  const pool = new SizeClassPool(4096, 262144);
+  assert.deepEqual([1, 4096, 4097, 262144].map((n) => pool.take(n).length), [
+    4096,
+    4096,
+    8192,
+    262144,
+  ]);
+  const above = pool.take(262145);
+  assert.equal(above.length, 262145, "above the range: exactly what was asked");
+  pool.give(above);
+  assert.notEqual(pool.take(262145), above, "and never kept");
+  pool.give(new Uint8Array(5000)); // not a size class
+  assert.equal(pool.take(5000).length, 8192);
+  const nine = Array.from({ length: 9 }, () => pool.take(8192));
+  for (const b of nine) pool.give(b);
+  const back = Array.from({ length: 9 }, () => pool.take(8192));
+  assert.equal(back.filter((b) => nine.includes(b)).length, 8, "8 kept, the ninth dropped");
 });
 
 Deno.test("SessionSequence: next message, replayed duplicate, gap", () => {

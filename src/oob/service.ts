@@ -115,7 +115,7 @@ export class OobService<C extends OobLink> {
   #byConn = new Map<C, Set<Registration<C>>>();
   /**
    * Registrations due at the end of this tick, per connection: one alone (the common case,
-   * the messenger's keepalive), or several. Two maps take turns, so a tick allocates none.
+   * the messenger's keepalive), or several in an array. Two maps take turns.
    */
   #due = new Map<C, Registration<C> | Registration<C>[]>();
   #spareDue = new Map<C, Registration<C> | Registration<C>[]>();
@@ -231,9 +231,12 @@ export class OobService<C extends OobLink> {
     const due = this.#due;
     this.#due = this.#spareDue;
     this.#flushNow = this.#wheel.clock.now();
-    due.forEach(this.#flushOne);
-    due.clear();
-    this.#spareDue = due;
+    try {
+      due.forEach(this.#flushOne);
+    } finally {
+      due.clear(); // (a throw goes to the wheel's error handler; the maps still take turns)
+      this.#spareDue = due;
+    }
   }
 
   /** The time of the flush in progress. */

@@ -7,10 +7,11 @@
  * fast sender keeps up to `maxUnackedBytes` of messages alive for a round trip, and tens of
  * thousands of small objects that outlive the young generation cost the collector far more
  * than a few buffers it never traces. The frames are copied one after another into chunks
- * sized to what the buffer holds: a lone frame gets a 4 KiB chunk, a backlog chunks of up to
- * 256 KiB. They come from a process-wide pool of power-of-two sizes and go back to it once all
- * of their frames are acknowledged (so a steady stream reuses the same few), and a buffer
- * holds none once everything in it is acknowledged. Messages written as Message frames of their own
+ * sized to what the buffer holds, in powers of two: a lone small frame gets a 4 KiB chunk, a
+ * backlog chunks of up to 256 KiB. They come from a process-wide pool (at most 8 free chunks
+ * of each size, 4 MiB in all) and go back to it once all of their frames are acknowledged, so
+ * a steady stream reuses the same few; a buffer holds none once everything in it is
+ * acknowledged, and at least 4 KiB while anything is not. Messages written as Message frames of their own
  * (bodies of 16 KiB or more, records larger than the peer takes in a Messages frame, or every
  * message to a peer that takes none) are kept as they are: their bodies are not copied.
  *
@@ -21,7 +22,7 @@ import { decodeWrittenRun, messageFrameBytes, type OutgoingMessage } from "../pr
 import { Ring } from "../_ring.ts";
 import { replayChunks } from "../_buffer_pool.ts";
 
-/** Most bytes of a chunk that written frames are copied into (the size the pool keeps). */
+/** Most bytes of a chunk that written frames are copied into (its pool's largest size). */
 export const REPLAY_CHUNK_BYTES = 256 * 1024;
 
 /** A chunk of copied frames, and how many of them are still unacknowledged. */

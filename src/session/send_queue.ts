@@ -33,7 +33,6 @@ interface Waiter {
 export class SendQueue {
   #levels = [new Ring<OutgoingMessage>(), new Ring<OutgoingMessage>(), new Ring<OutgoingMessage>()];
   #control: Uint8Array[] = [];
-  #spareControl: Uint8Array[] = [];
   #bytes = 0;
   #waiters: Waiter[] = [];
 
@@ -75,17 +74,10 @@ export class SendQueue {
     this.#control.push(frame);
   }
 
-  /**
-   * Takes every control frame. The array is the caller's until its next call (two arrays
-   * take turns, so heartbeats and acks do not cost an array each): the writer takes control
-   * frames once per batch, and a batch is written before the next is built.
-   */
+  /** Takes every control frame. */
   takeControl(): Uint8Array[] {
     const frames = this.#control;
-    const spare = this.#spareControl;
-    spare.length = 0;
-    this.#control = spare;
-    this.#spareControl = frames;
+    this.#control = [];
     return frames;
   }
 
