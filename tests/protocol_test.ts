@@ -35,6 +35,7 @@ import {
   encodeBareHeartbeatFrame,
   encodeHeartbeat,
   encodeHeartbeatCounted,
+  heartbeatPartCount,
   OpDictionary,
 } from "../src/protocol/heartbeat.ts";
 import {
@@ -723,4 +724,13 @@ Deno.test("encodeBareHeartbeatFrame: the same bytes as a Heartbeat frame of no p
     );
     assert.deepEqual(encodeBareHeartbeatFrame(stamp, echo, delay), general);
   }
+});
+
+Deno.test("heartbeatPartCount: what the payload says, 0 for a keepalive or one too short", () => {
+  assert.equal(heartbeatPartCount(encodeBareHeartbeatFrame(1, -1, 0).subarray(PREAMBLE_BYTES)), 0);
+  const parts = [{ op: "a", data: new Uint8Array(2) }, { op: "b", data: new Uint8Array(0) }];
+  const payload = encodeHeartbeat({ stamp: 1, echo: -1, echoDelay: 0, parts }, new OpDictionary());
+  assert.equal(heartbeatPartCount(payload), 2);
+  assert.equal(heartbeatPartCount(payload.subarray(0, 25)), 0);
+  assert.throws(() => decodeHeartbeat(payload.subarray(0, 25), new OpDictionary()), FrameError);
 });

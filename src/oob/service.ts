@@ -11,6 +11,7 @@ import {
   decodeHeartbeat,
   encodeBareHeartbeatFrame,
   encodeHeartbeatCounted,
+  heartbeatPartCount,
   MAX_OOB_PART_BYTES,
   type OobPart,
   OpDictionary,
@@ -91,6 +92,8 @@ class Registration<C extends OobLink> implements OobRegistration {
 }
 
 const encoder = new TextEncoder();
+/** The dictionary a heartbeat without parts is decoded against (it is never consulted). */
+const NO_OPS = new OpDictionary();
 /** Distinct OOB warnings logged per messenger at most. */
 const MAX_WARNED = 256;
 /** Ops counted by name per messenger at most; the rest are counted under OTHER_OPS. */
@@ -317,7 +320,9 @@ export class OobService<C extends OobLink> {
 
   /** Read path: a heartbeat frame arrived on `conn`. */
   receive(conn: C, payload: Uint8Array): void {
-    const hb = decodeHeartbeat(payload, this.#opsFor(this.#rxOps, conn));
+    // A keepalive (no parts) needs no dictionary: an idle link never makes one.
+    const dict = heartbeatPartCount(payload) === 0 ? NO_OPS : this.#opsFor(this.#rxOps, conn);
+    const hb = decodeHeartbeat(payload, dict);
     const now = this.#wheel.clock.now();
     const s = this.state(conn);
     s.peerStamp = hb.stamp;

@@ -244,6 +244,14 @@ export function encodeHeartbeatCounted(
   return { payload: buf, same };
 }
 
+/**
+ * How many parts a heartbeat payload says it carries (0 for one too short to say: the
+ * decoder refuses it). A payload without parts decodes without the link's dictionary.
+ */
+export function heartbeatPartCount(payload: Uint8Array): number {
+  return payload.length < HEARTBEAT_FIXED_BYTES ? 0 : payload[24] << 8 | payload[25];
+}
+
 /** Decodes a heartbeat payload against the link's dictionary; part data are copies. */
 export function decodeHeartbeat(payload: Uint8Array, dict: OpDictionary): HeartbeatPayload {
   if (payload.length < HEARTBEAT_FIXED_BYTES) {
