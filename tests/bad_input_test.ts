@@ -20,6 +20,8 @@ import {
   MESSAGE_HEADER_BYTES,
   MESSAGES_HEADER_BYTES,
   RECORD_HEADER_BYTES,
+  recordLength,
+  recordType,
 } from "../src/protocol/message.ts";
 import { bytes, captureLogger, deadline, rawHello, take, waitEvent } from "./_helpers.ts";
 
@@ -506,16 +508,10 @@ Deno.test("Messages frames go only to a peer that says batch, within its limit; 
           frames.push({ tag, length: p.length, count: 1 });
         } else if (tag === Tag.Messages) {
           const h = decodeMessagesHeader(p);
-          const view = new DataView(p.buffer, p.byteOffset);
           for (let i = 0, at = MESSAGES_HEADER_BYTES; i < h.count; i++) {
-            const length = view.getUint32(at) & 0xff_ffff;
-            const start = at + RECORD_HEADER_BYTES;
-            got.push({
-              type: view.getUint32(at + 4),
-              seq: h.seq + i,
-              body: p.slice(start, start + length),
-            });
-            at = start + length;
+            const start = at + RECORD_HEADER_BYTES, end = start + recordLength(p, at);
+            got.push({ type: recordType(p, at), seq: h.seq + i, body: p.slice(start, end) });
+            at = end;
           }
           frames.push({ tag, length: p.length, count: h.count });
         }

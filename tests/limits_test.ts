@@ -8,30 +8,26 @@ import { MAX_OPS_PER_LINK, OpDictionary } from "../src/protocol/heartbeat.ts";
 import { decodeHello, encodeJson } from "../src/protocol/handshake.ts";
 import { printable } from "../src/protocol/text.ts";
 import { MAX_COUNTED_OPS } from "../src/oob/service.ts";
-import { captureLogger, deadline, manualPair, rawHello, take, waitEvent } from "./_helpers.ts";
+import {
+  captureLogger,
+  deadline,
+  manualPair,
+  pair,
+  rawHello,
+  take,
+  waitEvent,
+} from "./_helpers.ts";
 
 Deno.test("an empty queue takes a message larger than its hard cap; a full one refuses it", async () => {
-  const limit = 16 * 1024;
-  const server = new Messenger({ name: "server", logger: captureLogger().log });
-  const client = new Messenger({
-    name: "client",
-    logger: captureLogger().log,
-    maxQueueBytes: limit,
-  });
-  try {
-    const conn = await client.connect(await server.listen("tcp://127.0.0.1:0"));
-    const big = new Uint8Array(256 * 1024).fill(5);
-    const first = conn.send(1, big); // into an empty queue: taken, and send() waits for room
-    const second = conn.send(2, big); // the queue holds the first: past twice the limit
-    await assert.rejects(second, QueueFullError);
-    await deadline(first, "the large message to be written", 5000);
-    const [m] = await take(server, 1);
-    assert.equal(m.type, 1);
-    assert.ok(m.payload.length === big.length && m.payload.every((b) => b === 5), "whole body");
-  } finally {
-    await client.close();
-    await server.close();
-  }
+  await using p = await pair("tcp://127.0.0.1:0", { maxQueueBytes: 16 * 1024 });
+  const big = new Uint8Array(256 * 1024).fill(5);
+  const first = p.conn.send(1, big); // into an empty queue: taken, and send() waits for room
+  const second = p.conn.send(2, big); // the queue holds the first: past twice the limit
+  await assert.rejects(second, QueueFullError);
+  await deadline(first, "the large message to be written", 5000);
+  const [m] = await take(p.server, 1);
+  assert.equal(m.type, 1);
+  assert.ok(m.payload.length === big.length && m.payload.every((b) => b === 5), "whole body");
 });
 
 Deno.test("send() past the hard cap rejects with QueueFullError; what was queued still arrives", async () => {

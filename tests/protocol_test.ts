@@ -28,6 +28,8 @@ import {
   MESSAGES_HEADER_BYTES,
   type OutgoingMessage,
   RECORD_HEADER_BYTES,
+  recordLength,
+  recordType,
   resealRun,
 } from "../src/protocol/message.ts";
 import {
@@ -525,8 +527,8 @@ function messagesIn(frames: { tag: number; payload: Uint8Array }[]) {
     const h = decodeMessagesHeader(payload);
     let at = MESSAGES_HEADER_BYTES;
     for (let i = 0; i < h.count; i++) {
-      const length = payload[at + 1] << 16 | payload[at + 2] << 8 | payload[at + 3];
-      const type = new DataView(payload.buffer, payload.byteOffset).getUint32(at + 4);
+      const length = recordLength(payload, at);
+      const type = recordType(payload, at);
       const body = payload.subarray(at + RECORD_HEADER_BYTES, at + RECORD_HEADER_BYTES + length);
       out.push({ seq: h.seq + i, type, priority: payload[at], body, ack: h.ack });
       at += RECORD_HEADER_BYTES + length;

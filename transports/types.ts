@@ -29,9 +29,9 @@ export interface Link {
   /**
    * Writes a batch of chunks in order as one unit (transports coalesce them into as few writes
    * as they can). Resolves when the bytes are handed to the layer below, so a peer that does
-   * not read makes this wait: that is the back-pressure the sessions rely on. The chunks (and
-   * the array) are the caller's again once it settles (a session encodes its next batch into
-   * the same buffer and array): a transport that hands them on later must copy them first.
+   * not read makes this wait: that is the back-pressure the sessions rely on. The chunks are
+   * the caller's again once it settles (a session encodes its next batch into the same
+   * buffer): a transport that hands them on later must copy them first.
    */
   write(chunks: Uint8Array[]): Promise<void>;
   /**

@@ -371,8 +371,7 @@ export function decodeWrittenRun(frame: Uint8Array): OutgoingMessage[] {
   let seq = u64(p, 0);
   for (let at = MESSAGES_HEADER_BYTES; at < p.length;) {
     const body = at + RECORD_HEADER_BYTES, end = body + recordLength(p, at);
-    const type = (p[at + 4] << 24 | p[at + 5] << 16 | p[at + 6] << 8 | p[at + 7]) >>> 0;
-    out.push({ type, priority: p[at], payload: p.slice(body, end), seq: seq++ });
+    out.push({ type: recordType(p, at), priority: p[at], payload: p.slice(body, end), seq: seq++ });
     at = end;
   }
   return out;
@@ -407,10 +406,13 @@ export interface MessageHeader {
   ack: number;
 }
 
-function u64(p: Uint8Array, at: number): number {
+function u32(p: Uint8Array, at: number): number {
   // Byte by byte: no DataView per message on the hot path.
-  return ((p[at] << 24 | p[at + 1] << 16 | p[at + 2] << 8 | p[at + 3]) >>> 0) * 0x1_0000_0000 +
-    ((p[at + 4] << 24 | p[at + 5] << 16 | p[at + 6] << 8 | p[at + 7]) >>> 0);
+  return (p[at] << 24 | p[at + 1] << 16 | p[at + 2] << 8 | p[at + 3]) >>> 0;
+}
+
+function u64(p: Uint8Array, at: number): number {
+  return u32(p, at) * 0x1_0000_0000 + u32(p, at + 4);
 }
 
 /**
@@ -435,7 +437,7 @@ export function decodeMessageHeader(p: Uint8Array): MessageHeader {
     throw new FrameError("malformed", `Unknown message priority: ${priority}`);
   }
   return {
-    type: (p[0] << 24 | p[1] << 16 | p[2] << 8 | p[3]) >>> 0,
+    type: u32(p, 0),
     priority,
     seq: u64(p, 8),
     ack: u64(p, 16),
@@ -445,6 +447,11 @@ export function decodeMessageHeader(p: Uint8Array): MessageHeader {
 /** The body length of the Messages record whose header starts at `at` (a u24). */
 export function recordLength(p: Uint8Array, at: number): number {
   return p[at + 1] << 16 | p[at + 2] << 8 | p[at + 3];
+}
+
+/** The type of the Messages record whose header starts at `at` (a u32). */
+export function recordType(p: Uint8Array, at: number): number {
+  return u32(p, at + 4);
 }
 
 /** The header of a received Messages frame, whose records were checked. */

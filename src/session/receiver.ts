@@ -14,6 +14,7 @@ import {
   PRIORITIES,
   RECORD_HEADER_BYTES,
   recordLength,
+  recordType,
 } from "../protocol/message.ts";
 import type { InboundPort } from "./ports.ts";
 import type { SessionSequence } from "./sequence.ts";
@@ -124,7 +125,7 @@ export class Receiver<H> {
     for (let s = h.seq + skip; at < buf.length; s++) {
       const priority = buf[at];
       const length = recordLength(buf, at);
-      const type = (buf[at + 4] << 24 | buf[at + 5] << 16 | buf[at + 6] << 8 | buf[at + 7]) >>> 0;
+      const type = recordType(buf, at);
       const start = at + RECORD_HEADER_BYTES;
       at = start + length;
       inbound.deliver(handle, type, PRIORITIES[priority], buf.subarray(start, at), s);

@@ -60,12 +60,12 @@ export class WrittenRun {
 export type Written = OutgoingMessage | WrittenRun;
 
 /** How many messages `w` holds. */
-function recordsOf(w: Written): number {
+export function writtenRecords(w: Written): number {
   return w instanceof WrittenRun ? w.count : 1;
 }
 
 /** Its bytes on the wire. */
-function bytesOf(w: Written): number {
+export function writtenBytes(w: Written): number {
   return w instanceof WrittenRun ? w.frame.length : messageFrameBytes(w.payload);
 }
 
@@ -94,8 +94,6 @@ export class ReplayBuffer {
   #headAcked = 0;
   /** The chunk new frames are copied into. */
   #tail: ReplayChunk | null = null;
-  /** Sequence number of the newest item (0: none since the buffer was made or emptied). */
-  #lastSeq = 0;
 
   /** Unacknowledged messages. */
   get count(): number {
@@ -109,7 +107,7 @@ export class ReplayBuffer {
 
   /** Sequence number of the newest message held (0 when empty). */
   get lastSeq(): number {
-    return this.#items.length > 0 ? this.#lastSeq : 0;
+    return this.#items.at(this.#items.length - 1)?.seq ?? 0;
   }
 
   /** Whether messages wait to be written again on the current link. */
@@ -150,9 +148,8 @@ export class ReplayBuffer {
   #add(w: Written): void {
     this.#items.push(w);
     this.#written = this.#items.length;
-    this.#bytes += bytesOf(w);
-    this.#records += recordsOf(w);
-    this.#lastSeq = w.seq;
+    this.#bytes += writtenBytes(w);
+    this.#records += writtenRecords(w);
   }
 
   /** The peer has everything up to `seq`: drop it (the caller checked `seq` is not ahead). */
@@ -160,8 +157,8 @@ export class ReplayBuffer {
     const items = this.#items;
     let w = items.peek();
     for (; w !== undefined && w.seq <= seq; w = items.peek()) {
-      this.#bytes -= bytesOf(w);
-      this.#records -= recordsOf(w);
+      this.#bytes -= writtenBytes(w);
+      this.#records -= writtenRecords(w);
       items.shift();
       this.#release(w);
       if (this.#written > 0) this.#written--;

@@ -20,7 +20,7 @@ import {
   type OutgoingMessage,
   resealRun,
 } from "../protocol/message.ts";
-import { type Written, WrittenRun } from "./replay_buffer.ts";
+import { type Written, writtenBytes, writtenRecords, WrittenRun } from "./replay_buffer.ts";
 import type { Link } from "../../transports/types.ts";
 import type { SessionSequence } from "./sequence.ts";
 import type { Close } from "./close.ts";
@@ -32,8 +32,6 @@ const nextTurn: ((fn: () => void) => unknown) | undefined =
 
 /** No replayed items (most batches): shared, never written to. */
 const NOTHING_AGAIN: Written[] = [];
-/** No chunks: what the reused encoder output holds between batches. */
-const NO_CHUNKS: Uint8Array[] = [];
 
 /** Most bytes of data frames gathered into one write. */
 export const BATCH_BYTES = 256 * 1024;
@@ -127,10 +125,6 @@ export class Writer {
   };
   /** The batch's messages taken from the queue (one array, emptied after each batch). */
   #taken: OutgoingMessage[] = [];
-  /** The chunks of the batch being written (one array, reused). */
-  #chunks: Uint8Array[] = [];
-  /** What the batch's encoders add their chunks and counts to (one object, reused). */
-  #out: EncodedMessages = { chunks: NO_CHUNKS, single: 0, batched: 0 };
   /** A lossless session keeps what it writes, as it is encoded, for replay. */
   #keep: KeepWritten = {
     frame: (frame, first, last) => this.#p.seq.replay.pushRun(frame, first, last),
@@ -293,7 +287,6 @@ export class Writer {
     this.#passLink = null;
     if (this.#scratch !== null) writeBuffers.give(this.#scratch);
     this.#scratch = null;
-    this.#chunks.length = 0; // views of the scratch: an idle writer keeps none of it
     if (!defect) {
       try {
         this.#p.session.written(link);
@@ -350,11 +343,10 @@ export class Writer {
     const limit = this.#batchBytes;
     this.#total = 0;
     this.#fresh = 0;
-    let again = NOTHING_AGAIN;
+    const again = replay.replayPending ? [] : NOTHING_AGAIN;
     let replayed = 0;
-    if (replay.replayPending) again = [];
-    while (again !== NOTHING_AGAIN && this.#total < limit) {
-      const w = replay.nextReplay();
+    while (this.#total < limit) {
+      const w = replay.nextReplay(); // (none unless a replay is pending)
       if (!w) break;
       if (w instanceof WrittenRun && w.frame.length - PREAMBLE_BYTES > this.#batchLimit()) {
         // The peer now takes smaller Messages frames than this one (or none): its records
@@ -363,8 +355,8 @@ export class Writer {
       } else {
         again.push(w);
       }
-      this.#total += w instanceof WrittenRun ? w.frame.length : messageFrameBytes(w.payload);
-      replayed += w instanceof WrittenRun ? w.count : 1;
+      this.#total += writtenBytes(w);
+      replayed += writtenRecords(w);
     }
     const taken = this.#taken;
     taken.length = 0; // every batch starts with none
@@ -441,9 +433,7 @@ export class Writer {
       this.#scratch = writeBuffers.take(Math.max(need, this.#batchBytes));
     }
     this.#scratchUsed = 0;
-    // One array per writer: the link is done with the last batch's once its write settled.
-    const chunks = this.#chunks;
-    chunks.length = 0;
+    const chunks: Uint8Array[] = [];
     for (const frame of control) {
       const piece = this.#alloc(frame.length);
       piece.set(frame);
@@ -452,13 +442,10 @@ export class Writer {
     const ack = seq.inSeq;
     const flags = this.#p.messageFlags();
     const batchLimit = this.#batchLimit();
-    const out = this.#out;
-    out.chunks = chunks;
-    out.single = out.batched = 0;
+    const out: EncodedMessages = { chunks, single: 0, batched: 0 };
     if (again.length > 0) this.#encodeAgain(again, ack, flags, batchLimit, out);
     const keep = session.policy.lossy ? undefined : this.#keep;
     encodeOutgoing(taken, ack, flags, batchLimit, this.#alloc, out, keep);
-    out.chunks = NO_CHUNKS; // the batch is the caller's
     seq.acked(ack);
     const frames = out.single + out.batched;
     if (flags & FLAG_UNCHECKED) counters.uncheckedFrames += frames;
