@@ -7,11 +7,13 @@
 /** Largest frame payload accepted or sent: 16 MiB. */
 export const MAX_FRAME_BYTES = 16 * 1024 * 1024;
 /**
- * Bytes of messages a connection queues before `send()` waits: 1 MiB, four of the writer's
- * largest batches. A deeper queue does not write faster; it holds more messages alive (at
- * 64-byte bodies, 8 MiB held 84,000 of them, and the sender's resident memory grew by 60 MB).
+ * Bytes of messages a connection queues before `send()` waits: 256 KiB, one of the writer's
+ * largest batches (one batch is written while the next is queued). A deeper queue does not
+ * write faster; it holds more messages alive, and what is alive when the young generation is
+ * collected makes V8 grow it: at 64-byte bodies, 1 MiB (16,000 messages) left a sender 30 MB
+ * more resident than 256 KiB, and 8 MiB 60 MB more than 1 MiB (docs/benchmarks.md).
  */
-export const MAX_QUEUE_BYTES = 1024 * 1024;
+export const MAX_QUEUE_BYTES = 256 * 1024;
 /** Received messages of one connection waiting for `messages()` before it stops reading. */
 export const MAX_INBOUND_MESSAGES = 10_000;
 /** Bytes of bodies of one connection waiting for `messages()` before it stops reading: 8 MiB. */

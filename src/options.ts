@@ -31,7 +31,7 @@ export interface MessengerOptions {
   /**
    * Per-connection send queue limit in bytes before `send()` waits; beyond twice it `send()`
    * rejects with `QueueFullError`, except that an empty queue takes a message of any size up
-   * to `maxFrameBytes`. Default 1 MiB.
+   * to `maxFrameBytes`. Default 256 KiB.
    */
   maxQueueBytes?: number;
   /** Received messages of one connection not yet taken before it stops reading. Default 10,000. */

@@ -195,7 +195,11 @@ Deno.test("[mem] send() applies back-pressure at the queue limit and resumes", a
 
 Deno.test("[mem] received messages pile up to the inbound limit, then reading pauses", async () => {
   const net = new MemoryTransport();
-  await using p = await pair("mem://server", { transports: [net], maxInboundMessages: 100 });
+  await using p = await pair("mem://server", {
+    transports: [net],
+    maxInboundMessages: 100,
+    maxQueueBytes: 4 << 20, // the sender queues all 2,000 without waiting
+  });
   for (let i = 0; i < 2000; i++) p.conn.send(i, bytes(512));
   // Nobody consumes on the server; let the in-memory I/O settle.
   await settle();
