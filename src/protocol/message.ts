@@ -102,9 +102,12 @@ const newBytes: Alloc = (bytes) => new Uint8Array(bytes);
 /**
  * Bodies at least this large travel as chunks of their own (a gather write): their frame's
  * preamble and header go in a small buffer and the body is written from where it lies, never
- * copied into a batch buffer.
+ * copied into a batch buffer. Smaller bodies are copied: Deno has no writev, so a gather write
+ * costs a second write call, and the peer a read of the 36-byte head alone, which cost more
+ * than copying 64 KiB (a 64 KiB stream between processes went from 41-56 k to 57-63 k msg/s,
+ * 16 KiB from 126-130 k to 195-219 k; docs/benchmarks.md).
  */
-export const GATHER_MIN_BYTES = 16 * 1024;
+export const GATHER_MIN_BYTES = 128 * 1024;
 
 /**
  * Encodes `messages` as consecutive Message frames, as chunks to write in order: small
@@ -115,9 +118,9 @@ export const GATHER_MIN_BYTES = 16 * 1024;
  * @example
  * ```ts
  * import { encodeMessageChunks } from "./message.ts";
- * const big = { type: 1, priority: 1, payload: new Uint8Array(65536), seq: 1 };
+ * const big = { type: 1, priority: 1, payload: new Uint8Array(131072), seq: 1 };
  * const small = { type: 2, priority: 1, payload: new Uint8Array(8), seq: 2 };
- * const chunks = encodeMessageChunks([small, big], 44 + 65572, 0);
+ * const chunks = encodeMessageChunks([small, big], 44 + 131108, 0);
  * if (chunks.length !== 3 || chunks[2] !== big.payload) throw new Error("body written in place");
  * ```
  */

@@ -12,7 +12,7 @@
  * of each size, 4 MiB in all) and go back to it once all of their frames are acknowledged, so
  * a steady stream reuses the same few; a buffer holds none once everything in it is
  * acknowledged, and at least 4 KiB while anything is not. Messages written as Message frames of their own
- * (bodies of 16 KiB or more, records larger than the peer takes in a Messages frame, or every
+ * (bodies of 128 KiB or more, records larger than the peer takes in a Messages frame, or every
  * message to a peer that takes none) are kept as they are: their bodies are not copied.
  *
  * @module
