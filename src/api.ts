@@ -38,6 +38,7 @@ export {
   TimeoutError,
   TransportError,
   UnexpectedPeerError,
+  UnwritableMessageError,
 } from "./errors.ts";
 export { PROTOCOL_VERSION } from "./protocol/frame.ts";
 export { PRIORITIES, type Priority } from "./protocol/message.ts";

@@ -194,3 +194,26 @@ export class UnexpectedPeerError extends HeartlineError {
     this.actual = actual;
   }
 }
+
+/**
+ * A message the connection had taken from its queue could not be written: its body was
+ * detached (transferred) or shrunk after `send()`, which `send()`'s contract forbids. The
+ * connection ends with this error in its `reset` event rather than reconnecting: a lossless
+ * session could never write the message again, so every new link would fail the same way. The
+ * event's `unsent` hands back what the connection still held (for a lossless policy, the
+ * message itself among them).
+ *
+ * @example
+ * ```ts
+ * import { UnwritableMessageError } from "./errors.ts";
+ * const err = new UnwritableMessageError("Body detached after send()");
+ * if (err.name !== "UnwritableMessageError") throw new Error("unexpected");
+ * ```
+ */
+export class UnwritableMessageError extends HeartlineError {
+  /** Creates the error. */
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "UnwritableMessageError";
+  }
+}

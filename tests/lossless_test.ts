@@ -13,6 +13,7 @@ import {
   WebSocketTransport,
 } from "../mod.ts";
 import { ManualClock, MemoryTransport } from "../testing.ts";
+import { GATHER_MIN_BYTES } from "../src/protocol/message.ts";
 import { FaultProxy } from "./fault_proxy.ts";
 import { captureLogger, deadline, runDeno, take, waitEvent } from "./_helpers.ts";
 
@@ -144,6 +145,57 @@ Deno.test("[mem] a one-way flow is acknowledged: the replay buffer empties", asy
   assert.equal(conn.unackedMessages, 0);
   await client.close();
   await server.close();
+});
+
+Deno.test("[tcp] a body detached after send() ends the session with UnwritableMessageError, not a reconnect loop", async () => {
+  const opts: MessengerOptions = { logger: captureLogger().log, ...QUICK };
+  await using server = new Messenger({ name: "server", ...opts });
+  await using client = new Messenger({ name: "client", ...opts });
+  const addr = await server.listen("tcp://127.0.0.1:0");
+  const conn = await client.connect(addr, { policy: "losslessClient" });
+  await conn.send(1, new Uint8Array([1]));
+  await take(server, 1);
+  const events = collectEvents(client);
+  const reset = waitEvent(client, "reset");
+  const bad = new Uint8Array(64).fill(2);
+  const sent = conn.send(2, bad);
+  (bad.buffer as ArrayBuffer).transfer(); // breaks send()'s contract before the writer runs
+  await sent;
+  const ev = await reset;
+  assert.equal(ev.error.name, "UnwritableMessageError");
+  assert.match(ev.error.message, /detached/);
+  assert.ok(ev.unsent.some((m) => m.type === 2), "the message comes back in unsent");
+  assert.equal(conn.state, "closed");
+  assert.equal(events.filter((e) => e.kind === "disconnect").length, 0, "no reconnect was tried");
+  // The messenger goes on serving: a new connection works.
+  const again = await client.connect(addr, { policy: "losslessClient" });
+  await again.send(4, new Uint8Array([4]));
+  const [m] = await take(server, 1);
+  assert.equal(m.type, 4);
+});
+
+Deno.test("[mem] a large body detached while unacknowledged ends the session at its replay", async () => {
+  const net = new MemoryTransport();
+  const opts: MessengerOptions = { transports: [net], logger: captureLogger().log, ...QUICK };
+  await using server = new Messenger({ name: "server", ...opts });
+  await using client = new Messenger({ name: "client", ...opts });
+  await server.listen("mem://server");
+  const conn = await client.connect("mem://server", { policy: "losslessClient" });
+  net.links[0].peer.stallReads(true); // nothing is acknowledged
+  const big = new Uint8Array(GATHER_MIN_BYTES).fill(5); // kept by reference for replay
+  await conn.send(1, big);
+  await deadline(
+    (async () => {
+      while (conn.unackedMessages < 1) await new Promise((r) => setTimeout(r, 1));
+    })(),
+    "the large message written",
+  );
+  (big.buffer as ArrayBuffer).transfer();
+  const reset = waitEvent(client, "reset");
+  net.links[0].cut(); // the resume must write it again, and cannot
+  const ev = await reset;
+  assert.equal(ev.error.name, "UnwritableMessageError");
+  assert.deepEqual(ev.unsent.map((m) => m.type), [1], "handed back, not lost");
 });
 
 Deno.test("[mem] a full replay buffer holds messages back: send() waits, nothing is dropped", async () => {

@@ -581,6 +581,7 @@ Deno.test("Writer (lossless): a batch whose encoding throws is kept for replay, 
   (sent[2].payload.buffer as ArrayBuffer).transfer(); // the application broke its promise
   await flushed(rig);
   assert.equal(failures.length, 1, "the pass failed");
+  assert.equal(failures[0].name, "UnwritableMessageError", "an error that ends the session");
   assert.equal(rig.seq.outSeq, 3);
   assert.deepEqual(rig.seq.replay.takeAll().map((m) => m.seq), [1, 2, 3], "nothing lost");
   assert.equal(rig.queue.messages, 0, "the queue let go of them");

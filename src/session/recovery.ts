@@ -6,7 +6,7 @@
  * @module
  */
 
-import { ConnectionClosedError, HandshakeRefusedError } from "../errors.ts";
+import { ConnectionClosedError, HandshakeRefusedError, UnwritableMessageError } from "../errors.ts";
 import type { Limits } from "../options.ts";
 import type { Policy } from "../policy.ts";
 import type { ConnectionState } from "./state.ts";
@@ -34,7 +34,8 @@ export interface FaultFacts {
 }
 
 /**
- * Plans the answer to `error`. A redial waits `reconnectBaseMs` doubling per failed try, capped at
+ * Plans the answer to `error`. A session ends on a refusal, or on a message it cannot write (a
+ * new link would not help); otherwise its policy decides. A redial waits `reconnectBaseMs` doubling per failed try, capped at
  * `reconnectMaxMs`, times a jitter of 0.5-1 from `random()`.
  *
  * @example
@@ -55,7 +56,10 @@ export function planFault(
   limits: Limits,
   random: () => number,
 ): FaultPlan {
-  if (!facts.established || facts.state === "closing" || error instanceof HandshakeRefusedError) {
+  if (
+    !facts.established || facts.state === "closing" || error instanceof HandshakeRefusedError ||
+    error instanceof UnwritableMessageError // a new link would fail the same way
+  ) {
     return { kind: "end" };
   }
   const action = facts.policy.onFault(facts.side);

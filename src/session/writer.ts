@@ -6,6 +6,7 @@
  */
 
 import type { Counters } from "../counters.ts";
+import { UnwritableMessageError } from "../errors.ts";
 import { writeBuffers } from "../_buffer_pool.ts";
 import type { Limits } from "../options.ts";
 import { BANNER, FLAG_CRC32, FLAG_UNCHECKED, PREAMBLE_BYTES, Tag } from "../protocol/frame.ts";
@@ -375,7 +376,12 @@ export class Writer {
         batch = this.#encode(control, again, taken);
       } catch (error) {
         this.#encodingFailed(taken);
-        throw error;
+        throw new UnwritableMessageError(
+          `A message could not be encoded (was its body detached or shrunk after send()?): ${
+            (error as Error).message
+          }`,
+          { cause: error },
+        );
       }
       stats.messagesSent += taken.length;
       stats.replayed += replayed;
@@ -396,8 +402,8 @@ export class Writer {
   /**
    * Encoding a batch threw (a body detached after send(), say): its messages left the queue
    * and have their sequence numbers, so a lossless session keeps those the encoder did not
-   * get to keep, as they are, or the peer would see a gap on every link from now on and they
-   * would be lost unreported. The pass then fails as any failed write does.
+   * get to keep, as they are, to hand them back when it ends. The pass then fails with an
+   * UnwritableMessageError, which ends the session: a new link would fail the same way.
    */
   #encodingFailed(taken: OutgoingMessage[]): void {
     const { queue, seq, session, limits } = this.#p;
