@@ -196,12 +196,14 @@ export class UnexpectedPeerError extends HeartlineError {
 }
 
 /**
- * A message the connection had taken from its queue could not be written: its body was
- * detached (transferred) or shrunk after `send()`, which `send()`'s contract forbids. The
- * connection ends with this error in its `reset` event rather than reconnecting: a lossless
- * session could never write the message again, so every new link would fail the same way. The
- * event's `unsent` hands back what the connection still held (for a lossless policy, the
- * message itself among them).
+ * A connection cannot write a message it holds: its body was detached (its buffer transferred)
+ * after `send()`, which `send()`'s contract forbids, found before the message was written or
+ * written again after a reconnect; or encoding a batch failed (an allocation that failed). What
+ * came before the message is written; then the connection ends with this error in its `reset`
+ * event rather than reconnecting, since a new link would fail the same way. The event's
+ * `unsent` hands back the message, everything queued after it and, for a lossless policy,
+ * everything unacknowledged. No Close frame goes out: a lossless peer keeps its side in standby
+ * until its session timeout.
  *
  * @example
  * ```ts

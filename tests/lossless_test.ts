@@ -148,30 +148,35 @@ Deno.test("[mem] a one-way flow is acknowledged: the replay buffer empties", asy
 });
 
 Deno.test("[tcp] a body detached after send() ends the session with UnwritableMessageError, not a reconnect loop", async () => {
-  const opts: MessengerOptions = { logger: captureLogger().log, ...QUICK };
-  await using server = new Messenger({ name: "server", ...opts });
-  await using client = new Messenger({ name: "client", ...opts });
-  const addr = await server.listen("tcp://127.0.0.1:0");
-  const conn = await client.connect(addr, { policy: "losslessClient" });
-  await conn.send(1, new Uint8Array([1]));
-  await take(server, 1);
-  const events = collectEvents(client);
-  const reset = waitEvent(client, "reset");
-  const bad = new Uint8Array(64).fill(2);
-  const sent = conn.send(2, bad);
-  (bad.buffer as ArrayBuffer).transfer(); // breaks send()'s contract before the writer runs
-  await sent;
-  const ev = await reset;
-  assert.equal(ev.error.name, "UnwritableMessageError");
-  assert.match(ev.error.message, /detached/);
-  assert.ok(ev.unsent.some((m) => m.type === 2), "the message comes back in unsent");
-  assert.equal(conn.state, "closed");
-  assert.equal(events.filter((e) => e.kind === "disconnect").length, 0, "no reconnect was tried");
-  // The messenger goes on serving: a new connection works.
-  const again = await client.connect(addr, { policy: "losslessClient" });
-  await again.send(4, new Uint8Array([4]));
-  const [m] = await take(server, 1);
-  assert.equal(m.type, 4);
+  for (const policy of ["losslessClient", "lossyClient"] as const) {
+    const opts: MessengerOptions = { logger: captureLogger().log, ...QUICK };
+    await using server = new Messenger({ name: "server", ...opts });
+    await using client = new Messenger({ name: "client", ...opts });
+    const addr = await server.listen("tcp://127.0.0.1:0");
+    const conn = await client.connect(addr, { policy });
+    await conn.send(1, new Uint8Array([1]));
+    await take(server, 1);
+    const events = collectEvents(client);
+    const reset = waitEvent(client, "reset");
+    const bad = new Uint8Array(64).fill(2);
+    const sends = [conn.send(2, new Uint8Array([2])), conn.send(3, bad)];
+    (bad.buffer as ArrayBuffer).transfer(); // breaks send()'s contract before the writer runs
+    sends.push(conn.send(4, new Uint8Array([4])));
+    await Promise.all(sends);
+    const ev = await reset;
+    assert.equal(ev.error.name, "UnwritableMessageError", policy);
+    assert.match(ev.error.message, /\(type 3\): its body was detached after send\(\)/);
+    // The one before it was written; it and the one after it come back.
+    assert.deepEqual((await take(server, 1)).map((m) => m.type), [2], policy);
+    assert.deepEqual(ev.unsent.map((m) => m.type).filter((t) => t >= 3), [3, 4], policy);
+    assert.equal(conn.state, "closed");
+    assert.equal(events.filter((e) => e.kind === "disconnect").length, 0, "no reconnect tried");
+    // The messenger goes on serving: a new connection works.
+    const again = await client.connect(addr, { policy });
+    await again.send(5, new Uint8Array([5]));
+    const [m] = await take(server, 1);
+    assert.equal(m.type, 5);
+  }
 });
 
 Deno.test("[mem] a large body detached while unacknowledged ends the session at its replay", async () => {

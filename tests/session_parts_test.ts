@@ -21,7 +21,7 @@ import { SendQueue } from "../src/session/send_queue.ts";
 import { BodyArena, Receiver } from "../src/session/receiver.ts";
 import { newSessionStats } from "../src/session/types.ts";
 import { Ring } from "../src/_ring.ts";
-import { SizeClassPool } from "../src/_buffer_pool.ts";
+import { SizeClassPool, writeBuffers } from "../src/_buffer_pool.ts";
 import fc from "npm:fast-check@4";
 import { REPLAY_CHUNK_BYTES, ReplayBuffer, WrittenRun } from "../src/session/replay_buffer.ts";
 import { SessionSequence } from "../src/session/sequence.ts";
@@ -578,13 +578,69 @@ Deno.test("Writer (lossless): a batch whose encoding throws is kept for replay, 
   const rig = writerRig({ batchLimit: () => 65536, failures });
   const sent = [0, 1, 2].map(() => message(0, 10));
   for (const m of sent) rig.queue.push(m, messageFrameBytes(m.payload));
-  (sent[2].payload.buffer as ArrayBuffer).transfer(); // the application broke its promise
-  await flushed(rig);
+  const take = writeBuffers.take;
+  writeBuffers.take = () => {
+    throw new RangeError("out of memory"); // an allocation that fails under memory pressure
+  };
+  try {
+    await flushed(rig);
+  } finally {
+    writeBuffers.take = take;
+  }
   assert.equal(failures.length, 1, "the pass failed");
   assert.equal(failures[0].name, "UnwritableMessageError", "an error that ends the session");
+  assert.match(failures[0].message, /could not be encoded: out of memory/);
   assert.equal(rig.seq.outSeq, 3);
   assert.deepEqual(rig.seq.replay.takeAll().map((m) => m.seq), [1, 2, 3], "nothing lost");
   assert.equal(rig.queue.messages, 0, "the queue let go of them");
+  assert.equal(rig.queue.bytes, 0, "and of their bytes");
+});
+
+Deno.test("Writer: a body detached in the queue stops the pass there; what came before goes, it stays", async () => {
+  for (const lossy of [false, true]) {
+    const failures: Error[] = [];
+    const rig = writerRig({ lossy, batchLimit: () => 65536, failures });
+    const sent = [0, 1, 2, 3].map((i) => ({ ...message(0, 10), type: i }));
+    for (const m of sent) rig.queue.push(m, messageFrameBytes(m.payload));
+    (sent[2].payload.buffer as ArrayBuffer).transfer(); // the application broke its promise
+    await flushed(rig);
+    assert.equal(failures.length, 1, "the pass failed");
+    assert.equal(failures[0].name, "UnwritableMessageError");
+    assert.match(failures[0].message, /\(type 2\): its body was detached after send\(\)/);
+    assert.equal(rig.seq.outSeq, 2, "only the two before it took sequence numbers");
+    assert.deepEqual(rig.tags(), [Tag.Messages], "they were written");
+    assert.equal(rig.queue.messages, 2, "it and the one after it stay queued");
+    assert.equal(rig.queue.bytes, 2 * messageFrameBytes(new Uint8Array(10)), "counted as queued");
+    assert.deepEqual(rig.queue.drain().map((m) => m.type), [2, 3], "to be handed back");
+  }
+});
+
+Deno.test("Writer (lossless): a kept body detached before its replay fails the replay, and nothing after it goes", async () => {
+  const failures: Error[] = [];
+  const rig = writerRig({ batchLimit: () => 0, failures }); // every message a frame of its own
+  const sent = [0, 1].map((i) => ({ ...message(0, 10), type: i }));
+  for (const m of sent) rig.queue.push(m, messageFrameBytes(m.payload));
+  await flushed(rig);
+  assert.equal(rig.seq.replay.count, 2, "kept by reference, unacknowledged");
+  (sent[0].payload.buffer as ArrayBuffer).transfer();
+  rig.seq.replay.rewind(); // a new link: both are written again
+  const before = rig.frames().length;
+  await flushed(rig);
+  assert.equal(failures.length, 1);
+  assert.match(failures[0].message, /seq 1 \(type 0\).*before it was written again/);
+  assert.equal(rig.frames().length, before, "nothing written again, the message after it neither");
+  assert.deepEqual(rig.seq.replay.takeAll().map((m) => m.seq), [1, 2], "both handed back");
+});
+
+Deno.test("ReplayBuffer: a kept body detached before its ack leaves no bytes counted", () => {
+  const buffer = new ReplayBuffer();
+  const m = { ...message(1, 1000) };
+  buffer.push(m);
+  assert.equal(buffer.bytes, messageFrameBytes(new Uint8Array(1000)));
+  (m.payload.buffer as ArrayBuffer).transfer();
+  buffer.ack(1);
+  assert.equal(buffer.bytes, 0, "what was counted when kept is what the ack releases");
+  assert.equal(buffer.count, 0);
 });
 
 Deno.test("Writer (lossless): Messages frames count against maxUnackedBytes", async () => {

@@ -172,15 +172,21 @@ Deno.test("AdaptiveReadBuffer grows on reads that fill it and shrinks when reads
   assert.equal(b.buffer.length, READ_BUFFER_MAX_BYTES);
   b.filled(READ_BUFFER_MAX_BYTES);
   assert.equal(b.buffer.length, READ_BUFFER_MAX_BYTES, "never past the largest");
-  // One small read changes nothing; a run of them halves the buffer, step by step.
+  // One small read changes nothing; a run of them shrinks it to what they needed, at once.
   b.filled(10);
   assert.equal(b.buffer.length, READ_BUFFER_MAX_BYTES);
-  for (let i = 0; i < 10_000 && b.buffer.length > READ_BUFFER_MIN_BYTES; i++) b.filled(10);
+  let reads = 1;
+  for (; reads < 10_000 && b.buffer.length > READ_BUFFER_MIN_BYTES; reads++) b.filled(10);
   assert.equal(b.buffer.length, READ_BUFFER_MIN_BYTES);
+  assert.equal(reads, 32, "from the largest to the smallest in one run of small reads");
   // A read that uses half of it keeps the size (no shrink streak).
   b.filled(READ_BUFFER_MIN_BYTES);
   b.filled(READ_BUFFER_MIN_BYTES);
   assert.equal(b.buffer.length, 2 * READ_BUFFER_MIN_BYTES);
+  // A run whose largest read was 5,000 bytes keeps room for twice that.
+  while (b.buffer.length < READ_BUFFER_MAX_BYTES) b.filled(b.buffer.length);
+  for (let i = 0; i < 32; i++) b.filled(i === 7 ? 5000 : 10);
+  assert.equal(b.buffer.length, 16 * 1024);
 });
 
 Deno.test("TcpTransport({ reusePort }): two nodes on one port share the connections the kernel spreads", async () => {

@@ -4,7 +4,11 @@
 import { TransportError } from "../src/errors.ts";
 import { concatChunks, formatHostPort, type Link, type Listener } from "./types.ts";
 
-/** A chunk at least this large is written on its own instead of being joined (copied). */
+/**
+ * A chunk at least this large is written on its own instead of being joined (copied) with its
+ * neighbours. A session's batch is nearly always one chunk; a body of GATHER_MIN_BYTES (128
+ * KiB) or more comes as a chunk of its own after the head its frame starts with.
+ */
 const GATHER_WRITE_MIN_BYTES = 16 * 1024;
 
 /**
@@ -18,18 +22,22 @@ export const READ_BUFFER_MIN_BYTES = 512;
  * one read rather than two or three, and a stream of them takes a quarter of the reads.
  */
 export const READ_BUFFER_MAX_BYTES = 256 * 1024;
-/** Reads that each fill less than a quarter of the buffer before it halves. */
+/** Reads in a row that each fill less than a quarter of the buffer before it shrinks. */
 const SHRINK_AFTER_READS = 32;
 
 /**
  * A read buffer that follows the traffic: a read that fills it doubles it (up to
- * {@linkcode READ_BUFFER_MAX_BYTES}), a run of reads that use less than a quarter halves it
- * (down to {@linkcode READ_BUFFER_MIN_BYTES}). An idle link's pending read then holds 512 bytes,
+ * {@linkcode READ_BUFFER_MAX_BYTES}); a run of reads that each use less than a quarter of it
+ * shrinks it at once to twice the largest of them (down to {@linkcode READ_BUFFER_MIN_BYTES}),
+ * so a link that was busy and now carries heartbeats goes from 256 KiB to 512 bytes in one
+ * step, not eight. An idle link's pending read then holds 512 bytes,
  * not 256 KiB, so ten thousand idle connections cost 5 MiB of read buffers rather than 2.5 GiB.
  */
 export class AdaptiveReadBuffer {
   #buf = new Uint8Array(READ_BUFFER_MIN_BYTES);
   #small = 0;
+  /** The largest of the current run of small reads. */
+  #largest = 0;
 
   /** The buffer for the next read (valid until the read after it). */
   get buffer(): Uint8Array {
@@ -41,14 +49,17 @@ export class AdaptiveReadBuffer {
     const size = this.#buf.length;
     if (n === size && size < READ_BUFFER_MAX_BYTES) {
       this.#buf = new Uint8Array(size * 2);
-      this.#small = 0;
+      this.#small = this.#largest = 0;
     } else if (n < size / 4 && size > READ_BUFFER_MIN_BYTES) {
+      if (n > this.#largest) this.#largest = n;
       if (++this.#small >= SHRINK_AFTER_READS) {
-        this.#buf = new Uint8Array(size / 2);
-        this.#small = 0;
+        let next = READ_BUFFER_MIN_BYTES;
+        while (next < 2 * this.#largest) next *= 2;
+        this.#buf = new Uint8Array(next); // under half the size: the reads took under a quarter
+        this.#small = this.#largest = 0;
       }
     } else {
-      this.#small = 0;
+      this.#small = this.#largest = 0;
     }
   }
 }

@@ -35,19 +35,24 @@ export interface FaultFacts {
 
 /**
  * Plans the answer to `error`. A session ends on a refusal, or on a message it cannot write (a
- * new link would not help); otherwise its policy decides. A redial waits `reconnectBaseMs` doubling per failed try, capped at
- * `reconnectMaxMs`, times a jitter of 0.5-1 from `random()`.
+ * new link would not help); otherwise its policy decides. A redial waits `reconnectBaseMs`
+ * doubling per failed try, capped at `reconnectMaxMs`, times a jitter of 0.5-1 from `random()`.
  *
  * @example
  * ```ts
  * import { planFault } from "./recovery.ts";
  * import { Policies } from "../policy.ts";
  * import { resolveLimits } from "../options.ts";
+ * import { UnwritableMessageError } from "../errors.ts";
  * const facts = {
  *   state: "open", established: true, policy: Policies.losslessClient, side: "client", attempt: 3,
  * } as const;
  * const plan = planFault(facts, new Error("cut"), resolveLimits({}), () => 1);
  * if (plan.kind !== "reconnect" || plan.delayMs !== 400) throw new Error("50 ms x 2^3");
+ * const unwritable = new UnwritableMessageError("body detached");
+ * if (planFault(facts, unwritable, resolveLimits({}), () => 1).kind !== "end") {
+ *   throw new Error("a new link would fail the same way");
+ * }
  * ```
  */
 export function planFault(

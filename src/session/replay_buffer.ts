@@ -86,6 +86,11 @@ export function writtenBytes(w: Written): number {
  */
 export class ReplayBuffer {
   #items = new Ring<Written>();
+  /**
+   * Each item's bytes as counted when it was kept: a body kept by reference that the
+   * application detaches later reads as empty, and must not leave its bytes counted forever.
+   */
+  #sizes = new Ring<number>();
   /** How many of the oldest items went out on the current link. */
   #written = 0;
   #bytes = 0;
@@ -146,9 +151,11 @@ export class ReplayBuffer {
   }
 
   #add(w: Written): void {
+    const bytes = writtenBytes(w);
     this.#items.push(w);
+    this.#sizes.push(bytes);
     this.#written = this.#items.length;
-    this.#bytes += writtenBytes(w);
+    this.#bytes += bytes;
     this.#records += writtenRecords(w);
   }
 
@@ -157,7 +164,7 @@ export class ReplayBuffer {
     const items = this.#items;
     let w = items.peek();
     for (; w !== undefined && w.seq <= seq; w = items.peek()) {
-      this.#bytes -= writtenBytes(w);
+      this.#bytes -= this.#sizes.shift()!;
       this.#records -= writtenRecords(w);
       items.shift();
       this.#release(w);
@@ -181,6 +188,11 @@ export class ReplayBuffer {
     return this.#items.at(this.#written++);
   }
 
+  /** The item `nextReplay()` would return, left in place. */
+  peekReplay(): Written | undefined {
+    return this.#items.at(this.#written);
+  }
+
   /**
    * Empties the buffer and returns the unacknowledged messages it held, in sequence order
    * (those of a frame with bodies of their own).
@@ -199,6 +211,7 @@ export class ReplayBuffer {
       }
       first = false;
     }
+    this.#sizes.drain();
     this.#written = 0;
     this.#bytes = 0;
     this.#records = 0;

@@ -219,8 +219,9 @@ export class Writer {
     const link = this.#passLink!;
     let failure: Error | null = null;
     try {
-      if (link === this.#p.session.link && this.#hasOutgoing()) {
+      if (this.#unwritable === null && link === this.#p.session.link && this.#hasOutgoing()) {
         const batch = this.#buildBatch();
+        if (batch.length === 0 && this.#unwritable !== null) throw this.#unwritable;
         let bytes = 0;
         for (const chunk of batch) bytes += chunk.length;
         this.#passBytes = bytes;
@@ -230,6 +231,11 @@ export class Writer {
       }
     } catch (error) {
       failure = error as Error;
+    }
+    if (this.#unwritable !== null) {
+      // What came before the unwritable message is written: now the pass fails with it.
+      failure ??= this.#unwritable;
+      this.#unwritable = null;
     }
     this.#endPass(link, failure); // outside the try: a pass ends once
   }
@@ -347,8 +353,10 @@ export class Writer {
     const again = replay.replayPending ? [] : NOTHING_AGAIN;
     let replayed = 0;
     while (this.#total < limit) {
-      const w = replay.nextReplay(); // (none unless a replay is pending)
+      const w = replay.peekReplay(); // (none unless a replay is pending)
       if (!w) break;
+      if (!(w instanceof WrittenRun) && this.#detached(w)) break; // nothing after it may go
+      replay.nextReplay();
       if (w instanceof WrittenRun && w.frame.length - PREAMBLE_BYTES > this.#batchLimit()) {
         // The peer now takes smaller Messages frames than this one (or none): its records
         // are encoded again for what it takes.
@@ -361,8 +369,8 @@ export class Writer {
     }
     const taken = this.#taken;
     taken.length = 0; // every batch starts with none
-    while (this.#room()) {
-      const m = queue.shift(this.#room);
+    while (this.#unwritable === null && this.#room()) {
+      const m = queue.shift(this.#takes);
       if (!m) break;
       m.seq = seq.nextSeq();
       const size = messageFrameBytes(m.payload);
@@ -377,9 +385,7 @@ export class Writer {
       } catch (error) {
         this.#encodingFailed(taken);
         throw new UnwritableMessageError(
-          `A message could not be encoded (was its body detached or shrunk after send()?): ${
-            (error as Error).message
-          }`,
+          `A batch could not be encoded: ${(error as Error).message}`,
           { cause: error },
         );
       }
@@ -400,10 +406,38 @@ export class Writer {
   }
 
   /**
-   * Encoding a batch threw (a body detached after send(), say): its messages left the queue
-   * and have their sequence numbers, so a lossless session keeps those the encoder did not
-   * get to keep, as they are, to hand them back when it ends. The pass then fails with an
-   * UnwritableMessageError, which ends the session: a new link would fail the same way.
+   * Whether `m`'s body was detached (its buffer transferred) after send(): it cannot be
+   * written, and nothing after it may go before it. The pass writes what came before it, then
+   * fails with an UnwritableMessageError, which ends the session (a new link would fail the
+   * same way); the message stays where it is (in the queue, or unacknowledged in the replay
+   * buffer), so the session's end hands it back. A detached view has length 0, so a body of
+   * any other length is checked at the cost of one comparison.
+   */
+  #detached(m: OutgoingMessage): boolean {
+    if (m.payload.length > 0 || !(m.payload.buffer as { detached?: boolean }).detached) {
+      return false;
+    }
+    this.#unwritable = new UnwritableMessageError(
+      `Message ${m.seq > 0 ? `seq ${m.seq} ` : ""}(type ${m.type}): its body was detached ` +
+        `after send(), before it was ${m.seq > 0 ? "written again" : "written"}`,
+    );
+    return true;
+  }
+
+  /**
+   * Set when a message cannot be written: the pass fails with it once what came before the
+   * message is written.
+   */
+  #unwritable: UnwritableMessageError | null = null;
+
+  /** Whether the writer takes `m` from the queue into the batch being built. */
+  #takes = (m: OutgoingMessage): boolean => !this.#detached(m) && this.#room();
+
+  /**
+   * Encoding a batch threw (a failed allocation, or a defect): its messages left the queue and
+   * have their sequence numbers, so a lossless session keeps those the encoder did not get to
+   * keep, as they are, to hand them back when it ends (a lossy one loses them, as it loses a
+   * failed write). The pass then fails with an UnwritableMessageError, which ends the session.
    */
   #encodingFailed(taken: OutgoingMessage[]): void {
     const { queue, seq, session, limits } = this.#p;
