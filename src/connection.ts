@@ -299,8 +299,9 @@ export class Connection {
    * The payload is not copied: it must not change once sent, until it is written (lossy
    * policies) or acknowledged (lossless ones, which may write it again after a reconnect).
    * Large bodies (128 KiB or more) are written from where they lie. A body detached
-   * (transferred) before it is written, or before it is written again, ends the connection
-   * with an `UnwritableMessageError` in its `reset` event, which hands back what it held.
+   * (transferred) or resized before it is written, or before it is written again, ends the
+   * connection with an `UnwritableMessageError` in its `reset` event, which hands back what
+   * it held.
    */
   send(type: number, payload: Uint8Array, options?: SendOptions): Promise<void> {
     try {

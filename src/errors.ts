@@ -196,14 +196,15 @@ export class UnexpectedPeerError extends HeartlineError {
 }
 
 /**
- * A connection cannot write a message it holds: its body was detached (its buffer transferred)
- * after `send()`, which `send()`'s contract forbids, found before the message was written or
- * written again after a reconnect; or encoding a batch failed (an allocation that failed). What
- * came before the message is written; then the connection ends with this error in its `reset`
- * event rather than reconnecting, since a new link would fail the same way. The event's
+ * A connection cannot write a message it holds: its body was detached (its buffer transferred),
+ * or is a view of a resizable buffer that changed length, after `send()`, which `send()`'s
+ * contract forbids; found before the message was written, or written again after a reconnect.
+ * What came before the message is written; then the connection ends with this error in its
+ * `reset` event rather than reconnecting, since a new link would fail the same way. The event's
  * `unsent` hands back the message, everything queued after it and, for a lossless policy,
  * everything unacknowledged. No Close frame goes out: a lossless peer keeps its side in standby
- * until its session timeout.
+ * until its session timeout. A batch whose encoding fails (an allocation that fails) ends the
+ * connection with this error too; a lossy session loses that batch, as it loses a failed write.
  *
  * @example
  * ```ts

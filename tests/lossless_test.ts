@@ -166,16 +166,20 @@ Deno.test("[tcp] a body detached after send() ends the session with UnwritableMe
     const ev = await reset;
     assert.equal(ev.error.name, "UnwritableMessageError", policy);
     assert.match(ev.error.message, /\(type 3\): its body was detached after send\(\)/);
-    // The one before it was written; it and the one after it come back.
-    assert.deepEqual((await take(server, 1)).map((m) => m.type), [2], policy);
-    assert.deepEqual(ev.unsent.map((m) => m.type).filter((t) => t >= 3), [3, 4], policy);
+    // It and the one after it come back; the one before it was written (a lossless session
+    // hands it back too until the peer acknowledged it).
+    const types = ev.unsent.map((m) => m.type);
+    assert.deepEqual(types.filter((t) => t >= 3), [3, 4], policy);
+    if (policy === "lossyClient") assert.ok(!types.includes(2), "written, so not handed back");
     assert.equal(conn.state, "closed");
     assert.equal(events.filter((e) => e.kind === "disconnect").length, 0, "no reconnect tried");
-    // The messenger goes on serving: a new connection works.
+    // The messenger goes on serving: a new connection works (message 2 may arrive first).
     const again = await client.connect(addr, { policy });
     await again.send(5, new Uint8Array([5]));
-    const [m] = await take(server, 1);
-    assert.equal(m.type, 5);
+    for (let type = 0; type !== 5;) {
+      type = (await take(server, 1))[0].type;
+      assert.ok(type === 2 || type === 5, `unexpected message ${type}`);
+    }
   }
 });
 

@@ -14,10 +14,9 @@ import {
   encodeMessages,
   encodeOutgoing,
   messageFrameBytes,
-  type OutgoingMessage,
 } from "../src/protocol/message.ts";
 import { IllegalTransitionError, StateMachine, type TimerPort } from "../src/session/state.ts";
-import { SendQueue } from "../src/session/send_queue.ts";
+import { type QueuedMessage, SendQueue } from "../src/session/send_queue.ts";
 import { BodyArena, Receiver } from "../src/session/receiver.ts";
 import { newSessionStats } from "../src/session/types.ts";
 import { Ring } from "../src/_ring.ts";
@@ -47,8 +46,9 @@ function fakeTimers() {
   return { port, timers, fireAll };
 }
 
-function message(seq: number, size = 4, priority = 1): OutgoingMessage {
-  return { type: seq, priority, payload: new Uint8Array(size), seq };
+function message(seq: number, size = 4, priority = 1): QueuedMessage {
+  const payload = new Uint8Array(size);
+  return { type: seq, priority, payload, seq, bytes: messageFrameBytes(payload) };
 }
 
 Deno.test("StateMachine: leaving a state cancels its timer, so it never fires late", () => {
@@ -108,10 +108,10 @@ Deno.test("Ring: behaves as an array queue under any mix of pushes, shifts, drai
 
 Deno.test("SendQueue: strict priorities, FIFO within one, waiters released below the limit", async () => {
   const q = new SendQueue();
-  q.push(message(1, 4, 2), 40);
-  q.push(message(2, 4, 1), 40);
-  q.push(message(3, 4, 0), 40);
-  q.push(message(4, 4, 0), 40);
+  q.push({ ...message(1, 4, 2), bytes: 40 });
+  q.push({ ...message(2, 4, 1), bytes: 40 });
+  q.push({ ...message(3, 4, 0), bytes: 40 });
+  q.push({ ...message(4, 4, 0), bytes: 40 });
   const room = q.waitForRoom(100);
   let released = false;
   room.then(() => released = true);
@@ -128,15 +128,15 @@ Deno.test("SendQueue: strict priorities, FIFO within one, waiters released below
 
 Deno.test("SendQueue: a refused head blocks its level (no overtaking within a priority)", () => {
   const q = new SendQueue();
-  q.push(message(1, 4, 1), 40);
-  q.push(message(2, 4, 1), 40);
+  q.push({ ...message(1, 4, 1), bytes: 40 });
+  q.push({ ...message(2, 4, 1), bytes: 40 });
   assert.equal(q.shift(() => false), undefined);
   assert.equal(q.shift(() => true)?.type, 1);
 });
 
 Deno.test("SendQueue: an aborted wait rejects with the signal's reason and is forgotten", async () => {
   const q = new SendQueue();
-  q.push(message(1), 1000);
+  q.push({ ...message(1), bytes: 1000 });
   const abort = new AbortController();
   const waiting = q.waitForRoom(10, abort.signal);
   abort.abort(new Error("gave up"));
@@ -371,12 +371,15 @@ function writerRig(
     batchLimit?: () => number;
     /** Where failed writes go (default: they throw, failing the test). */
     failures?: Error[];
+    /** Whether the link rejects the next write (default: never). */
+    rejectWrites?: () => boolean;
   } = {},
 ) {
   const batches: Uint8Array[][] = [];
   let time = 0;
   const link = {
     write(chunks: Uint8Array[]) {
+      if (options.rejectWrites?.()) return Promise.reject(new Error("link failed"));
       batches.push(chunks.map((c) => c.slice())); // the writer reuses them once this settles
       const speed = options.bytesPerMs?.() ?? Infinity;
       for (const c of chunks) time += c.length / speed;
@@ -459,7 +462,7 @@ async function flushed(rig: ReturnType<typeof writerRig>): Promise<void> {
 
 Deno.test("Writer: control frames first, then replay, then the queue; Close only after it", async () => {
   const rig = writerRig();
-  rig.queue.push(message(0, 8), messageFrameBytes(new Uint8Array(8)));
+  rig.queue.push(message(0, 8));
   rig.queue.pushControl(encodeFrame(Tag.Heartbeat, new Uint8Array(26)));
   rig.close();
   await flushed(rig);
@@ -476,7 +479,7 @@ Deno.test("Writer: on a slow link, batches stay small so a heartbeat waits behin
   const rig = writerRig({ lossy: true, bytesPerMs: () => speed });
   const size = messageFrameBytes(new Uint8Array(1024));
   const fill = (bytes: number) => {
-    for (let i = 0; i < bytes / size; i++) rig.queue.push(message(0, 1024), size);
+    for (let i = 0; i < bytes / size; i++) rig.queue.push(message(0, 1024));
   };
   const sizes = () => rig.batches.map((b) => b.reduce((s, c) => s + c.length, 0));
   fill(1024 * 1024);
@@ -515,7 +518,7 @@ Deno.test("Writer: a new link starts with small batches again", async () => {
   const rig = writerRig({ lossy: true, bytesPerMs: () => 1e6 });
   const size = messageFrameBytes(new Uint8Array(1024));
   const fill = () => {
-    for (let i = 0; i < 4096; i++) rig.queue.push(message(0, 1024), size);
+    for (let i = 0; i < 4096; i++) rig.queue.push(message(0, 1024));
   };
   fill();
   await flushed(rig);
@@ -530,8 +533,7 @@ Deno.test("Writer: a new link starts with small batches again", async () => {
 
 Deno.test("Writer: on a fast link, batches grow to full ones within a few windows", async () => {
   const rig = writerRig({ lossy: true, bytesPerMs: () => 1e6 }); // 1 GB/s
-  const size = messageFrameBytes(new Uint8Array(1024));
-  for (let i = 0; i < 4096; i++) rig.queue.push(message(0, 1024), size);
+  for (let i = 0; i < 4096; i++) rig.queue.push(message(0, 1024));
   await flushed(rig);
   assert.equal(rig.writer.batchBytes, BATCH_BYTES);
   assert.equal(rig.delivered(), 0, "writes that did not wait prove nothing of the peer");
@@ -543,7 +545,7 @@ Deno.test("Writer (lossless): keeps the Messages frames it wrote, writes them ag
   let batchLimit = 65536;
   const rig = writerRig({ batchLimit: () => batchLimit });
   const sent = [0, 1, 2].map(() => message(0, 10));
-  for (const m of sent) rig.queue.push(m, messageFrameBytes(m.payload));
+  for (const m of sent) rig.queue.push(m);
   await flushed(rig);
   assert.deepEqual(rig.tags(), [Tag.Messages]);
   assert.equal(rig.seq.replay.count, 3);
@@ -577,7 +579,7 @@ Deno.test("Writer (lossless): a batch whose encoding throws is kept for replay, 
   const failures: Error[] = [];
   const rig = writerRig({ batchLimit: () => 65536, failures });
   const sent = [0, 1, 2].map(() => message(0, 10));
-  for (const m of sent) rig.queue.push(m, messageFrameBytes(m.payload));
+  for (const m of sent) rig.queue.push(m);
   const take = writeBuffers.take;
   writeBuffers.take = () => {
     throw new RangeError("out of memory"); // an allocation that fails under memory pressure
@@ -601,7 +603,7 @@ Deno.test("Writer: a body detached in the queue stops the pass there; what came 
     const failures: Error[] = [];
     const rig = writerRig({ lossy, batchLimit: () => 65536, failures });
     const sent = [0, 1, 2, 3].map((i) => ({ ...message(0, 10), type: i }));
-    for (const m of sent) rig.queue.push(m, messageFrameBytes(m.payload));
+    for (const m of sent) rig.queue.push(m);
     (sent[2].payload.buffer as ArrayBuffer).transfer(); // the application broke its promise
     await flushed(rig);
     assert.equal(failures.length, 1, "the pass failed");
@@ -619,7 +621,7 @@ Deno.test("Writer (lossless): a kept body detached before its replay fails the r
   const failures: Error[] = [];
   const rig = writerRig({ batchLimit: () => 0, failures }); // every message a frame of its own
   const sent = [0, 1].map((i) => ({ ...message(0, 10), type: i }));
-  for (const m of sent) rig.queue.push(m, messageFrameBytes(m.payload));
+  for (const m of sent) rig.queue.push(m);
   await flushed(rig);
   assert.equal(rig.seq.replay.count, 2, "kept by reference, unacknowledged");
   (sent[0].payload.buffer as ArrayBuffer).transfer();
@@ -630,6 +632,73 @@ Deno.test("Writer (lossless): a kept body detached before its replay fails the r
   assert.match(failures[0].message, /seq 1 \(type 0\).*before it was written again/);
   assert.equal(rig.frames().length, before, "nothing written again, the message after it neither");
   assert.deepEqual(rig.seq.replay.takeAll().map((m) => m.seq), [1, 2], "both handed back");
+});
+
+Deno.test("Writer: a body that changed length after send() (a resizable buffer) ends the pass, no empty writes", async () => {
+  const failures: Error[] = [];
+  const rig = writerRig({ lossy: true, batchLimit: () => 65536, failures });
+  const rab = new ArrayBuffer(100, { maxByteLength: 200 });
+  const m = {
+    ...message(0, 0),
+    payload: new Uint8Array(rab),
+    bytes: messageFrameBytes(new Uint8Array(100)),
+  };
+  rig.queue.push(m);
+  rab.resize(40); // the length-tracking view shrinks with it
+  await flushed(rig);
+  assert.equal(failures.length, 1, "the pass failed once and ended");
+  assert.match(
+    failures[0].message,
+    /changed length by -60 bytes after send\(\), before it was written/,
+  );
+  assert.equal(rig.batches.length, 0, "nothing written, not even an empty batch");
+  assert.equal(rig.queue.bytes, m.bytes, "still counted as queued, to be handed back");
+});
+
+Deno.test("Writer: a failed write after an unwritable message is found leaves nothing stale for the next link", async () => {
+  const failures: Error[] = [];
+  let reject = true;
+  const rig = writerRig({ batchLimit: () => 65536, failures, rejectWrites: () => reject });
+  const sent = [message(0, 10), message(0, 10)];
+  for (const m of sent) rig.queue.push(m);
+  (sent[1].payload.buffer as ArrayBuffer).transfer();
+  await flushed(rig); // writes the first; the link rejects it
+  assert.deepEqual(failures.map((e) => e.message), ["link failed"]);
+  reject = false;
+  rig.newLink();
+  rig.seq.replay.rewind();
+  rig.queue.pushControl(BANNER); // a new link starts with its banner
+  await flushed(rig);
+  assert.equal(rig.batches.at(-1)?.[0][0], BANNER[0], "the banner went out on the new link");
+  assert.equal(failures.length, 2);
+  assert.equal(failures[1].name, "UnwritableMessageError", "found again, not left over");
+});
+
+Deno.test("Writer (lossless): the Close goes after every replayed message, and never after an unwritable one", async () => {
+  const rig = writerRig({ batchLimit: () => 0 }); // every message kept as it was sent
+  for (let i = 0; i < 20; i++) rig.queue.push(message(0, 1024));
+  await flushed(rig);
+  assert.equal(rig.seq.replay.count, 20);
+  rig.close();
+  rig.seq.replay.rewind(); // a new link: 20 messages to write again, in batches of a few
+  const before = rig.tags().length;
+  await flushed(rig);
+  const after = rig.tags().slice(before);
+  assert.equal(after.length, 21);
+  assert.equal(after.indexOf(Tag.Close), 20, "the Close last, after all 20");
+
+  const failures: Error[] = [];
+  const detached = writerRig({ batchLimit: () => 0, failures });
+  const m = message(0, 10);
+  detached.queue.push(m);
+  await flushed(detached);
+  (m.payload.buffer as ArrayBuffer).transfer();
+  detached.close();
+  detached.seq.replay.rewind();
+  const written = detached.tags().length;
+  await flushed(detached);
+  assert.equal(failures[0]?.name, "UnwritableMessageError");
+  assert.deepEqual(detached.tags().slice(written), [], "no Close after it");
 });
 
 Deno.test("ReplayBuffer: a kept body detached before its ack leaves no bytes counted", () => {
@@ -646,7 +715,7 @@ Deno.test("ReplayBuffer: a kept body detached before its ack leaves no bytes cou
 Deno.test("Writer (lossless): Messages frames count against maxUnackedBytes", async () => {
   const rig = writerRig({ batchLimit: () => 65536, maxUnackedBytes: 1024 });
   for (let i = 0; i < 100; i++) {
-    rig.queue.push(message(0, 100), messageFrameBytes(new Uint8Array(100)));
+    rig.queue.push(message(0, 100));
   }
   await flushed(rig);
   const held = rig.seq.replay.bytes;
@@ -660,7 +729,7 @@ Deno.test("Writer (lossless): Messages frames count against maxUnackedBytes", as
 Deno.test("Writer: a full replay buffer holds messages in the queue", async () => {
   const size = messageFrameBytes(new Uint8Array(100));
   const rig = writerRig({ maxUnackedBytes: size * 2 });
-  for (let i = 0; i < 5; i++) rig.queue.push(message(0, 100), size);
+  for (let i = 0; i < 5; i++) rig.queue.push(message(0, 100));
   await flushed(rig);
   assert.equal(rig.seq.replay.count, 2);
   assert.equal(rig.queue.messages, 3, "the rest waits for acks");
@@ -680,13 +749,13 @@ Deno.test("Writer: on a link whose ends agreed, Message frames go without checks
     return out;
   };
   const rig = writerRig({ unchecked: true });
-  rig.queue.push(message(0, 8), messageFrameBytes(new Uint8Array(8)));
+  rig.queue.push(message(0, 8));
   rig.queue.pushControl(encodeFrame(Tag.Heartbeat, new Uint8Array(26)));
   await flushed(rig);
   assert.deepEqual(flagsOf(rig, true), [[Tag.Heartbeat, 0], [Tag.Message, FLAG_UNCHECKED]]);
   assert.throws(() => flagsOf(rig, false), FrameError, "refused where not agreed");
   const checked = writerRig();
-  checked.queue.push(message(0, 8), messageFrameBytes(new Uint8Array(8)));
+  checked.queue.push(message(0, 8));
   await flushed(checked);
   assert.deepEqual(flagsOf(checked, false), [[Tag.Message, 0]]);
 });
@@ -869,11 +938,10 @@ Deno.test("Writer: a pass ends once even when the session's handlers and its def
 
 Deno.test("Writer: a producer running in microtasks gets full batches, not a write per few messages", async () => {
   const rig = writerRig({ lossy: true });
-  const size = messageFrameBytes(new Uint8Array(64));
   // As `for (...) await conn.send(...)` runs while the queue is under its limit: one message
   // per microtask, and writes that complete at once.
   for (let i = 0; i < 5000; i++) {
-    rig.queue.push(message(0, 64), size);
+    rig.queue.push(message(0, 64));
     rig.writer.schedule();
     await Promise.resolve();
   }
@@ -883,7 +951,7 @@ Deno.test("Writer: a producer running in microtasks gets full batches, not a wri
   assert.ok(writes <= 250, `${writes} writes for 5000 messages (without gathering: one each)`);
   // A control frame queued while a pass waits for its turn goes at once, not after the turn.
   rig.batches.length = 0;
-  for (let i = 0; i < 3; i++) rig.queue.push(message(0, 64), size);
+  for (let i = 0; i < 3; i++) rig.queue.push(message(0, 64));
   rig.writer.schedule();
   await Promise.resolve();
   rig.queue.pushControl(encodeFrame(Tag.Heartbeat, new Uint8Array(26)));

@@ -193,6 +193,11 @@ export class ReplayBuffer {
     return this.#items.at(this.#written);
   }
 
+  /** Its bytes as counted when it was kept. */
+  peekReplayBytes(): number {
+    return this.#sizes.at(this.#written) ?? 0;
+  }
+
   /**
    * Empties the buffer and returns the unacknowledged messages it held, in sequence order
    * (those of a frame with bodies of their own).

@@ -13,6 +13,15 @@ import { Ring } from "../_ring.ts";
 /** One settled promise for every send that needs no wait. */
 const RESOLVED: Promise<void> = Promise.resolve();
 
+/** A message as queued: what `send()` was given, and its size as counted then. */
+export interface QueuedMessage extends OutgoingMessage {
+  /**
+   * Its bytes on the wire when it was queued: what it counts in the queue and, once written,
+   * in the replay buffer, whatever the application does to its body afterwards.
+   */
+  readonly bytes: number;
+}
+
 interface Waiter {
   resolve: () => void;
   reject: (reason: unknown) => void;
@@ -25,13 +34,13 @@ interface Waiter {
  * ```ts
  * import { SendQueue } from "./send_queue.ts";
  * const q = new SendQueue();
- * q.push({ type: 1, priority: 2, payload: new Uint8Array(1), seq: 0 }, 37);
- * q.push({ type: 2, priority: 0, payload: new Uint8Array(1), seq: 0 }, 37);
+ * q.push({ type: 1, priority: 2, payload: new Uint8Array(1), seq: 0, bytes: 37 });
+ * q.push({ type: 2, priority: 0, payload: new Uint8Array(1), seq: 0, bytes: 37 });
  * if (q.shift(() => true)?.type !== 2) throw new Error("high first");
  * ```
  */
 export class SendQueue {
-  #levels = [new Ring<OutgoingMessage>(), new Ring<OutgoingMessage>(), new Ring<OutgoingMessage>()];
+  #levels = [new Ring<QueuedMessage>(), new Ring<QueuedMessage>(), new Ring<QueuedMessage>()];
   #control: Uint8Array[] = [];
   #bytes = 0;
   #waiters: Waiter[] = [];
@@ -63,10 +72,10 @@ export class SendQueue {
     return new QueueFullError(`Send queue full: ${this.#bytes} bytes queued, hard cap ${cap}`, cap);
   }
 
-  /** Queues a message of `size` bytes on the wire. */
-  push(message: OutgoingMessage, size: number): void {
+  /** Queues a message of `message.bytes` bytes on the wire. */
+  push(message: QueuedMessage): void {
     this.#levels[message.priority].push(message);
-    this.#bytes += size;
+    this.#bytes += message.bytes;
   }
 
   /** Queues a control frame ahead of every message. */
@@ -90,7 +99,7 @@ export class SendQueue {
    * Takes the first message by priority if `accept(message)` agrees (the writer says no when
    * its batch or the replay buffer is full); the caller reports its bytes with `taken()`.
    */
-  shift(accept: (message: OutgoingMessage) => boolean): OutgoingMessage | undefined {
+  shift(accept: (message: QueuedMessage) => boolean): QueuedMessage | undefined {
     for (const level of this.#levels) {
       if (level.length === 0) continue;
       // Levels are strict: only the head of the highest non-empty level may go.
@@ -145,7 +154,7 @@ export class SendQueue {
   }
 
   /** Takes every queued message, in priority order (the session ended). */
-  drain(): OutgoingMessage[] {
+  drain(): QueuedMessage[] {
     const all = this.#levels.flatMap((level) => level.drain());
     this.#bytes = 0;
     return all;

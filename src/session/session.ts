@@ -183,7 +183,7 @@ export class Session<H> {
     const full = this.queue.overCap(size, limit);
     if (full) return Promise.reject(full);
     // Lossless sessions accept messages while reconnecting or in standby: they wait here.
-    this.queue.push({ type, priority, payload, seq: 0 }, size);
+    this.queue.push({ type, priority, payload, seq: 0, bytes: size });
     this.#writer.schedule();
     return this.queue.waitForRoom(limit, signal);
   }

@@ -25,7 +25,7 @@ import { type Written, writtenBytes, writtenRecords, WrittenRun } from "./replay
 import type { Link } from "../../transports/types.ts";
 import type { SessionSequence } from "./sequence.ts";
 import type { Close } from "./close.ts";
-import type { SendQueue } from "./send_queue.ts";
+import type { QueuedMessage, SendQueue } from "./send_queue.ts";
 
 /** One turn of the event loop later, where the runtime has it (Deno and Node; not browsers). */
 const nextTurn: ((fn: () => void) => unknown) | undefined =
@@ -33,6 +33,9 @@ const nextTurn: ((fn: () => void) => unknown) | undefined =
 
 /** No replayed items (most batches): shared, never written to. */
 const NOTHING_AGAIN: Written[] = [];
+
+/** An empty body: what a detached one reads as. */
+const EMPTY = new Uint8Array(0);
 
 /** Most bytes of data frames gathered into one write. */
 export const BATCH_BYTES = 256 * 1024;
@@ -125,7 +128,7 @@ export class Writer {
       (session.policy.lossy || seq.replay.bytes + this.#fresh < limits.maxUnackedBytes);
   };
   /** The batch's messages taken from the queue (one array, emptied after each batch). */
-  #taken: OutgoingMessage[] = [];
+  #taken: QueuedMessage[] = [];
   /** A lossless session keeps what it writes, as it is encoded, for replay. */
   #keep: KeepWritten = {
     frame: (frame, first, last) => this.#p.seq.replay.pushRun(frame, first, last),
@@ -221,7 +224,9 @@ export class Writer {
     try {
       if (this.#unwritable === null && link === this.#p.session.link && this.#hasOutgoing()) {
         const batch = this.#buildBatch();
-        if (batch.length === 0 && this.#unwritable !== null) throw this.#unwritable;
+        // Nothing to write (an unwritable message at the head): the pass ends, never an
+        // empty write per turn of the event loop.
+        if (batch.length === 0) return this.#endPass(link, this.#unwritable);
         let bytes = 0;
         for (const chunk of batch) bytes += chunk.length;
         this.#passBytes = bytes;
@@ -232,12 +237,8 @@ export class Writer {
     } catch (error) {
       failure = error as Error;
     }
-    if (this.#unwritable !== null) {
-      // What came before the unwritable message is written: now the pass fails with it.
-      failure ??= this.#unwritable;
-      this.#unwritable = null;
-    }
-    this.#endPass(link, failure); // outside the try: a pass ends once
+    // What came before an unwritable message is written: now the pass fails with it.
+    this.#endPass(link, failure ?? this.#unwritable); // outside the try: a pass ends once
   }
 
   #wrote = (): void => {
@@ -282,6 +283,7 @@ export class Writer {
    * Never throws: what the session's handlers throw is a defect.
    */
   #endPass(link: Link, error: Error | null): void {
+    this.#unwritable = null; // found again by the next pass, if the session goes on
     let defect: { error: unknown } | null = null;
     if (error) {
       try {
@@ -355,7 +357,8 @@ export class Writer {
     while (this.#total < limit) {
       const w = replay.peekReplay(); // (none unless a replay is pending)
       if (!w) break;
-      if (!(w instanceof WrittenRun) && this.#detached(w)) break; // nothing after it may go
+      // A message kept as it was sent whose body changed cannot go, nor anything after it.
+      if (!(w instanceof WrittenRun) && this.#changed(w, replay.peekReplayBytes())) break;
       replay.nextReplay();
       if (w instanceof WrittenRun && w.frame.length - PREAMBLE_BYTES > this.#batchLimit()) {
         // The peer now takes smaller Messages frames than this one (or none): its records
@@ -373,7 +376,7 @@ export class Writer {
       const m = queue.shift(this.#takes);
       if (!m) break;
       m.seq = seq.nextSeq();
-      const size = messageFrameBytes(m.payload);
+      const size = m.bytes;
       this.#total += size;
       this.#fresh += size;
       taken.push(m);
@@ -396,7 +399,11 @@ export class Writer {
       queue.taken(this.#fresh, limits.maxQueueBytes);
       taken.length = 0;
     }
-    const close = this.#p.closing()?.take(queue.bytes);
+    // The Close goes last: after every queued message and every one written again (a replay
+    // that spans batches), and never after an unwritable message, which ends the session.
+    const close = this.#unwritable === null && !replay.replayPending
+      ? this.#p.closing()?.take(queue.bytes)
+      : undefined;
     if (close) {
       batch.push(close);
       stats.framesSent++;
@@ -406,20 +413,24 @@ export class Writer {
   }
 
   /**
-   * Whether `m`'s body was detached (its buffer transferred) after send(): it cannot be
-   * written, and nothing after it may go before it. The pass writes what came before it, then
-   * fails with an UnwritableMessageError, which ends the session (a new link would fail the
-   * same way); the message stays where it is (in the queue, or unacknowledged in the replay
-   * buffer), so the session's end hands it back. A detached view has length 0, so a body of
-   * any other length is checked at the cost of one comparison.
+   * Whether `m`'s body is no longer what send() was given, `counted` bytes on the wire: it was
+   * detached (its buffer transferred, so it reads as empty), or a view of a resizable buffer
+   * that shrank or grew. It cannot be written as counted, and nothing after it may go before
+   * it. The pass writes what came before it, then fails with an UnwritableMessageError, which
+   * ends the session (a new link would fail the same way); the message stays where it is (in
+   * the queue, or unacknowledged in the replay buffer), so the session's end hands it back.
+   * One comparison per message.
    */
-  #detached(m: OutgoingMessage): boolean {
-    if (m.payload.length > 0 || !(m.payload.buffer as { detached?: boolean }).detached) {
-      return false;
-    }
+  #changed(m: OutgoingMessage, counted: number): boolean {
+    const now = messageFrameBytes(m.payload);
+    if (now === counted) return false;
+    const detached = now === messageFrameBytes(EMPTY) &&
+      (m.payload.buffer as { detached?: boolean }).detached === true;
+    const what = detached ? "was detached" : `changed length by ${now - counted} bytes`;
+    const when = m.seq > 0 ? "before it was written again" : "before it was written";
     this.#unwritable = new UnwritableMessageError(
-      `Message ${m.seq > 0 ? `seq ${m.seq} ` : ""}(type ${m.type}): its body was detached ` +
-        `after send(), before it was ${m.seq > 0 ? "written again" : "written"}`,
+      `Message ${m.seq > 0 ? `seq ${m.seq} ` : ""}(type ${m.type}): its body ${what} after ` +
+        `send(), ${when}`,
     );
     return true;
   }
@@ -431,7 +442,7 @@ export class Writer {
   #unwritable: UnwritableMessageError | null = null;
 
   /** Whether the writer takes `m` from the queue into the batch being built. */
-  #takes = (m: OutgoingMessage): boolean => !this.#detached(m) && this.#room();
+  #takes = (m: QueuedMessage): boolean => !this.#changed(m, m.bytes) && this.#room();
 
   /**
    * Encoding a batch threw (a failed allocation, or a defect): its messages left the queue and
@@ -439,7 +450,7 @@ export class Writer {
    * keep, as they are, to hand them back when it ends (a lossy one loses them, as it loses a
    * failed write). The pass then fails with an UnwritableMessageError, which ends the session.
    */
-  #encodingFailed(taken: OutgoingMessage[]): void {
+  #encodingFailed(taken: QueuedMessage[]): void {
     const { queue, seq, session, limits } = this.#p;
     if (!session.policy.lossy) {
       const kept = seq.replay.lastSeq;
@@ -460,7 +471,7 @@ export class Writer {
    * is usually one write however many frames it holds (a body written in place is a chunk of
    * its own). A lossless session keeps the taken messages for replay as they are encoded.
    */
-  #encode(control: Uint8Array[], again: Written[], taken: OutgoingMessage[]): Uint8Array[] {
+  #encode(control: Uint8Array[], again: Written[], taken: QueuedMessage[]): Uint8Array[] {
     const { seq, stats, counters, session } = this.#p;
     let need = 0;
     for (const frame of control) need += frame.length;
