@@ -256,6 +256,15 @@ async function idleServer(c: RoleConfig): Promise<void> {
   for await (const ev of m.events()) {
     if (ev.kind === "accept" && ++open === c.count) break;
   }
+  await sampleIdle(c, before, m.connections().length);
+}
+
+/**
+ * After a few seconds to settle, samples RSS once a second for `idleSeconds` and reports the
+ * mean and range per connection, and the heap after a full collection; then ends the process
+ * (the clients' side ends with the harness).
+ */
+async function sampleIdle(c: RoleConfig, before: Deno.MemoryUsage, open: number): Promise<void> {
   const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
   await sleep(3000);
   const samples: number[] = [];
@@ -267,7 +276,7 @@ async function idleServer(c: RoleConfig): Promise<void> {
   const after = Deno.memoryUsage();
   const per = (k: keyof Deno.MemoryUsage) => (after[k] - before[k]) / c.count;
   finish({
-    messages: m.connections().length,
+    messages: open,
     rssPerConn: samples.reduce((a, b) => a + b, 0) / samples.length,
     rssPerConnMax: Math.max(...samples),
     rssPerConnMin: Math.min(...samples),
@@ -275,7 +284,54 @@ async function idleServer(c: RoleConfig): Promise<void> {
     heapTotalPerConn: per("heapTotal"),
     externalPerConn: per("external"),
   });
-  Deno.exit(0); // the clients' side ends with the harness
+  Deno.exit(0);
+}
+
+/** The raw idle roles' beat: 38 bytes, a heartline keepalive heartbeat frame's size. */
+const RAW_BEAT = rawFrame(34);
+
+/**
+ * The raw floor of an idle connection: what Deno itself costs for the same traffic as an idle
+ * heartline link, a pending read (512-byte buffer) and a 38-byte write each way once a second
+ * from one timer for all connections, with nothing of heartline's.
+ */
+function rawIdle(conns: Deno.TcpConn[]): void {
+  const buf = new Uint8Array(512);
+  const drain = async (conn: Deno.TcpConn) => {
+    try {
+      while (await conn.read(buf) !== null) { /* the peer's beats */ }
+    } catch { /* the harness ended the peer */ }
+  };
+  for (const conn of conns) drain(conn);
+  setInterval(() => {
+    for (const conn of conns) conn.write(RAW_BEAT).catch(() => {});
+  }, 1000);
+}
+
+async function rawIdleServer(c: RoleConfig): Promise<void> {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  settle();
+  const before = Deno.memoryUsage();
+  console.log(JSON.stringify({ ready: `tcp://127.0.0.1:${listener.addr.port}` }));
+  const conns: Deno.TcpConn[] = [];
+  for await (const conn of listener) {
+    conn.setNoDelay(true);
+    if (conns.push(conn) === c.count) break;
+  }
+  rawIdle(conns);
+  await sampleIdle(c, before, conns.length);
+}
+
+async function rawIdleClients(c: RoleConfig): Promise<void> {
+  const conns: Deno.TcpConn[] = [];
+  for (let i = 0; i < c.count; i += 100) {
+    const batch = [];
+    for (let j = i; j < Math.min(c.count, i + 100); j++) batch.push(rawDial(c.addr!));
+    conns.push(...await Promise.all(batch));
+  }
+  rawIdle(conns);
+  finish({ messages: conns.length });
+  await new Promise(() => {}); // until the harness ends this process
 }
 
 /** Opens `count` connections to `addr`, 100 at a time, each from a messenger of its own. */
@@ -361,8 +417,9 @@ const ROLES = {
 
 if (import.meta.main) {
   const config = JSON.parse(Deno.args[0]) as RoleConfig;
-  if (config.role === "idle-server") await idleServer(config);
-  else if (config.role === "idle-clients") await idleClients(config);
+  const raw = config.kind === "raw";
+  if (config.role === "idle-server") await (raw ? rawIdleServer : idleServer)(config);
+  else if (config.role === "idle-clients") await (raw ? rawIdleClients : idleClients)(config);
   else if (config.role === "recv-workers") await recvWorkers(config);
   else if (config.role === "send-many") await sendMany(config);
   else await ROLES[config.kind][config.role](config);

@@ -219,26 +219,40 @@ const IDLE_BUDGET = 16 * 1024;
 /** Resident bytes per idle connection on the accepting side with `count` open. */
 async function idleRow(count: number): Promise<BenchResult> {
   const idleSeconds = count < 1000 ? 2 : 20;
-  const server = start({ role: "idle-server", kind: "heartline", size: 0, count, idleSeconds }, [
+  const r = await idleRun("heartline", count, idleSeconds);
+  // The floor: raw Deno TCP with the same traffic (a pending read and a 38-byte beat each way
+  // once a second per connection).
+  const raw = await idleRun("raw", count, idleSeconds);
+  return {
+    name: "idle_conn_bytes",
+    unit: "B/conn",
+    value: r.rssPerConn!,
+    baseline_value: IDLE_BUDGET,
+    ratio: IDLE_BUDGET / r.rssPerConn!,
+    note: `${count} idle connections, RSS sampled once a second for ${idleSeconds} s: mean; ` +
+      `range ${Math.round(r.rssPerConnMin!)}-${Math.round(r.rssPerConnMax!)} B; ` +
+      `per connection: heap used ${Math.round(r.heapPerConn!)} B, ` +
+      `heap total ${Math.round(r.heapTotalPerConn!)} B, external ${
+        Math.round(r.externalPerConn!)
+      } B; raw Deno TCP with the same traffic: mean ${Math.round(raw.rssPerConn!)} B ` +
+      `(range ${Math.round(raw.rssPerConnMin!)}-${Math.round(raw.rssPerConnMax!)} B); ` +
+      `baseline: the 16 KiB budget`,
+  };
+}
+
+/** One idle measurement: `count` connections of `kind` open, the accepting side sampled. */
+async function idleRun(
+  kind: "raw" | "heartline",
+  count: number,
+  idleSeconds: number,
+): Promise<RoleResult> {
+  const server = start({ role: "idle-server", kind, size: 0, count, idleSeconds }, [
     "--v8-flags=--expose-gc",
   ]);
   const addr = await server.ready();
-  const clients = start({ role: "idle-clients", kind: "heartline", size: 0, count, addr });
+  const clients = start({ role: "idle-clients", kind, size: 0, count, addr });
   try {
-    const r = await server.result();
-    return {
-      name: "idle_conn_bytes",
-      unit: "B/conn",
-      value: r.rssPerConn!,
-      baseline_value: IDLE_BUDGET,
-      ratio: IDLE_BUDGET / r.rssPerConn!,
-      note: `${count} idle connections, RSS sampled once a second for ${idleSeconds} s: mean; ` +
-        `range ${Math.round(r.rssPerConnMin!)}-${Math.round(r.rssPerConnMax!)} B; ` +
-        `per connection: heap used ${Math.round(r.heapPerConn!)} B, ` +
-        `heap total ${Math.round(r.heapTotalPerConn!)} B, external ${
-          Math.round(r.externalPerConn!)
-        } B; baseline: the 16 KiB budget`,
-    };
+    return await server.result();
   } finally {
     await clients.kill();
   }
