@@ -299,9 +299,9 @@ export class Connection {
    * The payload is not copied: it must not change once sent, until it is written (lossy
    * policies) or acknowledged (lossless ones, which may write it again after a reconnect).
    * Large bodies (128 KiB or more) are written from where they lie. A body detached
-   * (transferred) or resized before it is written, or before it is written again, ends the
-   * connection with an `UnwritableMessageError` in its `reset` event, which hands back what
-   * it held.
+   * (transferred), or a view whose length changed with its resizable buffer, before it is
+   * written or written again ends the connection with an `UnwritableMessageError` in its
+   * `reset` event, which hands back what it held.
    */
   send(type: number, payload: Uint8Array, options?: SendOptions): Promise<void> {
     try {

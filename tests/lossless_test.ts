@@ -171,6 +171,7 @@ Deno.test("[tcp] a body detached after send() ends the session with UnwritableMe
     const types = ev.unsent.map((m) => m.type);
     assert.deepEqual(types.filter((t) => t >= 3), [3, 4], policy);
     if (policy === "lossyClient") assert.ok(!types.includes(2), "written, so not handed back");
+    assert.equal(conn.stats.messagesSent, 2, "messages 1 and 2 were written, 3 and 4 not");
     assert.equal(conn.state, "closed");
     assert.equal(events.filter((e) => e.kind === "disconnect").length, 0, "no reconnect tried");
     // The messenger goes on serving: a new connection works (message 2 may arrive first).

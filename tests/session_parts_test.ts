@@ -655,6 +655,18 @@ Deno.test("Writer: a body that changed length after send() (a resizable buffer) 
   assert.equal(rig.queue.bytes, m.bytes, "still counted as queued, to be handed back");
 });
 
+Deno.test("Writer: an empty body whose buffer was detached is written as it was counted, empty", async () => {
+  for (const batchLimit of [65536, 0]) { // in a Messages frame, and as a Message frame
+    const rig = writerRig({ lossy: true, batchLimit: () => batchLimit });
+    const sent = [message(0, 10), message(1, 0), message(2, 10)];
+    for (const m of sent) rig.queue.push(m);
+    (sent[1].payload.buffer as ArrayBuffer).transfer(); // a relay forwarded, then transferred it
+    await flushed(rig);
+    assert.equal(rig.stats.messagesSent, 3, `all three written (batch limit ${batchLimit})`);
+    assert.equal(rig.queue.bytes, 0);
+  }
+});
+
 Deno.test("Writer: a failed write after an unwritable message is found leaves nothing stale for the next link", async () => {
   const failures: Error[] = [];
   let reject = true;

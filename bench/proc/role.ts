@@ -296,8 +296,8 @@ const RAW_BEAT = rawFrame(34);
  * from one timer for all connections, with nothing of heartline's.
  */
 function rawIdle(conns: Deno.TcpConn[]): void {
-  const buf = new Uint8Array(512);
   const drain = async (conn: Deno.TcpConn) => {
+    const buf = new Uint8Array(512); // each link its own, as each heartline link has
     try {
       while (await conn.read(buf) !== null) { /* the peer's beats */ }
     } catch { /* the harness ended the peer */ }

@@ -84,7 +84,9 @@ export function encodeMessages(
   for (const m of messages) {
     const h = at + PREAMBLE_BYTES;
     writeHeader(buf, view, h, m, ack);
-    buf.set(m.payload, h + MESSAGE_HEADER_BYTES);
+    // (An empty body is not copied: one whose buffer was detached would throw, and it is
+    // written as it was counted, empty.)
+    if (m.payload.length > 0) buf.set(m.payload, h + MESSAGE_HEADER_BYTES);
     sealFrame(buf, view, at, Tag.Message, flags, MESSAGE_HEADER_BYTES + m.payload.length);
     at = h + MESSAGE_HEADER_BYTES + m.payload.length;
   }
@@ -324,7 +326,7 @@ function encodeRecordRun(
     buf[at + 2] = length >>> 8;
     buf[at + 3] = length;
     view.setUint32(at + 4, m.type);
-    buf.set(m.payload, at + RECORD_HEADER_BYTES);
+    if (length > 0) buf.set(m.payload, at + RECORD_HEADER_BYTES); // (see encodeMessages)
     at += record;
   }
   sealRun(buf, view, frame, at, flags, keep, opened, messages[to - 1].seq);

@@ -85,7 +85,10 @@ export interface WriterParts {
   queue: SendQueue;
   /** Sequence numbers, acks and the replay buffer. */
   seq: SessionSequence;
-  /** The orderly close in progress, if any: its Close frame goes once the queue is written. */
+  /**
+   * The orderly close in progress, if any: its Close frame goes once the queue is written and
+   * nothing waits to be written again on this link.
+   */
   closing: () => Close | null;
   /** Per-session counters. */
   stats: { messagesSent: number; bytesSent: number; framesSent: number; replayed: number };
