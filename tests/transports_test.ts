@@ -5,6 +5,7 @@ import {
   AdaptiveReadBuffer,
   READ_BUFFER_MAX_BYTES,
   READ_BUFFER_MIN_BYTES,
+  READ_BUFFER_SMALL_FRAMES_BYTES,
 } from "../transports/_stream.ts";
 import assert from "node:assert/strict";
 import {
@@ -168,6 +169,9 @@ Deno.test("certificates: only the cluster CA's leaf for the pinned serverName pa
 Deno.test("AdaptiveReadBuffer grows on reads that fill it and shrinks when reads stay small", () => {
   const b = new AdaptiveReadBuffer();
   assert.equal(b.buffer.length, READ_BUFFER_MIN_BYTES, "an idle link holds the small buffer");
+  for (let i = 0; i < 20; i++) b.filled(b.buffer.length);
+  assert.equal(b.buffer.length, READ_BUFFER_SMALL_FRAMES_BYTES, "small frames: at most 64 KiB");
+  b.largeFrames();
   while (b.buffer.length < READ_BUFFER_MAX_BYTES) b.filled(b.buffer.length);
   assert.equal(b.buffer.length, READ_BUFFER_MAX_BYTES);
   b.filled(READ_BUFFER_MAX_BYTES);
@@ -183,10 +187,46 @@ Deno.test("AdaptiveReadBuffer grows on reads that fill it and shrinks when reads
   b.filled(READ_BUFFER_MIN_BYTES);
   b.filled(READ_BUFFER_MIN_BYTES);
   assert.equal(b.buffer.length, 2 * READ_BUFFER_MIN_BYTES);
+  // Having shrunk, it needs to hear of large frames again to pass 64 KiB.
+  for (let i = 0; i < 20; i++) b.filled(b.buffer.length);
+  assert.equal(b.buffer.length, READ_BUFFER_SMALL_FRAMES_BYTES);
   // A run whose largest read was 5,000 bytes keeps room for twice that.
-  while (b.buffer.length < READ_BUFFER_MAX_BYTES) b.filled(b.buffer.length);
   for (let i = 0; i < 32; i++) b.filled(i === 7 ? 5000 : 10);
   assert.equal(b.buffer.length, 16 * 1024);
+});
+
+Deno.test("[tcp] a link told of large frames reads up to 256 KiB at once; otherwise up to 64 KiB", async () => {
+  for (const large of [false, true]) {
+    const net = new TcpTransport();
+    const listener = await net.listen("tcp://127.0.0.1:0");
+    const accepted = (async () => {
+      for await (const link of listener) return link;
+    })();
+    let dialed: Link | undefined, link: Link | undefined;
+    const seen: number[] = [];
+    try {
+      dialed = await deadline(net.connect(listener.addr), "dial");
+      link = await deadline(accepted, "accept");
+      const data = new Uint8Array(4 << 20); // the link knows nothing of frames: bytes will do
+      const writing = dialed.write([data]);
+      for (let got = 0; got < data.length;) {
+        const chunk = await deadline(link!.read(), "read");
+        if (chunk === null) break;
+        seen.push(chunk.length);
+        got += chunk.length;
+        if (large) link!.largeFrames?.(); // as the reader does for each frame over 64 KiB
+      }
+      await deadline(writing, "write");
+    } finally {
+      dialed?.close();
+      link?.close();
+      listener.close();
+    }
+    const largest = Math.max(...seen);
+    assert.equal(seen.reduce((a, b) => a + b, 0), 4 << 20, "every byte read");
+    if (large) assert.ok(largest > 65536, `told of large frames: reads of up to ${largest} B`);
+    else assert.ok(largest <= 65536, `small frames: reads of up to ${largest} B`);
+  }
 });
 
 Deno.test("TcpTransport({ reusePort }): two nodes on one port share the connections the kernel spreads", async () => {

@@ -18,16 +18,24 @@ const GATHER_WRITE_MIN_BYTES = 16 * 1024;
  */
 export const READ_BUFFER_MIN_BYTES = 512;
 /**
- * Largest read buffer: what a busy link grows to. A 64 KiB message and its header arrive in
- * one read rather than two or three, and a stream of them takes a quarter of the reads.
+ * Largest read buffer: what a busy link that carries large frames grows to (see
+ * `Link.largeFrames`). A 64 KiB message and its header arrive in one read rather than two or
+ * three, and a stream of them takes a quarter of the reads.
  */
 export const READ_BUFFER_MAX_BYTES = 256 * 1024;
+/**
+ * Largest read buffer while frames are small (a Messages frame is at most 64 KiB): a larger
+ * read only delivers more messages at once, which the application then holds at once (a 1 KiB
+ * stream's receiver was 40-70 MB larger with 256 KiB reads, and no faster).
+ */
+export const READ_BUFFER_SMALL_FRAMES_BYTES = 64 * 1024;
 /** Reads in a row that each fill less than a quarter of the buffer before it shrinks. */
 const SHRINK_AFTER_READS = 32;
 
 /**
  * A read buffer that follows the traffic: a read that fills it doubles it (up to
- * {@linkcode READ_BUFFER_MAX_BYTES}); a run of reads that each use less than a quarter of it
+ * {@linkcode READ_BUFFER_SMALL_FRAMES_BYTES}, or {@linkcode READ_BUFFER_MAX_BYTES} once told
+ * of large frames); a run of reads that each use less than a quarter of it
  * shrinks it at once to twice the largest of them (down to {@linkcode READ_BUFFER_MIN_BYTES}),
  * so a link that was busy and now carries heartbeats goes from 256 KiB to 512 bytes in one
  * step, not eight. An idle link's pending read then holds 512 bytes,
@@ -38,6 +46,13 @@ export class AdaptiveReadBuffer {
   #small = 0;
   /** The largest of the current run of small reads. */
   #largest = 0;
+  /** How far it may grow. */
+  #max = READ_BUFFER_SMALL_FRAMES_BYTES;
+
+  /** Large frames arrive: it may grow to {@linkcode READ_BUFFER_MAX_BYTES} (until it shrinks). */
+  largeFrames(): void {
+    this.#max = READ_BUFFER_MAX_BYTES;
+  }
 
   /** The buffer for the next read (valid until the read after it). */
   get buffer(): Uint8Array {
@@ -47,7 +62,7 @@ export class AdaptiveReadBuffer {
   /** Records that the last read returned `n` bytes, and sizes the next buffer. */
   filled(n: number): void {
     const size = this.#buf.length;
-    if (n === size && size < READ_BUFFER_MAX_BYTES) {
+    if (n === size && size < this.#max) {
       this.#buf = new Uint8Array(size * 2);
       this.#small = this.#largest = 0;
     } else if (n < size / 4 && size > READ_BUFFER_MIN_BYTES) {
@@ -57,6 +72,7 @@ export class AdaptiveReadBuffer {
         while (next < 2 * this.#largest) next *= 2;
         this.#buf = new Uint8Array(next); // under half the size: the reads took under a quarter
         this.#small = this.#largest = 0;
+        this.#max = READ_BUFFER_SMALL_FRAMES_BYTES; // large frames must say so again
       }
     } else {
       this.#small = this.#largest = 0;
@@ -88,6 +104,10 @@ export class StreamLink implements Link {
     const l = conn.localAddr, r = conn.remoteAddr;
     this.localAddr = formatHostPort(scheme, l.hostname, l.port);
     this.remoteAddr = formatHostPort(scheme, r.hostname, r.port);
+  }
+
+  largeFrames(): void {
+    this.#readBuffer.largeFrames();
   }
 
   read(): Promise<Uint8Array | null> {

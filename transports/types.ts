@@ -27,6 +27,12 @@ export interface Link {
    */
   read(): Promise<Uint8Array | null>;
   /**
+   * Told by the reader, for each frame larger than a Messages frame (a single large message),
+   * that large frames arrive: a transport that sizes its reads may then read more at once (TCP
+   * and TLS grow their read buffer to 256 KiB instead of 64 KiB). Optional.
+   */
+  largeFrames?(): void;
+  /**
    * Writes a batch of chunks in order as one unit (transports coalesce them into as few writes
    * as they can). Resolves when the bytes are handed to the layer below, so a peer that does
    * not read makes this wait: that is the back-pressure the sessions rely on. The chunks are

@@ -6,7 +6,13 @@
  * @module
  */
 
-import { FLAG_CRC32, FLAG_UNCHECKED, FrameDecoder, type TagValue } from "../protocol/frame.ts";
+import {
+  FLAG_CRC32,
+  FLAG_UNCHECKED,
+  FrameDecoder,
+  MESSAGES_FRAME_BYTES,
+  type TagValue,
+} from "../protocol/frame.ts";
 import type { Hello } from "../protocol/handshake.ts";
 import type { Link } from "../../transports/types.ts";
 
@@ -75,6 +81,7 @@ export class LinkReader {
   /** The frame decoder, kept with the link (it holds a partial frame between reads). */
   readonly decoder: FrameDecoder;
   #dispatch = (tag: TagValue, _flags: number, payload: Uint8Array, owned: boolean): void => {
+    if (payload.length > MESSAGES_FRAME_BYTES) this.link.largeFrames?.();
     if (!this.stopped) this.owner.readFrame(this, tag, payload, owned);
   };
 
