@@ -292,9 +292,11 @@ export class Connection {
    * until the writer has drained it below the limit (back-pressure). Every failure is a
    * rejected promise, never a throw: `TypeError`/`RangeError` for bad arguments,
    * `ConnectionClosedError` for a send made once the connection is closing or closed,
-   * `signal.reason` when the signal aborts. A send already waiting for room when an orderly
-   * close begins resolves: its message is queued and goes out before the Close frame (should
-   * the close fail, it comes back in the `reset` event's `unsent`, as on every fault).
+   * `QueueFullError` for one that would take the queue past twice `maxQueueBytes` (a sender
+   * that did not wait), `signal.reason` when the signal aborts. A send already waiting for
+   * room when an orderly close begins resolves: its message is queued and goes out before the
+   * Close frame (should the close fail, it comes back in the `reset` event's `unsent`, as on
+   * every fault).
    *
    * The payload is not copied: it must not change once sent, until it is written (lossy
    * policies) or acknowledged (lossless ones, which may write it again after a reconnect).

@@ -10,8 +10,9 @@ export const MAX_FRAME_BYTES = 16 * 1024 * 1024;
  * Bytes of messages a connection queues before `send()` waits: 256 KiB, one of the writer's
  * largest batches (one batch is written while the next is queued). A deeper queue does not
  * write faster; it holds more messages alive, and what is alive when the young generation is
- * collected makes V8 grow it: at 64-byte bodies, 1 MiB (16,000 messages) left a sender 30 MB
- * more resident than 256 KiB, and 8 MiB 60 MB more than 1 MiB (docs/benchmarks.md).
+ * collected makes V8 grow it. At 64-byte bodies (100 bytes each as counted, with preamble and
+ * header), 1 MiB (10,500 messages) left a sender 30 MB more resident than 256 KiB, and 8 MiB
+ * 60 MB more than 1 MiB (docs/benchmarks.md).
  */
 export const MAX_QUEUE_BYTES = 256 * 1024;
 /** Received messages of one connection waiting for `messages()` before it stops reading. */

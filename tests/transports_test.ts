@@ -193,6 +193,15 @@ Deno.test("AdaptiveReadBuffer grows on reads that fill it and shrinks when reads
   // A run whose largest read was 5,000 bytes keeps room for twice that.
   for (let i = 0; i < 32; i++) b.filled(i === 7 ? 5000 : 10);
   assert.equal(b.buffer.length, 16 * 1024);
+  // Told of large frames it grows past 64 KiB; 64 busy reads with no more news and it is back.
+  b.largeFrames();
+  while (b.buffer.length < READ_BUFFER_MAX_BYTES) b.filled(b.buffer.length);
+  let busy = 0;
+  for (; busy < 1000 && b.buffer.length > READ_BUFFER_SMALL_FRAMES_BYTES; busy++) {
+    b.filled(b.buffer.length); // every read fills it: a busy link of small frames
+  }
+  assert.equal(b.buffer.length, READ_BUFFER_SMALL_FRAMES_BYTES);
+  assert.ok(busy <= 64, `back to 64 KiB after ${busy} reads`);
 });
 
 Deno.test("[tcp] a link told of large frames reads up to 256 KiB at once; otherwise up to 64 KiB", async () => {

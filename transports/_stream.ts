@@ -26,32 +26,35 @@ export const READ_BUFFER_MAX_BYTES = 256 * 1024;
 /**
  * Largest read buffer while frames are small (a Messages frame is at most 64 KiB): a larger
  * read only delivers more messages at once, which the application then holds at once (a 1 KiB
- * stream's receiver was 40-70 MB larger with 256 KiB reads, and no faster).
+ * stream's receiver was 20-40 MB larger with 256 KiB reads, and no faster).
  */
 export const READ_BUFFER_SMALL_FRAMES_BYTES = 64 * 1024;
 /** Reads in a row that each fill less than a quarter of the buffer before it shrinks. */
 const SHRINK_AFTER_READS = 32;
+/** Reads without news of a large frame after which the buffer is held to 64 KiB again. */
+const LARGE_FRAMES_FOR_READS = 64;
 
 /**
- * A read buffer that follows the traffic: a read that fills it doubles it (up to
- * {@linkcode READ_BUFFER_SMALL_FRAMES_BYTES}, or {@linkcode READ_BUFFER_MAX_BYTES} once told
- * of large frames); a run of reads that each use less than a quarter of it
- * shrinks it at once to twice the largest of them (down to {@linkcode READ_BUFFER_MIN_BYTES}),
- * so a link that was busy and now carries heartbeats goes from 256 KiB to 512 bytes in one
- * step, not eight. An idle link's pending read then holds 512 bytes,
- * not 256 KiB, so ten thousand idle connections cost 5 MiB of read buffers rather than 2.5 GiB.
+ * A read buffer that follows the traffic. A read that fills it doubles it, up to
+ * {@linkcode READ_BUFFER_SMALL_FRAMES_BYTES}, or {@linkcode READ_BUFFER_MAX_BYTES} while it is
+ * told of large frames (within the last 64 reads; after that it goes back to 64 KiB at once).
+ * A run of reads that each use less than a quarter of it shrinks it at once to twice the
+ * largest of them (down to {@linkcode READ_BUFFER_MIN_BYTES}), so a link that was busy and
+ * now carries heartbeats goes from 256 KiB to 512 bytes in one step, not eight. An idle
+ * link's pending read then holds 512 bytes, not 256 KiB, so ten thousand idle connections
+ * cost 5 MiB of read buffers rather than 2.5 GiB.
  */
 export class AdaptiveReadBuffer {
   #buf = new Uint8Array(READ_BUFFER_MIN_BYTES);
   #small = 0;
   /** The largest of the current run of small reads. */
   #largest = 0;
-  /** How far it may grow. */
-  #max = READ_BUFFER_SMALL_FRAMES_BYTES;
+  /** Reads left before the buffer is held to 64 KiB again (0: it is). */
+  #largeFor = 0;
 
-  /** Large frames arrive: it may grow to {@linkcode READ_BUFFER_MAX_BYTES} (until it shrinks). */
+  /** Large frames arrive: it may grow to {@linkcode READ_BUFFER_MAX_BYTES} for a while. */
   largeFrames(): void {
-    this.#max = READ_BUFFER_MAX_BYTES;
+    this.#largeFor = LARGE_FRAMES_FOR_READS;
   }
 
   /** The buffer for the next read (valid until the read after it). */
@@ -62,17 +65,23 @@ export class AdaptiveReadBuffer {
   /** Records that the last read returned `n` bytes, and sizes the next buffer. */
   filled(n: number): void {
     const size = this.#buf.length;
-    if (n === size && size < this.#max) {
+    if (this.#largeFor > 0 && --this.#largeFor === 0 && size > READ_BUFFER_SMALL_FRAMES_BYTES) {
+      // No large frame for a while: back to the small frames' limit at once.
+      this.#buf = new Uint8Array(READ_BUFFER_SMALL_FRAMES_BYTES);
+      this.#small = this.#largest = 0;
+      return;
+    }
+    const max = this.#largeFor > 0 ? READ_BUFFER_MAX_BYTES : READ_BUFFER_SMALL_FRAMES_BYTES;
+    if (n === size && size < max) {
       this.#buf = new Uint8Array(size * 2);
       this.#small = this.#largest = 0;
     } else if (n < size / 4 && size > READ_BUFFER_MIN_BYTES) {
       if (n > this.#largest) this.#largest = n;
       if (++this.#small >= SHRINK_AFTER_READS) {
         let next = READ_BUFFER_MIN_BYTES;
-        while (next < 2 * this.#largest) next *= 2;
+        while (next < 2 * this.#largest && next < max) next *= 2;
         this.#buf = new Uint8Array(next); // under half the size: the reads took under a quarter
-        this.#small = this.#largest = 0;
-        this.#max = READ_BUFFER_SMALL_FRAMES_BYTES; // large frames must say so again
+        this.#small = this.#largest = this.#largeFor = 0; // large frames must say so again
       }
     } else {
       this.#small = this.#largest = 0;

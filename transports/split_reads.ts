@@ -83,6 +83,10 @@ class SplitLink implements Link {
   }
 
   /** The inner link's graceful close, if it has one (a wrapper must not lose it). */
+  largeFrames(): void {
+    this.#inner.largeFrames?.();
+  }
+
   flush(): Promise<void> {
     return this.#inner.flush?.() ?? Promise.resolve();
   }

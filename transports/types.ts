@@ -29,7 +29,8 @@ export interface Link {
   /**
    * Told by the reader, for each frame larger than a Messages frame (a single large message),
    * that large frames arrive: a transport that sizes its reads may then read more at once (TCP
-   * and TLS grow their read buffer to 256 KiB instead of 64 KiB). Optional.
+   * grows its read buffer to 256 KiB instead of 64 KiB; a TLS read returns one record, at most
+   * 16 KiB, whatever the buffer). Optional.
    */
   largeFrames?(): void;
   /**

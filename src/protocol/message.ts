@@ -106,8 +106,9 @@ const newBytes: Alloc = (bytes) => new Uint8Array(bytes);
  * preamble and header go in a small buffer and the body is written from where it lies, never
  * copied into a batch buffer. Smaller bodies are copied: Deno has no writev, so a gather write
  * costs a second write call, and the peer a read of the 36-byte head alone, which cost more
- * than copying 64 KiB (a 64 KiB stream between processes went from 41-56 k to 57-63 k msg/s,
- * 16 KiB from 126-130 k to 195-219 k; docs/benchmarks.md).
+ * than copying 64 KiB. With larger reads on links that carry large frames (transports/
+ * _stream.ts), a 64 KiB stream between processes went from 41-56 k to 57-65 k msg/s and 16 KiB
+ * from 126-130 k to 188-214 k; neither change helped alone (docs/benchmarks.md).
  */
 export const GATHER_MIN_BYTES = 128 * 1024;
 
