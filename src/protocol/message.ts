@@ -201,11 +201,11 @@ export interface EncodedMessages {
  * Told of what {@linkcode encodeOutgoing} encodes, in sequence order: a lossless writer keeps
  * it for replay. `frame` is a view of the encoder's buffer, valid only during the call.
  */
-export interface KeepWritten {
+export interface KeepWritten<M extends OutgoingMessage = OutgoingMessage> {
   /** A Messages frame of records `first..last`, preamble included. */
   frame(frame: Uint8Array, first: number, last: number): void;
   /** A message that went as a Message frame of its own. */
-  message(message: OutgoingMessage): void;
+  message(message: M): void;
 }
 
 /**
@@ -228,14 +228,14 @@ export interface KeepWritten {
  * if (out.chunks[0].length !== 12 + 16 + 3 * (8 + 8)) throw new Error("size");
  * ```
  */
-export function encodeOutgoing(
-  messages: readonly OutgoingMessage[],
+export function encodeOutgoing<M extends OutgoingMessage>(
+  messages: readonly M[],
   ack: number,
   flags: number,
   batchLimit: number,
   alloc: Alloc = newBytes,
   out: EncodedMessages = { chunks: [], single: 0, batched: 0 },
-  keep?: KeepWritten,
+  keep?: KeepWritten<M>,
 ): EncodedMessages {
   let i = 0;
   while (i < messages.length) {
@@ -303,7 +303,7 @@ function encodeRecordRun(
   flags: number,
   batchLimit: number,
   out: EncodedMessages,
-  keep: KeepWritten | undefined,
+  keep: Pick<KeepWritten, "frame"> | undefined,
 ): Uint8Array {
   const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
   let frame = -1; // offset of the open frame's preamble
@@ -341,7 +341,7 @@ function sealRun(
   frame: number,
   end: number,
   flags: number,
-  keep: KeepWritten | undefined,
+  keep: Pick<KeepWritten, "frame"> | undefined,
   first: number,
   last: number,
 ): void {

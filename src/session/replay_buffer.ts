@@ -11,14 +11,17 @@
  * backlog chunks of up to 256 KiB. They come from a process-wide pool (at most 8 free chunks
  * of each size, 4 MiB in all) and go back to it once all of their frames are acknowledged, so
  * a steady stream reuses the same few; a buffer holds none once everything in it is
- * acknowledged, and at least 4 KiB while anything is not. Messages written as Message frames of their own
- * (bodies of 128 KiB or more, records larger than the peer takes in a Messages frame, or every
- * message to a peer that takes none) are kept as they are: their bodies are not copied.
+ * acknowledged, and at least 4 KiB while anything is not. Messages written as Message frames
+ * of their own (bodies of 128 KiB or more, records larger than the peer takes in a Messages
+ * frame, or every message to a peer that takes none) are kept as they are: their bodies are
+ * not copied, and they count the bytes counted when they were sent, whatever the application
+ * does to their bodies later.
  *
  * @module
  */
 
-import { decodeWrittenRun, messageFrameBytes, type OutgoingMessage } from "../protocol/message.ts";
+import { decodeWrittenRun, type OutgoingMessage } from "../protocol/message.ts";
+import type { QueuedMessage } from "./send_queue.ts";
 import { Ring } from "../_ring.ts";
 import { replayChunks } from "../_buffer_pool.ts";
 
@@ -57,16 +60,16 @@ export class WrittenRun {
 }
 
 /** What the replay buffer holds: a message written alone, or a Messages frame. */
-export type Written = OutgoingMessage | WrittenRun;
+export type Written = QueuedMessage | WrittenRun;
 
 /** How many messages `w` holds. */
 export function writtenRecords(w: Written): number {
   return w instanceof WrittenRun ? w.count : 1;
 }
 
-/** Its bytes on the wire. */
+/** Its bytes on the wire (a message's as counted when it was sent). */
 export function writtenBytes(w: Written): number {
-  return w instanceof WrittenRun ? w.frame.length : messageFrameBytes(w.payload);
+  return w instanceof WrittenRun ? w.frame.length : w.bytes;
 }
 
 /**
@@ -77,7 +80,7 @@ export function writtenBytes(w: Written): number {
  * import { ReplayBuffer } from "./replay_buffer.ts";
  * const r = new ReplayBuffer();
  * for (let seq = 1; seq <= 3; seq++) {
- *   r.push({ type: 0, priority: 1, payload: new Uint8Array(1), seq });
+ *   r.push({ type: 0, priority: 1, payload: new Uint8Array(1), seq, bytes: 37 });
  * }
  * r.ack(2);
  * r.rewind();
@@ -86,11 +89,6 @@ export function writtenBytes(w: Written): number {
  */
 export class ReplayBuffer {
   #items = new Ring<Written>();
-  /**
-   * Each item's bytes as counted when it was kept: a body kept by reference that the
-   * application detaches later reads as empty, and must not leave its bytes counted forever.
-   */
-  #sizes = new Ring<number>();
   /** How many of the oldest items went out on the current link. */
   #written = 0;
   #bytes = 0;
@@ -121,7 +119,7 @@ export class ReplayBuffer {
   }
 
   /** Records a message just written on the current link as a Message frame of its own. */
-  push(message: OutgoingMessage): void {
+  push(message: QueuedMessage): void {
     this.#add(message);
   }
 
@@ -151,11 +149,9 @@ export class ReplayBuffer {
   }
 
   #add(w: Written): void {
-    const bytes = writtenBytes(w);
     this.#items.push(w);
-    this.#sizes.push(bytes);
     this.#written = this.#items.length;
-    this.#bytes += bytes;
+    this.#bytes += writtenBytes(w);
     this.#records += writtenRecords(w);
   }
 
@@ -164,7 +160,7 @@ export class ReplayBuffer {
     const items = this.#items;
     let w = items.peek();
     for (; w !== undefined && w.seq <= seq; w = items.peek()) {
-      this.#bytes -= this.#sizes.shift()!;
+      this.#bytes -= writtenBytes(w);
       this.#records -= writtenRecords(w);
       items.shift();
       this.#release(w);
@@ -193,11 +189,6 @@ export class ReplayBuffer {
     return this.#items.at(this.#written);
   }
 
-  /** Its bytes as counted when it was kept. */
-  peekReplayBytes(): number {
-    return this.#sizes.at(this.#written) ?? 0;
-  }
-
   /**
    * Empties the buffer and returns the unacknowledged messages it held, in sequence order
    * (those of a frame with bodies of their own).
@@ -216,7 +207,6 @@ export class ReplayBuffer {
       }
       first = false;
     }
-    this.#sizes.drain();
     this.#written = 0;
     this.#bytes = 0;
     this.#records = 0;

@@ -54,7 +54,7 @@ export function newSessionId(): string {
  * ```ts
  * import { SessionSequence } from "./sequence.ts";
  * const s = new SessionSequence(() => false);
- * const m = { type: 1, priority: 1, payload: new Uint8Array(0), seq: s.nextSeq() };
+ * const m = { type: 1, priority: 1, payload: new Uint8Array(0), seq: s.nextSeq(), bytes: 36 };
  * s.replay.push(m);
  * s.ack(1);
  * if (s.replay.count !== 0 || s.outSeq !== 1) throw new Error("acked");

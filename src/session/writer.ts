@@ -31,11 +31,14 @@ import type { QueuedMessage, SendQueue } from "./send_queue.ts";
 const nextTurn: ((fn: () => void) => unknown) | undefined =
   (globalThis as { setImmediate?: (fn: () => void) => unknown }).setImmediate;
 
-/** No replayed items (most batches): shared, never written to. */
-const NOTHING_AGAIN: Written[] = [];
+/**
+ * What a batch writes again: kept items, and the records of a kept frame larger than the
+ * peer now takes, decoded to be encoded again.
+ */
+type Again = Written | OutgoingMessage;
 
-/** An empty body: what a detached one reads as. */
-const EMPTY = new Uint8Array(0);
+/** No replayed items (most batches): shared, never written to. */
+const NOTHING_AGAIN: Again[] = [];
 
 /** Most bytes of data frames gathered into one write. */
 export const BATCH_BYTES = 256 * 1024;
@@ -133,7 +136,7 @@ export class Writer {
   /** The batch's messages taken from the queue (one array, emptied after each batch). */
   #taken: QueuedMessage[] = [];
   /** A lossless session keeps what it writes, as it is encoded, for replay. */
-  #keep: KeepWritten = {
+  #keep: KeepWritten<QueuedMessage> = {
     frame: (frame, first, last) => this.#p.seq.replay.pushRun(frame, first, last),
     message: (m) => this.#p.seq.replay.push(m),
   };
@@ -355,13 +358,13 @@ export class Writer {
     const limit = this.#batchBytes;
     this.#total = 0;
     this.#fresh = 0;
-    const again = replay.replayPending ? [] : NOTHING_AGAIN;
+    const again: Again[] = replay.replayPending ? [] : NOTHING_AGAIN;
     let replayed = 0;
     while (this.#total < limit) {
       const w = replay.peekReplay(); // (none unless a replay is pending)
       if (!w) break;
       // A message kept as it was sent whose body changed cannot go, nor anything after it.
-      if (!(w instanceof WrittenRun) && this.#changed(w, replay.peekReplayBytes())) break;
+      if (!(w instanceof WrittenRun) && this.#changed(w)) break;
       replay.nextReplay();
       if (w instanceof WrittenRun && w.frame.length - PREAMBLE_BYTES > this.#batchLimit()) {
         // The peer now takes smaller Messages frames than this one (or none): its records
@@ -416,7 +419,7 @@ export class Writer {
   }
 
   /**
-   * Whether `m`'s body is no longer what send() was given, `counted` bytes on the wire: it was
+   * Whether `m`'s body is no longer what send() was given, `m.bytes` on the wire: it was
    * detached (its buffer transferred, so it reads as empty), or a view of a resizable buffer
    * that shrank or grew. It cannot be written as counted, and nothing after it may go before
    * it. The pass writes what came before it, then fails with an UnwritableMessageError, which
@@ -424,12 +427,12 @@ export class Writer {
    * the queue, or unacknowledged in the replay buffer), so the session's end hands it back.
    * One comparison per message.
    */
-  #changed(m: OutgoingMessage, counted: number): boolean {
+  #changed(m: QueuedMessage): boolean {
     const now = messageFrameBytes(m.payload);
-    if (now === counted) return false;
-    const detached = now === messageFrameBytes(EMPTY) &&
+    if (now === m.bytes) return false;
+    const detached = m.payload.length === 0 &&
       (m.payload.buffer as { detached?: boolean }).detached === true;
-    const what = detached ? "was detached" : `changed length by ${now - counted} bytes`;
+    const what = detached ? "was detached" : `changed length by ${now - m.bytes} bytes`;
     const when = m.seq > 0 ? "before it was written again" : "before it was written";
     this.#unwritable = new UnwritableMessageError(
       `Message ${m.seq > 0 ? `seq ${m.seq} ` : ""}(type ${m.type}): its body ${what} after ` +
@@ -445,7 +448,7 @@ export class Writer {
   #unwritable: UnwritableMessageError | null = null;
 
   /** Whether the writer takes `m` from the queue into the batch being built. */
-  #takes = (m: QueuedMessage): boolean => !this.#changed(m, m.bytes) && this.#room();
+  #takes = (m: QueuedMessage): boolean => !this.#changed(m) && this.#room();
 
   /**
    * Encoding a batch threw (a failed allocation, or a defect): its messages left the queue and
@@ -474,7 +477,7 @@ export class Writer {
    * is usually one write however many frames it holds (a body written in place is a chunk of
    * its own). A lossless session keeps the taken messages for replay as they are encoded.
    */
-  #encode(control: Uint8Array[], again: Written[], taken: QueuedMessage[]): Uint8Array[] {
+  #encode(control: Uint8Array[], again: Again[], taken: QueuedMessage[]): Uint8Array[] {
     const { seq, stats, counters, session } = this.#p;
     let need = 0;
     for (const frame of control) need += frame.length;
@@ -515,7 +518,7 @@ export class Writer {
    * with this write's ack and checksum flags, messages kept alone are encoded again.
    */
   #encodeAgain(
-    again: Written[],
+    again: Again[],
     ack: number,
     flags: number,
     batchLimit: number,
