@@ -382,8 +382,11 @@ function writerRig(
       if (options.rejectWrites?.()) return Promise.reject(new Error("link failed"));
       batches.push(chunks.map((c) => c.slice())); // the writer reuses them once this settles
       const speed = options.bytesPerMs?.() ?? Infinity;
-      for (const c of chunks) time += c.length / speed;
-      return Promise.resolve();
+      let ms = 0;
+      for (const c of chunks) ms += c.length / speed;
+      // The time passes while the write is pending, as a kernel takes bytes as the link
+      // carries them (the call itself returns at once).
+      return Promise.resolve().then(() => void (time += ms));
     },
   } as unknown as Link;
   const queue = new SendQueue();

@@ -88,12 +88,33 @@ export type TagValue = typeof Tag[keyof typeof Tag];
 const KNOWN_TAGS = new Set<number>(Object.values(Tag));
 
 /**
+ * The big-endian u32 at `at` of `buf`, read byte by byte: the hot paths make no DataView per
+ * read or per batch.
+ */
+export function readUint32(buf: Uint8Array, at: number): number {
+  return ((buf[at] << 24) | (buf[at + 1] << 16) | (buf[at + 2] << 8) | buf[at + 3]) >>> 0;
+}
+
+/** Writes `value` as a big-endian u32 at `at` of `buf`, byte by byte (see readUint32). */
+export function writeUint32(buf: Uint8Array, at: number, value: number): void {
+  buf[at] = value >>> 24;
+  buf[at + 1] = value >>> 16;
+  buf[at + 2] = value >>> 8;
+  buf[at + 3] = value;
+}
+
+/** Writes `value` (safe up to 2^53) as a big-endian u64 at `at` of `buf`, byte by byte. */
+export function writeUint64(buf: Uint8Array, at: number, value: number): void {
+  writeUint32(buf, at, Math.floor(value / 0x1_0000_0000));
+  writeUint32(buf, at + 4, value >>> 0);
+}
+
+/**
  * Writes the preamble and checksum of a frame whose payload is already at `offset + 12`; with
  * `tail`, the payload's last `tail.length` bytes lie there instead (a body written in place).
  */
 export function sealFrame(
   buf: Uint8Array,
-  view: DataView,
   offset: number,
   tag: number,
   flags: number,
@@ -104,9 +125,9 @@ export function sealFrame(
   buf[offset + 1] = flags;
   buf[offset + 2] = 0;
   buf[offset + 3] = 0;
-  view.setUint32(offset + 4, payloadLength);
+  writeUint32(buf, offset + 4, payloadLength);
   if (flags & FLAG_UNCHECKED) {
-    view.setUint32(offset + 8, 0);
+    writeUint32(buf, offset + 8, 0);
     return;
   }
   const here = payloadLength - (tail?.length ?? 0);
@@ -114,7 +135,7 @@ export function sealFrame(
   let crc = sum(0, buf, offset, offset + 8);
   crc = sum(crc, buf, offset + PREAMBLE_BYTES, offset + PREAMBLE_BYTES + here);
   if (tail) crc = sum(crc, tail);
-  view.setUint32(offset + 8, crc);
+  writeUint32(buf, offset + 8, crc);
 }
 
 /**
@@ -130,7 +151,7 @@ export function sealFrame(
 export function encodeFrame(tag: number, payload: Uint8Array, flags = 0): Uint8Array {
   const buf = new Uint8Array(PREAMBLE_BYTES + payload.length);
   buf.set(payload, PREAMBLE_BYTES);
-  sealFrame(buf, new DataView(buf.buffer), 0, tag, flags, payload.length);
+  sealFrame(buf, 0, tag, flags, payload.length);
   return buf;
 }
 
@@ -266,15 +287,14 @@ export class FrameDecoder {
       this.#banner(chunk, pos);
       pos += BANNER.length;
     }
-    const view = new DataView(chunk.buffer, chunk.byteOffset, chunk.byteLength);
     while (chunk.length - pos >= PREAMBLE_BYTES) {
-      const length = this.#preamble(chunk, view, pos);
+      const length = this.#preamble(chunk, pos);
       const end = pos + PREAMBLE_BYTES + length;
       if (end > chunk.length) {
         this.#hold(chunk.subarray(pos), PREAMBLE_BYTES + length);
         return;
       }
-      this.#check(chunk, view, pos, end);
+      this.#check(chunk, pos, end);
       onFrame(
         chunk[pos] as TagValue,
         chunk[pos + 1],
@@ -290,7 +310,7 @@ export class FrameDecoder {
    * Checks the preamble at `pos` (tag, reserved bytes, length against the limit) and returns
    * the payload length.
    */
-  #preamble(buf: Uint8Array, view: DataView, pos: number): number {
+  #preamble(buf: Uint8Array, pos: number): number {
     const tag = buf[pos];
     if (!KNOWN_TAGS.has(tag)) {
       throw new FrameError("unknown-tag", `Unknown frame tag: ${tag}`);
@@ -298,7 +318,7 @@ export class FrameDecoder {
     if (buf[pos + 2] !== 0 || buf[pos + 3] !== 0) {
       throw new FrameError("malformed", "Reserved preamble bytes are not zero");
     }
-    const length = view.getUint32(pos + 4);
+    const length = readUint32(buf, pos + 4);
     // A Messages frame may not exceed what this node said it takes (see MESSAGES_FRAME_BYTES).
     const max = tag === Tag.Messages ? Math.min(this.#max, MESSAGES_FRAME_BYTES) : this.#max;
     if (length > max) {
@@ -352,8 +372,7 @@ export class FrameDecoder {
         this.#have = 0;
         return pos;
       }
-      const view = new DataView(partial.buffer);
-      const length = this.#preamble(partial, view, 0);
+      const length = this.#preamble(partial, 0);
       if (this.#need === PREAMBLE_BYTES && length > 0) {
         // The preamble is whole: now the frame's own buffer.
         this.#need = PREAMBLE_BYTES + length;
@@ -363,14 +382,14 @@ export class FrameDecoder {
       }
       this.#partial = null;
       this.#have = 0;
-      this.#check(partial, view, 0, partial.length);
+      this.#check(partial, 0, partial.length);
       onFrame(partial[0] as TagValue, partial[1], partial.subarray(PREAMBLE_BYTES), true);
       return pos;
     }
   }
 
   /** Checks the checksum of the frame at `pos..end`, unless it is allowed to go without. */
-  #check(buf: Uint8Array, view: DataView, pos: number, end: number): void {
+  #check(buf: Uint8Array, pos: number, end: number): void {
     if (buf[pos + 1] & FLAG_UNCHECKED) {
       // Only Message frames may go unchecked, and only once both ends agreed.
       if (this.#allowUnchecked && (buf[pos] === Tag.Message || buf[pos] === Tag.Messages)) {
@@ -384,7 +403,7 @@ export class FrameDecoder {
     const sum = buf[pos + 1] & FLAG_CRC32 ? crc32 : crc32c;
     let crc = sum(0, buf, pos, pos + 8);
     crc = sum(crc, buf, pos + PREAMBLE_BYTES, end);
-    const expected = view.getUint32(pos + 8);
+    const expected = readUint32(buf, pos + 8);
     if (crc !== expected) {
       throw new FrameError(
         "checksum",

@@ -57,7 +57,7 @@ export function encodeBareHeartbeatFrame(
   view.setFloat64(PREAMBLE_BYTES + 8, echo);
   view.setFloat64(PREAMBLE_BYTES + 16, echoDelay);
   view.setUint16(PREAMBLE_BYTES + 24, 0);
-  sealFrame(frame, view, 0, Tag.Heartbeat, 0, HEARTBEAT_FIXED_BYTES);
+  sealFrame(frame, 0, Tag.Heartbeat, 0, HEARTBEAT_FIXED_BYTES);
   return frame;
 }
 

@@ -14,7 +14,7 @@
  */
 
 import { FrameError } from "../errors.ts";
-import { PREAMBLE_BYTES, sealFrame, setUint64, Tag } from "./frame.ts";
+import { PREAMBLE_BYTES, readUint32, sealFrame, Tag, writeUint32, writeUint64 } from "./frame.ts";
 
 /** Length of the header in front of a message body. */
 export const MESSAGE_HEADER_BYTES = 24;
@@ -79,15 +79,14 @@ export function encodeMessages(
   alloc: Alloc = newBytes,
 ): Uint8Array {
   const buf = alloc(totalBytes);
-  const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
   let at = 0;
   for (const m of messages) {
     const h = at + PREAMBLE_BYTES;
-    writeHeader(buf, view, h, m, ack);
+    writeHeader(buf, h, m, ack);
     // (An empty body is not copied: one whose buffer was detached would throw, and it is
     // written as it was counted, empty.)
     if (m.payload.length > 0) buf.set(m.payload, h + MESSAGE_HEADER_BYTES);
-    sealFrame(buf, view, at, Tag.Message, flags, MESSAGE_HEADER_BYTES + m.payload.length);
+    sealFrame(buf, at, Tag.Message, flags, MESSAGE_HEADER_BYTES + m.payload.length);
     at = h + MESSAGE_HEADER_BYTES + m.payload.length;
   }
   return buf;
@@ -151,11 +150,9 @@ export function encodeMessageChunks(
     run = [];
     runBytes = 0;
     const head = alloc(PREAMBLE_BYTES + MESSAGE_HEADER_BYTES);
-    const view = new DataView(head.buffer, head.byteOffset, head.byteLength);
-    writeHeader(head, view, PREAMBLE_BYTES, m, ack);
+    writeHeader(head, PREAMBLE_BYTES, m, ack);
     sealFrame(
       head,
-      view,
       0,
       Tag.Message,
       flags,
@@ -305,7 +302,6 @@ function encodeRecordRun(
   out: EncodedMessages,
   keep: Pick<KeepWritten, "frame"> | undefined,
 ): Uint8Array {
-  const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
   let frame = -1; // offset of the open frame's preamble
   let opened = 0; // its first record's seq
   let at = 0;
@@ -313,11 +309,11 @@ function encodeRecordRun(
     const m = messages[k];
     const record = RECORD_HEADER_BYTES + m.payload.length;
     if (frame < 0 || opensFrame(messages, k, at - frame - PREAMBLE_BYTES, record, batchLimit)) {
-      if (frame >= 0) sealRun(buf, view, frame, at, flags, keep, opened, messages[k - 1].seq);
+      if (frame >= 0) sealRun(buf, frame, at, flags, keep, opened, messages[k - 1].seq);
       frame = at;
       opened = m.seq;
-      setUint64(view, at + PREAMBLE_BYTES, m.seq);
-      setUint64(view, at + PREAMBLE_BYTES + 8, ack);
+      writeUint64(buf, at + PREAMBLE_BYTES, m.seq);
+      writeUint64(buf, at + PREAMBLE_BYTES + 8, ack);
       at += PREAMBLE_BYTES + MESSAGES_HEADER_BYTES;
       out.batched++;
     }
@@ -326,18 +322,17 @@ function encodeRecordRun(
     buf[at + 1] = length >>> 16;
     buf[at + 2] = length >>> 8;
     buf[at + 3] = length;
-    view.setUint32(at + 4, m.type);
+    writeUint32(buf, at + 4, m.type);
     if (length > 0) buf.set(m.payload, at + RECORD_HEADER_BYTES); // (see encodeMessages)
     at += record;
   }
-  sealRun(buf, view, frame, at, flags, keep, opened, messages[to - 1].seq);
+  sealRun(buf, frame, at, flags, keep, opened, messages[to - 1].seq);
   return buf;
 }
 
 /** Seals the Messages frame at `frame..end` of `buf`, records `first..last`, and tells `keep`. */
 function sealRun(
   buf: Uint8Array,
-  view: DataView,
   frame: number,
   end: number,
   flags: number,
@@ -345,7 +340,7 @@ function sealRun(
   first: number,
   last: number,
 ): void {
-  sealFrame(buf, view, frame, Tag.Messages, flags, end - frame - PREAMBLE_BYTES);
+  sealFrame(buf, frame, Tag.Messages, flags, end - frame - PREAMBLE_BYTES);
   keep?.frame(buf.subarray(frame, end), first, last);
 }
 
@@ -354,9 +349,8 @@ function sealRun(
  * and checksum flags become those of the new write, and it is sealed anew.
  */
 export function resealRun(frame: Uint8Array, ack: number, flags: number): void {
-  const view = new DataView(frame.buffer, frame.byteOffset, frame.byteLength);
-  setUint64(view, PREAMBLE_BYTES + 8, ack);
-  sealFrame(frame, view, 0, Tag.Messages, flags, frame.length - PREAMBLE_BYTES);
+  writeUint64(frame, PREAMBLE_BYTES + 8, ack);
+  sealFrame(frame, 0, Tag.Messages, flags, frame.length - PREAMBLE_BYTES);
 }
 
 /**
@@ -383,21 +377,15 @@ export function decodeWrittenRun(frame: Uint8Array): OutgoingMessage[] {
   return out;
 }
 
-function writeHeader(
-  buf: Uint8Array,
-  view: DataView,
-  at: number,
-  m: OutgoingMessage,
-  ack: number,
-): void {
-  view.setUint32(at, m.type);
+function writeHeader(buf: Uint8Array, at: number, m: OutgoingMessage, ack: number): void {
+  writeUint32(buf, at, m.type);
   buf[at + 4] = m.priority;
   // Reserved: written as zero, as the buffer may hold a previous batch (a pooled buffer).
   buf[at + 5] = 0;
   buf[at + 6] = 0;
   buf[at + 7] = 0;
-  setUint64(view, at + 8, m.seq);
-  setUint64(view, at + 16, ack);
+  writeUint64(buf, at + 8, m.seq);
+  writeUint64(buf, at + 16, ack);
 }
 
 /** The header of a received Message frame. */
@@ -412,13 +400,8 @@ export interface MessageHeader {
   ack: number;
 }
 
-function u32(p: Uint8Array, at: number): number {
-  // Byte by byte: no DataView per message on the hot path.
-  return (p[at] << 24 | p[at + 1] << 16 | p[at + 2] << 8 | p[at + 3]) >>> 0;
-}
-
 function u64(p: Uint8Array, at: number): number {
-  return u32(p, at) * 0x1_0000_0000 + u32(p, at + 4);
+  return readUint32(p, at) * 0x1_0000_0000 + readUint32(p, at + 4);
 }
 
 /**
@@ -443,7 +426,7 @@ export function decodeMessageHeader(p: Uint8Array): MessageHeader {
     throw new FrameError("malformed", `Unknown message priority: ${priority}`);
   }
   return {
-    type: u32(p, 0),
+    type: readUint32(p, 0),
     priority,
     seq: u64(p, 8),
     ack: u64(p, 16),
@@ -457,7 +440,7 @@ export function recordLength(p: Uint8Array, at: number): number {
 
 /** The type of the Messages record whose header starts at `at` (a u32). */
 export function recordType(p: Uint8Array, at: number): number {
-  return u32(p, at + 4);
+  return readUint32(p, at + 4);
 }
 
 /** The header of a received Messages frame, whose records were checked. */

@@ -132,6 +132,14 @@ export class LinkReader {
         }
         const wait = this.owner.readChunk(this, chunk);
         if (wait) await wait;
+        else {
+          // The next read waits two microtask turns: an application awaiting messages resumes
+          // in the first and the writer it wakes runs in the second, so a reply is written
+          // before this link posts its next read (a syscall, about half a microsecond, that
+          // would otherwise delay every reply: about 1 us less per round trip).
+          await undefined;
+          await undefined;
+        }
       }
     } catch (error) {
       if (this.stopped) return;

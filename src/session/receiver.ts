@@ -117,11 +117,22 @@ export class Receiver<H> {
     for (let i = 0; i < skip; i++) {
       at += RECORD_HEADER_BYTES + recordLength(payload, at);
     }
+    const { inbound, handle, seq, stats, counters } = p;
+    if (!owned && h.count - skip === 1) {
+      // One message (a request, a reply): its body alone is copied, one allocation (on the
+      // JavaScript heap for bodies up to 64 bytes), not a copy of the frame and a view of it.
+      const start = at + RECORD_HEADER_BYTES, s = h.seq + skip, priority = payload[at];
+      const body = payload.slice(start, start + recordLength(payload, at));
+      inbound.deliver(handle, recordType(payload, at), PRIORITIES[priority], body, s);
+      seq.received(s); // only once delivered (see SessionSequence.received)
+      stats.messagesReceived++;
+      counters.messagesReceived[priority]++;
+      return;
+    }
     // One copy of what is delivered, its bodies views of it: the frame lies in the transport's
     // read buffer, which the next read reuses.
     const buf = owned ? payload : payload.slice(at);
     if (!owned) at = 0;
-    const { inbound, handle, seq, stats, counters } = p;
     for (let s = h.seq + skip; at < buf.length; s++) {
       const priority = buf[at];
       const length = recordLength(buf, at);
