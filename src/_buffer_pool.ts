@@ -91,3 +91,51 @@ export class SizeClassPool {
  * acknowledged.
  */
 export const replayChunks: SizeClassPool = new SizeClassPool(4 * 1024, 256 * 1024);
+
+const NO_BYTES = new Uint8Array(0);
+
+/**
+ * Hands out small pieces of shared buffers, each piece once, at 8-byte-aligned offsets: a new
+ * ArrayBuffer costs about 400 ns in Deno 2.9 while a view of one costs 20 to 40, so many small
+ * buffers (received bodies, control frames) are carved from one. A piece is fresh (zeroed) and
+ * never handed out again; a piece that is kept pins its whole buffer. A buffer whose owner
+ * transferred it reads as empty, and the next piece comes from a new one.
+ *
+ * @example
+ * ```ts
+ * import { Arena } from "./_buffer_pool.ts";
+ * const arena = new Arena(8192, 65536);
+ * const a = arena.take(5), b = arena.take(3);
+ * if (a.buffer !== b.buffer || b.byteOffset !== 8) throw new Error("packed, aligned");
+ * if (arena.take(9000).buffer === a.buffer) throw new Error("a full buffer is replaced");
+ * ```
+ */
+export class Arena {
+  #buf = NO_BYTES; // none until the first piece: an idle process holds no buffer
+  #pos = 0;
+
+  /** Buffers of `minBytes`, or up to `maxBytes` when a take hints at more. */
+  constructor(readonly minBytes: number, readonly maxBytes: number) {}
+
+  /**
+   * A fresh piece of `bytes`. When this buffer has no room, the next one is `hint` bytes
+   * (bounded by the arena's sizes), or `bytes` if that is more: a caller about to take many
+   * pieces hints at their total.
+   */
+  take(bytes: number, hint = 0): Uint8Array {
+    if (this.#buf.length - this.#pos < bytes) {
+      const size = Math.max(this.minBytes, Math.min(hint, this.maxBytes), bytes);
+      this.#buf = new Uint8Array(size);
+      this.#pos = 0;
+    }
+    const piece = this.#buf.subarray(this.#pos, this.#pos + bytes);
+    this.#pos = (this.#pos + bytes + 7) & ~7;
+    return piece;
+  }
+}
+
+/**
+ * Small control frames (heartbeats, acks), which live until their write: pieces of 8 KiB
+ * buffers instead of an ArrayBuffer each.
+ */
+export const frameArena: Arena = new Arena(8 * 1024, 8 * 1024);

@@ -26,9 +26,11 @@ export interface Message {
   /** The priority it was sent with. */
   readonly priority: Priority;
   /**
-   * The body: a copy, not a view of transport buffers. Small bodies (up to 4 KiB) of one read
-   * share one ArrayBuffer, so keep `payload.slice()` rather than `payload.buffer` if you hold
-   * a small message for long.
+   * The body: a copy, not a view of transport buffers. Small bodies (up to 4 KiB) are packed
+   * into ArrayBuffers of 8 to 64 KiB shared with other bodies, from any connection: keep
+   * `payload.slice()` rather than `payload` if you hold a small message for long (a kept view
+   * pins its whole buffer), and transfer only a copy (transferring the buffer would empty
+   * the bodies it shares it with).
    */
   readonly payload: Uint8Array;
   /** Session sequence number (1, 2, 3, ... per direction and session). */

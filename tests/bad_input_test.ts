@@ -98,14 +98,14 @@ function truncatedHello(): Uint8Array {
 
 function oversizedFrame(): Uint8Array {
   const frame = encodeFrame(Tag.Hello, new Uint8Array(0));
-  new DataView(frame.buffer).setUint32(4, 0x7fff_ffff);
+  new DataView(frame.buffer, frame.byteOffset).setUint32(4, 0x7fff_ffff);
   return frame;
 }
 
 /** A Hello preamble that announces 1 MiB (under the frame limit, over the handshake cap). */
 function bigHelloPreamble(): Uint8Array {
   const frame = encodeFrame(Tag.Hello, new Uint8Array(0));
-  new DataView(frame.buffer).setUint32(4, 1024 * 1024);
+  new DataView(frame.buffer, frame.byteOffset).setUint32(4, 1024 * 1024);
   return frame.subarray(0, 12);
 }
 

@@ -112,7 +112,7 @@ Deno.test("FrameDecoder refuses another protocol version", () => {
 
 Deno.test("FrameDecoder rejects an oversized length before buffering it", () => {
   const frame = encodeFrame(Tag.Close, new Uint8Array(10));
-  new DataView(frame.buffer).setUint32(4, 0xffff_fff0);
+  new DataView(frame.buffer, frame.byteOffset).setUint32(4, 0xffff_fff0);
   const d = new FrameDecoder({ maxFrameBytes: 1024, expectBanner: false });
   assert.throws(
     () => d.push(frame.subarray(0, PREAMBLE_BYTES), () => {}),
@@ -506,7 +506,7 @@ Deno.test("a frame flagged CRC-32 is checked with CRC-32; a flipped byte fails i
   assert.deepEqual(decode(frame), [payload]);
   // Not the CRC-32C of the same bytes: the flag decides which checksum the frame carries.
   assert.notEqual(
-    new DataView(frame.buffer).getUint32(8),
+    new DataView(frame.buffer, frame.byteOffset).getUint32(8),
     new DataView(encodeFrame(Tag.Message, payload).buffer).getUint32(8),
   );
   const bad = frame.slice();

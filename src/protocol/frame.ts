@@ -18,6 +18,7 @@
  * @module
  */
 
+import { frameArena } from "../_buffer_pool.ts";
 import { crc32c } from "./crc32c.ts";
 import { crc32 } from "./crc32.ts";
 import { FrameError, HandshakeRefusedError } from "../errors.ts";
@@ -138,8 +139,12 @@ export function sealFrame(
   writeUint32(buf, offset + 8, crc);
 }
 
+/** Frames up to this size are encoded into {@linkcode frameArena}'s shared buffers. */
+const SMALL_FRAME_BYTES = 1024;
+
 /**
- * Encodes one frame with the given payload into a new buffer.
+ * Encodes one frame with the given payload into a buffer of its own, or, if small, a piece of
+ * a shared one that nothing else writes to.
  *
  * @example
  * ```ts
@@ -149,7 +154,8 @@ export function sealFrame(
  * ```
  */
 export function encodeFrame(tag: number, payload: Uint8Array, flags = 0): Uint8Array {
-  const buf = new Uint8Array(PREAMBLE_BYTES + payload.length);
+  const bytes = PREAMBLE_BYTES + payload.length;
+  const buf = bytes <= SMALL_FRAME_BYTES ? frameArena.take(bytes) : new Uint8Array(bytes);
   buf.set(payload, PREAMBLE_BYTES);
   sealFrame(buf, 0, tag, flags, payload.length);
   return buf;

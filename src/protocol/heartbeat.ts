@@ -6,6 +6,7 @@
  * @module
  */
 
+import { frameArena } from "../_buffer_pool.ts";
 import { FrameError } from "../errors.ts";
 import { PREAMBLE_BYTES, sealFrame, Tag } from "./frame.ts";
 
@@ -51,8 +52,8 @@ export function encodeBareHeartbeatFrame(
   echo: number,
   echoDelay: number,
 ): Uint8Array {
-  const frame = new Uint8Array(PREAMBLE_BYTES + HEARTBEAT_FIXED_BYTES);
-  const view = new DataView(frame.buffer);
+  const frame = frameArena.take(PREAMBLE_BYTES + HEARTBEAT_FIXED_BYTES);
+  const view = new DataView(frame.buffer, frame.byteOffset, frame.byteLength);
   view.setFloat64(PREAMBLE_BYTES, stamp);
   view.setFloat64(PREAMBLE_BYTES + 8, echo);
   view.setFloat64(PREAMBLE_BYTES + 16, echoDelay);

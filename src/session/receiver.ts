@@ -16,6 +16,7 @@ import {
   recordLength,
   recordType,
 } from "../protocol/message.ts";
+import { Arena } from "../_buffer_pool.ts";
 import type { InboundPort } from "./ports.ts";
 import type { SessionSequence } from "./sequence.ts";
 import type { SessionStats } from "./types.ts";
@@ -64,7 +65,6 @@ export interface ReceiverParts<H> {
  */
 export class Receiver<H> {
   readonly #p: ReceiverParts<H>;
-  readonly #arena = new BodyArena();
 
   /** A receiver over `parts`. */
   constructor(parts: ReceiverParts<H>) {
@@ -75,7 +75,7 @@ export class Receiver<H> {
   chunk(bytes: number): void {
     this.#p.stats.bytesReceived += bytes;
     this.#p.counters.bytesReceived += bytes;
-    this.#arena.readLength = bytes;
+    bodyArena.readLength = bytes;
     this.#p.heard();
   }
 
@@ -94,7 +94,7 @@ export class Receiver<H> {
     if (h.ack > 0 && !p.lossy()) p.ack(h.ack);
     const body = owned
       ? payload.subarray(MESSAGE_HEADER_BYTES)
-      : this.#arena.copy(payload, MESSAGE_HEADER_BYTES);
+      : bodyArena.copy(payload, MESSAGE_HEADER_BYTES);
     p.inbound.deliver(p.handle, h.type, PRIORITIES[h.priority], body, h.seq);
     p.seq.received(h.seq); // only once delivered (see SessionSequence.received)
     p.stats.messagesReceived++;
@@ -104,7 +104,8 @@ export class Receiver<H> {
   /**
    * One Messages frame's payload: every record is checked first (a malformed frame delivers
    * nothing), replayed duplicates are dropped, and each body is a view of one copy of the
-   * frame (none with `owned`). Each message's sequence number is committed as it is delivered.
+   * frame's records (none with `owned`), in the shared arena if they are small. Each message's
+   * sequence number is committed as it is delivered.
    */
   messages(payload: Uint8Array, owned = false): void {
     const p = this.#p;
@@ -117,22 +118,11 @@ export class Receiver<H> {
     for (let i = 0; i < skip; i++) {
       at += RECORD_HEADER_BYTES + recordLength(payload, at);
     }
-    const { inbound, handle, seq, stats, counters } = p;
-    if (!owned && h.count - skip === 1) {
-      // One message (a request, a reply): its body alone is copied, one allocation (on the
-      // JavaScript heap for bodies up to 64 bytes), not a copy of the frame and a view of it.
-      const start = at + RECORD_HEADER_BYTES, s = h.seq + skip, priority = payload[at];
-      const body = payload.slice(start, start + recordLength(payload, at));
-      inbound.deliver(handle, recordType(payload, at), PRIORITIES[priority], body, s);
-      seq.received(s); // only once delivered (see SessionSequence.received)
-      stats.messagesReceived++;
-      counters.messagesReceived[priority]++;
-      return;
-    }
     // One copy of what is delivered, its bodies views of it: the frame lies in the transport's
     // read buffer, which the next read reuses.
-    const buf = owned ? payload : payload.slice(at);
+    const buf = owned ? payload : bodyArena.copy(payload, at);
     if (!owned) at = 0;
+    const { inbound, handle, seq, stats, counters } = p;
     for (let s = h.seq + skip; at < buf.length; s++) {
       const priority = buf[at];
       const length = recordLength(buf, at);
@@ -147,16 +137,17 @@ export class Receiver<H> {
   }
 }
 
-const NO_ARENA = new Uint8Array(0);
-
-/** Bodies up to this size are packed into a shared per-read arena. */
+/** Copies up to this size are packed into arenas; larger ones get a buffer of their own. */
 const ARENA_MAX_BODY = 4096;
-const ARENA_MIN_BYTES = 256;
 
 /**
- * Copies received bodies out of the transport's buffers. Small bodies are packed into one
- * arena per read instead of one allocation each (the hot path of small messages), so a body
- * may share its ArrayBuffer with its neighbours from the same read.
+ * Copies received bodies out of the transport's buffers. Small bodies are packed into arenas
+ * (see {@linkcode Arena}; a new ArrayBuffer per body would be the largest cost of a small
+ * message). One arena serves every session of the process, as a read is decoded at a time:
+ * its buffers are 8 KiB, so one holds a hundred replies of 64 B from any connections and an
+ * idle connection holds none, or the size of the read being decoded, up to 64 KiB, so a
+ * read's bodies usually share one buffer. (Node's `Buffer` pool packs up to 4 KiB into 8 KiB
+ * too.) A body may therefore share its ArrayBuffer with other bodies, of any connection.
  *
  * @example
  * ```ts
@@ -168,26 +159,21 @@ const ARENA_MIN_BYTES = 256;
  * ```
  */
 export class BodyArena {
-  /** Length of the read being decoded: sizes the next arena. */
+  /** Length of the read being decoded: sizes the next buffer. */
   readLength = 0;
-  #arena = NO_ARENA; // shared until the first small body: an idle session holds no buffer
-  #pos = 0;
+  #arena = new Arena(8 * 1024, 64 * 1024);
 
   /** A copy of `payload` from `offset` on. */
   copy(payload: Uint8Array, offset: number): Uint8Array {
     const size = payload.length - offset;
     if (size > ARENA_MAX_BODY) return payload.slice(offset);
-    // Never a view of the shared empty arena: an application may transfer a body's buffer.
+    // Never a piece of a shared buffer when empty: an application may transfer its buffer.
     if (size === 0) return new Uint8Array(0);
-    if (this.#arena.length - this.#pos < size) {
-      // A body completed by a read shorter than itself is larger than that read: size the
-      // arena by both.
-      this.#arena = new Uint8Array(Math.max(this.readLength, size, ARENA_MIN_BYTES));
-      this.#pos = 0;
-    }
-    const body = this.#arena.subarray(this.#pos, this.#pos + size);
+    const body = this.#arena.take(size, this.readLength);
     body.set(payload.subarray(offset));
-    this.#pos += size;
     return body;
   }
 }
+
+/** The arena of every receiver in this process (or worker). */
+const bodyArena = new BodyArena();
