@@ -781,6 +781,7 @@ Deno.test("LinkSlot: a released reader's link stays open and reports nothing her
     chunk: () => void heard.push("chunk"),
     frame: () => void heard.push("frame"),
     chunkDone: () => undefined,
+    heard: () => void heard.push("heard"),
     ended: () => void heard.push("ended"),
     failed: () => void heard.push("failed"),
     defect: () => void heard.push("defect"),
@@ -796,6 +797,7 @@ Deno.test("LinkSlot: a released reader's link stays open and reports nothing her
   assert.equal(slot.link, null);
   slot.readEnded(reader);
   slot.readFailed(reader, new Error("x"));
+  slot.readHandled(reader);
   assert.deepEqual(heard, []);
   assert.equal(closed, false, "release hands the link on, open");
   slot.adopt(reader);
@@ -857,7 +859,6 @@ function recordingReceiver(lossy: boolean) {
     seq,
     stats,
     counters: newCounters(),
-    heard() {},
     ack: (n) => void acks.push(n),
     lossy: () => lossy,
     inbound: {

@@ -21,6 +21,8 @@ export interface LinkEvents {
   frame(tag: TagValue, payload: Uint8Array, owned: boolean): void;
   /** The chunk's frames are handled; returns a promise to await before reading more. */
   chunkDone(): Promise<void> | undefined;
+  /** Bytes arrived, a sign of life (told once the application had its turn to reply). */
+  heard(): void;
   /** The stream ended in order. */
   ended(): void;
   /** Reading failed: a transport error or bad bytes. */
@@ -36,7 +38,8 @@ export interface LinkEvents {
  * ```ts
  * import { LinkSlot } from "./link_slot.ts";
  * const events = {
- *   chunk() {}, frame() {}, chunkDone: () => undefined, ended() {}, failed() {}, defect() {},
+ *   chunk() {}, frame() {}, chunkDone: () => undefined, heard() {}, ended() {}, failed() {},
+ *   defect() {},
  * };
  * const slot = new LinkSlot(events, 1 << 20);
  * if (slot.link !== null || slot.epoch !== 0) throw new Error("empty at first");
@@ -143,6 +146,11 @@ export class LinkSlot implements ReaderOwner {
     this.#events.chunk(chunk.length);
     reader.decode(chunk);
     return this.#events.chunkDone();
+  }
+
+  /** @internal see {@linkcode ReaderOwner} */
+  readHandled(reader: LinkReader): void {
+    if (reader === this.#reader) this.#events.heard();
   }
 
   /** @internal see {@linkcode ReaderOwner} */

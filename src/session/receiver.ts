@@ -33,8 +33,6 @@ export interface ReceiverParts<H> {
   counters: Counters;
   /** Where messages go. */
   inbound: InboundPort<H>;
-  /** Bytes arrived: a sign of life. */
-  heard(): void;
   /** A piggybacked ack arrived (lossless policies). */
   ack(seq: number): void;
   /** Whether the session's policy is lossy (no acks, duplicates are errors). */
@@ -54,7 +52,7 @@ export interface ReceiverParts<H> {
  * const got: number[] = [];
  * const r = new Receiver({
  *   handle: "conn", seq: new SessionSequence(() => false), stats: newSessionStats(),
- *   counters: newCounters(), heard() {}, ack() {}, lossy: () => false,
+ *   counters: newCounters(), ack() {}, lossy: () => false,
  *   inbound: { deliver: (_h, type) => void got.push(type), backpressure: () => undefined },
  * });
  * const m = { type: 7, priority: 1, payload: new Uint8Array(3), seq: 1 };
@@ -76,7 +74,6 @@ export class Receiver<H> {
     this.#p.stats.bytesReceived += bytes;
     this.#p.counters.bytesReceived += bytes;
     bodyArena.readLength = bytes;
-    this.#p.heard();
   }
 
   /**

@@ -97,7 +97,6 @@ export class Session<H> {
       stats: this.#stats,
       counters: ports.counters,
       inbound: ports.inbound,
-      heard: () => ports.observer.heard(this.handle),
       ack: (seq) => this.#onAck(seq),
       lossy: () => this.#policy.lossy,
     });
@@ -105,6 +104,10 @@ export class Session<H> {
       chunk: (bytes) => this.#receiver.chunk(bytes),
       frame: (tag, payload, owned) => this.#onFrame(tag, payload, owned),
       chunkDone: () => this.#onChunkDone(),
+      // (Told after the chunk's frames: one of them may have ended the session.)
+      heard: () => {
+        if (this.#sm.state !== "closed") ports.observer.heard(this.handle);
+      },
       ended: () => this.#onEnded(),
       failed: (error) => this.#fail(error),
       defect: (error) => this.defect(error),
