@@ -1,6 +1,7 @@
 // Internal: links and listeners over Deno's byte-stream connections, shared by the TCP and TLS
 // transports.
 
+import { Deferred } from "../src/_deferred.ts";
 import { TransportError } from "../src/errors.ts";
 import { concatChunks, formatHostPort, type Link, type Listener } from "./types.ts";
 
@@ -103,7 +104,7 @@ export class StreamLink implements Link {
   #readBuffer = new AdaptiveReadBuffer();
   #what: string;
   /** Settles when a read sees the end of the stream or fails. */
-  #ended = Promise.withResolvers<void>();
+  #ended = new Deferred<void>();
 
   /** A link over `conn`, with addresses in `scheme` form. */
   constructor(conn: Deno.Conn<Deno.NetAddr>, scheme: string) {

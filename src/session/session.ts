@@ -16,6 +16,8 @@ import { decodeAck, decodeClose, encodeAck } from "../protocol/control.ts";
 import { BANNER, encodeFrame, Tag, type TagValue } from "../protocol/frame.ts";
 import { type Hello, MAX_HANDSHAKE_BYTES } from "../protocol/handshake.ts";
 import { messageFrameBytes, MESSAGES_FRAME_BYTES } from "../protocol/message.ts";
+import type { Counters } from "../counters.ts";
+import type { Limits } from "../options.ts";
 import type { Policy } from "../policy.ts";
 import type { Link } from "../../transports/types.ts";
 import {
@@ -26,22 +28,17 @@ import {
   processHandshakeFrame,
 } from "./handshake.ts";
 import type { LinkReader } from "./link_reader.ts";
-import { LinkSlot } from "./link_slot.ts";
-import { type SessionPorts, toUnsent } from "./ports.ts";
+import { type LinkEvents, LinkSlot } from "./link_slot.ts";
+import { Deferred } from "../_deferred.ts";
+import { type InboundPort, type SessionPorts, toUnsent } from "./ports.ts";
 import { planFault, redial, standbyExpired } from "./recovery.ts";
 import { SessionSequence } from "./sequence.ts";
 import { SendQueue } from "./send_queue.ts";
 import { type ConnectionState, StateMachine } from "./state.ts";
-import { Writer } from "./writer.ts";
-import { Receiver } from "./receiver.ts";
+import { Writer, type WriterParts } from "./writer.ts";
+import { Receiver, type ReceiverParts } from "./receiver.ts";
 import { Close } from "./close.ts";
-import {
-  deferred,
-  newSessionStats,
-  type SessionInit,
-  type SessionStats,
-  SupersededError,
-} from "./types.ts";
+import { newSessionStats, type SessionInit, type SessionStats, SupersededError } from "./types.ts";
 
 /** Longest wait for a transport to send what it buffered before an orderly close ends. */
 const FLUSH_ON_CLOSE_MS = 2_000;
@@ -79,8 +76,8 @@ export class Session<H> {
   #close: Close | null = null; // exists only while closing
   #refusal: HandshakeRefusedError | null = null; // handshaking: Refuse queued, fail once written
   #error: Error | null = null;
-  #opened = deferred<void>();
-  #closed = deferred<void>();
+  #opened = new Deferred<void>();
+  #closed = new Deferred<void>();
 
   /** A session in `connecting`; `attach()` gives it a link. */
   constructor(ports: SessionPorts<H, Session<H>>, init: SessionInit<H>) {
@@ -91,39 +88,81 @@ export class Session<H> {
     this.remoteAddr = init.remoteAddr;
     this.#sm = new StateMachine(ports.timers);
     this.sequence = new SessionSequence(() => this.#policy.lossy);
-    this.#receiver = new Receiver({
-      handle: this.handle,
-      seq: this.sequence,
-      stats: this.#stats,
-      counters: ports.counters,
-      inbound: ports.inbound,
-      ack: (seq) => this.#onAck(seq),
-      lossy: () => this.#policy.lossy,
-    });
-    this.#slot = new LinkSlot({
-      chunk: (bytes) => this.#receiver.chunk(bytes),
-      frame: (tag, payload, owned) => this.#onFrame(tag, payload, owned),
-      chunkDone: () => this.#onChunkDone(),
-      // (Told after the chunk's frames: one of them may have ended the session.)
-      heard: () => {
-        if (this.#sm.state !== "closed") ports.observer.heard(this.handle);
-      },
-      ended: () => this.#onEnded(),
-      failed: (error) => this.#fail(error),
-      defect: (error) => this.defect(error),
-    }, ports.limits.maxFrameBytes);
-    this.#writer = new Writer({
-      queue: this.queue,
-      seq: this.sequence,
-      closing: () => this.#close,
-      stats: this.#stats,
-      counters: ports.counters,
-      limits: ports.limits,
-      session: this,
-      messageFlags: () => this.#slot.messageFlags,
-      batchLimit: () => this.#slot.batchLimit,
-    });
+    const wiring = new Session.#Wiring(this);
+    this.#receiver = new Receiver(wiring);
+    this.#slot = new LinkSlot(wiring, ports.limits.maxFrameBytes);
+    this.#writer = new Writer(wiring);
   }
+
+  /**
+   * What a session's parts (its link slot, receiver and writer) work with and call back: one
+   * object per session whose methods all sessions share, where a closure per callback would
+   * cost each idle session about 900 bytes of heap more (and heap counts about three times
+   * over in resident memory: docs/operations.md).
+   */
+  static readonly #Wiring = class Wiring<H> implements LinkEvents, ReceiverParts<H>, WriterParts {
+    readonly handle: H;
+    readonly seq: SessionSequence;
+    readonly stats: SessionStats;
+    readonly counters: Counters;
+    readonly inbound: InboundPort<H>;
+    readonly queue: SendQueue;
+    readonly limits: Limits;
+
+    constructor(readonly session: Session<H>) {
+      this.handle = session.handle;
+      this.seq = session.sequence;
+      this.stats = session.#stats;
+      this.counters = session.#ports.counters;
+      this.inbound = session.#ports.inbound;
+      this.queue = session.queue;
+      this.limits = session.#ports.limits;
+    }
+
+    // The receiver's callbacks.
+    ack(seq: number): void {
+      this.session.#onAck(seq);
+    }
+    lossy(): boolean {
+      return this.session.#policy.lossy;
+    }
+
+    // The link slot's events.
+    chunk(bytes: number): void {
+      this.session.#receiver.chunk(bytes);
+    }
+    frame(tag: TagValue, payload: Uint8Array, owned: boolean): void {
+      this.session.#onFrame(tag, payload, owned);
+    }
+    chunkDone(): Promise<void> | undefined {
+      return this.session.#onChunkDone();
+    }
+    heard(): void {
+      // (Told after the chunk's frames: one of them may have ended the session.)
+      const s = this.session;
+      if (s.#sm.state !== "closed") s.#ports.observer.heard(s.handle);
+    }
+    ended(): void {
+      this.session.#onEnded();
+    }
+    failed(error: Error): void {
+      this.session.#fail(error);
+    }
+    defect(error: unknown): void {
+      this.session.defect(error);
+    }
+
+    // The writer's views.
+    closing(): Close | null {
+      return this.session.#close;
+    }
+    messageFlags(): number {
+      return this.session.#slot.messageFlags;
+    }
+    batchLimit(): number {
+      return this.session.#slot.batchLimit;
+    }
+  };
 
   // ---- read-only views ----
 

@@ -50,13 +50,6 @@ export class SupersededError<H> extends Error {
   }
 }
 
-/** A promise with its resolvers, whose rejection is never reported as unhandled. */
-export function deferred<T>(): PromiseWithResolvers<T> {
-  const d = Promise.withResolvers<T>();
-  d.promise.catch(() => {}); // observed through other paths; never an unhandled rejection
-  return d;
-}
-
 /** The fixed facts of a session. */
 export interface SessionInit<H> {
   /** `client` dialed the first link, `server` accepted it. */
