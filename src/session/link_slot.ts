@@ -112,7 +112,7 @@ export class LinkSlot implements ReaderOwner {
 
   /** Starts reading the current link (the read loop never rejects). */
   start(): void {
-    this.#reader?.run();
+    this.#reader?.start();
   }
 
   /** Takes a link whose reader already runs (handed over by another session's slot). */
