@@ -5,6 +5,9 @@ import assert from "node:assert/strict";
 import { Messenger, type PolicyName } from "../mod.ts";
 import { MemoryTransport } from "../testing.ts";
 import { splitReads } from "../transports/split_reads.ts";
+import { TcpTransport } from "../transports/tcp.ts";
+import { type Link, mapLinks, type Transport } from "../transports/types.ts";
+import { BANNER, PREAMBLE_BYTES, Tag } from "../src/protocol/frame.ts";
 import { captureLogger, take } from "./_helpers.ts";
 
 async function splitPair(policy: PolicyName, seed: number, maxPiece: number) {
@@ -99,5 +102,82 @@ Deno.test("a body assembled across reads is handed on without a copy and stays i
     // A view just past the preamble and header in the frame's own buffer: not copied again.
     assert.equal(m.payload.byteOffset, 12 + 24);
     assert.equal(m.payload.buffer.byteLength, 12 + 24 + 65536);
+  }
+});
+
+/** Whether `chunk` (whole frames, perhaps after the banner) holds a Message or Messages frame. */
+function carriesMessage(chunk: Uint8Array): boolean {
+  let pos = chunk[0] === BANNER[0] && chunk[1] === BANNER[1] ? BANNER.length : 0;
+  while (pos + PREAMBLE_BYTES <= chunk.length) {
+    if (chunk[pos] === Tag.Message || chunk[pos] === Tag.Messages) return true;
+    pos += PREAMBLE_BYTES + new DataView(chunk.buffer, chunk.byteOffset).getUint32(pos + 4);
+  }
+  return false;
+}
+
+/** A link that logs when a read is posted, a read brings messages, and a message is written. */
+class RecordingLink implements Link {
+  constructor(readonly inner: Link, readonly log: string[]) {}
+  get localAddr(): string {
+    return this.inner.localAddr;
+  }
+  get remoteAddr(): string {
+    return this.inner.remoteAddr;
+  }
+  get integrity(): boolean | undefined {
+    return this.inner.integrity;
+  }
+  async read(): Promise<Uint8Array | null> {
+    this.log.push("read posted");
+    const chunk = await this.inner.read();
+    if (chunk !== null && carriesMessage(chunk)) this.log.push("message read");
+    return chunk;
+  }
+  write(chunks: Uint8Array[]): Promise<void> {
+    if (carriesMessage(chunks[0])) this.log.push("message written");
+    return this.inner.write(chunks);
+  }
+  flush(): Promise<void> {
+    return this.inner.flush?.() ?? Promise.resolve();
+  }
+  close(): void {
+    this.inner.close();
+  }
+}
+
+Deno.test("[tcp] an echoing node writes its reply before it posts its next read", async () => {
+  const log: string[] = [];
+  const tcp = new TcpTransport();
+  const recording: Transport = {
+    schemes: tcp.schemes,
+    listen: async (addr) => mapLinks(await tcp.listen(addr), (l) => new RecordingLink(l, log)),
+    connect: (addr, options) => tcp.connect(addr, options),
+  };
+  const logger = captureLogger().log;
+  const server = new Messenger({ name: "echo", transports: [recording], logger });
+  const client = new Messenger({ name: "ping", logger });
+  try {
+    const conn = await client.connect(await server.listen("tcp://127.0.0.1:0"));
+    const echo = (async () => {
+      for await (const m of server.messages()) await m.connection.send(2, m.payload);
+    })();
+    for (let i = 0; i < 50; i++) {
+      await conn.send(1, new Uint8Array([i]));
+      const [reply] = await take(client, 1);
+      assert.equal(reply.payload[0], i);
+    }
+    // After each read that brought a ping, the reply went out before the next read was posted
+    // (the read's syscall would otherwise delay every reply).
+    const reads = log.flatMap((e, i) => (e === "message read" ? [i] : []));
+    assert.ok(reads.length >= 50, `${reads.length} reads brought pings`);
+    for (const i of reads) {
+      const next = log.slice(i + 1).find((e) => e !== "message read");
+      assert.equal(next, "message written", `after read at ${i}: ${log.slice(i, i + 4)}`);
+    }
+    await server.close();
+    await echo;
+  } finally {
+    await client.close();
+    await server.close();
   }
 });

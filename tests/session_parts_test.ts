@@ -2,7 +2,7 @@
 // the send queue, the replay buffer, the sequence (resume decisions), the writer and the link
 // slot. The model-based tests (model_test.ts) check them together.
 
-import "./_guard.ts";
+import { unhandledRejections } from "./_guard.ts";
 import assert from "node:assert/strict";
 import { FrameError } from "../src/errors.ts";
 import { newCounters } from "../src/counters.ts";
@@ -20,7 +20,8 @@ import { type QueuedMessage, SendQueue } from "../src/session/send_queue.ts";
 import { BodyArena, Receiver } from "../src/session/receiver.ts";
 import { newSessionStats } from "../src/session/types.ts";
 import { Ring } from "../src/_ring.ts";
-import { SizeClassPool, writeBuffers } from "../src/_buffer_pool.ts";
+import { Arena, SizeClassPool, writeBuffers } from "../src/_buffer_pool.ts";
+import { Deferred } from "../src/_deferred.ts";
 import fc from "npm:fast-check@4";
 import { REPLAY_CHUNK_BYTES, ReplayBuffer, WrittenRun } from "../src/session/replay_buffer.ts";
 import { SessionSequence } from "../src/session/sequence.ts";
@@ -913,6 +914,70 @@ Deno.test("Receiver: bodies of a Messages frame in a reused read buffer are copi
   const owned = r.frame([3]).slice();
   r.receiver.messages(owned, true);
   assert.equal(r.got[2].body.buffer, owned.buffer, "no copy of a frame the decoder gave away");
+});
+
+Deno.test("Receiver: small bodies of separate frames share an arena, 8-byte aligned; a transferred one is replaced", () => {
+  const r = recordingReceiver(false);
+  for (let n = 1; n <= 10; n++) r.receiver.messages(r.frame([n]).slice()); // one read each
+  const bodies = r.got.map((m) => m.body);
+  // The arena is the process's: these 80 bytes may start a new one once, no more.
+  assert.ok(new Set(bodies.map((b) => b.buffer)).size <= 2, "no ArrayBuffer per body");
+  for (const b of bodies) assert.equal(b.byteOffset % 8, 0, `offset ${b.byteOffset}`);
+  assert.deepEqual(bodies.map((b) => [...b]), bodies.map((_, i) => [i + 1, i + 1, i + 1]));
+  // An application that transfers a body's buffer empties its neighbours (documented), and
+  // the bodies after it come from a new arena, whole.
+  const last = bodies[9];
+  const mates = bodies.filter((b) => b !== last && b.buffer === last.buffer);
+  (last.buffer as ArrayBuffer).transfer();
+  for (const mate of mates) assert.equal(mate.length, 0, "a neighbour reads as empty");
+  r.receiver.messages(r.frame([11, 12]).slice());
+  const [d, e] = r.got.slice(10).map((m) => m.body);
+  assert.deepEqual([...d, ...e], [11, 11, 11, 12, 12, 12]);
+  assert.notEqual(d.buffer, last.buffer);
+});
+
+Deno.test("Arena: pieces are disjoint, aligned and fresh, and a piece larger than a buffer gets its own", () => {
+  fc.assert(
+    fc.property(
+      fc.array(fc.record({ bytes: fc.integer({ min: 1, max: 3000 }), hint: fc.nat(20_000) }), {
+        minLength: 1,
+        maxLength: 60,
+      }),
+      (takes) => {
+        const arena = new Arena(1024, 8192);
+        const pieces = takes.map(({ bytes, hint }, i) => {
+          const piece = arena.take(bytes, hint);
+          assert.equal(piece.length, bytes);
+          assert.equal(piece.byteOffset % 8, 0);
+          assert.ok(piece.every((x) => x === 0), "a piece is handed out once, zeroed");
+          piece.fill((i % 255) + 1);
+          return piece;
+        });
+        // Writing each piece touched no other.
+        pieces.forEach((piece, i) => assert.ok(piece.every((x) => x === (i % 255) + 1)));
+      },
+    ),
+    { seed: 24, numRuns: 200 },
+  );
+});
+
+Deno.test("Deferred: the first outcome wins, a promise asked for before or after it sees it, a rejection is never unhandled", async () => {
+  const early = new Deferred<number>();
+  const promise = early.promise;
+  early.resolve(1);
+  early.reject(new Error("ignored"));
+  assert.equal(await promise, 1);
+  assert.equal(early.promise, promise, "one promise");
+  const late = new Deferred<number>();
+  late.reject(new Error("failed"));
+  late.resolve(2);
+  assert.ok(late.settled);
+  await assert.rejects(late.promise, /failed/);
+  const unobserved = new Deferred<void>();
+  unobserved.reject(new Error("nobody asks"));
+  void unobserved.promise; // made after the rejection, and never awaited
+  await new Promise((r) => setTimeout(r, 0)); // (an unhandled rejection would fail the run)
+  assert.equal(unhandledRejections.length, 0);
 });
 
 Deno.test("BodyArena: an empty body has a buffer of its own (an application may transfer it)", () => {
