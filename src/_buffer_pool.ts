@@ -101,36 +101,60 @@ const NO_BYTES = new Uint8Array(0);
  * never handed out again; a piece that is kept pins its whole buffer. A buffer whose owner
  * transferred it reads as empty, and the next piece comes from a new one.
  *
+ * Buffers start at `minBytes` and each new one doubles, up to `growToBytes`, so a busy user
+ * gets large buffers and an occasional one small ones; `release()` starts over.
+ *
  * @example
  * ```ts
  * import { Arena } from "./_buffer_pool.ts";
- * const arena = new Arena(8192, 65536);
+ * const arena = new Arena(256, 65536, 8192);
  * const a = arena.take(5), b = arena.take(3);
  * if (a.buffer !== b.buffer || b.byteOffset !== 8) throw new Error("packed, aligned");
- * if (arena.take(9000).buffer === a.buffer) throw new Error("a full buffer is replaced");
+ * const c = arena.take(250); // no room left: a new buffer, twice as large
+ * if (c.buffer === a.buffer || c.buffer.byteLength !== 512) throw new Error("grown");
+ * if (arena.take(9000).buffer.byteLength !== 9000) throw new Error("a large piece, its size");
  * ```
  */
 export class Arena {
-  #buf = NO_BYTES; // none until the first piece: an idle process holds no buffer
+  #buf = NO_BYTES; // none until the first piece: an idle user holds no buffer
   #pos = 0;
-
-  /** Buffers of `minBytes`, or up to `maxBytes` when a take hints at more. */
-  constructor(readonly minBytes: number, readonly maxBytes: number) {}
+  /** Size of the next buffer, unless a take asks for more. */
+  #nextBytes: number;
 
   /**
-   * A fresh piece of `bytes`. When this buffer has no room, the next one is `hint` bytes
-   * (bounded by the arena's sizes), or `bytes` if that is more: a caller about to take many
-   * pieces hints at their total.
+   * Buffers of `minBytes` at first, doubling with each new buffer up to `growToBytes`, and up
+   * to `maxBytes` when a take hints at more.
+   */
+  constructor(
+    readonly minBytes: number,
+    readonly maxBytes: number,
+    readonly growToBytes: number = minBytes,
+  ) {
+    this.#nextBytes = minBytes;
+  }
+
+  /**
+   * A fresh piece of `bytes`. When this buffer has no room, the next one is `hint` bytes if
+   * that is more than the next size (bounded by `maxBytes`), or `bytes` if that is more still:
+   * a caller about to take many pieces hints at their total.
    */
   take(bytes: number, hint = 0): Uint8Array {
     if (this.#buf.length - this.#pos < bytes) {
-      const size = Math.max(this.minBytes, Math.min(hint, this.maxBytes), bytes);
+      const size = Math.max(this.#nextBytes, Math.min(hint, this.maxBytes), bytes);
       this.#buf = new Uint8Array(size);
       this.#pos = 0;
+      this.#nextBytes = Math.min(this.#nextBytes * 2, this.growToBytes);
     }
     const piece = this.#buf.subarray(this.#pos, this.#pos + bytes);
     this.#pos = (this.#pos + bytes + 7) & ~7;
     return piece;
+  }
+
+  /** Lets go of the current buffer (pieces handed out keep it alive) and starts over small. */
+  release(): void {
+    this.#buf = NO_BYTES;
+    this.#pos = 0;
+    this.#nextBytes = this.minBytes;
   }
 }
 

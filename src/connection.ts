@@ -26,11 +26,12 @@ export interface Message {
   /** The priority it was sent with. */
   readonly priority: Priority;
   /**
-   * The body: a copy, not a view of transport buffers. Small bodies (up to 4 KiB) are packed
-   * into ArrayBuffers of 8 to 64 KiB shared with other bodies, from any connection: keep
-   * `payload.slice()` rather than `payload` if you hold a small message for long (a kept view
-   * pins its whole buffer), and transfer only a copy (transferring the buffer would empty
-   * the bodies it shares it with).
+   * The body: a copy, not a view of transport buffers. It may share its ArrayBuffer with
+   * other bodies from the same connection (never another's): small ones are packed into
+   * buffers of 256 bytes to 64 KiB, and bodies batched in one large frame share its copy. Keep
+   * `payload.slice()` rather than `payload` if you hold a message for long (a kept view pins
+   * its whole buffer), and transfer or `structuredClone` only a copy (transferring the buffer
+   * would empty the bodies it shares it with; cloning would copy all of it).
    */
   readonly payload: Uint8Array;
   /** Session sequence number (1, 2, 3, ... per direction and session). */

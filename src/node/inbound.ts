@@ -24,6 +24,11 @@ interface Pending {
  */
 class Delivered implements Message {
   readonly #pending: Pending;
+  /**
+   * The body's length when it was delivered, as counted: a body whose buffer the application
+   * transferred reads as empty, and taking it must still give back what was counted.
+   */
+  readonly #bytes: number;
   constructor(
     readonly type: number,
     readonly priority: Message["priority"],
@@ -33,11 +38,15 @@ class Delivered implements Message {
     pending: Pending,
   ) {
     this.#pending = pending;
+    this.#bytes = payload.length;
   }
 
-  /** The record `message` counts against. */
-  static pendingOf(message: Delivered): Pending {
-    return message.#pending;
+  /** Gives back what `message` counted against its connection's record. */
+  static taken(message: Delivered): Pending {
+    const p = message.#pending;
+    p.bytes -= message.#bytes;
+    p.messages--;
+    return p;
   }
 }
 
@@ -142,9 +151,7 @@ export class InboundQueue {
 
   // On the hot path: no lookup (the message carries its record).
   #taken(message: Delivered): void {
-    const p = Delivered.pendingOf(message);
-    p.bytes -= message.payload.length;
-    p.messages--;
+    const p = Delivered.taken(message);
     if (p.wake !== null && !this.#over(p, 0.5)) {
       const wake = p.wake;
       p.wake = null;

@@ -6,7 +6,8 @@
  */
 
 import { FrameError } from "../errors.ts";
-import { getUint64, setUint64 } from "./frame.ts";
+import { frameArena } from "../_buffer_pool.ts";
+import { getUint64, PREAMBLE_BYTES, sealFrame, setUint64, Tag, writeUint64 } from "./frame.ts";
 
 /** Longest Close reason carried, in UTF-16 code units (longer ones are cut). */
 export const MAX_CLOSE_REASON = 1024;
@@ -16,6 +17,24 @@ export function encodeAck(seq: number): Uint8Array {
   const buf = new Uint8Array(8);
   setUint64(new DataView(buf.buffer), 0, seq);
   return buf;
+}
+
+/**
+ * An Ack frame for `seq`, encoded in place: a piece of a shared buffer (see
+ * {@linkcode frameArena}), as a lossless session sends one per read that brought messages.
+ *
+ * @example
+ * ```ts
+ * import { decodeAck, encodeAckFrame } from "./control.ts";
+ * const frame = encodeAckFrame(2 ** 40 + 7);
+ * if (frame.length !== 20 || decodeAck(frame.subarray(12)) !== 2 ** 40 + 7) throw new Error("ack");
+ * ```
+ */
+export function encodeAckFrame(seq: number): Uint8Array {
+  const frame = frameArena.take(PREAMBLE_BYTES + 8);
+  writeUint64(frame, PREAMBLE_BYTES, seq);
+  sealFrame(frame, 0, Tag.Ack, 0, 8);
+  return frame;
 }
 
 /** Decodes an Ack payload. */

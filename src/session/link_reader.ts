@@ -139,8 +139,10 @@ export class LinkReader {
     return this.#done.promise;
   }
 
-  /** Starts reading (as {@linkcode run}, without a promise of the end). */
+  /** Starts reading (as {@linkcode run}, without a promise of the end); once only. */
   start(): void {
+    if (this.#started) return;
+    this.#started = true;
     this.#next();
   }
 
@@ -148,6 +150,7 @@ export class LinkReader {
   // async function holds its frame, registers and promises for as long as a read waits (all
   // the life of an idle link, about 500 bytes of heap each).
 
+  #started = false;
   /** Settles when the loop ends. */
   #done = new Deferred<void>();
   /** Microtask turns left before the chunk's bookkeeping and the next read. */
@@ -176,6 +179,7 @@ export class LinkReader {
       }
       this.#carriedMessages = false;
       wait = this.owner.readChunk(this, chunk);
+      if (this.stopped) return this.#done.resolve(); // a frame of the chunk let go of the link
       if (!wait && this.#carriedMessages) {
         // Two microtask turns first: an application awaiting messages resumes in the first
         // and the writer it wakes runs in the second, so a reply is written before this

@@ -63,6 +63,9 @@ export interface ReceiverParts<H> {
  */
 export class Receiver<H> {
   readonly #p: ReceiverParts<H>;
+  readonly #bodies = new BodyArena();
+  /** Whether the read being decoded delivered a message. */
+  #delivered = false;
 
   /** A receiver over `parts`. */
   constructor(parts: ReceiverParts<H>) {
@@ -73,7 +76,11 @@ export class Receiver<H> {
   chunk(bytes: number): void {
     this.#p.stats.bytesReceived += bytes;
     this.#p.counters.bytesReceived += bytes;
-    bodyArena.readLength = bytes;
+    // The read before brought no message (heartbeats, acks): the connection went quiet, and
+    // its arena buffer goes, so an idle connection holds none.
+    if (!this.#delivered) this.#bodies.release();
+    this.#delivered = false;
+    this.#bodies.readLength = bytes;
   }
 
   /**
@@ -91,7 +98,8 @@ export class Receiver<H> {
     if (h.ack > 0 && !p.lossy()) p.ack(h.ack);
     const body = owned
       ? payload.subarray(MESSAGE_HEADER_BYTES)
-      : bodyArena.copy(payload, MESSAGE_HEADER_BYTES);
+      : this.#bodies.copy(payload, MESSAGE_HEADER_BYTES);
+    this.#delivered = true;
     p.inbound.deliver(p.handle, h.type, PRIORITIES[h.priority], body, h.seq);
     p.seq.received(h.seq); // only once delivered (see SessionSequence.received)
     p.stats.messagesReceived++;
@@ -117,7 +125,8 @@ export class Receiver<H> {
     }
     // One copy of what is delivered, its bodies views of it: the frame lies in the transport's
     // read buffer, which the next read reuses.
-    const buf = owned ? payload : bodyArena.copy(payload, at);
+    const buf = owned ? payload : this.#bodies.copy(payload, at);
+    this.#delivered = true;
     if (!owned) at = 0;
     const { inbound, handle, seq, stats, counters } = p;
     for (let s = h.seq + skip; at < buf.length; s++) {
@@ -126,7 +135,9 @@ export class Receiver<H> {
       const type = recordType(buf, at);
       const start = at + RECORD_HEADER_BYTES;
       at = start + length;
-      inbound.deliver(handle, type, PRIORITIES[priority], buf.subarray(start, at), s);
+      // (An empty body gets a buffer of its own, as a lone one does: see BodyArena.copy.)
+      const body = length > 0 ? buf.subarray(start, at) : new Uint8Array(0);
+      inbound.deliver(handle, type, PRIORITIES[priority], body, s);
       seq.received(s); // only once delivered (see SessionSequence.received)
       stats.messagesReceived++;
       counters.messagesReceived[priority]++;
@@ -138,13 +149,14 @@ export class Receiver<H> {
 const ARENA_MAX_BODY = 4096;
 
 /**
- * Copies received bodies out of the transport's buffers. Small bodies are packed into arenas
- * (see {@linkcode Arena}; a new ArrayBuffer per body would be the largest cost of a small
- * message). One arena serves every session of the process, as a read is decoded at a time:
- * its buffers are 8 KiB, so one holds a hundred replies of 64 B from any connections and an
- * idle connection holds none, or the size of the read being decoded, up to 64 KiB, so a
- * read's bodies usually share one buffer. (Node's `Buffer` pool packs up to 4 KiB into 8 KiB
- * too.) A body may therefore share its ArrayBuffer with other bodies, of any connection.
+ * Copies received bodies out of the transport's buffers, one per session. Small copies are
+ * packed into arenas (see {@linkcode Arena}: a new ArrayBuffer per body would be the largest
+ * cost of a small message). Its buffers start at 256 bytes and double with each new one up to
+ * 8 KiB, so a busy connection packs a hundred 64 B replies into one and an occasional message
+ * gets a small one; a read larger than that sizes its buffer (up to 64 KiB), so the read's
+ * bodies share one. A session lets go of its buffer once a read brings no message, so an idle
+ * connection holds none. Bodies share buffers only with bodies of the same connection: one
+ * connection's bytes never reach the application through another's body.
  *
  * @example
  * ```ts
@@ -158,7 +170,7 @@ const ARENA_MAX_BODY = 4096;
 export class BodyArena {
   /** Length of the read being decoded: sizes the next buffer. */
   readLength = 0;
-  #arena = new Arena(8 * 1024, 64 * 1024);
+  #arena = new Arena(256, 64 * 1024, 8 * 1024);
 
   /** A copy of `payload` from `offset` on. */
   copy(payload: Uint8Array, offset: number): Uint8Array {
@@ -170,7 +182,9 @@ export class BodyArena {
     body.set(payload.subarray(offset));
     return body;
   }
-}
 
-/** The arena of every receiver in this process (or worker). */
-const bodyArena = new BodyArena();
+  /** Lets go of the current buffer (the bodies in it keep it alive). */
+  release(): void {
+    this.#arena.release();
+  }
+}

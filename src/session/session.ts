@@ -12,8 +12,8 @@ import {
   type HeartlineError,
   TimeoutError,
 } from "../errors.ts";
-import { decodeAck, decodeClose, encodeAck } from "../protocol/control.ts";
-import { BANNER, encodeFrame, Tag, type TagValue } from "../protocol/frame.ts";
+import { decodeAck, decodeClose, encodeAckFrame } from "../protocol/control.ts";
+import { BANNER, Tag, type TagValue } from "../protocol/frame.ts";
 import { type Hello, MAX_HANDSHAKE_BYTES } from "../protocol/handshake.ts";
 import { messageFrameBytes, MESSAGES_FRAME_BYTES } from "../protocol/message.ts";
 import type { Counters } from "../counters.ts";
@@ -305,7 +305,7 @@ export class Session<H> {
    */
   #ackAll(): void {
     const ack = this.sequence.takeAckDue();
-    if (ack !== undefined) this.sendControl(encodeFrame(Tag.Ack, encodeAck(ack)));
+    if (ack !== undefined) this.sendControl(encodeAckFrame(ack));
   }
 
   /** Finishes the orderly close once it is complete (see `Close.done`). */

@@ -236,12 +236,16 @@ export class Writer {
         let bytes = 0;
         for (const chunk of batch) bytes += chunk.length;
         this.#passBytes = bytes;
-        const written = link.write(batch);
+        link.write(batch).then(this.#wrote, this.#writeRejected);
         // Timed from after the call: its clock read is not in the way of the bytes, and what
         // it leaves out (the call's own part of the write) is microseconds against the
-        // milliseconds a write is sized by.
-        this.#passStarted = this.#now();
-        written.then(this.#wrote, this.#writeRejected);
+        // milliseconds a write is sized by. The write is under way: a clock that throws is a
+        // defect to report, not a failure of this pass, which the write's outcome ends.
+        try {
+          this.#passStarted = this.#now();
+        } catch (error) {
+          this.#defect(error);
+        }
         return;
       }
     } catch (error) {
