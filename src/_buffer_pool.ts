@@ -98,16 +98,17 @@ const NO_BYTES = new Uint8Array(0);
  * Hands out small pieces of shared buffers, each piece once, at 8-byte-aligned offsets: a new
  * ArrayBuffer costs about 400 ns in Deno 2.9 while a view of one costs 20 to 40, so many small
  * buffers (received bodies, control frames) are carved from one. A piece is fresh (zeroed) and
- * never handed out again; a piece that is kept pins its whole buffer. A buffer whose owner
- * transferred it reads as empty, and the next piece comes from a new one.
+ * never handed out again; a piece that is kept pins its whole buffer.
  *
  * Buffers start at `minBytes` and each new one doubles, up to `growToBytes`, so a busy user
- * gets large buffers and an occasional one small ones; `release()` starts over.
+ * gets large buffers and an occasional one small ones; a piece larger than the next buffer
+ * gets a buffer of its own size. `release()` lets go of the buffer and starts over small, as
+ * does a buffer whose owner transferred it (it reads as empty).
  *
  * @example
  * ```ts
  * import { Arena } from "./_buffer_pool.ts";
- * const arena = new Arena(256, 65536, 8192);
+ * const arena = new Arena(256, 8192);
  * const a = arena.take(5), b = arena.take(3);
  * if (a.buffer !== b.buffer || b.byteOffset !== 8) throw new Error("packed, aligned");
  * const c = arena.take(250); // no room left: a new buffer, twice as large
@@ -118,30 +119,20 @@ const NO_BYTES = new Uint8Array(0);
 export class Arena {
   #buf = NO_BYTES; // none until the first piece: an idle user holds no buffer
   #pos = 0;
-  /** Size of the next buffer, unless a take asks for more. */
+  /** Size of the next buffer, unless a piece needs more. */
   #nextBytes: number;
 
-  /**
-   * Buffers of `minBytes` at first, doubling with each new buffer up to `growToBytes`, and up
-   * to `maxBytes` when a take hints at more.
-   */
-  constructor(
-    readonly minBytes: number,
-    readonly maxBytes: number,
-    readonly growToBytes: number = minBytes,
-  ) {
+  /** Buffers of `minBytes` at first, each new one twice the last, up to `growToBytes`. */
+  constructor(readonly minBytes: number, readonly growToBytes: number = minBytes) {
     this.#nextBytes = minBytes;
   }
 
-  /**
-   * A fresh piece of `bytes`. When this buffer has no room, the next one is `hint` bytes if
-   * that is more than the next size (bounded by `maxBytes`), or `bytes` if that is more still:
-   * a caller about to take many pieces hints at their total.
-   */
-  take(bytes: number, hint = 0): Uint8Array {
+  /** A fresh piece of `bytes`. */
+  take(bytes: number): Uint8Array {
     if (this.#buf.length - this.#pos < bytes) {
-      const size = Math.max(this.#nextBytes, Math.min(hint, this.maxBytes), bytes);
-      this.#buf = new Uint8Array(size);
+      // (A transferred buffer reads as empty: start over, as after release().)
+      if (this.#buf.length === 0) this.#nextBytes = this.minBytes;
+      this.#buf = new Uint8Array(Math.max(this.#nextBytes, bytes));
       this.#pos = 0;
       this.#nextBytes = Math.min(this.#nextBytes * 2, this.growToBytes);
     }
@@ -162,4 +153,4 @@ export class Arena {
  * Small control frames (heartbeats, acks), which live until their write: pieces of 8 KiB
  * buffers instead of an ArrayBuffer each.
  */
-export const frameArena: Arena = new Arena(8 * 1024, 8 * 1024);
+export const frameArena: Arena = new Arena(8 * 1024);

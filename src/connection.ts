@@ -28,7 +28,8 @@ export interface Message {
   /**
    * The body: a copy, not a view of transport buffers. It may share its ArrayBuffer with
    * other bodies from the same connection (never another's): small ones are packed into
-   * buffers of 256 bytes to 64 KiB, and bodies batched in one large frame share its copy. Keep
+   * buffers of 256 bytes to 8 KiB, and bodies batched in one larger frame (up to 64 KiB) share
+   * its copy. Keep
    * `payload.slice()` rather than `payload` if you hold a message for long (a kept view pins
    * its whole buffer), and transfer or `structuredClone` only a copy (transferring the buffer
    * would empty the bodies it shares it with; cloning would copy all of it).

@@ -38,7 +38,10 @@ export interface Link {
    * as they can). Resolves when the bytes are handed to the layer below, so a peer that does
    * not read makes this wait: that is the back-pressure the sessions rely on. The chunks are
    * the caller's again once it settles (a session encodes its next batch into the same
-   * buffer): a transport that hands them on later must copy them first.
+   * buffer): a transport that hands them on later must copy them first. A chunk is a view of
+   * a larger buffer that holds other sessions' frames too (pooled write buffers, shared
+   * control frames): write the view's bytes only, never its whole `buffer`, and never
+   * transfer it.
    */
   write(chunks: Uint8Array[]): Promise<void>;
   /**

@@ -76,11 +76,20 @@ export class Receiver<H> {
   chunk(bytes: number): void {
     this.#p.stats.bytesReceived += bytes;
     this.#p.counters.bytesReceived += bytes;
-    // The read before brought no message (heartbeats, acks): the connection went quiet, and
-    // its arena buffer goes, so an idle connection holds none.
-    if (!this.#delivered) this.#bodies.release();
     this.#delivered = false;
-    this.#bodies.readLength = bytes;
+  }
+
+  /**
+   * The read's frames are handled: if it brought no message (heartbeats, acks), the connection
+   * is quiet and the bodies' buffer goes, so an idle connection holds none.
+   */
+  chunkDone(): void {
+    if (!this.#delivered) this.#bodies.release();
+  }
+
+  /** The link went: the bodies' buffer goes with it (a standby session holds none). */
+  release(): void {
+    this.#bodies.release();
   }
 
   /**
@@ -153,24 +162,22 @@ const ARENA_MAX_BODY = 4096;
  * packed into arenas (see {@linkcode Arena}: a new ArrayBuffer per body would be the largest
  * cost of a small message). Its buffers start at 256 bytes and double with each new one up to
  * 8 KiB, so a busy connection packs a hundred 64 B replies into one and an occasional message
- * gets a small one; a read larger than that sizes its buffer (up to 64 KiB), so the read's
- * bodies share one. A session lets go of its buffer once a read brings no message, so an idle
- * connection holds none. Bodies share buffers only with bodies of the same connection: one
- * connection's bytes never reach the application through another's body.
+ * gets a small one. A session lets go of its buffer at the end of a read that brought no
+ * message, and when its link goes, so an idle connection holds none. Bodies share buffers only
+ * with bodies of the same connection: one connection's bytes never reach the application
+ * through another's body.
  *
  * @example
  * ```ts
  * import { BodyArena } from "./receiver.ts";
  * const arena = new BodyArena();
- * arena.readLength = 10; // a read shorter than the body that it completed
- * const body = arena.copy(new Uint8Array(1024).fill(7), 24);
- * if (body.length !== 1000 || body[999] !== 7) throw new Error("whole body");
+ * const a = arena.copy(new Uint8Array(24 + 64).fill(7), 24);
+ * const b = arena.copy(new Uint8Array(24 + 64).fill(8), 24);
+ * if (a.buffer !== b.buffer || a[63] !== 7 || b[0] !== 8) throw new Error("packed copies");
  * ```
  */
 export class BodyArena {
-  /** Length of the read being decoded: sizes the next buffer. */
-  readLength = 0;
-  #arena = new Arena(256, 64 * 1024, 8 * 1024);
+  #arena = new Arena(256, 8 * 1024);
 
   /** A copy of `payload` from `offset` on. */
   copy(payload: Uint8Array, offset: number): Uint8Array {
@@ -178,7 +185,7 @@ export class BodyArena {
     if (size > ARENA_MAX_BODY) return payload.slice(offset);
     // Never a piece of a shared buffer when empty: an application may transfer its buffer.
     if (size === 0) return new Uint8Array(0);
-    const body = this.#arena.take(size, this.readLength);
+    const body = this.#arena.take(size);
     body.set(payload.subarray(offset));
     return body;
   }

@@ -402,11 +402,13 @@ export class Session<H> {
   #detachLink(): void {
     this.#slot.detach();
     this.queue.dropControl();
+    this.#receiver.release();
   }
 
   // ---- reading (what the link slot reports) ----
 
   #onChunkDone(): Promise<void> | undefined {
+    this.#receiver.chunkDone();
     // Acks flow while closing too (even after our Close): a lossless peer writes only while its
     // replay buffer has room, so without them it could never finish its queue and its Close.
     if (this.writable) this.#ackAll();

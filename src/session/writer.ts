@@ -244,6 +244,7 @@ export class Writer {
         try {
           this.#passStarted = this.#now();
         } catch (error) {
+          this.#passStarted = NaN; // this write is not timed
           this.#defect(error);
         }
         return;
@@ -260,8 +261,10 @@ export class Writer {
     let failure: Error | null = null;
     try {
       const bytes = this.#passBytes, ms = this.#now() - this.#passStarted;
-      this.#fit(bytes, ms);
-      if (ms >= DELIVERY_WAIT_MS) this.#delivered(link);
+      if (!Number.isNaN(ms)) {
+        this.#fit(bytes, ms);
+        if (ms >= DELIVERY_WAIT_MS) this.#delivered(link);
+      }
       this.#p.stats.bytesSent += bytes;
       this.#p.counters.bytesSent += bytes;
     } catch (error) {
