@@ -130,7 +130,8 @@ export class Arena {
   /** A fresh piece of `bytes`. */
   take(bytes: number): Uint8Array {
     if (this.#buf.length - this.#pos < bytes) {
-      // (A transferred buffer reads as empty: start over, as after release().)
+      // No buffer (the first piece, or after release()), or one its owner transferred (it
+      // reads as empty): start over small.
       if (this.#buf.length === 0) this.#nextBytes = this.minBytes;
       this.#buf = new Uint8Array(Math.max(this.#nextBytes, bytes));
       this.#pos = 0;
@@ -145,7 +146,6 @@ export class Arena {
   release(): void {
     this.#buf = NO_BYTES;
     this.#pos = 0;
-    this.#nextBytes = this.minBytes;
   }
 }
 

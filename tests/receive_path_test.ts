@@ -8,7 +8,7 @@ import { splitReads } from "../transports/split_reads.ts";
 import { TcpTransport } from "../transports/tcp.ts";
 import { type Link, mapLinks, type Transport } from "../transports/types.ts";
 import { BANNER, PREAMBLE_BYTES, Tag } from "../src/protocol/frame.ts";
-import { captureLogger, take } from "./_helpers.ts";
+import { captureLogger, deadline, take } from "./_helpers.ts";
 
 async function splitPair(policy: PolicyName, seed: number, maxPiece: number) {
   const net = splitReads(new MemoryTransport(), { seed, maxPiece });
@@ -158,9 +158,10 @@ Deno.test("[tcp] an echoing node writes its reply before it posts its next read"
   const client = new Messenger({ name: "ping", logger });
   try {
     const conn = await client.connect(await server.listen("tcp://127.0.0.1:0"));
+    const echoFailures: unknown[] = [];
     const echo = (async () => {
       for await (const m of server.messages()) await m.connection.send(2, m.payload);
-    })();
+    })().catch((e) => void echoFailures.push(e)); // (never a rejection left unhandled)
     for (let i = 0; i < 50; i++) {
       await conn.send(1, new Uint8Array([i]));
       const [reply] = await take(client, 1);
@@ -177,7 +178,8 @@ Deno.test("[tcp] an echoing node writes its reply before it posts its next read"
     );
     assert.ok(repliedFirst.length >= 45, `${repliedFirst.length} of 50: ${log.slice(0, 40)}`);
     await server.close();
-    await echo;
+    await deadline(echo, "the echo loop to end once the server closed", 5000);
+    assert.deepEqual(echoFailures, []);
   } finally {
     await client.close();
     await server.close();

@@ -7,7 +7,7 @@
 
 import { FrameError } from "../errors.ts";
 import { frameArena } from "../_buffer_pool.ts";
-import { getUint64, PREAMBLE_BYTES, sealFrame, setUint64, Tag, writeUint64 } from "./frame.ts";
+import { PREAMBLE_BYTES, readUint64, sealFrame, Tag, writeUint64 } from "./frame.ts";
 
 /** Longest Close reason carried, in UTF-16 code units (longer ones are cut). */
 export const MAX_CLOSE_REASON = 1024;
@@ -15,7 +15,7 @@ export const MAX_CLOSE_REASON = 1024;
 /** Encodes an Ack payload: the highest sequence number received. */
 export function encodeAck(seq: number): Uint8Array {
   const buf = new Uint8Array(8);
-  setUint64(new DataView(buf.buffer), 0, seq);
+  writeUint64(buf, 0, seq);
   return buf;
 }
 
@@ -42,7 +42,7 @@ export function decodeAck(payload: Uint8Array): number {
   if (payload.length !== 8) {
     throw new FrameError("malformed", `Ack payload must be 8 bytes, got ${payload.length}`);
   }
-  return getUint64(new DataView(payload.buffer, payload.byteOffset, 8), 0);
+  return readUint64(payload, 0);
 }
 
 /** Encodes a Close reason (truncated to 1 KiB). */

@@ -104,6 +104,11 @@ export function writeUint32(buf: Uint8Array, at: number, value: number): void {
   buf[at + 3] = value;
 }
 
+/** The big-endian u64 at `at` of `buf` (exact up to 2^53), byte by byte. */
+export function readUint64(buf: Uint8Array, at: number): number {
+  return readUint32(buf, at) * 0x1_0000_0000 + readUint32(buf, at + 4);
+}
+
 /** Writes `value` (safe up to 2^53) as a big-endian u64 at `at` of `buf`, byte by byte. */
 export function writeUint64(buf: Uint8Array, at: number, value: number): void {
   writeUint32(buf, at, Math.floor(value / 0x1_0000_0000));
@@ -159,17 +164,6 @@ export function encodeFrame(tag: number, payload: Uint8Array, flags = 0): Uint8A
   buf.set(payload, PREAMBLE_BYTES);
   sealFrame(buf, 0, tag, flags, payload.length);
   return buf;
-}
-
-/** Writes a u64 carried as two u32 halves (safe up to 2^53). */
-export function setUint64(view: DataView, offset: number, value: number): void {
-  view.setUint32(offset, Math.floor(value / 0x1_0000_0000));
-  view.setUint32(offset + 4, value >>> 0);
-}
-
-/** Reads a u64 written by {@linkcode setUint64}. */
-export function getUint64(view: DataView, offset: number): number {
-  return view.getUint32(offset) * 0x1_0000_0000 + view.getUint32(offset + 4);
 }
 
 /**

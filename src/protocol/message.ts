@@ -14,7 +14,15 @@
  */
 
 import { FrameError } from "../errors.ts";
-import { PREAMBLE_BYTES, readUint32, sealFrame, Tag, writeUint32, writeUint64 } from "./frame.ts";
+import {
+  PREAMBLE_BYTES,
+  readUint32,
+  readUint64,
+  sealFrame,
+  Tag,
+  writeUint32,
+  writeUint64,
+} from "./frame.ts";
 
 /** Length of the header in front of a message body. */
 export const MESSAGE_HEADER_BYTES = 24;
@@ -368,7 +376,7 @@ export function resealRun(frame: Uint8Array, ack: number, flags: number): void {
 export function decodeWrittenRun(frame: Uint8Array): OutgoingMessage[] {
   const p = frame.subarray(PREAMBLE_BYTES);
   const out: OutgoingMessage[] = [];
-  let seq = u64(p, 0);
+  let seq = readUint64(p, 0);
   for (let at = MESSAGES_HEADER_BYTES; at < p.length;) {
     const body = at + RECORD_HEADER_BYTES, end = body + recordLength(p, at);
     out.push({ type: recordType(p, at), priority: p[at], payload: p.slice(body, end), seq: seq++ });
@@ -400,10 +408,6 @@ export interface MessageHeader {
   ack: number;
 }
 
-function u64(p: Uint8Array, at: number): number {
-  return readUint32(p, at) * 0x1_0000_0000 + readUint32(p, at + 4);
-}
-
 /**
  * Reads and checks the header of a Message payload; the body is `payload` from
  * {@linkcode MESSAGE_HEADER_BYTES} on.
@@ -428,8 +432,8 @@ export function decodeMessageHeader(p: Uint8Array): MessageHeader {
   return {
     type: readUint32(p, 0),
     priority,
-    seq: u64(p, 8),
-    ack: u64(p, 16),
+    seq: readUint64(p, 8),
+    ack: readUint64(p, 16),
   };
 }
 
@@ -483,5 +487,5 @@ export function decodeMessagesHeader(p: Uint8Array): MessagesHeader {
     at += RECORD_HEADER_BYTES + recordLength(p, at);
     if (at > p.length) throw new FrameError("malformed", "Messages record runs past its frame");
   }
-  return { seq: u64(p, 0), ack: u64(p, 8), count };
+  return { seq: readUint64(p, 0), ack: readUint64(p, 8), count };
 }

@@ -118,7 +118,7 @@ export class Receiver<H> {
   /**
    * One Messages frame's payload: every record is checked first (a malformed frame delivers
    * nothing), replayed duplicates are dropped, and each body is a view of one copy of the
-   * frame's records (none with `owned`), in the shared arena if they are small. Each message's
+   * frame's records (none with `owned`), in the session's arena if they are small. Each message's
    * sequence number is committed as it is delivered.
    */
   messages(payload: Uint8Array, owned = false): void {
