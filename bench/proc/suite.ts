@@ -93,21 +93,47 @@ async function oneWay(
   return { rate: r.server.messages! / (r.server.elapsedMs! / 1000), ...r };
 }
 
-/** The median run (by rate) of `rounds`. */
-async function medianOf(rounds: number, run: () => Promise<OneWay>): Promise<OneWay> {
-  const runs: OneWay[] = [];
-  for (let i = 0; i < rounds; i++) runs.push(await run());
-  runs.sort((a, b) => a.rate - b.rate);
-  return runs[Math.floor(runs.length / 2)];
+/** The run with the median rate. */
+function middle(runs: OneWay[]): OneWay {
+  const sorted = [...runs].sort((a, b) => a.rate - b.rate);
+  return sorted[Math.floor(sorted.length / 2)];
+}
+
+/**
+ * The median runs of `baseline` and `ours`, taken in turns (baseline, ours, baseline, ...),
+ * so that a slow spell of this shared machine falls on both rather than on one side's
+ * rounds; with the ratio of each pair, whose range the rows report.
+ */
+async function medianPairs(
+  rounds: number,
+  baseline: () => Promise<OneWay>,
+  ours: () => Promise<OneWay>,
+): Promise<{ baseline: OneWay; ours: OneWay; ratios: number[] }> {
+  const bs: OneWay[] = [], os: OneWay[] = [];
+  for (let i = 0; i < rounds; i++) {
+    bs.push(await baseline());
+    os.push(await ours());
+  }
+  return { baseline: middle(bs), ours: middle(os), ratios: os.map((o, i) => o.rate / bs[i].rate) };
+}
+
+/** "0.81-0.93": the range of per-round ratios. */
+function ratioRange(ratios: number[]): string {
+  return `${Math.min(...ratios).toFixed(2)}-${Math.max(...ratios).toFixed(2)}`;
 }
 
 const MiB = 1024 * 1024;
 
-/** Counts sized for about a second each here (raw is ~10x faster than heartline on small). */
+/**
+ * Counts sized for about a second per run here, at stop 25's rates (raw is 3-4x faster than
+ * heartline on small messages). Shorter runs weigh start-up (JIT, heap growth, batch and
+ * read-buffer sizing) and any hiccup of the machine more: 20,000 messages of 64 KiB, about
+ * 0.35 s, read anywhere from 0.52 to 0.85 of raw in stop 24's runs.
+ */
 const WORKLOADS = [
-  { name: "proc_oneway_64B", size: 64, raw: 20_000_000, ours: 4_000_000, coalesce: true },
-  { name: "proc_oneway_1KiB", size: 1024, raw: 4_000_000, ours: 600_000, coalesce: true },
-  { name: "proc_oneway_64KiB", size: 65536, raw: 40_000, ours: 20_000, coalesce: false },
+  { name: "proc_oneway_64B", size: 64, raw: 24_000_000, ours: 7_000_000, coalesce: true },
+  { name: "proc_oneway_1KiB", size: 1024, raw: 5_000_000, ours: 1_800_000, coalesce: true },
+  { name: "proc_oneway_64KiB", size: 65536, raw: 60_000, ours: 60_000, coalesce: false },
 ] as const;
 
 /** The two-process suite. */
@@ -119,11 +145,11 @@ export async function procBenchmarks(options: BenchOptions): Promise<BenchResult
   let lossy64: OneWay | null = null, raw64: OneWay | null = null;
   for (const w of WORKLOADS) {
     if (!wanted(options, w.name) && !(w.size === 64 && wanted(options, "proc_"))) continue;
-    const raw = await medianOf(
+    const { baseline: raw, ours, ratios } = await medianPairs(
       rounds,
       () => oneWay("raw", w.size, n(w.raw), { coalesce: w.coalesce }),
+      () => oneWay("heartline", w.size, n(w.ours)),
     );
-    const ours = await medianOf(rounds, () => oneWay("heartline", w.size, n(w.ours)));
     if (w.size === 64) [lossy64, raw64] = [ours, raw];
     if (!wanted(options, w.name)) continue;
     out.push({
@@ -133,7 +159,8 @@ export async function procBenchmarks(options: BenchOptions): Promise<BenchResult
       baseline_value: raw.rate,
       ratio: ours.rate / raw.rate,
       note: `raw with ${w.coalesce ? "~64 KiB coalesced writes" : "a write per message"}; ` +
-        `${((ours.rate * w.size) / 1e9).toFixed(2)} GB/s; median of ${rounds}`,
+        `${((ours.rate * w.size) / 1e9).toFixed(2)} GB/s; median of ${rounds}, ` +
+        `taken in turns with raw's (ratios of the pairs ${ratioRange(ratios)})`,
     });
   }
   if (lossy64 && raw64) out.push(...resourceRows(lossy64, raw64));
@@ -147,17 +174,22 @@ export async function procBenchmarks(options: BenchOptions): Promise<BenchResult
       "the receiver takes messages({ batch: true }); baseline: the lossy row",
     ],
   ] as const;
+  const count64 = n(WORKLOADS[0].ours);
   for (const [name, sender, receiver, note] of variants) {
     if (!wanted(options, name)) continue;
-    lossy64 ??= await medianOf(rounds, () => oneWay("heartline", 64, n(4_000_000)));
-    const v = await medianOf(rounds, () => oneWay("heartline", 64, n(4_000_000), sender, receiver));
+    // Its own lossy runs, in turns with the variant's: the same count, the same spell.
+    const { baseline: lossy, ours: v, ratios } = await medianPairs(
+      rounds,
+      () => oneWay("heartline", 64, count64),
+      () => oneWay("heartline", 64, count64, sender, receiver),
+    );
     out.push({
       name,
       unit: "msg/s",
       value: v.rate,
-      baseline_value: lossy64.rate,
-      ratio: v.rate / lossy64.rate,
-      note,
+      baseline_value: lossy.rate,
+      ratio: v.rate / lossy.rate,
+      note: `${note}; median of ${rounds}, in turns (ratios of the pairs ${ratioRange(ratios)})`,
     });
   }
   if (wanted(options, "proc_pingpong")) {
@@ -199,8 +231,11 @@ async function workersRun(workers: number, count: number): Promise<OneWay> {
 /** The node on one worker against two, 16 connections of 64 B each into it. */
 async function workerRows(scale: number, rounds: number): Promise<BenchResult[]> {
   const count = Math.max(50_000, Math.round(4_000_000 * scale));
-  const one = await medianOf(rounds, () => workersRun(1, count));
-  const two = await medianOf(rounds, () => workersRun(2, count));
+  const { baseline: one, ours: two } = await medianPairs(
+    rounds,
+    () => workersRun(1, count),
+    () => workersRun(2, count),
+  );
   const split = two.server.perWorker?.join(" + ") ?? "";
   return [{
     name: "proc_workers_16conn_64B",
