@@ -193,7 +193,7 @@ export async function procBenchmarks(options: BenchOptions): Promise<BenchResult
     });
   }
   if (wanted(options, "proc_pingpong")) {
-    out.push(...await pingPongRows(options.quick ? 1000 : 100_000));
+    out.push(...await pingPongRows(options.quick ? 1000 : 100_000, rounds));
   }
   if (wanted(options, "proc_workers")) {
     out.push(...await workerRows(options.quick ? 0.05 : 1, rounds));
@@ -320,25 +320,36 @@ function resourceRows(ours: OneWay, raw: OneWay): BenchResult[] {
   return rows;
 }
 
-async function pingPongRows(count: number): Promise<BenchResult[]> {
-  const run = (kind: "raw" | "heartline") =>
-    runPair({ role: "echo", kind, size: 64, count }, { role: "ping", kind, size: 64, count });
-  const raw = (await run("raw")).client.rtts!;
-  const ours = (await run("heartline")).client.rtts!;
-  // The first half warms both paths up: heartline's code keeps being optimized for about a
-  // second (some 40,000 round trips), and round trips in that time include compilation
-  // pauses of up to 5 ms that a running node does not see. Percentiles come from the rest.
-  const warm = Math.floor(count / 2);
-  const r = raw.slice(warm), o = ours.slice(warm);
+async function pingPongRows(count: number, rounds: number): Promise<BenchResult[]> {
+  // The first half of each run warms both paths up: heartline's code keeps being optimized for
+  // about a second (some 40,000 round trips), and round trips in that time include
+  // compilation pauses of up to 5 ms that a running node does not see. Percentiles come from
+  // the rest.
+  const run = async (kind: "raw" | "heartline") => {
+    const r = await runPair(
+      { role: "echo", kind, size: 64, count },
+      { role: "ping", kind, size: 64, count },
+    );
+    return r.client.rtts!.slice(Math.floor(count / 2));
+  };
+  // Runs in turns with raw's, so that a slow spell falls on both; each row is the median of
+  // the runs' percentiles.
+  const raws: number[][] = [], ours: number[][] = [];
+  for (let i = 0; i < rounds; i++) {
+    raws.push(await run("raw"));
+    ours.push(await run("heartline"));
+  }
   return ([[50, "p50"], [99, "p99"], [99.9, "p999"]] as const).map(([p, label]) => {
-    const value = percentile(o, p), baseline = percentile(r, p);
+    const rs = raws.map((r) => percentile(r, p)), os = ours.map((o) => percentile(o, p));
+    const value = median(os), baseline = median(rs);
     return {
       name: `proc_pingpong_64B_${label}`,
       unit: "us",
       value,
       baseline_value: baseline,
       ratio: baseline / value,
-      note: `${o.length} round trips; median raw ${median(r).toFixed(1)} us`,
+      note: `median of ${rounds} runs in turns with raw's, ${ours[0].length} round trips each; ` +
+        `ratios of the pairs ${ratioRange(os.map((o, i) => rs[i] / o))}`,
     };
   });
 }
