@@ -73,12 +73,14 @@ async function runPair(
   return { server: sr, client: cr };
 }
 
+/** One run of a one-way stream: the receiver's rate (msg/s) and both processes' figures. */
 interface OneWay {
   rate: number;
   client: RoleResult;
   server: RoleResult;
 }
 
+/** Runs `count` messages of `size` bytes from a sender process to a receiver process. */
 async function oneWay(
   kind: "raw" | "heartline",
   size: number,
@@ -93,42 +95,49 @@ async function oneWay(
   return { rate: r.server.messages! / (r.server.elapsedMs! / 1000), ...r };
 }
 
-/** The run with the median rate. */
-function middle(runs: OneWay[]): OneWay {
+/** The run with the median rate (the upper middle of an even count). */
+function medianRun(runs: OneWay[]): OneWay {
   const sorted = [...runs].sort((a, b) => a.rate - b.rate);
   return sorted[Math.floor(sorted.length / 2)];
 }
 
 /**
- * The median runs of `baseline` and `ours`, taken in turns (baseline, ours, baseline, ...),
- * so that a slow spell of this shared machine falls on both rather than on one side's
- * rounds; with the ratio of each pair, whose range the rows report.
+ * The median runs of `baseline` and `candidate`, taken in turns (baseline, candidate,
+ * baseline, ...), so that a slow spell of this shared machine falls on both rather than on
+ * one side's rounds; with the ratio (candidate / baseline) of each pair, whose range the rows
+ * report.
  */
 async function medianPairs(
   rounds: number,
   baseline: () => Promise<OneWay>,
-  ours: () => Promise<OneWay>,
-): Promise<{ baseline: OneWay; ours: OneWay; ratios: number[] }> {
-  const bs: OneWay[] = [], os: OneWay[] = [];
+  candidate: () => Promise<OneWay>,
+): Promise<{ baseline: OneWay; candidate: OneWay; ratios: number[] }> {
+  const baselineRuns: OneWay[] = [], candidateRuns: OneWay[] = [];
   for (let i = 0; i < rounds; i++) {
-    bs.push(await baseline());
-    os.push(await ours());
+    baselineRuns.push(await baseline());
+    candidateRuns.push(await candidate());
   }
-  return { baseline: middle(bs), ours: middle(os), ratios: os.map((o, i) => o.rate / bs[i].rate) };
+  return {
+    baseline: medianRun(baselineRuns),
+    candidate: medianRun(candidateRuns),
+    ratios: candidateRuns.map((c, i) => c.rate / baselineRuns[i].rate),
+  };
 }
 
-/** "0.81-0.93": the range of per-round ratios. */
+/** "0.81-0.93": the range of the pairs' ratios ("0.81" for one pair). */
 function ratioRange(ratios: number[]): string {
-  return `${Math.min(...ratios).toFixed(2)}-${Math.max(...ratios).toFixed(2)}`;
+  const low = Math.min(...ratios).toFixed(2), high = Math.max(...ratios).toFixed(2);
+  return low === high ? low : `${low}-${high}`;
 }
 
 const MiB = 1024 * 1024;
 
 /**
- * Counts sized for about a second per run here, at stop 25's rates (raw is 3-4x faster than
- * heartline on small messages). Shorter runs weigh start-up (JIT, heap growth, batch and
- * read-buffer sizing) and any hiccup of the machine more: 20,000 messages of 64 KiB, about
- * 0.35 s, read anywhere from 0.52 to 0.85 of raw in stop 24's runs.
+ * Counts sized for about a second per run here, at stop 25's rates (raw is about 3x faster
+ * than heartline on 64 B messages, 2x on 1 KiB). Shorter runs weigh start-up (optimization,
+ * heap growth, batch and read-buffer sizing) and any hiccup of the machine more: with 20,000
+ * heartline messages of 64 KiB (about 0.35 s) the row read 0.64-0.85 in stop 24 and 0.52 in
+ * stop 25's first run.
  */
 const WORKLOADS = [
   { name: "proc_oneway_64B", size: 64, raw: 24_000_000, ours: 7_000_000, coalesce: true },
@@ -145,7 +154,7 @@ export async function procBenchmarks(options: BenchOptions): Promise<BenchResult
   let lossy64: OneWay | null = null, raw64: OneWay | null = null;
   for (const w of WORKLOADS) {
     if (!wanted(options, w.name) && !(w.size === 64 && wanted(options, "proc_"))) continue;
-    const { baseline: raw, ours, ratios } = await medianPairs(
+    const { baseline: raw, candidate: ours, ratios } = await medianPairs(
       rounds,
       () => oneWay("raw", w.size, n(w.raw), { coalesce: w.coalesce }),
       () => oneWay("heartline", w.size, n(w.ours)),
@@ -164,21 +173,26 @@ export async function procBenchmarks(options: BenchOptions): Promise<BenchResult
     });
   }
   if (lossy64 && raw64) out.push(...resourceRows(lossy64, raw64));
-  // Variants of the 64 B heartline stream, each beside the lossy row.
+  // Variants of the 64 B heartline stream, each against lossy runs of its own (in turns).
   const variants = [
-    ["proc_oneway_64B_lossless", { policy: "losslessClient" }, {}, "baseline: the lossy row"],
+    [
+      "proc_oneway_64B_lossless",
+      { policy: "losslessClient" },
+      {},
+      "baseline: lossy runs of the same count",
+    ],
     [
       "proc_oneway_64B_batch",
       {},
       { batch: true },
-      "the receiver takes messages({ batch: true }); baseline: the lossy row",
+      "the receiver takes messages({ batch: true }); baseline: lossy runs of the same count",
     ],
   ] as const;
   const count64 = n(WORKLOADS[0].ours);
   for (const [name, sender, receiver, note] of variants) {
     if (!wanted(options, name)) continue;
     // Its own lossy runs, in turns with the variant's: the same count, the same spell.
-    const { baseline: lossy, ours: v, ratios } = await medianPairs(
+    const { baseline: lossy, candidate: v, ratios } = await medianPairs(
       rounds,
       () => oneWay("heartline", 64, count64),
       () => oneWay("heartline", 64, count64, sender, receiver),
@@ -231,7 +245,7 @@ async function workersRun(workers: number, count: number): Promise<OneWay> {
 /** The node on one worker against two, 16 connections of 64 B each into it. */
 async function workerRows(scale: number, rounds: number): Promise<BenchResult[]> {
   const count = Math.max(50_000, Math.round(4_000_000 * scale));
-  const { baseline: one, ours: two } = await medianPairs(
+  const { baseline: one, candidate: two, ratios } = await medianPairs(
     rounds,
     () => workersRun(1, count),
     () => workersRun(2, count),
@@ -244,7 +258,7 @@ async function workerRows(scale: number, rounds: number): Promise<BenchResult[]>
     baseline_value: one.rate,
     ratio: two.rate / one.rate,
     note: `2 workers against 1 (SO_REUSEPORT), 16 connections from one sender process; ` +
-      `split ${split}`,
+      `split ${split}; median of ${rounds}, in turns (ratios of the pairs ${ratioRange(ratios)})`,
   }];
 }
 
@@ -320,6 +334,10 @@ function resourceRows(ours: OneWay, raw: OneWay): BenchResult[] {
   return rows;
 }
 
+/**
+ * p50, p99 and p99.9 of 64 B round trips: per percentile, the median over `rounds` runs of
+ * `count` round trips, taken in turns with raw's, each run's first half dropped as warm-up.
+ */
 async function pingPongRows(count: number, rounds: number): Promise<BenchResult[]> {
   // The first half of each run warms both paths up: heartline's code keeps being optimized for
   // about a second (some 40,000 round trips), and round trips in that time include
@@ -340,8 +358,8 @@ async function pingPongRows(count: number, rounds: number): Promise<BenchResult[
     ours.push(await run("heartline"));
   }
   return ([[50, "p50"], [99, "p99"], [99.9, "p999"]] as const).map(([p, label]) => {
-    const rs = raws.map((r) => percentile(r, p)), os = ours.map((o) => percentile(o, p));
-    const value = median(os), baseline = median(rs);
+    const rawAtP = raws.map((r) => percentile(r, p)), oursAtP = ours.map((o) => percentile(o, p));
+    const value = median(oursAtP), baseline = median(rawAtP);
     return {
       name: `proc_pingpong_64B_${label}`,
       unit: "us",
@@ -349,7 +367,7 @@ async function pingPongRows(count: number, rounds: number): Promise<BenchResult[
       baseline_value: baseline,
       ratio: baseline / value,
       note: `median of ${rounds} runs in turns with raw's, ${ours[0].length} round trips each; ` +
-        `ratios of the pairs ${ratioRange(os.map((o, i) => rs[i] / o))}`,
+        `ratios of the pairs ${ratioRange(oursAtP.map((o, i) => rawAtP[i] / o))}`,
     };
   });
 }
