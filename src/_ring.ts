@@ -38,6 +38,9 @@ export class Ring<T> {
 
   /** Appends `item`. */
   push(item: T): void {
+    if ((this as Ring<unknown>) === EMPTY_RING) {
+      throw new TypeError("The shared empty ring takes no items");
+    }
     const slots = this.#slots;
     if (this.#length === slots.length) {
       this.#grow();
@@ -97,4 +100,16 @@ export class Ring<T> {
     this.#slots = slots;
     this.#head = 0;
   }
+}
+
+/** See {@linkcode emptyRing}. */
+const EMPTY_RING: Ring<never> = new Ring<never>();
+
+/**
+ * A ring that is always empty, shared: a user holds it until its first push, then makes a ring
+ * of its own (`if (ring === emptyRing()) ring = new Ring()`), so an idle connection's queues
+ * (three priority levels and a replay buffer) cost no ring each. Pushing to it throws.
+ */
+export function emptyRing<T>(): Ring<T> {
+  return EMPTY_RING as Ring<T>;
 }

@@ -13,11 +13,12 @@ import { concatChunks, formatHostPort, type Link, type Listener } from "./types.
 const GATHER_WRITE_MIN_BYTES = 16 * 1024;
 
 /**
- * Smallest read buffer: what an idle link holds while its read waits (a heartbeat without
- * out-of-band parts is under 100 bytes; a larger arrival fills it, and the next read gets
- * twice as much).
+ * Smallest read buffer: what an idle link holds while its read waits (a keepalive heartbeat
+ * is 38 bytes; a larger arrival fills it, and the next read gets twice as much). Small
+ * matters here: raw Deno connections with a read pending into 128 bytes held 0.6-1.2 KB less
+ * resident memory each than with 512 (docs/benchmarks.md, stop 25).
  */
-export const READ_BUFFER_MIN_BYTES = 512;
+export const READ_BUFFER_MIN_BYTES = 128;
 /**
  * Largest read buffer: what a busy link that carries large frames grows to (see
  * `Link.largeFrames`). A 64 KiB message and its header arrive in one read rather than two or
@@ -41,9 +42,9 @@ const LARGE_FRAMES_FOR_READS = 64;
  * told of large frames (within the last 64 reads; after that it goes back to 64 KiB at once).
  * A run of reads that each use less than a quarter of it shrinks it at once to twice the
  * largest of them (down to {@linkcode READ_BUFFER_MIN_BYTES}), so a link that was busy and
- * now carries heartbeats goes from 256 KiB to 512 bytes in one step, not eight. An idle
- * link's pending read then holds 512 bytes, not 256 KiB, so ten thousand idle connections
- * cost 5 MiB of read buffers rather than 2.5 GiB.
+ * now carries heartbeats goes from 256 KiB to 128 bytes in one step, not eleven. An idle
+ * link's pending read then holds 128 bytes, not 256 KiB, so ten thousand idle connections
+ * cost 1.3 MB of read buffers rather than 2.5 GiB.
  */
 export class AdaptiveReadBuffer {
   #buf = new Uint8Array(READ_BUFFER_MIN_BYTES);

@@ -115,7 +115,11 @@ function countOp(counts: Map<string, number>, op: string): void {
 export class OobService<C extends OobLink> {
   #wheel: TimerWheel;
   #log: (level: LogLevel, message: string) => void;
-  #byConn = new Map<C, Set<Registration<C>>>();
+  /**
+   * Each connection's registrations: one alone (the common case, the messenger's keepalive),
+   * or a set of them: a set per connection would cost an idle connection about 100 bytes.
+   */
+  #byConn = new Map<C, Registration<C> | Set<Registration<C>>>();
   /**
    * Registrations due at the end of this tick, per connection: one alone (the common case,
    * the messenger's keepalive), or several in an array. Two maps take turns.
@@ -191,9 +195,10 @@ export class OobService<C extends OobLink> {
     }
     const reg = new Registration(this, conn, op, producer, interval);
     reg.timer = this.#wheel.every(interval, () => this.#markDue(reg));
-    let set = this.#byConn.get(conn);
-    if (!set) this.#byConn.set(conn, set = new Set());
-    set.add(reg);
+    const known = this.#byConn.get(conn);
+    if (known === undefined) this.#byConn.set(conn, reg);
+    else if (known instanceof Set) known.add(reg);
+    else this.#byConn.set(conn, new Set([known, reg]));
     this.#stats.registrations++;
     return reg;
   }
@@ -208,17 +213,21 @@ export class OobService<C extends OobLink> {
 
   /** Cancels every registration of a connection that ended. */
   forget(conn: C): void {
-    const set = this.#byConn.get(conn);
-    if (set) { for (const reg of [...set]) reg.cancel(); }
+    const known = this.#byConn.get(conn);
+    if (known instanceof Set) { for (const reg of [...known]) reg.cancel(); }
+    else known?.cancel();
     this.#byConn.delete(conn);
     this.#due.delete(conn);
   }
 
   _cancelled(reg: Registration<C>): void {
     this.#stats.registrations--;
-    const set = this.#byConn.get(reg.conn);
-    set?.delete(reg);
-    if (set?.size === 0) this.#byConn.delete(reg.conn);
+    const known = this.#byConn.get(reg.conn);
+    if (known === reg) this.#byConn.delete(reg.conn);
+    else if (known instanceof Set) {
+      known.delete(reg);
+      if (known.size === 0) this.#byConn.delete(reg.conn);
+    }
   }
 
   #markDue(reg: Registration<C>): void {

@@ -22,7 +22,7 @@
 
 import { decodeWrittenRun, type OutgoingMessage } from "../protocol/message.ts";
 import type { QueuedMessage } from "./send_queue.ts";
-import { Ring } from "../_ring.ts";
+import { emptyRing, Ring } from "../_ring.ts";
 import { replayChunks } from "../_buffer_pool.ts";
 
 /** Most bytes of a chunk that written frames are copied into (its pool's largest size). */
@@ -88,7 +88,7 @@ export function writtenBytes(w: Written): number {
  * ```
  */
 export class ReplayBuffer {
-  #items = new Ring<Written>();
+  #items: Ring<Written> = emptyRing(); // its own ring from the first item (see emptyRing)
   /** How many of the oldest items went out on the current link. */
   #written = 0;
   #bytes = 0;
@@ -149,6 +149,7 @@ export class ReplayBuffer {
   }
 
   #add(w: Written): void {
+    if (this.#items === emptyRing()) this.#items = new Ring();
     this.#items.push(w);
     this.#written = this.#items.length;
     this.#bytes += writtenBytes(w);

@@ -8,7 +8,7 @@
 
 import { QueueFullError } from "../errors.ts";
 import type { OutgoingMessage } from "../protocol/message.ts";
-import { Ring } from "../_ring.ts";
+import { emptyRing, Ring } from "../_ring.ts";
 
 /** One settled promise for every send that needs no wait. */
 const RESOLVED: Promise<void> = Promise.resolve();
@@ -40,7 +40,8 @@ interface Waiter {
  * ```
  */
 export class SendQueue {
-  #levels = [new Ring<QueuedMessage>(), new Ring<QueuedMessage>(), new Ring<QueuedMessage>()];
+  // A level's ring is made with its first message (see emptyRing).
+  #levels: Ring<QueuedMessage>[] = [emptyRing(), emptyRing(), emptyRing()];
   #control: Uint8Array[] = [];
   #bytes = 0;
   #waiters: Waiter[] = [];
@@ -74,7 +75,9 @@ export class SendQueue {
 
   /** Queues a message of `message.bytes` bytes on the wire. */
   push(message: QueuedMessage): void {
-    this.#levels[message.priority].push(message);
+    let level = this.#levels[message.priority];
+    if (level === emptyRing()) level = this.#levels[message.priority] = new Ring();
+    level.push(message);
     this.#bytes += message.bytes;
   }
 

@@ -126,20 +126,27 @@ export class Writer {
   /**
    * Whether the batch being built has room for another message (and, for lossless policies,
    * the replay buffer too, which takes the batch's fresh messages once they are encoded).
-   * Made once: it is asked once per message.
    */
-  #room = (): boolean => {
+  #room(): boolean {
     const { session, seq, limits } = this.#p;
     return this.#total < this.#batchBytes &&
       (session.policy.lossy || seq.replay.bytes + this.#fresh < limits.maxUnackedBytes);
-  };
+  }
   /** The batch's messages taken from the queue (one array, emptied after each batch). */
   #taken: QueuedMessage[] = [];
-  /** A lossless session keeps what it writes, as it is encoded, for replay. */
-  #keep: KeepWritten<QueuedMessage> = {
-    frame: (frame, first, last) => this.#p.seq.replay.pushRun(frame, first, last),
-    message: (m) => this.#p.seq.replay.push(m),
-  };
+  /**
+   * A lossless session keeps what it writes, as it is encoded, for replay. Made with the first
+   * batch of messages, as are the other handlers of encoding (`#alloc`, `#takes`): a
+   * connection that only ever carries heartbeats never needs them (ten thousand idle
+   * connections, a few hundred kilobytes of heap).
+   */
+  #keep: KeepWritten<QueuedMessage> | null = null;
+  #keeper(): KeepWritten<QueuedMessage> {
+    return this.#keep ??= {
+      frame: (frame, first, last) => this.#p.seq.replay.pushRun(frame, first, last),
+      message: (m) => this.#p.seq.replay.push(m),
+    };
+  }
   /** The link the batch size was measured on. */
   #sizedFor: Link | null = null;
   /**
@@ -150,12 +157,15 @@ export class Writer {
    */
   #scratch: Uint8Array | null = null;
   #scratchUsed = 0;
-  #alloc: Alloc = (bytes) => {
-    const scratch = this.#scratch!;
-    const piece = scratch.subarray(this.#scratchUsed, this.#scratchUsed + bytes);
-    this.#scratchUsed += bytes;
-    return piece;
-  };
+  #alloc: Alloc | null = null;
+  #allocator(): Alloc {
+    return this.#alloc ??= (bytes) => {
+      const scratch = this.#scratch!;
+      const piece = scratch.subarray(this.#scratchUsed, this.#scratchUsed + bytes);
+      this.#scratchUsed += bytes;
+      return piece;
+    };
+  }
   #now: () => number;
 
   /** A writer over `parts`. */
@@ -198,14 +208,14 @@ export class Writer {
     this.#passLink = link;
     this.#next();
   };
-  #defect = (error: unknown): void => {
+  #defect(error: unknown): void {
     try {
       this.#p.session.defect(error);
     } catch {
       // Reporting the defect threw too (a throwing logger): nothing is left to tell, and the
       // writer's handlers must not reject unhandled or throw from a microtask.
     }
-  };
+  }
 
   /** The link of the pass in progress. */
   #passLink: Link | null = null;
@@ -271,12 +281,12 @@ export class Writer {
       failure = error as Error;
     }
     if (failure) this.#endPass(link, failure);
-    else if (this.#gathers()) nextTurn!(this.#resume);
+    else if (this.#gathers()) nextTurn!(this.#resume ??= () => this.#next());
     else this.#next();
   };
 
-  /** Goes on with the pass after a turn of the event loop (see `#gathers`). */
-  #resume = (): void => this.#next();
+  /** Goes on with the pass after a turn of the event loop (see `#gathers`); made when needed. */
+  #resume: (() => void) | null = null;
 
   /**
    * Whether the pass waits for the event loop to turn before its next batch: a write that
@@ -390,7 +400,7 @@ export class Writer {
     const taken = this.#taken;
     taken.length = 0; // every batch starts with none
     while (this.#unwritable === null && this.#room()) {
-      const m = queue.shift(this.#takes);
+      const m = queue.shift(this.#takes ??= (m) => !this.#changed(m) && this.#room());
       if (!m) break;
       m.seq = seq.nextSeq();
       const size = m.bytes;
@@ -458,8 +468,8 @@ export class Writer {
    */
   #unwritable: UnwritableMessageError | null = null;
 
-  /** Whether the writer takes `m` from the queue into the batch being built. */
-  #takes = (m: QueuedMessage): boolean => !this.#changed(m) && this.#room();
+  /** Whether the writer takes `m` from the queue into the batch being built (made when needed). */
+  #takes: ((m: QueuedMessage) => boolean) | null = null;
 
   /**
    * Encoding a batch threw (a failed allocation, or a defect): its messages left the queue and
@@ -502,8 +512,9 @@ export class Writer {
     }
     this.#scratchUsed = 0;
     const chunks: Uint8Array[] = [];
+    const alloc = this.#allocator();
     for (const frame of control) {
-      const piece = this.#alloc(frame.length);
+      const piece = alloc(frame.length);
       piece.set(frame);
       chunks.push(piece);
     }
@@ -512,8 +523,8 @@ export class Writer {
     const batchLimit = this.#batchLimit();
     const out: EncodedMessages = { chunks, single: 0, batched: 0 };
     if (again.length > 0) this.#encodeAgain(again, ack, flags, batchLimit, out);
-    const keep = session.policy.lossy ? undefined : this.#keep;
-    encodeOutgoing(taken, ack, flags, batchLimit, this.#alloc, out, keep);
+    const keep = session.policy.lossy ? undefined : this.#keeper();
+    encodeOutgoing(taken, ack, flags, batchLimit, alloc, out, keep);
     seq.acked(ack);
     const frames = out.single + out.batched;
     if (flags & FLAG_UNCHECKED) counters.uncheckedFrames += frames;
@@ -539,14 +550,14 @@ export class Writer {
     const messagesUpTo = (to: number) => {
       if (to === from) return;
       const run = again.slice(from, to) as OutgoingMessage[];
-      encodeOutgoing(run, ack, flags, batchLimit, this.#alloc, out);
+      encodeOutgoing(run, ack, flags, batchLimit, this.#allocator(), out);
     };
     for (let i = 0; i < again.length; i++) {
       const w = again[i];
       if (!(w instanceof WrittenRun)) continue;
       messagesUpTo(i);
       from = i + 1;
-      const piece = this.#alloc(w.frame.length);
+      const piece = this.#allocator()(w.frame.length);
       piece.set(w.frame);
       resealRun(piece, ack, flags);
       out.chunks.push(piece);
