@@ -19,7 +19,7 @@ import { IllegalTransitionError, StateMachine, type TimerPort } from "../src/ses
 import { type QueuedMessage, SendQueue } from "../src/session/send_queue.ts";
 import { BodyArena, Receiver } from "../src/session/receiver.ts";
 import { newSessionStats } from "../src/session/types.ts";
-import { Ring } from "../src/_ring.ts";
+import { emptyRing, Ring } from "../src/_ring.ts";
 import { Arena, SizeClassPool, writeBuffers } from "../src/_buffer_pool.ts";
 import { Deferred } from "../src/_deferred.ts";
 import { InboundQueue } from "../src/node/inbound.ts";
@@ -1267,4 +1267,63 @@ Deno.test("Writer: a producer running in microtasks gets full batches, not a wri
   rig.queue.pushControl(encodeFrame(Tag.Heartbeat, new Uint8Array(26)));
   await flushed(rig);
   assert.ok(rig.tags().includes(Tag.Heartbeat));
+});
+
+Deno.test("send queues and replay buffers share the empty ring until their first item, and never change it", () => {
+  // An idle connection's queues hold the one shared, always-empty ring instead of rings of
+  // their own; a queue that pushed to it would put its messages in every other idle queue.
+  const message = (priority: number, type: number): QueuedMessage => ({
+    type,
+    priority,
+    payload: new Uint8Array(1),
+    seq: 0,
+    bytes: 37 + (type % 3),
+  });
+  fc.assert(
+    fc.property(
+      fc.array(
+        fc.record({
+          queue: fc.integer({ min: 0, max: 1 }),
+          op: fc.constantFrom("push", "push", "shift", "refuse", "drain", "replay", "ack"),
+          priority: fc.integer({ min: 0, max: 2 }),
+        }),
+        { maxLength: 120 },
+      ),
+      (ops) => {
+        const queues = [new SendQueue(), new SendQueue()];
+        const replays = [new ReplayBuffer(), new ReplayBuffer()];
+        const levels: QueuedMessage[][][] = [[[], [], []], [[], [], []]];
+        const kept: number[][] = [[], []];
+        let type = 0;
+        for (const { queue, op, priority } of ops) {
+          const model = levels[queue];
+          if (op === "push") {
+            const m = message(priority, type++);
+            queues[queue].push(m);
+            model[priority].push(m);
+          } else if (op === "shift" || op === "refuse") {
+            const want = op === "shift" ? model.find((l) => l.length > 0)?.shift() : undefined;
+            assert.equal(queues[queue].shift(() => op === "shift"), want);
+          } else if (op === "drain") {
+            assert.deepEqual(queues[queue].drain(), model.flat());
+            levels[queue] = [[], [], []];
+          } else if (op === "replay") {
+            const seq = (kept[queue].at(-1) ?? 0) + 1;
+            replays[queue].push({ ...message(1, seq), seq });
+            kept[queue].push(seq);
+          } else {
+            replays[queue].ack(kept[queue][0] ?? 0);
+            kept[queue].shift();
+          }
+          for (const i of [0, 1]) {
+            assert.equal(queues[i].messages, levels[i].flat().length);
+            assert.equal(replays[i].count, kept[i].length);
+          }
+          assert.equal(emptyRing().length, 0, "the shared ring stays empty");
+        }
+      },
+    ),
+    { seed: 25, numRuns: 300 },
+  );
+  assert.throws(() => emptyRing<number>().push(1), TypeError);
 });

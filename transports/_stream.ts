@@ -16,7 +16,10 @@ const GATHER_WRITE_MIN_BYTES = 16 * 1024;
  * Smallest read buffer: what an idle link holds while its read waits (a keepalive heartbeat
  * is 38 bytes; a larger arrival fills it, and the next read gets twice as much). Small
  * matters here: raw Deno connections with a read pending into 128 bytes held 0.6-1.2 KB less
- * resident memory each than with 512 (docs/benchmarks.md, stop 25).
+ * resident memory each than with 512 (docs/benchmarks.md, stop 25). The price: a frame over 128
+ * bytes that arrives more than 32 reads after the last one (a large OOB part on a slow interval
+ * among keepalives) is split across two reads and grows the buffer again, about two small
+ * allocations each time.
  */
 export const READ_BUFFER_MIN_BYTES = 128;
 /**

@@ -116,8 +116,8 @@ export class OobService<C extends OobLink> {
   #wheel: TimerWheel;
   #log: (level: LogLevel, message: string) => void;
   /**
-   * Each connection's registrations: one alone (the common case, the messenger's keepalive),
-   * or a set of them: a set per connection would cost an idle connection about 100 bytes.
+   * Each connection's registrations: a lone one as it is (the common case, the messenger's
+   * keepalive), several in a set (a set per connection would cost an idle one about 100 bytes).
    */
   #byConn = new Map<C, Registration<C> | Set<Registration<C>>>();
   /**
@@ -226,7 +226,9 @@ export class OobService<C extends OobLink> {
     if (known === reg) this.#byConn.delete(reg.conn);
     else if (known instanceof Set) {
       known.delete(reg);
-      if (known.size === 0) this.#byConn.delete(reg.conn);
+      // Down to one: kept alone again, as a connection's only registration always is.
+      if (known.size === 1) this.#byConn.set(reg.conn, known.values().next().value!);
+      else if (known.size === 0) this.#byConn.delete(reg.conn);
     }
   }
 

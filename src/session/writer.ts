@@ -158,6 +158,7 @@ export class Writer {
   #scratch: Uint8Array | null = null;
   #scratchUsed = 0;
   #alloc: Alloc | null = null;
+  /** Pieces of the pass's scratch buffer, one after another (the handler, made when needed). */
   #allocator(): Alloc {
     return this.#alloc ??= (bytes) => {
       const scratch = this.#scratch!;
@@ -399,8 +400,9 @@ export class Writer {
     }
     const taken = this.#taken;
     taken.length = 0; // every batch starts with none
-    while (this.#unwritable === null && this.#room()) {
-      const m = queue.shift(this.#takes ??= (m) => !this.#changed(m) && this.#room());
+    // (Not at all with nothing queued: a pass of heartbeats makes no handler for messages.)
+    while (this.#unwritable === null && queue.bytes > 0 && this.#room()) {
+      const m = queue.shift(this.#takes ??= (next) => !this.#changed(next) && this.#room());
       if (!m) break;
       m.seq = seq.nextSeq();
       const size = m.bytes;
