@@ -38,6 +38,13 @@ runTransportSuite("tcp", () =>
     readBackpressure: true,
   }));
 
+runTransportSuite("tcp node:net", () =>
+  Promise.resolve({
+    transport: new TcpTransport({ sockets: "node" }),
+    listenAddr: "tcp://127.0.0.1:0",
+    readBackpressure: true,
+  }));
+
 runTransportSuite("mem", () =>
   Promise.resolve({
     transport: new MemoryTransport(),
@@ -304,6 +311,79 @@ Deno.test("TCP: a one-chunk write larger than the socket takes at once completes
     writes?.catch(() => {}); // a failed assertion above is the failure to report
     link?.close();
     server?.close();
+    listener.close();
+  }
+});
+
+Deno.test("TCP over node:net sockets and over Deno's talk to each other, both ways", async () => {
+  for (const [server, client] of [["node", "deno"], ["deno", "node"]] as const) {
+    await using a = new Messenger({
+      name: `a-${server}`,
+      logger: () => {},
+      transports: [new TcpTransport({ sockets: server })],
+    });
+    await using b = new Messenger({
+      name: `b-${client}`,
+      logger: () => {},
+      transports: [new TcpTransport({ sockets: client })],
+    });
+    const addr = await a.listen("tcp://127.0.0.1:0");
+    const conn = await deadline(b.connect(addr, { policy: "losslessClient" }), "the dial");
+    const sizes = [0, 1, 100, 5000, 70_000, 300_000];
+    for (const [i, size] of sizes.entries()) {
+      await conn.send(i, new Uint8Array(size).fill(i + 1));
+    }
+    const got = await take(a, sizes.length);
+    assert.deepEqual(got.map((m) => m.payload.length), sizes, `${server} <- ${client}`);
+    for (const [i, m] of got.entries()) {
+      assert.ok(m.payload.every((x) => x === i + 1), `${server} <- ${client}: body ${i}`);
+    }
+    // And back, on the same connection.
+    await got[0].connection.send(9, new Uint8Array([7]));
+    const [reply] = await take(b, 1);
+    assert.deepEqual([reply.type, ...reply.payload], [9, 7]);
+  }
+});
+
+Deno.test("TcpTransport: sockets is deno or node, and reusePort needs deno", () => {
+  assert.throws(() => new TcpTransport({ sockets: "node", reusePort: true }), TypeError);
+  assert.throws(
+    () => new TcpTransport({ sockets: "uv" as unknown as "node" }),
+    /sockets must be "deno" or "node"/,
+  );
+  assert.ok(new TcpTransport({ sockets: "node" }));
+});
+
+Deno.test("TCP over node:net: a write waiting on a full socket fails when the link closes", async () => {
+  // The peer never reads: writes stop completing once the kernel's buffers are full. Closing
+  // the link, or the peer closing it, must settle the waiting write (a writer that awaited
+  // it forever could never write to the session's next link).
+  const tcp = new TcpTransport({ sockets: "node" });
+  for (const who of ["us", "the peer"] as const) {
+    const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const accepted = listener.accept();
+    const link = await deadline(tcp.connect(`tcp://127.0.0.1:${listener.addr.port}`), "dial");
+    const peer = await deadline(accepted, "accept");
+    const chunk = new Uint8Array(1 << 20);
+    let waiting: Promise<void> | null = null;
+    for (let i = 0; i < 256 && waiting === null; i++) {
+      const write = link.write([chunk]);
+      const stalled = await Promise.race([
+        write.then(() => false),
+        new Promise<boolean>((r) => setTimeout(() => r(true), 200)),
+      ]);
+      if (stalled) waiting = write;
+    }
+    assert.ok(waiting, `${who}: a write stalled on the full socket`);
+    const settled = waiting.then(() => "resolved", (e) => e);
+    if (who === "us") link.close();
+    else peer.close();
+    const outcome = await deadline(settled, `${who}: the waiting write to settle`);
+    assert.ok(outcome instanceof TransportError, `${who}: ${outcome}`);
+    link.close();
+    try {
+      peer.close();
+    } catch { /* closed above */ }
     listener.close();
   }
 });

@@ -6,6 +6,7 @@
  */
 
 import { TransportError } from "../src/errors.ts";
+import { dialNodeSocket, NodeSocketListener } from "./_node_socket.ts";
 import { StreamLink, StreamListener } from "./_stream.ts";
 import { type Link, type Listener, parseHostPort, type Transport } from "./types.ts";
 
@@ -18,6 +19,15 @@ function tcpLink(conn: Deno.TcpConn): Link {
 export interface TcpTransportOptions {
   /** Bind with `SO_REUSEPORT`, so other listeners may share the port. Default false. */
   reusePort?: boolean;
+  /**
+   * Which sockets carry the links: `"deno"` (`Deno.listen`/`Deno.connect`, the default) or
+   * `"node"` (`node:net`). The two speak the same bytes and can be mixed across nodes. In
+   * Deno 2.9 a `node:net` socket holds far less memory while it waits for bytes (each
+   * `Deno.Conn` read is an op that costs about 10 KB while pending), so a node with
+   * thousands of mostly idle connections holds much less with `"node"` (docs/operations.md,
+   * Idle connections). `reusePort` needs `"deno"`.
+   */
+  sockets?: "deno" | "node";
 }
 
 /**
@@ -36,6 +46,7 @@ export class TcpTransport implements Transport {
   /** Serves `tcp://` addresses. */
   readonly schemes = ["tcp"] as const;
   #reusePort: boolean;
+  #node: boolean;
 
   /**
    * Creates the transport. With `reusePort` (`SO_REUSEPORT`, Linux), several listeners, one
@@ -45,6 +56,13 @@ export class TcpTransport implements Transport {
    */
   constructor(options: TcpTransportOptions = {}) {
     this.#reusePort = options.reusePort ?? false;
+    this.#node = options.sockets === "node";
+    if (options.sockets !== undefined && options.sockets !== "deno" && !this.#node) {
+      throw new TypeError(`Option sockets must be "deno" or "node": ${options.sockets}`);
+    }
+    if (this.#node && this.#reusePort) {
+      throw new TypeError('Option reusePort needs sockets: "deno"');
+    }
     // Without the flag Deno 2.9 exits the process at the listen, with no error to catch.
     const deno = (globalThis as { Deno?: { listenDatagram?: unknown } }).Deno;
     if (this.#reusePort && typeof deno?.listenDatagram !== "function") {
@@ -55,6 +73,7 @@ export class TcpTransport implements Transport {
   /** Binds a TCP listener. */
   listen(addr: string): Promise<Listener> {
     const { hostname, port } = parseHostPort(addr, "tcp");
+    if (this.#node) return NodeSocketListener.listen(hostname, port);
     const listener = Deno.listen({ hostname, port, transport: "tcp", reusePort: this.#reusePort });
     return Promise.resolve(new StreamListener(listener, "tcp", tcpLink));
   }
@@ -63,6 +82,7 @@ export class TcpTransport implements Transport {
   async connect(addr: string, options: { signal?: AbortSignal } = {}): Promise<Link> {
     const { hostname, port } = parseHostPort(addr, "tcp");
     try {
+      if (this.#node) return await dialNodeSocket(hostname, port, options.signal);
       const conn = await Deno.connect({ hostname, port, transport: "tcp", signal: options.signal });
       return tcpLink(conn);
     } catch (cause) {

@@ -8,8 +8,9 @@
 // (Deno TCP, 4-byte length prefix: the ceiling) or `heartline`. Each process ends by printing
 // one JSON line with its CPU time and peak RSS (ru_maxrss), so the harness compares whole processes.
 
+import net from "node:net";
 import process from "node:process";
-import { Messenger, type PolicyName } from "../../mod.ts";
+import { Messenger, type PolicyName, TcpTransport } from "../../mod.ts";
 import { readFrames, writeAll } from "../_raw.ts";
 import { parseHostPort } from "../../transports/types.ts";
 
@@ -29,6 +30,8 @@ export interface RoleConfig {
   count: number;
   /** Where to dial (send, ping). */
   addr?: string;
+  /** heartline roles: the TCP transport's sockets (default "deno"). */
+  sockets?: "deno" | "node";
   /** heartline policy of the dialing side. */
   policy?: PolicyName;
   /** raw sender: messages per write (1: a write per message; else coalesced into ~64 KiB). */
@@ -163,8 +166,11 @@ async function rawPing(c: RoleConfig): Promise<void> {
   conn.close();
 }
 
+/** The sockets of this process's TCP links (the role's `sockets`, set at start). */
+let sockets: "deno" | "node" = "deno";
+
 function messenger(name: string): Messenger {
-  return new Messenger({ name, logger: () => {} });
+  return new Messenger({ name, logger: () => {}, transports: [new TcpTransport({ sockets })] });
 }
 
 async function heartlineRecv(c: RoleConfig): Promise<void> {
@@ -322,6 +328,33 @@ async function rawIdleServer(c: RoleConfig): Promise<void> {
   await sampleIdle(c, before, conns.length);
 }
 
+/**
+ * The raw floor over `node:net` sockets (`sockets: "node"`): each accepted socket reads what
+ * arrives (a `data` listener) and gets the same beat once a second, with nothing of
+ * heartline's. The dialing side is the same as for Deno sockets (it is not measured).
+ */
+async function rawNodeIdleServer(c: RoleConfig): Promise<void> {
+  const sockets: net.Socket[] = [];
+  const { promise: all, resolve } = Promise.withResolvers<void>();
+  const server = net.createServer((socket) => {
+    socket.setNoDelay(true);
+    socket.on("data", () => {}); // the peer's beats
+    socket.on("error", () => {}); // the harness ends the peer
+    if (sockets.push(socket) === c.count) resolve();
+  });
+  const port = await new Promise<number>((ready) => {
+    server.listen(0, "127.0.0.1", () => ready((server.address() as net.AddressInfo).port));
+  });
+  settle();
+  const before = Deno.memoryUsage();
+  console.log(JSON.stringify({ ready: `tcp://127.0.0.1:${port}` }));
+  await all;
+  setInterval(() => {
+    for (const socket of sockets) socket.write(RAW_BEAT);
+  }, 1000);
+  await sampleIdle(c, before, sockets.length);
+}
+
 async function rawIdleClients(c: RoleConfig): Promise<void> {
   const conns: Deno.TcpConn[] = [];
   for (let i = 0; i < c.count; i += 100) {
@@ -417,9 +450,12 @@ const ROLES = {
 
 if (import.meta.main) {
   const config = JSON.parse(Deno.args[0]) as RoleConfig;
+  sockets = config.sockets ?? "deno";
   const raw = config.kind === "raw";
-  if (config.role === "idle-server") await (raw ? rawIdleServer : idleServer)(config);
-  else if (config.role === "idle-clients") await (raw ? rawIdleClients : idleClients)(config);
+  if (config.role === "idle-server") {
+    const rawServer = sockets === "node" ? rawNodeIdleServer : rawIdleServer;
+    await (raw ? rawServer : idleServer)(config);
+  } else if (config.role === "idle-clients") await (raw ? rawIdleClients : idleClients)(config);
   else if (config.role === "recv-workers") await recvWorkers(config);
   else if (config.role === "send-many") await sendMany(config);
   else await ROLES[config.kind][config.role](config);

@@ -212,7 +212,7 @@ export async function procBenchmarks(options: BenchOptions): Promise<BenchResult
   if (wanted(options, "proc_workers")) {
     out.push(...await workerRows(options.quick ? 0.05 : 1, rounds));
   }
-  if (wanted(options, "idle_conn_bytes")) out.push(await idleRow(options.quick ? 200 : 10_000));
+  if (wanted(options, "idle_conn_bytes")) out.push(...await idleRows(options.quick ? 200 : 10_000));
   return out;
 }
 
@@ -265,28 +265,35 @@ async function workerRows(scale: number, rounds: number): Promise<BenchResult[]>
 /** The budget per idle connection the issue sets: 16 KiB. */
 const IDLE_BUDGET = 16 * 1024;
 
-/** Resident bytes per idle connection on the accepting side with `count` open. */
-async function idleRow(count: number): Promise<BenchResult> {
+/**
+ * Resident bytes per idle connection on the accepting side with `count` open: heartline's TCP
+ * links over Deno's sockets (the default), then over `node:net` sockets (`sockets: "node"`),
+ * each beside the raw floor of the same sockets with the same traffic (a read waiting and a
+ * 38-byte beat each way once a second per connection).
+ */
+async function idleRows(count: number): Promise<BenchResult[]> {
   const idleSeconds = count < 1000 ? 2 : 20;
-  const r = await idleRun("heartline", count, idleSeconds);
-  // The floor: raw Deno TCP with the same traffic (a pending read and a 38-byte beat each way
-  // once a second per connection).
-  const raw = await idleRun("raw", count, idleSeconds);
-  return {
-    name: "idle_conn_bytes",
-    unit: "B/conn",
-    value: r.rssPerConn!,
-    baseline_value: IDLE_BUDGET,
-    ratio: IDLE_BUDGET / r.rssPerConn!,
-    note: `${count} idle connections, RSS sampled once a second for ${idleSeconds} s: mean; ` +
-      `range ${Math.round(r.rssPerConnMin!)}-${Math.round(r.rssPerConnMax!)} B; ` +
-      `per connection: heap used ${Math.round(r.heapPerConn!)} B, ` +
-      `heap total ${Math.round(r.heapTotalPerConn!)} B, external ${
-        Math.round(r.externalPerConn!)
-      } B; raw Deno TCP with the same traffic: mean ${Math.round(raw.rssPerConn!)} B ` +
-      `(range ${Math.round(raw.rssPerConnMin!)}-${Math.round(raw.rssPerConnMax!)} B); ` +
-      `baseline: the 16 KiB budget`,
-  };
+  const rows: BenchResult[] = [];
+  for (const sockets of ["deno", "node"] as const) {
+    const r = await idleRun("heartline", count, idleSeconds, sockets);
+    const raw = await idleRun("raw", count, idleSeconds, sockets);
+    const what = sockets === "deno" ? "Deno TCP" : "node:net";
+    rows.push({
+      name: sockets === "deno" ? "idle_conn_bytes" : "idle_conn_bytes_node_sockets",
+      unit: "B/conn",
+      value: r.rssPerConn!,
+      baseline_value: IDLE_BUDGET,
+      ratio: IDLE_BUDGET / r.rssPerConn!,
+      note: `${count} idle connections over ${what} sockets, RSS sampled once a second for ` +
+        `${idleSeconds} s: mean; range ${Math.round(r.rssPerConnMin!)}-` +
+        `${Math.round(r.rssPerConnMax!)} B; per connection: heap used ` +
+        `${Math.round(r.heapPerConn!)} B, heap total ${Math.round(r.heapTotalPerConn!)} B, ` +
+        `external ${Math.round(r.externalPerConn!)} B; raw ${what} with the same traffic: ` +
+        `mean ${Math.round(raw.rssPerConn!)} B (range ${Math.round(raw.rssPerConnMin!)}-` +
+        `${Math.round(raw.rssPerConnMax!)} B); baseline: the 16 KiB budget`,
+    });
+  }
+  return rows;
 }
 
 /** One idle measurement: `count` connections of `kind` open, the accepting side sampled. */
@@ -294,12 +301,13 @@ async function idleRun(
   kind: "raw" | "heartline",
   count: number,
   idleSeconds: number,
+  sockets: "deno" | "node",
 ): Promise<RoleResult> {
-  const server = start({ role: "idle-server", kind, size: 0, count, idleSeconds }, [
+  const server = start({ role: "idle-server", kind, size: 0, count, idleSeconds, sockets }, [
     "--v8-flags=--expose-gc",
   ]);
   const addr = await server.ready();
-  const clients = start({ role: "idle-clients", kind, size: 0, count, addr });
+  const clients = start({ role: "idle-clients", kind, size: 0, count, addr, sockets });
   try {
     return await server.result();
   } finally {

@@ -1,0 +1,301 @@
+// Internal: TCP links and listeners over `node:net` sockets, for the TCP transport's "node"
+// sockets (see TcpTransportOptions.sockets).
+//
+// Why: in Deno 2.9 a `Deno.Conn` read waits as an op of its own, and a pending read costs
+// about 10 KB of memory outside the JavaScript heap; a `node:net` socket is read by the
+// runtime as bytes arrive and hands each read over in a callback, with no op waiting. Raw
+// idle connections with a 38-byte beat each way a second: 8.4 KB each over `node:net`
+// against 22.3 KB over `Deno.Conn` (docs/benchmarks.md, stop 25).
+
+import type { Buffer } from "node:buffer";
+import net from "node:net";
+import { TransportError } from "../src/errors.ts";
+import { concatChunks, formatHostPort, type Link, type Listener } from "./types.ts";
+
+/** A chunk at least this large is written on its own, gathered with its neighbours by writev. */
+const GATHER_WRITE_MIN_BYTES = 16 * 1024;
+
+/** Bytes of chunks held for a reader that has not asked for them before the socket pauses. */
+const PAUSE_AT_BYTES = 256 * 1024;
+
+/**
+ * A link over a `node:net` socket. Each read hands over a buffer of its own (the runtime makes
+ * one per read, of the read's size); writes of several chunks go in one `writev`.
+ */
+export class NodeSocketLink implements Link {
+  readonly localAddr: string;
+  readonly remoteAddr: string;
+  readonly integrity = false;
+  #socket: net.Socket;
+  #closed = false;
+  /** The socket's end of stream (or its failure), once seen. */
+  #ended = false;
+  #error: TransportError | null = null;
+  /** Chunks that arrived before the reader asked, and their bytes. */
+  #chunks: Uint8Array[] = [];
+  #held = 0;
+  /** The reader waiting for a chunk, if any. */
+  #waiting: { resolve: (chunk: Uint8Array | null) => void; reject: (e: unknown) => void } | null =
+    null;
+  /** Told when the socket ends or fails (flush waits for the peer's end). */
+  #onEnd: (() => void) | null = null;
+
+  /** A link over the connected `socket`. */
+  constructor(socket: net.Socket) {
+    this.#socket = socket;
+    socket.setNoDelay(true);
+    this.localAddr = formatHostPort("tcp", plainHost(socket.localAddress), socket.localPort ?? 0);
+    this.remoteAddr = formatHostPort(
+      "tcp",
+      plainHost(socket.remoteAddress),
+      socket.remotePort ?? 0,
+    );
+    socket.on("data", this.#data);
+    socket.on("end", this.#end);
+    socket.on("close", this.#gone);
+    // Always listened to: an 'error' event without a listener would throw out of the socket.
+    socket.on("error", this.#failed);
+  }
+
+  #data = (chunk: Buffer): void => {
+    // A Uint8Array of the read's own buffer (not pooled): it may be kept as it is.
+    const bytes = new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.length);
+    const waiting = this.#waiting;
+    if (waiting !== null) {
+      this.#waiting = null;
+      return waiting.resolve(bytes);
+    }
+    this.#chunks.push(bytes);
+    this.#held += bytes.length;
+    // The reader is behind (its application stopped taking messages): stop reading, so the
+    // peer's writes wait in the kernel and push back on it.
+    if (this.#held >= PAUSE_AT_BYTES) this.#socket.pause();
+  };
+
+  #end = (): void => {
+    if (this.#ended) return;
+    this.#ended = true;
+    this.#settleWaiting();
+    const onEnd = this.#onEnd;
+    this.#onEnd = null;
+    onEnd?.();
+  };
+
+  /** The socket is closed both ways: writes still waiting for their callback fail now. */
+  #gone = (): void => {
+    this.#end();
+    this.#failWrites();
+  };
+
+  /** Writes whose callbacks have not come, each a way to fail it. */
+  #writing = new Set<(error: Error) => void>();
+
+  #failWrites(): void {
+    if (this.#writing.size === 0) return;
+    const error = this.#error ?? new TransportError("TCP link is closed");
+    for (const fail of [...this.#writing]) fail(error);
+    this.#writing.clear();
+  }
+
+  #failed = (cause: Error): void => {
+    if (!this.#closed && this.#error === null) {
+      this.#error = new TransportError(`TCP link failed: ${cause.message}`, { cause });
+    }
+    this.#end();
+  };
+
+  /** A reader waiting when the stream ended gets its end (or the failure). */
+  #settleWaiting(): void {
+    const waiting = this.#waiting;
+    if (waiting === null) return;
+    this.#waiting = null;
+    if (this.#error !== null && !this.#closed) waiting.reject(this.#error);
+    else waiting.resolve(null);
+  }
+
+  read(): Promise<Uint8Array | null> {
+    if (this.#chunks.length > 0) {
+      const chunk = this.#chunks.shift()!;
+      this.#held -= chunk.length;
+      if (this.#held < PAUSE_AT_BYTES && this.#socket.isPaused()) this.#socket.resume();
+      return Promise.resolve(chunk);
+    }
+    if (this.#closed) return Promise.resolve(null);
+    if (this.#ended) {
+      return this.#error !== null ? Promise.reject(this.#error) : Promise.resolve(null);
+    }
+    if (this.#waiting !== null) {
+      return Promise.reject(new TypeError("Only one read may be outstanding on a link"));
+    }
+    return new Promise((resolve, reject) => this.#waiting = { resolve, reject });
+  }
+
+  write(chunks: Uint8Array[]): Promise<void> {
+    if (this.#closed || this.#ended && this.#socket.destroyed) {
+      return Promise.reject(new TransportError("TCP link is closed"));
+    }
+    const socket = this.#socket;
+    return new Promise<void>((resolve, reject) => {
+      // Settled by the last piece's callback, or failed when the socket closes first (a
+      // destroyed socket need not call back: Deno 2.9 does, but a writer that waited on one
+      // that did not would wait forever).
+      const fail = (error: Error) => {
+        this.#writing.delete(fail);
+        reject(error);
+      };
+      this.#writing.add(fail);
+      const done = (error?: Error | null) => {
+        this.#writing.delete(fail);
+        if (error) {
+          reject(new TransportError(`TCP write failed: ${error.message}`, { cause: error }));
+        } else resolve();
+      };
+      // Small chunks are joined; a large one (a body written in place) goes as it is, and the
+      // pieces of a batch go to the kernel in one writev while the socket is corked.
+      const pieces: Uint8Array[] = [];
+      let from = 0;
+      for (let i = 0; i <= chunks.length; i++) {
+        if (i < chunks.length && chunks[i].length < GATHER_WRITE_MIN_BYTES) continue;
+        if (i > from) pieces.push(concatChunks(chunks.slice(from, i)));
+        if (i < chunks.length) pieces.push(chunks[i]);
+        from = i + 1;
+      }
+      try {
+        if (pieces.length === 1) return void socket.write(pieces[0], done);
+        socket.cork();
+        for (let i = 0; i < pieces.length; i++) {
+          socket.write(pieces[i], i === pieces.length - 1 ? done : undefined);
+        }
+        socket.uncork();
+      } catch (cause) {
+        done(cause as Error);
+      }
+    });
+  }
+
+  /**
+   * A lingering close's first half: sends our FIN and resolves once the peer has closed its
+   * side (see StreamLink.flush: closing with unread bytes would reset the connection and lose
+   * the last frames at the peer).
+   */
+  flush(): Promise<void> {
+    if (this.#closed || this.#ended) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      this.#onEnd = resolve;
+      try {
+        this.#socket.end();
+      } catch {
+        this.#end(); // the link is gone already
+      }
+    });
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#chunks = [];
+    this.#held = 0;
+    this.#socket.destroy();
+    this.#end();
+    this.#failWrites();
+  }
+}
+
+/** `::ffff:`-less, unbracketed host of a socket address. */
+function plainHost(address: string | undefined): string {
+  if (!address) return "0.0.0.0";
+  return address.startsWith("::ffff:") && address.includes(".") ? address.slice(7) : address;
+}
+
+/** Options of a `node:net` server socket or dial: both ends may half-close (see flush). */
+const SOCKET_OPTIONS = { allowHalfOpen: true, noDelay: true } as const;
+
+/** A listener over a `node:net` server. */
+export class NodeSocketListener implements Listener {
+  readonly addr: string;
+  #server: net.Server;
+  #accepted: net.Socket[] = [];
+  #waiting: ((socket: net.Socket | null) => void) | null = null;
+  #closed = false;
+
+  private constructor(server: net.Server, addr: string) {
+    this.#server = server;
+    this.addr = addr;
+    server.on("connection", (socket: net.Socket) => {
+      if (this.#closed) return void socket.destroy();
+      // Until the listener's user takes it, a socket's errors are caught here.
+      socket.on("error", () => {});
+      const waiting = this.#waiting;
+      this.#waiting = null;
+      if (waiting) waiting(socket);
+      else this.#accepted.push(socket);
+    });
+    server.on("error", () => {}); // a failed accept does not end the listener
+  }
+
+  /** Binds `hostname:port`. */
+  static listen(hostname: string, port: number): Promise<NodeSocketListener> {
+    const server = net.createServer({ ...SOCKET_OPTIONS, pauseOnConnect: false });
+    return new Promise((resolve, reject) => {
+      const failed = (error: Error) => {
+        reject(
+          new TransportError(`TCP listen on ${hostname}:${port} failed: ${error.message}`, {
+            cause: error,
+          }),
+        );
+      };
+      server.once("error", failed);
+      server.listen({ host: hostname, port }, () => {
+        server.off("error", failed);
+        const bound = server.address() as net.AddressInfo;
+        resolve(new NodeSocketListener(server, formatHostPort("tcp", bound.address, bound.port)));
+      });
+    });
+  }
+
+  async *[Symbol.asyncIterator](): AsyncIterator<Link> {
+    for (;;) {
+      const socket = this.#accepted.shift() ??
+        (this.#closed ? null : await new Promise<net.Socket | null>((r) => this.#waiting = r));
+      if (socket === null) return;
+      if (socket.destroyed) continue; // reset before it was taken
+      yield new NodeSocketLink(socket);
+    }
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#server.close();
+    for (const socket of this.#accepted.splice(0)) socket.destroy();
+    const waiting = this.#waiting;
+    this.#waiting = null;
+    waiting?.(null);
+  }
+}
+
+/** Dials `hostname:port`; `signal` aborts the dial with its reason. */
+export function dialNodeSocket(
+  hostname: string,
+  port: number,
+  signal?: AbortSignal,
+): Promise<Link> {
+  return new Promise<Link>((resolve, reject) => {
+    signal?.throwIfAborted();
+    const socket = net.connect({ ...SOCKET_OPTIONS, host: hostname, port });
+    const onAbort = () => {
+      socket.destroy();
+      reject(signal!.reason);
+    };
+    signal?.addEventListener("abort", onAbort, { once: true });
+    socket.once("error", (error: Error) => {
+      signal?.removeEventListener("abort", onAbort);
+      reject(error);
+    });
+    socket.once("connect", () => {
+      signal?.removeEventListener("abort", onAbort);
+      socket.removeAllListeners("error");
+      resolve(new NodeSocketLink(socket));
+    });
+  });
+}
