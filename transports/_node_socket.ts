@@ -8,9 +8,25 @@
 // against 22.3 KB over `Deno.Conn` (docs/benchmarks.md, stop 25).
 
 import type { Buffer } from "node:buffer";
-import net from "node:net";
+import type * as NodeNet from "node:net";
 import { TransportError } from "../src/errors.ts";
 import { concatChunks, formatHostPort, type Link, type Listener } from "./types.ts";
+
+/**
+ * `node:net`, looked up when first needed rather than imported: the library also runs in
+ * browsers (its bundle must import no `node:` module), where only Deno sockets' absence matters.
+ * Throws a TypeError where the runtime has none.
+ */
+export function nodeNet(): typeof NodeNet {
+  const process = (globalThis as {
+    process?: { getBuiltinModule?: (id: string) => unknown };
+  }).process;
+  const net = process?.getBuiltinModule?.("node:net") as typeof NodeNet | undefined;
+  if (!net?.createServer) {
+    throw new TypeError('TCP over sockets: "node" needs a runtime with node:net (Deno or Node)');
+  }
+  return net;
+}
 
 /** A chunk at least this large is written on its own, gathered with its neighbours by writev. */
 const GATHER_WRITE_MIN_BYTES = 16 * 1024;
@@ -26,7 +42,7 @@ export class NodeSocketLink implements Link {
   readonly localAddr: string;
   readonly remoteAddr: string;
   readonly integrity = false;
-  #socket: net.Socket;
+  #socket: NodeNet.Socket;
   #closed = false;
   /** The socket's end of stream (or its failure), once seen. */
   #ended = false;
@@ -41,7 +57,7 @@ export class NodeSocketLink implements Link {
   #onEnd: (() => void) | null = null;
 
   /** A link over the connected `socket`. */
-  constructor(socket: net.Socket) {
+  constructor(socket: NodeNet.Socket) {
     this.#socket = socket;
     socket.setNoDelay(true);
     this.localAddr = formatHostPort("tcp", plainHost(socket.localAddress), socket.localPort ?? 0);
@@ -213,15 +229,15 @@ const SOCKET_OPTIONS = { allowHalfOpen: true, noDelay: true } as const;
 /** A listener over a `node:net` server. */
 export class NodeSocketListener implements Listener {
   readonly addr: string;
-  #server: net.Server;
-  #accepted: net.Socket[] = [];
-  #waiting: ((socket: net.Socket | null) => void) | null = null;
+  #server: NodeNet.Server;
+  #accepted: NodeNet.Socket[] = [];
+  #waiting: ((socket: NodeNet.Socket | null) => void) | null = null;
   #closed = false;
 
-  private constructor(server: net.Server, addr: string) {
+  private constructor(server: NodeNet.Server, addr: string) {
     this.#server = server;
     this.addr = addr;
-    server.on("connection", (socket: net.Socket) => {
+    server.on("connection", (socket: NodeNet.Socket) => {
       if (this.#closed) return void socket.destroy();
       // Until the listener's user takes it, a socket's errors are caught here.
       socket.on("error", () => {});
@@ -235,7 +251,7 @@ export class NodeSocketListener implements Listener {
 
   /** Binds `hostname:port`. */
   static listen(hostname: string, port: number): Promise<NodeSocketListener> {
-    const server = net.createServer({ ...SOCKET_OPTIONS, pauseOnConnect: false });
+    const server = nodeNet().createServer({ ...SOCKET_OPTIONS, pauseOnConnect: false });
     return new Promise((resolve, reject) => {
       const failed = (error: Error) => {
         reject(
@@ -247,7 +263,7 @@ export class NodeSocketListener implements Listener {
       server.once("error", failed);
       server.listen({ host: hostname, port }, () => {
         server.off("error", failed);
-        const bound = server.address() as net.AddressInfo;
+        const bound = server.address() as NodeNet.AddressInfo;
         resolve(new NodeSocketListener(server, formatHostPort("tcp", bound.address, bound.port)));
       });
     });
@@ -256,7 +272,7 @@ export class NodeSocketListener implements Listener {
   async *[Symbol.asyncIterator](): AsyncIterator<Link> {
     for (;;) {
       const socket = this.#accepted.shift() ??
-        (this.#closed ? null : await new Promise<net.Socket | null>((r) => this.#waiting = r));
+        (this.#closed ? null : await new Promise<NodeNet.Socket | null>((r) => this.#waiting = r));
       if (socket === null) return;
       if (socket.destroyed) continue; // reset before it was taken
       yield new NodeSocketLink(socket);
@@ -282,7 +298,7 @@ export function dialNodeSocket(
 ): Promise<Link> {
   return new Promise<Link>((resolve, reject) => {
     signal?.throwIfAborted();
-    const socket = net.connect({ ...SOCKET_OPTIONS, host: hostname, port });
+    const socket = nodeNet().connect({ ...SOCKET_OPTIONS, host: hostname, port });
     const onAbort = () => {
       socket.destroy();
       reject(signal!.reason);

@@ -6,7 +6,7 @@
  */
 
 import { TransportError } from "../src/errors.ts";
-import { dialNodeSocket, NodeSocketListener } from "./_node_socket.ts";
+import { dialNodeSocket, nodeNet, NodeSocketListener } from "./_node_socket.ts";
 import { StreamLink, StreamListener } from "./_stream.ts";
 import { type Link, type Listener, parseHostPort, type Transport } from "./types.ts";
 
@@ -63,6 +63,7 @@ export class TcpTransport implements Transport {
     if (this.#node && this.#reusePort) {
       throw new TypeError('Option reusePort needs sockets: "deno"');
     }
+    if (this.#node) nodeNet(); // a runtime without node:net fails here, not at the first dial
     // Without the flag Deno 2.9 exits the process at the listen, with no error to catch.
     const deno = (globalThis as { Deno?: { listenDatagram?: unknown } }).Deno;
     if (this.#reusePort && typeof deno?.listenDatagram !== "function") {

@@ -56,9 +56,15 @@ Deno.test({
     const code = await Deno.readTextFile(BUNDLE);
     assert.doesNotMatch(code, /\bimport\s*["'{*]|\bfrom\s*["']|require\(/, "nothing imported");
     assert.doesNotMatch(code, /hono|playwright/);
-    // The one "node:" is the CRC-32 module asking a runtime for node:zlib, if it has one.
-    assert.deepEqual(code.match(/node:[a-z_]+/g) ?? [], ["node:zlib"], "no other node: module");
+    // The only "node:" names are lookups a runtime may answer, never imports: the CRC-32
+    // module asking for node:zlib, and TCP over node:net sockets (an option off the page).
+    assert.deepEqual(
+      [...new Set(code.match(/node:[a-z_]+/g) ?? [])].sort(),
+      ["node:net", "node:zlib"],
+      "no other node: module",
+    );
     assert.match(code, /getBuiltinModule\?\.\("node:zlib"\)/);
+    assert.match(code, /getBuiltinModule\?\.\("node:net"\)/);
     const refs = new Set(code.match(/Deno[?]?\.[A-Za-z.]*[A-Za-z]/g) ?? []);
     for (const ref of refs) assert.ok(DENO_OFF_PAGE.has(ref), `unexpected ${ref} in the bundle`);
     assert.match(code, /sourceMappingURL=heartline\.browser\.js\.map/);
