@@ -387,3 +387,61 @@ Deno.test("TCP over node:net: a write waiting on a full socket fails when the li
     listener.close();
   }
 });
+
+Deno.test("TCP over node:net: a link keeps the Link contract at its edges", async () => {
+  const tcp = new TcpTransport({ sockets: "node" });
+  const listener = await tcp.listen("tcp://127.0.0.1:0");
+  const links = listener[Symbol.asyncIterator]();
+  const port = Number(listener.addr.split(":").pop());
+  const pair = async () => {
+    const peer = await deadline(Deno.connect({ hostname: "127.0.0.1", port }), "dial");
+    const link = (await deadline(links.next(), "accept")).value as Link;
+    return { peer, link };
+  };
+  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+  {
+    // A reader that fell behind (the socket paused), one read, then close(): what the socket
+    // still had under way is not handed out; reads after close() get the end.
+    const { peer, link } = await pair();
+    let stop = false;
+    const pushing = (async () => {
+      const chunk = new Uint8Array(64 * 1024);
+      try {
+        while (!stop) await peer.write(chunk);
+      } catch { /* closed below */ }
+    })();
+    await sleep(300);
+    assert.ok(await deadline(link.read(), "a chunk"));
+    link.close();
+    await sleep(50);
+    assert.equal(await deadline(link.read(), "a read after close"), null);
+    stop = true;
+    peer.close();
+    await deadline(pushing, "the peer's writes to stop");
+  }
+  {
+    // After flush() (our side half-closed) a write fails alone; the peer's bytes still arrive.
+    const { peer, link } = await pair();
+    const reading = link.read();
+    const flushing = link.flush!();
+    await assert.rejects(link.write([new Uint8Array([1])]), TransportError);
+    await peer.write(new Uint8Array([9, 9]));
+    assert.deepEqual([...(await deadline(reading, "the peer's bytes"))!], [9, 9]);
+    // Two flushes wait for the same end; an empty write settles at once.
+    const again = link.flush!();
+    await deadline(link.write([]).catch(() => {}), "an empty write");
+    await peer.closeWrite();
+    await deadline(Promise.all([flushing, again]), "both flushes");
+    link.close();
+    peer.close();
+  }
+  {
+    // Two iterators may wait on one listener; close() ends both.
+    const l2 = await tcp.listen("tcp://127.0.0.1:0");
+    const first = l2[Symbol.asyncIterator]().next(), second = l2[Symbol.asyncIterator]().next();
+    l2.close();
+    const ends = await deadline(Promise.all([first, second]), "both iterators to end");
+    assert.deepEqual(ends.map((r) => r.done), [true, true]);
+  }
+  listener.close();
+});

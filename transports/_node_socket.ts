@@ -60,10 +60,10 @@ export class NodeSocketLink implements Link {
   constructor(socket: NodeNet.Socket) {
     this.#socket = socket;
     socket.setNoDelay(true);
-    this.localAddr = formatHostPort("tcp", plainHost(socket.localAddress), socket.localPort ?? 0);
+    this.localAddr = formatHostPort("tcp", socketHost(socket.localAddress), socket.localPort ?? 0);
     this.remoteAddr = formatHostPort(
       "tcp",
-      plainHost(socket.remoteAddress),
+      socketHost(socket.remoteAddress),
       socket.remotePort ?? 0,
     );
     socket.on("data", this.#data);
@@ -74,6 +74,7 @@ export class NodeSocketLink implements Link {
   }
 
   #data = (chunk: Buffer): void => {
+    if (this.#closed) return; // a read the socket had under way when we closed it
     // A Uint8Array of the read's own buffer (not pooled): it may be kept as it is.
     const bytes = new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.length);
     const waiting = this.#waiting;
@@ -130,13 +131,13 @@ export class NodeSocketLink implements Link {
   }
 
   read(): Promise<Uint8Array | null> {
+    if (this.#closed) return Promise.resolve(null);
     if (this.#chunks.length > 0) {
       const chunk = this.#chunks.shift()!;
       this.#held -= chunk.length;
       if (this.#held < PAUSE_AT_BYTES && this.#socket.isPaused()) this.#socket.resume();
       return Promise.resolve(chunk);
     }
-    if (this.#closed) return Promise.resolve(null);
     if (this.#ended) {
       return this.#error !== null ? Promise.reject(this.#error) : Promise.resolve(null);
     }
@@ -148,8 +149,14 @@ export class NodeSocketLink implements Link {
 
   write(chunks: Uint8Array[]): Promise<void> {
     if (this.#closed || this.#ended && this.#socket.destroyed) {
-      return Promise.reject(new TransportError("TCP link is closed"));
+      return Promise.reject(this.#error ?? new TransportError("TCP link is closed"));
     }
+    // After flush() our side is ended: a write now would make the socket fail as a whole (on
+    // Deno sockets only the write fails, and the reads go on): fail the write alone.
+    if (this.#socket.writableEnded) {
+      return Promise.reject(new TransportError("TCP link is half-closed: no more writes"));
+    }
+    if (chunks.length === 0) return Promise.resolve();
     const socket = this.#socket;
     return new Promise<void>((resolve, reject) => {
       // Settled by the last piece's callback, or failed when the socket closes first (a
@@ -179,10 +186,13 @@ export class NodeSocketLink implements Link {
       try {
         if (pieces.length === 1) return void socket.write(pieces[0], done);
         socket.cork();
-        for (let i = 0; i < pieces.length; i++) {
-          socket.write(pieces[i], i === pieces.length - 1 ? done : undefined);
+        try {
+          for (let i = 0; i < pieces.length; i++) {
+            socket.write(pieces[i], i === pieces.length - 1 ? done : undefined);
+          }
+        } finally {
+          socket.uncork();
         }
-        socket.uncork();
       } catch (cause) {
         done(cause as Error);
       }
@@ -196,7 +206,7 @@ export class NodeSocketLink implements Link {
    */
   flush(): Promise<void> {
     if (this.#closed || this.#ended) return Promise.resolve();
-    return new Promise<void>((resolve) => {
+    return this.#flushing ??= new Promise<void>((resolve) => {
       this.#onEnd = resolve;
       try {
         this.#socket.end();
@@ -205,6 +215,9 @@ export class NodeSocketLink implements Link {
       }
     });
   }
+
+  /** The flush under way (a second call waits for the same end). */
+  #flushing: Promise<void> | null = null;
 
   close(): void {
     if (this.#closed) return;
@@ -217,10 +230,9 @@ export class NodeSocketLink implements Link {
   }
 }
 
-/** `::ffff:`-less, unbracketed host of a socket address. */
-function plainHost(address: string | undefined): string {
-  if (!address) return "0.0.0.0";
-  return address.startsWith("::ffff:") && address.includes(".") ? address.slice(7) : address;
+/** A socket's host as Deno's sockets name it (`::ffff:` kept); unknown once destroyed. */
+function socketHost(address: string | undefined): string {
+  return address || "0.0.0.0";
 }
 
 /** Options of a `node:net` server socket or dial: both ends may half-close (see flush). */
@@ -231,7 +243,8 @@ export class NodeSocketListener implements Listener {
   readonly addr: string;
   #server: NodeNet.Server;
   #accepted: NodeNet.Socket[] = [];
-  #waiting: ((socket: NodeNet.Socket | null) => void) | null = null;
+  /** Iterators waiting for a socket, oldest first. */
+  #waiting: ((socket: NodeNet.Socket | null) => void)[] = [];
   #closed = false;
 
   private constructor(server: NodeNet.Server, addr: string) {
@@ -241,8 +254,7 @@ export class NodeSocketListener implements Listener {
       if (this.#closed) return void socket.destroy();
       // Until the listener's user takes it, a socket's errors are caught here.
       socket.on("error", () => {});
-      const waiting = this.#waiting;
-      this.#waiting = null;
+      const waiting = this.#waiting.shift();
       if (waiting) waiting(socket);
       else this.#accepted.push(socket);
     });
@@ -272,7 +284,9 @@ export class NodeSocketListener implements Listener {
   async *[Symbol.asyncIterator](): AsyncIterator<Link> {
     for (;;) {
       const socket = this.#accepted.shift() ??
-        (this.#closed ? null : await new Promise<NodeNet.Socket | null>((r) => this.#waiting = r));
+        (this.#closed
+          ? null
+          : await new Promise<NodeNet.Socket | null>((r) => this.#waiting.push(r)));
       if (socket === null) return;
       if (socket.destroyed) continue; // reset before it was taken
       yield new NodeSocketLink(socket);
@@ -284,9 +298,7 @@ export class NodeSocketListener implements Listener {
     this.#closed = true;
     this.#server.close();
     for (const socket of this.#accepted.splice(0)) socket.destroy();
-    const waiting = this.#waiting;
-    this.#waiting = null;
-    waiting?.(null);
+    for (const waiting of this.#waiting.splice(0)) waiting(null);
   }
 }
 
