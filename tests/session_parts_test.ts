@@ -1003,10 +1003,17 @@ Deno.test("Receiver: an empty body batched in a Messages frame has a buffer of i
   assert.equal(c[63], 3);
 });
 
-/** A link whose reads follow `steps`, logging each read and any two at once. */
-function scriptedLink(steps: (Uint8Array | null | Error | "throw" | "never")[], log: string[]) {
+/**
+ * A link whose reads follow `steps`, logging each read and any two at once; with `callbacks`
+ * it also has `readThen` (the same reads, handed to callbacks), which the reader then uses.
+ */
+function scriptedLink(
+  steps: (Uint8Array | null | Error | "throw" | "never")[],
+  log: string[],
+  callbacks = false,
+) {
   let inFlight = 0;
-  return {
+  const link = {
     localAddr: "mem://a",
     remoteAddr: "mem://b",
     read(): Promise<Uint8Array | null> {
@@ -1020,7 +1027,15 @@ function scriptedLink(steps: (Uint8Array | null | Error | "throw" | "never")[], 
     },
     write: () => Promise.resolve(),
     close() {},
-  } as unknown as Link;
+    readThen: undefined as Link["readThen"],
+  };
+  if (callbacks) {
+    link.readThen = (onChunk, onError) => {
+      log.push("(callbacks)");
+      link.read().then(onChunk, onError); // a step that throws, throws here
+    };
+  }
+  return link as unknown as Link;
 }
 
 Deno.test("LinkReader: every way a read loop ends reports once, and run() settles", async () => {
@@ -1074,7 +1089,12 @@ Deno.test("LinkReader: every way a read loop ends reports once, and run() settle
       "ended",
     ]],
   ];
-  for (const [what, steps, overrides, expected] of cases) {
+  for (
+    const [[what, steps, overrides, expected], callbacks] of cases.flatMap((c) => [
+      [c, false] as const,
+      [c, true] as const,
+    ])
+  ) {
     const log: string[] = [];
     const owner: ReaderOwner = {
       readChunk: (r, c) => {
@@ -1089,11 +1109,14 @@ Deno.test("LinkReader: every way a read loop ends reports once, and run() settle
       defect: (e) => void log.push(`defect:${(e as Error).message}`),
       ...overrides,
     };
-    const reader = new LinkReader(scriptedLink(steps, log), owner, 1 << 20);
+    const reader = new LinkReader(scriptedLink([...steps], log, callbacks), owner, 1 << 20);
     reader.decoder.push(BANNER, () => {});
     reader.start();
-    await deadline(reader.run(), `${what}: the loop's end`, 2000); // run() after start(): one loop
-    assert.deepEqual(log, expected, what);
+    const how = callbacks ? `${what} (readThen)` : what;
+    await deadline(reader.run(), `${how}: the loop's end`, 2000); // run() after start(): one loop
+    const reads = log.filter((l) => l === "read").length;
+    assert.equal(log.filter((l) => l === "(callbacks)").length, callbacks ? reads : 0, how);
+    assert.deepEqual(log.filter((l) => l !== "(callbacks)"), expected, how);
   }
 });
 

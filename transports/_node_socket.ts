@@ -50,9 +50,12 @@ export class NodeSocketLink implements Link {
   /** Chunks that arrived before the reader asked, and their bytes. */
   #chunks: Uint8Array[] = [];
   #held = 0;
-  /** The reader waiting for a chunk, if any. */
-  #waiting: { resolve: (chunk: Uint8Array | null) => void; reject: (e: unknown) => void } | null =
-    null;
+  /**
+   * The reader waiting for a chunk, if any: its two callbacks (a promise's, or those the
+   * reader gave readThen(): then an idle link allocates nothing per read but the chunk).
+   */
+  #onChunk: ((chunk: Uint8Array | null) => void) | null = null;
+  #onReadError: ((error: unknown) => void) | null = null;
   /** Told when the socket ends or fails (flush waits for the peer's end). */
   #onEnd: (() => void) | null = null;
 
@@ -77,11 +80,7 @@ export class NodeSocketLink implements Link {
     if (this.#closed) return; // a read the socket had under way when we closed it
     // A Uint8Array of the read's own buffer (not pooled): it may be kept as it is.
     const bytes = new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.length);
-    const waiting = this.#waiting;
-    if (waiting !== null) {
-      this.#waiting = null;
-      return waiting.resolve(bytes);
-    }
+    if (this.#onChunk !== null) return this.#hand(bytes);
     this.#chunks.push(bytes);
     this.#held += bytes.length;
     // The reader is behind (its application stopped taking messages): stop reading, so the
@@ -123,28 +122,64 @@ export class NodeSocketLink implements Link {
 
   /** A reader waiting when the stream ended gets its end (or the failure). */
   #settleWaiting(): void {
-    const waiting = this.#waiting;
-    if (waiting === null) return;
-    this.#waiting = null;
-    if (this.#error !== null && !this.#closed) waiting.reject(this.#error);
-    else waiting.resolve(null);
+    if (this.#onChunk === null) return;
+    if (this.#error !== null && !this.#closed) this.#hand(this.#error);
+    else this.#hand(null);
   }
 
-  read(): Promise<Uint8Array | null> {
-    if (this.#closed) return Promise.resolve(null);
+  /**
+   * Hands the waiting reader a chunk, its end, or a failure. This runs in the socket's event
+   * handlers: what the reader's callbacks throw goes to its error callback, and no further.
+   */
+  #hand(outcome: Uint8Array | null | TransportError): void {
+    const onChunk = this.#onChunk!, onError = this.#onReadError!;
+    this.#onChunk = this.#onReadError = null;
+    try {
+      if (outcome instanceof TransportError) onError(outcome);
+      else onChunk(outcome);
+    } catch (error) {
+      try {
+        onError(error);
+      } catch { /* nothing left to tell, and an event handler must not throw */ }
+    }
+  }
+
+  /** What a read gets now: a chunk, the end (null), the failure, or undefined (it waits). */
+  #readNow(): Uint8Array | null | TransportError | undefined {
+    if (this.#closed) return null;
     if (this.#chunks.length > 0) {
       const chunk = this.#chunks.shift()!;
       this.#held -= chunk.length;
       if (this.#held < PAUSE_AT_BYTES && this.#socket.isPaused()) this.#socket.resume();
-      return Promise.resolve(chunk);
+      return chunk;
     }
-    if (this.#ended) {
-      return this.#error !== null ? Promise.reject(this.#error) : Promise.resolve(null);
-    }
-    if (this.#waiting !== null) {
+    if (this.#ended) return this.#error ?? null;
+    return undefined;
+  }
+
+  read(): Promise<Uint8Array | null> {
+    const now = this.#readNow();
+    if (now instanceof TransportError) return Promise.reject(now);
+    if (now !== undefined) return Promise.resolve(now);
+    if (this.#onChunk !== null) {
       return Promise.reject(new TypeError("Only one read may be outstanding on a link"));
     }
-    return new Promise((resolve, reject) => this.#waiting = { resolve, reject });
+    return new Promise((resolve, reject) => {
+      this.#onChunk = resolve;
+      this.#onReadError = reject;
+    });
+  }
+
+  readThen(onChunk: (chunk: Uint8Array | null) => void, onError: (error: unknown) => void): void {
+    if (this.#onChunk !== null) {
+      const error = new TypeError("Only one read may be outstanding on a link");
+      return queueMicrotask(() => onError(error));
+    }
+    this.#onChunk = onChunk;
+    this.#onReadError = onError;
+    const now = this.#readNow();
+    // Never synchronously: at once, but in a microtask of its own.
+    if (now !== undefined) queueMicrotask(() => this.#onChunk === onChunk && this.#hand(now));
   }
 
   write(chunks: Uint8Array[]): Promise<void> {

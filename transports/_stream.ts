@@ -132,6 +132,39 @@ export class StreamLink implements Link {
     return this.#conn.read(this.#readBuffer.buffer).then(this.#afterRead, this.#readFailed);
   }
 
+  readThen(onChunk: (chunk: Uint8Array | null) => void, onError: (error: unknown) => void): void {
+    this.#onChunk = onChunk;
+    this.#onReadError = onError;
+    if (this.#closed) return queueMicrotask(this.#endAfterClose);
+    // One promise per read (the runtime's), with handlers made once per link.
+    this.#conn.read(this.#readBuffer.buffer).then(this.#readThenDone, this.#readThenFailed);
+  }
+
+  // readThen's callbacks (set per read: the reader gives the same two each time).
+  #onChunk: (chunk: Uint8Array | null) => void = () => {};
+  #onReadError: (error: unknown) => void = () => {};
+  #endAfterClose = (): void => this.#hand(null);
+  #readThenDone = (n: number | null): void => this.#hand(this.#afterRead(n));
+  #readThenFailed = (cause: unknown): void => {
+    let chunk: Uint8Array | null;
+    try {
+      chunk = this.#readFailed(cause);
+    } catch (error) {
+      return this.#onReadError(error);
+    }
+    this.#hand(chunk);
+  };
+  /** Hands a chunk on; what the reader throws goes to its error callback, never unhandled. */
+  #hand(chunk: Uint8Array | null): void {
+    try {
+      this.#onChunk(chunk);
+    } catch (error) {
+      try {
+        this.#onReadError(error);
+      } catch { /* nothing left to tell */ }
+    }
+  }
+
   #afterRead = (n: number | null): Uint8Array | null => {
     if (n === null) {
       this.#ended.resolve();

@@ -27,6 +27,13 @@ export interface Link {
    */
   read(): Promise<Uint8Array | null>;
   /**
+   * Optional: `read()` with callbacks instead of a promise. Reads the next chunk and calls
+   * `onChunk` with it (or `null` at the end of the stream), or `onError` with the failure;
+   * exactly one of them, once, never synchronously. A reader that has it (the sessions' does)
+   * allocates no promise per read: what an idle connection leaves behind each heartbeat.
+   */
+  readThen?(onChunk: (chunk: Uint8Array | null) => void, onError: (error: unknown) => void): void;
+  /**
    * Told by the reader, for each frame larger than a Messages frame (a single large message),
    * that large frames arrive: a transport that sizes its reads may then read more at once (TCP
    * grows its read buffer to 256 KiB instead of 64 KiB; a TLS read returns one record, at most

@@ -161,6 +161,8 @@ export class LinkReader {
     if (this.stopped) return this.#done.resolve();
     let reading: Promise<Uint8Array | null>;
     try {
+      // A link with callbacks: no promise per read (see Link.readThen).
+      if (this.link.readThen) return this.link.readThen(this.#read, this.#failed);
       reading = this.link.read();
     } catch (error) {
       return this.#failed(error);
