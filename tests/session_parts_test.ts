@@ -258,6 +258,11 @@ Deno.test("SizeClassPool: rounds up to powers of two within its range, keeps at 
   for (const b of nine) pool.give(b);
   const back = Array.from({ length: 9 }, () => pool.take(8192));
   assert.equal(back.filter((b) => nine.includes(b)).length, 8, "8 kept, the ninth dropped");
+  const roomy = new SizeClassPool(4096, 262144, 32);
+  const many = Array.from({ length: 40 }, () => roomy.take(262144));
+  for (const b of many) roomy.give(b);
+  const again = Array.from({ length: 40 }, () => roomy.take(262144));
+  assert.equal(again.filter((b) => many.includes(b)).length, 32, "as many as it is told to keep");
 });
 
 Deno.test("SessionSequence: next message, replayed duplicate, gap", () => {
