@@ -445,3 +445,65 @@ Deno.test("TCP over node:net: a link keeps the Link contract at its edges", asyn
   }
   listener.close();
 });
+
+Deno.test("readThen on TCP links, Deno and node:net sockets: in order however late the reader, one at a time, nothing during or after close()", async () => {
+  for (const sockets of ["deno", "node"] as const) {
+    const tcp = new TcpTransport({ sockets });
+    const listener = await tcp.listen("tcp://127.0.0.1:0");
+    const accepting = listener[Symbol.asyncIterator]().next();
+    const port = Number(listener.addr.split(":").pop());
+    const peer = await deadline(Deno.connect({ hostname: "127.0.0.1", port }), "dial");
+    const link = (await deadline(accepting, `${sockets}: accept`)).value as Link;
+    assert.ok(link.readThen, `${sockets}: the link reads with callbacks`);
+    const total = 4 << 20;
+    const writing = (async () => {
+      for (let at = 0; at < total; at += 65536) {
+        const chunk = new Uint8Array(65536);
+        for (let k = 0; k < chunk.length; k++) chunk[k] = (at + k) % 251;
+        for (let off = 0; off < chunk.length;) off += await peer.write(chunk.subarray(off));
+      }
+    })();
+    // A reader that sometimes reads again only after a timer (chunks wait for it meanwhile),
+    // and that tries a second read while one is under way.
+    const errors: unknown[] = [];
+    let got = 0, firstBad = -1, reads = 0;
+    await deadline(
+      new Promise<void>((resolve, reject) => {
+        const next = () => link.readThen!(onChunk, reject);
+        const onChunk = (chunk: Uint8Array | null) => {
+          if (chunk === null) return reject(new Error(`${sockets}: early end at ${got}`));
+          for (let k = 0; k < chunk.length && firstBad < 0; k++) {
+            if (chunk[k] !== (got + k) % 251) firstBad = got + k;
+          }
+          got += chunk.length;
+          if (got >= total) return resolve();
+          if (++reads % 3 === 0) setTimeout(next, 0);
+          else next();
+          if (reads === 5) link.readThen!(() => errors.push("a chunk"), (e) => errors.push(e));
+        };
+        next();
+      }),
+      `${sockets}: 4 MiB through readThen`,
+    );
+    await deadline(writing, `${sockets}: the peer's writes`);
+    assert.equal(firstBad, -1, `${sockets}: every byte in order`);
+    assert.equal(errors.length, 1, `${sockets}: the second read was refused`);
+    assert.ok(errors[0] instanceof TypeError, `${sockets}: ${errors[0]}`);
+    // A read waiting when the link closes gets null, after close() has returned.
+    const ended: [Uint8Array | null, boolean][] = [];
+    let closing = true;
+    const end = new Promise<void>((resolve) =>
+      link.readThen!((c) => (ended.push([c, closing]), resolve()), (e) => {
+        ended.push([null, closing]);
+        resolve();
+        throw e;
+      })
+    );
+    link.close();
+    closing = false;
+    await deadline(end, `${sockets}: the waiting read's end`);
+    assert.deepEqual(ended, [[null, false]], `${sockets}: null, not during close()`);
+    peer.close();
+    listener.close();
+  }
+});

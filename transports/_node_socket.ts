@@ -135,12 +135,10 @@ export class NodeSocketLink implements Link {
     const onChunk = this.#onChunk!, onError = this.#onReadError!;
     this.#onChunk = this.#onReadError = null;
     try {
-      if (outcome instanceof TransportError) onError(outcome);
-      else onChunk(outcome);
+      if (outcome instanceof TransportError) return guarded(onError, outcome);
+      onChunk(outcome);
     } catch (error) {
-      try {
-        onError(error);
-      } catch { /* nothing left to tell, and an event handler must not throw */ }
+      guarded(onError, error); // (what onChunk threw: its read ends in a failure instead)
     }
   }
 
@@ -161,7 +159,7 @@ export class NodeSocketLink implements Link {
     const now = this.#readNow();
     if (now instanceof TransportError) return Promise.reject(now);
     if (now !== undefined) return Promise.resolve(now);
-    if (this.#onChunk !== null) {
+    if (this.#onChunk !== null || this.#answering) {
       return Promise.reject(new TypeError("Only one read may be outstanding on a link"));
     }
     return new Promise((resolve, reject) => {
@@ -171,16 +169,30 @@ export class NodeSocketLink implements Link {
   }
 
   readThen(onChunk: (chunk: Uint8Array | null) => void, onError: (error: unknown) => void): void {
-    if (this.#onChunk !== null) {
+    if (this.#onChunk !== null || this.#answering) {
       const error = new TypeError("Only one read may be outstanding on a link");
-      return queueMicrotask(() => onError(error));
+      return queueMicrotask(() => guarded(onError, error));
     }
-    this.#onChunk = onChunk;
-    this.#onReadError = onError;
     const now = this.#readNow();
-    // Never synchronously: at once, but in a microtask of its own.
-    if (now !== undefined) queueMicrotask(() => this.#onChunk === onChunk && this.#hand(now));
+    if (now === undefined) {
+      this.#onChunk = onChunk;
+      this.#onReadError = onError;
+      return;
+    }
+    // An answer at once, but never synchronously: handed in a microtask, and the reader is
+    // not registered until then, so a chunk, end or failure that arrives meanwhile queues
+    // behind it instead of overtaking it.
+    this.#answering = true;
+    queueMicrotask(() => {
+      this.#answering = false;
+      this.#onChunk = onChunk;
+      this.#onReadError = onError;
+      this.#hand(this.#closed ? null : now);
+    });
   }
+
+  /** A readThen answer waits for its microtask (see readThen). */
+  #answering = false;
 
   write(chunks: Uint8Array[]): Promise<void> {
     if (this.#closed || this.#ended && this.#socket.destroyed) {
@@ -260,9 +272,17 @@ export class NodeSocketLink implements Link {
     this.#chunks = [];
     this.#held = 0;
     this.#socket.destroy();
-    this.#end();
+    // A waiting reader gets its end in a microtask, not inside this call.
+    queueMicrotask(this.#end);
     this.#failWrites();
   }
+}
+
+/** Calls `fn(value)`; what it throws goes nowhere (an event handler or microtask must not throw). */
+function guarded<T>(fn: (value: T) => void, value: T): void {
+  try {
+    fn(value);
+  } catch { /* nothing left to tell */ }
 }
 
 /** A socket's host as Deno's sockets name it (`::ffff:` kept); unknown once destroyed. */

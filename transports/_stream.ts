@@ -133,12 +133,24 @@ export class StreamLink implements Link {
   }
 
   readThen(onChunk: (chunk: Uint8Array | null) => void, onError: (error: unknown) => void): void {
+    if (this.#reading) {
+      const error = new TypeError("Only one read may be outstanding on a link");
+      return queueMicrotask(() => {
+        try {
+          onError(error);
+        } catch { /* nothing left to tell */ }
+      });
+    }
+    this.#reading = true;
     this.#onChunk = onChunk;
     this.#onReadError = onError;
     if (this.#closed) return queueMicrotask(this.#endAfterClose);
     // One promise per read (the runtime's), with handlers made once per link.
     this.#conn.read(this.#readBuffer.buffer).then(this.#readThenDone, this.#readThenFailed);
   }
+
+  /** A readThen is under way (its callbacks not yet called). */
+  #reading = false;
 
   // readThen's callbacks (set per read: the reader gives the same two each time).
   #onChunk: (chunk: Uint8Array | null) => void = () => {};
@@ -150,22 +162,28 @@ export class StreamLink implements Link {
     try {
       chunk = this.#readFailed(cause);
     } catch (error) {
-      return this.#onReadError(error);
+      this.#reading = false;
+      return this.#tellError(error);
     }
     this.#hand(chunk);
   };
   /** Hands a chunk on; what the reader throws goes to its error callback, never unhandled. */
   #hand(chunk: Uint8Array | null): void {
+    this.#reading = false;
     try {
       this.#onChunk(chunk);
     } catch (error) {
-      try {
-        this.#onReadError(error);
-      } catch { /* nothing left to tell */ }
+      this.#tellError(error); // (what onChunk threw: its read ends in a failure instead)
     }
+  }
+  #tellError(error: unknown): void {
+    try {
+      this.#onReadError(error);
+    } catch { /* nothing left to tell, and a promise handler must not reject unhandled */ }
   }
 
   #afterRead = (n: number | null): Uint8Array | null => {
+    if (this.#closed) return null; // a read that completed as the link closed hands nothing
     if (n === null) {
       this.#ended.resolve();
       return null;

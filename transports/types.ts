@@ -28,9 +28,12 @@ export interface Link {
   read(): Promise<Uint8Array | null>;
   /**
    * Optional: `read()` with callbacks instead of a promise. Reads the next chunk and calls
-   * `onChunk` with it (or `null` at the end of the stream), or `onError` with the failure;
-   * exactly one of them, once, never synchronously. A reader that has it (the sessions' does)
-   * allocates no promise per read: what an idle connection leaves behind each heartbeat.
+   * `onChunk` with it (or `null` at the end of the stream, or once the link is closed), or
+   * `onError` with the failure: one of them, once, never during the call to `readThen` or to
+   * `close()`; if `onChunk` throws, `onError` then gets what it threw. Only one read may be
+   * outstanding (a second gets a TypeError through its `onError`). A reader that has it (the
+   * sessions' does) allocates no promise per read: what an idle connection leaves behind each
+   * heartbeat.
    */
   readThen?(onChunk: (chunk: Uint8Array | null) => void, onError: (error: unknown) => void): void;
   /**
