@@ -28,6 +28,8 @@ import {
 } from "../examples/_dev_certs.ts";
 import { runTransportSuite } from "./transport_suite.ts";
 import type { Link } from "../transports/types.ts";
+import { nodeNet, NodeSocketLink } from "../transports/_node_socket.ts";
+import { once } from "node:events";
 import type { Counters } from "../src/counters.ts";
 import { Tag } from "../src/protocol/frame.ts";
 
@@ -364,17 +366,9 @@ Deno.test("TCP over node:net: a write waiting on a full socket fails when the li
     const accepted = listener.accept();
     const link = await deadline(tcp.connect(`tcp://127.0.0.1:${listener.addr.port}`), "dial");
     const peer = await deadline(accepted, "accept");
-    const chunk = new Uint8Array(1 << 20);
-    let waiting: Promise<void> | null = null;
-    for (let i = 0; i < 256 && waiting === null; i++) {
-      const write = link.write([chunk]);
-      const stalled = await Promise.race([
-        write.then(() => false),
-        new Promise<boolean>((r) => setTimeout(() => r(true), 200)),
-      ]);
-      if (stalled) waiting = write;
-    }
-    assert.ok(waiting, `${who}: a write stalled on the full socket`);
+    // 64 MiB: more than the kernel's buffers on both ends can take, so it cannot complete
+    // while the peer does not read.
+    const waiting = link.write([new Uint8Array(64 << 20)]);
     const settled = waiting.then(() => "resolved", (e) => e);
     if (who === "us") link.close();
     else peer.close();
@@ -398,11 +392,17 @@ Deno.test("TCP over node:net: a link keeps the Link contract at its edges", asyn
     const link = (await deadline(links.next(), "accept")).value as Link;
     return { peer, link };
   };
-  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
   {
-    // A reader that fell behind (the socket paused), one read, then close(): what the socket
-    // still had under way is not handed out; reads after close() get the end.
-    const { peer, link } = await pair();
+    // A reader that fell behind (the link paused its socket), one read (which resumes it),
+    // then close(): what the socket still had under way is not handed out, and reads after
+    // close() get the end. The link is made here over a socket of our own, to see it pause.
+    const server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const accepting = server.accept();
+    const socket = nodeNet().connect({ host: "127.0.0.1", port: server.addr.port });
+    await deadline(once(socket, "connect"), "the node socket's dial");
+    const link = new NodeSocketLink(socket);
+    const peer = await deadline(accepting, "accept");
+    const paused = once(socket, "pause");
     let stop = false;
     const pushing = (async () => {
       const chunk = new Uint8Array(64 * 1024);
@@ -410,13 +410,15 @@ Deno.test("TCP over node:net: a link keeps the Link contract at its edges", asyn
         while (!stop) await peer.write(chunk);
       } catch { /* closed below */ }
     })();
-    await sleep(300);
+    await deadline(paused, "the link to pause its socket");
     assert.ok(await deadline(link.read(), "a chunk"));
+    const closed = once(socket, "close");
     link.close();
-    await sleep(50);
+    await deadline(closed, "the socket to close"); // after what the resume had under way
     assert.equal(await deadline(link.read(), "a read after close"), null);
     stop = true;
     peer.close();
+    server.close();
     await deadline(pushing, "the peer's writes to stop");
   }
   {

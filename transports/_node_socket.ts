@@ -10,7 +10,7 @@
 import type { Buffer } from "node:buffer";
 import type * as NodeNet from "node:net";
 import { TransportError } from "../src/errors.ts";
-import { concatChunks, formatHostPort, type Link, type Listener } from "./types.ts";
+import { formatHostPort, gatherWrites, guarded, type Link, type Listener } from "./types.ts";
 
 /**
  * `node:net`, looked up when first needed rather than imported: the library also runs in
@@ -27,9 +27,6 @@ export function nodeNet(): typeof NodeNet {
   }
   return net;
 }
-
-/** A chunk at least this large is written on its own, gathered with its neighbours by writev. */
-const GATHER_WRITE_MIN_BYTES = 16 * 1024;
 
 /** Bytes of chunks held for a reader that has not asked for them before the socket pauses. */
 const PAUSE_AT_BYTES = 256 * 1024;
@@ -156,16 +153,7 @@ export class NodeSocketLink implements Link {
   }
 
   read(): Promise<Uint8Array | null> {
-    const now = this.#readNow();
-    if (now instanceof TransportError) return Promise.reject(now);
-    if (now !== undefined) return Promise.resolve(now);
-    if (this.#onChunk !== null || this.#answering) {
-      return Promise.reject(new TypeError("Only one read may be outstanding on a link"));
-    }
-    return new Promise((resolve, reject) => {
-      this.#onChunk = resolve;
-      this.#onReadError = reject;
-    });
+    return new Promise((resolve, reject) => this.readThen(resolve, reject));
   }
 
   readThen(onChunk: (chunk: Uint8Array | null) => void, onError: (error: unknown) => void): void {
@@ -222,14 +210,7 @@ export class NodeSocketLink implements Link {
       };
       // Small chunks are joined; a large one (a body written in place) goes as it is, and the
       // pieces of a batch go to the kernel in one writev while the socket is corked.
-      const pieces: Uint8Array[] = [];
-      let from = 0;
-      for (let i = 0; i <= chunks.length; i++) {
-        if (i < chunks.length && chunks[i].length < GATHER_WRITE_MIN_BYTES) continue;
-        if (i > from) pieces.push(concatChunks(chunks.slice(from, i)));
-        if (i < chunks.length) pieces.push(chunks[i]);
-        from = i + 1;
-      }
+      const pieces = gatherWrites(chunks);
       try {
         if (pieces.length === 1) return void socket.write(pieces[0], done);
         socket.cork();
@@ -276,13 +257,6 @@ export class NodeSocketLink implements Link {
     queueMicrotask(this.#end);
     this.#failWrites();
   }
-}
-
-/** Calls `fn(value)`; what it throws goes nowhere (an event handler or microtask must not throw). */
-function guarded<T>(fn: (value: T) => void, value: T): void {
-  try {
-    fn(value);
-  } catch { /* nothing left to tell */ }
 }
 
 /** A socket's host as Deno's sockets name it (`::ffff:` kept); unknown once destroyed. */

@@ -3,14 +3,7 @@
 
 import { Deferred } from "../src/_deferred.ts";
 import { TransportError } from "../src/errors.ts";
-import { concatChunks, formatHostPort, type Link, type Listener } from "./types.ts";
-
-/**
- * A chunk at least this large is written on its own instead of being joined (copied) with its
- * neighbours. A session's batch is nearly always one chunk; a body of GATHER_MIN_BYTES (128
- * KiB) or more comes as a chunk of its own after the head its frame starts with.
- */
-const GATHER_WRITE_MIN_BYTES = 16 * 1024;
+import { formatHostPort, gatherWrites, guarded, type Link, type Listener } from "./types.ts";
 
 /**
  * Smallest read buffer: what an idle link holds while its read waits (a keepalive heartbeat
@@ -125,27 +118,21 @@ export class StreamLink implements Link {
   }
 
   read(): Promise<Uint8Array | null> {
-    if (this.#closed) return Promise.resolve(null);
-    // A chunk is valid until the next read() (the contract of Link.read), and the frame
-    // decoder copies whatever it keeps, so the buffer may be reused or replaced after it.
-    // Handlers made once per link, not an async frame per read: reads are the hot path.
-    return this.#conn.read(this.#readBuffer.buffer).then(this.#afterRead, this.#readFailed);
+    return new Promise((resolve, reject) => this.readThen(resolve, reject));
   }
 
   readThen(onChunk: (chunk: Uint8Array | null) => void, onError: (error: unknown) => void): void {
     if (this.#reading) {
       const error = new TypeError("Only one read may be outstanding on a link");
-      return queueMicrotask(() => {
-        try {
-          onError(error);
-        } catch { /* nothing left to tell */ }
-      });
+      return queueMicrotask(() => guarded(onError, error));
     }
     this.#reading = true;
     this.#onChunk = onChunk;
     this.#onReadError = onError;
     if (this.#closed) return queueMicrotask(this.#endAfterClose);
-    // One promise per read (the runtime's), with handlers made once per link.
+    // One promise per read (the runtime's), with handlers made once per link. A chunk is
+    // valid until the next read (the contract of Link.read), and the frame decoder copies
+    // whatever it keeps, so the buffer may be reused or replaced after it.
     this.#conn.read(this.#readBuffer.buffer).then(this.#readThenDone, this.#readThenFailed);
   }
 
@@ -163,7 +150,7 @@ export class StreamLink implements Link {
       chunk = this.#readFailed(cause);
     } catch (error) {
       this.#reading = false;
-      return this.#tellError(error);
+      return guarded(this.#onReadError, error);
     }
     this.#hand(chunk);
   };
@@ -173,16 +160,11 @@ export class StreamLink implements Link {
     try {
       this.#onChunk(chunk);
     } catch (error) {
-      this.#tellError(error); // (what onChunk threw: its read ends in a failure instead)
+      guarded(this.#onReadError, error); // (what onChunk threw: its read ends in a failure)
     }
   }
-  #tellError(error: unknown): void {
-    try {
-      this.#onReadError(error);
-    } catch { /* nothing left to tell, and a promise handler must not reject unhandled */ }
-  }
 
-  #afterRead = (n: number | null): Uint8Array | null => {
+  #afterRead(n: number | null): Uint8Array | null {
     if (this.#closed) return null; // a read that completed as the link closed hands nothing
     if (n === null) {
       this.#ended.resolve();
@@ -191,13 +173,13 @@ export class StreamLink implements Link {
     const buf = this.#readBuffer.buffer;
     this.#readBuffer.filled(n);
     return buf.subarray(0, n);
-  };
+  }
 
-  #readFailed = (cause: unknown): null => {
+  #readFailed(cause: unknown): null {
     this.#ended.resolve();
     if (this.#closed) return null;
     throw new TransportError(`${this.#what} read failed: ${(cause as Error).message}`, { cause });
-  };
+  }
 
   write(chunks: Uint8Array[]): Promise<void> {
     if (this.#closed) {
@@ -243,13 +225,7 @@ export class StreamLink implements Link {
     try {
       // Small chunks are joined into one write; a large one (a body written in place) goes
       // as its own write rather than being copied: Deno has no writev.
-      let from = 0;
-      for (let i = 0; i <= chunks.length; i++) {
-        if (i < chunks.length && chunks[i].length < GATHER_WRITE_MIN_BYTES) continue;
-        if (i > from) await this.#writeAll(concatChunks(chunks.slice(from, i)));
-        if (i < chunks.length) await this.#writeAll(chunks[i]);
-        from = i + 1;
-      }
+      for (const data of gatherWrites(chunks)) await this.#writeAll(data);
     } catch (cause) {
       this.#failed(cause);
     }

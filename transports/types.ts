@@ -111,6 +111,48 @@ export function formatHostPort(scheme: string, hostname: string, port: number): 
   return `${scheme}://${host}:${port}`;
 }
 
+/**
+ * A chunk at least this large is written on its own instead of being joined (copied) with its
+ * neighbours. A session's batch is nearly always one chunk; a body of GATHER_MIN_BYTES (128
+ * KiB) or more comes as a chunk of its own after the head its frame starts with.
+ */
+export const GATHER_WRITE_MIN_BYTES = 16 * 1024;
+
+/**
+ * The writes of a batch for a byte stream: each run of chunks under
+ * {@linkcode GATHER_WRITE_MIN_BYTES} joined into one buffer, each larger chunk as it is.
+ *
+ * @example
+ * ```ts
+ * import { gatherWrites } from "./types.ts";
+ * const big = new Uint8Array(20_000);
+ * const writes = gatherWrites([new Uint8Array(3), new Uint8Array(4), big, new Uint8Array(1)]);
+ * if (writes.length !== 3 || writes[0].length !== 7 || writes[1] !== big) throw new Error();
+ * ```
+ */
+export function gatherWrites(chunks: Uint8Array[]): Uint8Array[] {
+  const writes: Uint8Array[] = [];
+  let from = 0;
+  for (let i = 0; i <= chunks.length; i++) {
+    if (i < chunks.length && chunks[i].length < GATHER_WRITE_MIN_BYTES) continue;
+    if (i > from) writes.push(concatChunks(chunks.slice(from, i)));
+    if (i < chunks.length) writes.push(chunks[i]);
+    from = i + 1;
+  }
+  return writes;
+}
+
+/**
+ * Calls `fn(value)`, and what it throws goes nowhere: for a reader's callbacks called from an
+ * event handler, a microtask or a promise handler, where a throw would crash the process or
+ * reject unhandled.
+ */
+export function guarded<T>(fn: (value: T) => void, value: T): void {
+  try {
+    fn(value);
+  } catch { /* nothing left to tell */ }
+}
+
 /** Joins a batch of chunks into one buffer (returns the chunk itself when there is one). */
 export function concatChunks(chunks: Uint8Array[]): Uint8Array {
   if (chunks.length === 1) return chunks[0];
