@@ -509,3 +509,102 @@ Deno.test("readThen on TCP links, Deno and node:net sockets: in order however la
     listener.close();
   }
 });
+
+Deno.test("writeThen on TCP links, Deno and node:net sockets: bytes and callbacks in order, never during the call, a waiting write fails on close()", async () => {
+  for (const sockets of ["deno", "node"] as const) {
+    const tcp = new TcpTransport({ sockets });
+    const server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const accepting = server.accept();
+    const link = await deadline(tcp.connect(`tcp://127.0.0.1:${server.addr.port}`), "dial");
+    const peer = await deadline(accepting, `${sockets}: accept`);
+    assert.ok(link.writeThen, `${sockets}: the link writes with callbacks`);
+    // The peer reads everything and checks the byte pattern.
+    const total = 4 << 20;
+    const reading = (async () => {
+      const buf = new Uint8Array(65536);
+      let got = 0, firstBad = -1;
+      while (got < total) {
+        const n = await peer.read(buf);
+        if (n === null) break;
+        for (let k = 0; k < n && firstBad < 0; k++) {
+          if (buf[k] !== (got + k) % 251) firstBad = got + k;
+        }
+        got += n;
+      }
+      return { got, firstBad };
+    })();
+    // Batches of one chunk, of several small ones, and of a small one and a large one; three
+    // issued at once each round (later ones before the earlier have called back).
+    const pattern = (at: number, size: number) => {
+      const chunk = new Uint8Array(size);
+      for (let k = 0; k < size; k++) chunk[k] = (at + k) % 251;
+      return chunk;
+    };
+    const shapes = [[4096], [100, 200, 300], [1000, 40_000]];
+    const order: number[] = [];
+    let inCall = false, duringCall = 0, at = 0, issued = 0;
+    await deadline(
+      new Promise<void>((resolve, reject) => {
+        const round = () => {
+          if (at >= total) return resolve();
+          let left = 3;
+          for (let i = 0; i < 3; i++) {
+            const batch = shapes[(issued + i) % 3].map((size) => {
+              const chunk = pattern(at, Math.min(size, total - at));
+              at += chunk.length;
+              return chunk;
+            }).filter((c) => c.length > 0);
+            const id = issued++;
+            inCall = true;
+            link.writeThen!(batch, () => {
+              if (inCall) duringCall++;
+              order.push(id);
+              if (--left === 0) round();
+            }, reject);
+            inCall = false;
+          }
+        };
+        round();
+      }),
+      `${sockets}: 4 MiB through writeThen`,
+    );
+    const { got, firstBad } = await deadline(reading, `${sockets}: the peer's reads`);
+    assert.equal(got, total, `${sockets}: every byte arrived`);
+    assert.equal(firstBad, -1, `${sockets}: every byte in order`);
+    assert.equal(duringCall, 0, `${sockets}: no callback during writeThen`);
+    assert.deepEqual(order, order.toSorted((a, b) => a - b), `${sockets}: callbacks in order`);
+    // The peer stops reading: a 64 MiB write cannot complete, and fails when the link closes,
+    // after close() has returned; a write after close() fails too, never during its call.
+    const outcomes: [string, boolean][] = [];
+    let closing = true;
+    const waiting = new Promise<void>((resolve) =>
+      link.writeThen!([new Uint8Array(64 << 20)], () => {
+        outcomes.push(["written", closing]);
+        resolve();
+      }, (e) => {
+        outcomes.push([(e as Error).name, closing]);
+        resolve();
+      })
+    );
+    link.close();
+    closing = false;
+    await deadline(waiting, `${sockets}: the waiting write to settle`);
+    const after = new Promise<[string, boolean]>((resolve) => {
+      inCall = true;
+      link.writeThen!(
+        [new Uint8Array(1)],
+        () => resolve(["written", inCall]),
+        (e) => resolve([(e as Error).name, inCall]),
+      );
+      inCall = false;
+    });
+    outcomes.push(await deadline(after, `${sockets}: a write after close()`));
+    assert.deepEqual(
+      outcomes,
+      [["TransportError", false], ["TransportError", false]],
+      `${sockets}: both writes fail, neither during a call`,
+    );
+    peer.close();
+    server.close();
+  }
+});

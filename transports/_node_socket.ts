@@ -100,15 +100,66 @@ export class NodeSocketLink implements Link {
     this.#failWrites();
   };
 
-  /** Writes whose callbacks have not come, each a way to fail it. */
-  #writing = new Set<(error: Error) => void>();
+  /**
+   * Writes whose callbacks have not come, oldest first: the first in two fields (a session
+   * has one write under way at a time), any more in a list made when needed. The socket calls
+   * back in the order of the writes, through one handler made once per link: a write
+   * allocates nothing of its own.
+   */
+  #writtenFirst: (() => void) | null = null;
+  #failFirst: ((error: unknown) => void) | null = null;
+  /** Pairs of callbacks after the first: onWritten, onError, onWritten, ... */
+  #moreWrites: unknown[] | null = null;
 
-  #failWrites(): void {
-    if (this.#writing.size === 0) return;
-    const error = this.#error ?? new TransportError("TCP link is closed");
-    for (const fail of [...this.#writing]) fail(error);
-    this.#writing.clear();
+  /** Adds a write whose callbacks are to come. */
+  #expectWrite(onWritten: () => void, onError: (error: unknown) => void): void {
+    if (this.#writtenFirst === null) {
+      this.#writtenFirst = onWritten;
+      this.#failFirst = onError;
+    } else {
+      (this.#moreWrites ??= []).push(onWritten, onError);
+    }
   }
+
+  /** Takes the oldest write waiting for its callback: its pair, or false if none is left. */
+  #takeWrite(): boolean {
+    if (this.#writtenFirst === null) return false;
+    this.#wrote = this.#writtenFirst;
+    this.#wroteFailed = this.#failFirst!;
+    const more = this.#moreWrites;
+    if (more !== null && more.length > 0) {
+      this.#writtenFirst = more.shift() as () => void;
+      this.#failFirst = more.shift() as (error: unknown) => void;
+    } else {
+      this.#writtenFirst = null;
+      this.#failFirst = null;
+    }
+    return true;
+  }
+  // The pair #takeWrite took (fields rather than a returned pair: no allocation).
+  #wrote: () => void = () => {};
+  #wroteFailed: (error: unknown) => void = () => {};
+
+  /** The socket's callback of a write (of the last piece of a corked batch). */
+  #afterWrite = (error?: Error | null): void => {
+    // Destroying the socket in close() calls back waiting writes at once: later, not inside it.
+    if (this.#closing) return queueMicrotask(() => this.#afterWrite(error));
+    // None waiting: the link failed them all when it closed, before the socket called back.
+    if (!this.#takeWrite()) return;
+    if (error) {
+      guarded(
+        this.#wroteFailed,
+        new TransportError(`TCP write failed: ${error.message}`, { cause: error }),
+      );
+    } else guarded(this.#wrote, undefined);
+  };
+
+  /** Fails every write still waiting for its callback (a destroyed socket need not call back). */
+  #failWrites = (): void => {
+    if (this.#writtenFirst === null) return;
+    const error = this.#error ?? new TransportError("TCP link is closed");
+    while (this.#takeWrite()) guarded(this.#wroteFailed, error);
+  };
 
   #failed = (cause: Error): void => {
     if (!this.#closed && this.#error === null) {
@@ -183,48 +234,46 @@ export class NodeSocketLink implements Link {
   #answering = false;
 
   write(chunks: Uint8Array[]): Promise<void> {
+    return new Promise((resolve, reject) => this.writeThen(chunks, resolve, reject));
+  }
+
+  writeThen(
+    chunks: Uint8Array[],
+    onWritten: () => void,
+    onError: (error: unknown) => void,
+  ): void {
+    let refused: Error | null = null;
     if (this.#closed || this.#ended && this.#socket.destroyed) {
-      return Promise.reject(this.#error ?? new TransportError("TCP link is closed"));
+      refused = this.#error ?? new TransportError("TCP link is closed");
+    } else if (this.#socket.writableEnded) {
+      // After flush() our side is ended: a write now would make the socket fail as a whole
+      // (on Deno sockets only the write fails, and the reads go on): fail the write alone.
+      refused = new TransportError("TCP link is half-closed: no more writes");
     }
-    // After flush() our side is ended: a write now would make the socket fail as a whole (on
-    // Deno sockets only the write fails, and the reads go on): fail the write alone.
-    if (this.#socket.writableEnded) {
-      return Promise.reject(new TransportError("TCP link is half-closed: no more writes"));
-    }
-    if (chunks.length === 0) return Promise.resolve();
+    if (refused !== null) return queueMicrotask(() => guarded(onError, refused));
+    if (chunks.length === 0) return queueMicrotask(() => guarded(onWritten, undefined));
     const socket = this.#socket;
-    return new Promise<void>((resolve, reject) => {
-      // Settled by the last piece's callback, or failed when the socket closes first (a
-      // destroyed socket need not call back: Deno 2.9 does, but a writer that waited on one
-      // that did not would wait forever).
-      const fail = (error: Error) => {
-        this.#writing.delete(fail);
-        reject(error);
-      };
-      this.#writing.add(fail);
-      const done = (error?: Error | null) => {
-        this.#writing.delete(fail);
-        if (error) {
-          reject(new TransportError(`TCP write failed: ${error.message}`, { cause: error }));
-        } else resolve();
-      };
-      // Small chunks are joined; a large one (a body written in place) goes as it is, and the
-      // pieces of a batch go to the kernel in one writev while the socket is corked.
-      const pieces = gatherWrites(chunks);
-      try {
-        if (pieces.length === 1) return void socket.write(pieces[0], done);
+    // Small chunks are joined; a large one (a body written in place) goes as it is, and the
+    // pieces of a batch go to the kernel in one writev while the socket is corked. The last
+    // piece's callback settles the write; the socket calls back later, never during write().
+    const pieces = gatherWrites(chunks);
+    try {
+      if (pieces.length === 1) socket.write(pieces[0], this.#afterWrite);
+      else {
         socket.cork();
         try {
           for (let i = 0; i < pieces.length; i++) {
-            socket.write(pieces[i], i === pieces.length - 1 ? done : undefined);
+            socket.write(pieces[i], i === pieces.length - 1 ? this.#afterWrite : undefined);
           }
         } finally {
           socket.uncork();
         }
-      } catch (cause) {
-        done(cause as Error);
       }
-    });
+    } catch (cause) {
+      const error = new TransportError(`TCP write failed: ${(cause as Error).message}`, { cause });
+      return queueMicrotask(() => guarded(onError, error));
+    }
+    this.#expectWrite(onWritten, onError);
   }
 
   /**
@@ -247,15 +296,24 @@ export class NodeSocketLink implements Link {
   /** The flush under way (a second call waits for the same end). */
   #flushing: Promise<void> | null = null;
 
+  /** Set during close(): callbacks the socket makes then are deferred. */
+  #closing = false;
+
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
     this.#chunks = [];
     this.#held = 0;
-    this.#socket.destroy();
-    // A waiting reader gets its end in a microtask, not inside this call.
+    this.#closing = true;
+    try {
+      this.#socket.destroy();
+    } finally {
+      this.#closing = false;
+    }
+    // A waiting reader gets its end, and waiting writes their failure, in a microtask, not
+    // inside this call.
     queueMicrotask(this.#end);
-    this.#failWrites();
+    queueMicrotask(this.#failWrites);
   }
 }
 

@@ -182,53 +182,100 @@ export class StreamLink implements Link {
   }
 
   write(chunks: Uint8Array[]): Promise<void> {
-    if (this.#closed) {
-      return Promise.reject(new TransportError(`${this.#what} link is closed`));
-    }
-    // The common case, one chunk: written as it is (no array, no copy, no async frame: writes
-    // are the hot path).
-    if (chunks.length === 1 && this.#writing === null) {
-      const data = chunks[0];
-      try {
-        const written = this.#conn.write(data);
-        this.#writing = data;
-        return written.then(this.#wroteOne, this.#wroteOneFailed);
-      } catch (cause) {
-        return Promise.reject(cause).catch(this.#failed);
-      }
-    }
-    return this.#writeChunks(chunks);
+    return new Promise((resolve, reject) => this.writeThen(chunks, resolve, reject));
   }
 
-  /** The chunk of the one-chunk write in progress (its handlers are made once per link). */
+  writeThen(
+    chunks: Uint8Array[],
+    onWritten: () => void,
+    onError: (error: unknown) => void,
+  ): void {
+    if (this.#closed) {
+      const error = new TransportError(`${this.#what} link is closed`);
+      return queueMicrotask(() => guarded(onError, error));
+    }
+    // One write at a time, the next when it has settled: two writes under way at once could
+    // interleave their bytes (a socket that takes part of one, then part of the other).
+    if (this.#writeBusy) return void this.#writesWaiting.push({ chunks, onWritten, onError });
+    this.#startWrite(chunks, onWritten, onError);
+  }
+
+  /** A write is under way; those issued meanwhile wait in order. */
+  #writeBusy = false;
+  #writesWaiting: {
+    chunks: Uint8Array[];
+    onWritten: () => void;
+    onError: (error: unknown) => void;
+  }[] = [];
+  /** The chunk of the one-chunk write in progress. */
   #writing: Uint8Array | null = null;
+  // The callbacks of the write in progress (a session's writer gives the same two each time).
+  #onWritten: () => void = () => {};
+  #onWriteError: (error: unknown) => void = () => {};
 
-  #wroteOne = (n: number): Promise<void> | undefined => {
-    const data = this.#writing!;
-    this.#writing = null;
-    return n < data.length ? this.#writeAll(data.subarray(n)).catch(this.#failed) : undefined;
-  };
-
-  #wroteOneFailed = (cause: unknown): never => {
-    this.#writing = null;
-    return this.#failed(cause);
-  };
-
-  /** A write failed: the error a link reports. */
-  #failed = (cause: unknown): never => {
-    throw new TransportError(`${this.#what} write failed: ${(cause as Error).message}`, {
-      cause,
-    });
-  };
-
-  async #writeChunks(chunks: Uint8Array[]): Promise<void> {
-    try {
+  #startWrite(chunks: Uint8Array[], onWritten: () => void, onError: (e: unknown) => void): void {
+    this.#writeBusy = true;
+    this.#onWritten = onWritten;
+    this.#onWriteError = onError;
+    if (chunks.length !== 1) {
       // Small chunks are joined into one write; a large one (a body written in place) goes
       // as its own write rather than being copied: Deno has no writev.
-      for (const data of gatherWrites(chunks)) await this.#writeAll(data);
-    } catch (cause) {
-      this.#failed(cause);
+      this.#writeChunks(gatherWrites(chunks)).then(this.#wroteAll, this.#writeFailed);
+      return;
     }
+    // One chunk, as a session's batch nearly always is: the runtime's promise and handlers
+    // made once per link, nothing else per write.
+    const data = chunks[0];
+    let written: Promise<number>;
+    try {
+      written = this.#conn.write(data);
+    } catch (cause) {
+      // Settled in a microtask: never during writeThen().
+      return void Promise.reject(cause).catch(this.#writeFailed);
+    }
+    this.#writing = data;
+    written.then(this.#wroteOne, this.#writeFailed);
+  }
+
+  #wroteOne = (n: number): void => {
+    const data = this.#writing!;
+    this.#writing = null;
+    // The rest, rarely: a socket buffer that took part of it.
+    if (n < data.length) this.#writeAll(data.subarray(n)).then(this.#wroteAll, this.#writeFailed);
+    else this.#settleWrite(null);
+  };
+  #wroteAll = (): void => this.#settleWrite(null);
+  #writeFailed = (cause: unknown): void => {
+    this.#writing = null;
+    this.#settleWrite(
+      new TransportError(`${this.#what} write failed: ${(cause as Error).message}`, { cause }),
+    );
+  };
+
+  /** The write under way settled: the next waiting one starts, then this one's callback. */
+  #settleWrite(error: Error | null): void {
+    const onWritten = this.#onWritten, onError = this.#onWriteError;
+    this.#writeBusy = false;
+    const next = this.#writesWaiting.shift();
+    if (next !== undefined) {
+      if (this.#closed) this.#failWaitingWrites(next);
+      else this.#startWrite(next.chunks, next.onWritten, next.onError);
+    }
+    if (error) guarded(onError, error);
+    else guarded(onWritten, undefined);
+  }
+
+  /** The link closed: `first` and every other waiting write fail, in order. */
+  #failWaitingWrites(first: { onError: (error: unknown) => void }): void {
+    const error = new TransportError(`${this.#what} link is closed`);
+    const all = [first, ...this.#writesWaiting.splice(0)];
+    queueMicrotask(() => {
+      for (const w of all) guarded(w.onError, error);
+    });
+  }
+
+  async #writeChunks(writes: Uint8Array[]): Promise<void> {
+    for (const data of writes) await this.#writeAll(data);
   }
 
   async #writeAll(data: Uint8Array): Promise<void> {

@@ -59,6 +59,12 @@ export interface HeartbeatState {
   heardSinceEcho: boolean;
 }
 
+/** What the service keeps per connection: its liveness data, and what is due this tick. */
+interface ConnState<C extends OobLink> extends HeartbeatState {
+  /** Registrations due at the end of this tick: one alone (the common case), or several. */
+  due: Registration<C> | Registration<C>[] | null;
+}
+
 /** The op of the messenger's own keepalive registration (carries no part). */
 export const KEEPALIVE_OP = "heartline.keepalive";
 
@@ -121,13 +127,17 @@ export class OobService<C extends OobLink> {
    */
   #byConn = new Map<C, Registration<C> | Set<Registration<C>>>();
   /**
-   * Registrations due at the end of this tick, per connection: one alone (the common case,
-   * the messenger's keepalive), or several in an array. Two maps take turns.
+   * Connections with registrations due at the end of this tick, each once; what is due is in
+   * its state (`ConnState.due`). Arrays that keep their room, not maps: every connection's
+   * keepalive falls due once a second, and a map of 10,000 connections rebuilt per tick was
+   * a large part of what an idle node allocated (and, promoted, of its old generation). Two
+   * arrays take turns: a producer that runs during a flush may make more due.
    */
-  #due = new Map<C, Registration<C> | Registration<C>[]>();
-  #spareDue = new Map<C, Registration<C> | Registration<C>[]>();
+  #dueConns: (C | null)[] = [];
+  #dueCount = 0;
+  #spareDueConns: (C | null)[] = [];
   #handlers = new Map<string, OobHandler<C>>();
-  #state = new WeakMap<C, HeartbeatState>();
+  #state = new WeakMap<C, ConnState<C>>();
   #txOps = new WeakMap<C, { epoch: number; dict: OpDictionary }>();
   #rxOps = new WeakMap<C, { epoch: number; dict: OpDictionary }>();
   #warned = new Set<string>();
@@ -167,9 +177,20 @@ export class OobService<C extends OobLink> {
 
   /** Liveness data of a connection. */
   state(conn: C): HeartbeatState {
+    return this.#stateOf(conn);
+  }
+
+  #stateOf(conn: C): ConnState<C> {
     let s = this.#state.get(conn);
     if (!s) {
-      s = { rttMs: NaN, peerStamp: -1, peerStampAt: 0, peerStampEpoch: 0, heardSinceEcho: false };
+      s = {
+        rttMs: NaN,
+        peerStamp: -1,
+        peerStampAt: 0,
+        peerStampEpoch: 0,
+        heardSinceEcho: false,
+        due: null,
+      };
       this.#state.set(conn, s);
     }
     return s;
@@ -217,7 +238,8 @@ export class OobService<C extends OobLink> {
     if (known instanceof Set) { for (const reg of [...known]) reg.cancel(); }
     else known?.cancel();
     this.#byConn.delete(conn);
-    this.#due.delete(conn);
+    const s = this.#state.get(conn);
+    if (s) s.due = null; // (it may still be listed as due: the flush finds nothing)
   }
 
   _cancelled(reg: Registration<C>): void {
@@ -233,31 +255,51 @@ export class OobService<C extends OobLink> {
   }
 
   #markDue(reg: Registration<C>): void {
-    const due = this.#due.get(reg.conn);
-    if (due === undefined) this.#due.set(reg.conn, reg);
-    else if (Array.isArray(due)) due.push(reg);
-    else this.#due.set(reg.conn, [due, reg]);
+    const s = this.#stateOf(reg.conn);
+    const due = s.due;
+    if (due === null) {
+      s.due = reg;
+      this.#dueConns[this.#dueCount++] = reg.conn;
+    } else if (Array.isArray(due)) due.push(reg);
+    else s.due = [due, reg];
   }
 
   /** End of a wheel tick: one heartbeat frame per connection with anything due. */
   #flush(): void {
-    if (this.#due.size === 0) return;
-    const due = this.#due;
-    this.#due = this.#spareDue;
+    const n = this.#dueCount;
+    if (n === 0) return;
+    const conns = this.#dueConns;
+    this.#dueConns = this.#spareDueConns;
+    this.#dueCount = 0;
     this.#flushNow = this.#wheel.clock.now();
+    let i = 0;
     try {
-      due.forEach(this.#flushOne);
+      for (; i < n; i++) {
+        const conn = conns[i]!;
+        conns[i] = null;
+        const s = this.#state.get(conn);
+        const due = s?.due;
+        if (!due) continue; // forgotten since
+        s.due = null;
+        this.#flushOne(due, conn, s);
+      }
     } finally {
-      due.clear(); // (a throw goes to the wheel's error handler; the maps still take turns)
-      this.#spareDue = due;
+      // A throw goes to the wheel's error handler: what was not flushed is dropped for this
+      // tick (as a map cleared after its forEach would), and the arrays still take turns.
+      for (; i < n; i++) {
+        const s = this.#state.get(conns[i]!);
+        if (s) s.due = null;
+        conns[i] = null;
+      }
+      this.#spareDueConns = conns;
     }
   }
 
   /** The time of the flush in progress. */
   #flushNow = 0;
 
-  /** One connection's heartbeat frame, if anything of it is due (made once: called per tick). */
-  #flushOne = (regs: Registration<C> | Registration<C>[], conn: C): void => {
+  /** One connection's heartbeat frame, if anything of it is due. */
+  #flushOne(regs: Registration<C> | Registration<C>[], conn: C, s: ConnState<C>): void {
     if (conn.state !== "open") return;
     let parts: OobPart[] | null = null;
     let keepalive = false;
@@ -274,7 +316,6 @@ export class OobService<C extends OobLink> {
     }
     if (parts === null && !keepalive) return;
     const now = this.#flushNow;
-    const s = this.state(conn);
     // Echoed whenever the peer was heard since our last heartbeat, even if only its data got
     // through: on a saturated link its heartbeat may wait behind that data for seconds. The
     // same stamp may go twice; its echoDelay has grown, so the round trip stays right. Only a
@@ -297,7 +338,7 @@ export class OobService<C extends OobLink> {
     conn.sendControl(frame);
     this.#stats.heartbeatFramesSent++;
     this.#stats.heartbeatBytesSent += frame.length;
-  };
+  }
 
   /** Asks a registration's producer for its part: bytes, or null to skip (counted if bad). */
   #produce(reg: Registration<C>): Uint8Array | null {

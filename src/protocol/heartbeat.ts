@@ -35,6 +35,23 @@ export interface HeartbeatPayload {
 
 const HEARTBEAT_FIXED_BYTES = 26;
 
+// Big-endian float64s go through these eight bytes (a DataView per heartbeat would be an
+// allocation per heartbeat on every idle connection).
+const FLOAT_BYTES = new Uint8Array(8);
+const FLOAT_VIEW = new DataView(FLOAT_BYTES.buffer);
+
+/** The big-endian float64 at `bytes[at, at + 8)`. */
+function readFloat64(bytes: Uint8Array, at: number): number {
+  for (let i = 0; i < 8; i++) FLOAT_BYTES[i] = bytes[at + i];
+  return FLOAT_VIEW.getFloat64(0);
+}
+
+/** Writes `value` as a big-endian float64 at `bytes[at, at + 8)`. */
+function writeFloat64(bytes: Uint8Array, at: number, value: number): void {
+  FLOAT_VIEW.setFloat64(0, value);
+  for (let i = 0; i < 8; i++) bytes[at + i] = FLOAT_BYTES[i];
+}
+
 /**
  * A whole Heartbeat frame without parts (what an idle connection sends each interval): one
  * buffer, preamble included, where {@linkcode encodeHeartbeat} and `encodeFrame` make two.
@@ -53,11 +70,11 @@ export function encodeBareHeartbeatFrame(
   echoDelay: number,
 ): Uint8Array {
   const frame = frameArena.take(PREAMBLE_BYTES + HEARTBEAT_FIXED_BYTES);
-  const view = new DataView(frame.buffer, frame.byteOffset, frame.byteLength);
-  view.setFloat64(PREAMBLE_BYTES, stamp);
-  view.setFloat64(PREAMBLE_BYTES + 8, echo);
-  view.setFloat64(PREAMBLE_BYTES + 16, echoDelay);
-  view.setUint16(PREAMBLE_BYTES + 24, 0);
+  writeFloat64(frame, PREAMBLE_BYTES, stamp);
+  writeFloat64(frame, PREAMBLE_BYTES + 8, echo);
+  writeFloat64(frame, PREAMBLE_BYTES + 16, echoDelay);
+  frame[PREAMBLE_BYTES + 24] = 0; // no parts (u16)
+  frame[PREAMBLE_BYTES + 25] = 0;
   sealFrame(frame, 0, Tag.Heartbeat, 0, HEARTBEAT_FIXED_BYTES);
   return frame;
 }
@@ -253,13 +270,28 @@ export function heartbeatPartCount(payload: Uint8Array): number {
   return payload.length < HEARTBEAT_FIXED_BYTES ? 0 : payload[24] << 8 | payload[25];
 }
 
-/** Decodes a heartbeat payload against the link's dictionary; part data are copies. */
+/** The parts of a heartbeat that has none (shared: never added to). */
+const NO_PARTS: OobPart[] = [];
+
+/**
+ * Decodes a heartbeat payload against the link's dictionary; part data are copies. A
+ * heartbeat without parts shares one empty `parts` array: read it, never add to it.
+ */
 export function decodeHeartbeat(payload: Uint8Array, dict: OpDictionary): HeartbeatPayload {
   if (payload.length < HEARTBEAT_FIXED_BYTES) {
     throw new FrameError("malformed", `Heartbeat too short: ${payload.length} bytes`);
   }
+  const count = heartbeatPartCount(payload);
+  if (count === 0 && payload.length === HEARTBEAT_FIXED_BYTES) {
+    // A keepalive, every second on every idle connection: no view, no parts array.
+    return {
+      stamp: readFloat64(payload, 0),
+      echo: readFloat64(payload, 8),
+      echoDelay: readFloat64(payload, 16),
+      parts: NO_PARTS,
+    };
+  }
   const view = new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
-  const count = view.getUint16(24);
   const parts: OobPart[] = [];
   let pos = HEARTBEAT_FIXED_BYTES;
   for (let i = 0; i < count; i++) {

@@ -247,7 +247,9 @@ export class Writer {
         let bytes = 0;
         for (const chunk of batch) bytes += chunk.length;
         this.#passBytes = bytes;
-        link.write(batch).then(this.#wrote, this.#writeRejected);
+        // With callbacks where the link has them: no promise per write.
+        if (link.writeThen) link.writeThen(batch, this.#wrote, this.#writeRejected);
+        else link.write(batch).then(this.#wrote, this.#writeRejected);
         // Timed from after the call: its clock read is not in the way of the bytes, and what
         // it leaves out (the call's own part of the write) is microseconds against the
         // milliseconds a write is sized by. The write is under way: a clock that throws is a
