@@ -370,21 +370,26 @@ Deno.test("[tcp] a link blackholed by the fault proxy is reported down within th
   await Promise.all([client.close(), server.close()]);
 });
 
-Deno.test("PhiAccrualDetector: mean and deviation are those of the last 200 intervals, however many came", () => {
-  const d = new PhiAccrualDetector({ ...FAST, maxIntervalMs: Infinity });
-  const intervals: number[] = [];
-  let t = 0;
-  for (let i = 0; i < 1000; i++) {
-    const interval = 50 + ((i * 7919) % 101) + (i > 500 ? 0.123 : 0); // jitter, then fractions
-    t += interval;
-    d.heartbeat(t);
-    if (i > 0) intervals.push(interval); // the first arrival only starts the clock
+Deno.test("PhiAccrualDetector: mean and deviation are those of the last 200 to 219 intervals (whole blocks of 20), however many came", () => {
+  for (const beats of [1, 3, 19, 20, 150, 199, 218, 219, 220, 1000, 5013]) {
+    const d = new PhiAccrualDetector({ ...FAST, maxIntervalMs: Infinity });
+    // The two samples the detector starts from (FAST's interval, plus and minus a quarter).
+    const samples = [FAST.intervalMs * 0.75, FAST.intervalMs * 1.25];
+    let t = 0;
+    for (let i = 0; i < beats; i++) {
+      const interval = 50 + ((i * 7919) % 101) + (i > 500 ? 0.123 : 0); // jitter, then fractions
+      t += interval;
+      d.heartbeat(t);
+      if (i > 0) samples.push(interval); // the first arrival only starts the clock
+    }
+    // Ten whole blocks of 20 samples (fewer at first) and the block being filled.
+    const whole = Math.floor(samples.length / 20), partial = samples.length % 20;
+    const window = samples.slice(-(Math.min(whole, 10) * 20 + partial));
+    const mean = window.reduce((a, b) => a + b, 0) / window.length;
+    const std = Math.sqrt(window.reduce((a, b) => a + (b - mean) ** 2, 0) / window.length);
+    assert.ok(Math.abs(d.meanMs - mean) < 1e-6, `${beats} beats: mean ${d.meanMs} vs ${mean}`);
+    assert.ok(Math.abs(d.stdDevMs - std) < 1e-3, `${beats} beats: std ${d.stdDevMs} vs ${std}`);
   }
-  const last = intervals.slice(-200).map(Math.fround);
-  const mean = last.reduce((a, b) => a + b, 0) / last.length;
-  const std = Math.sqrt(last.reduce((a, b) => a + (b - mean) ** 2, 0) / last.length);
-  assert.ok(Math.abs(d.meanMs - mean) < 1e-6, `mean ${d.meanMs} vs ${mean}`);
-  assert.ok(Math.abs(d.stdDevMs - std) < 1e-3, `std ${d.stdDevMs} vs ${std}`);
 });
 
 Deno.test("PhiAccrualDetector: data arriving between heartbeats is life, not an interval sample", () => {

@@ -10,8 +10,12 @@ import type { HeartbeatSettings } from "../protocol/handshake.ts";
 /** Settings of the failure detectors: the heartbeat settings without the mode. */
 export type DetectorSettings = Omit<HeartbeatSettings, "mode">;
 
-/** Arrival intervals remembered by a phi detector. */
-const WINDOW = 200;
+/**
+ * Arrival intervals a phi detector's statistics cover: the last WINDOW_BLOCKS whole blocks of
+ * BLOCK_SAMPLES, and the block being filled (200 to 219 intervals).
+ */
+const BLOCK_SAMPLES = 20;
+const WINDOW_BLOCKS = 10;
 
 /**
  * How long after the last arrival a silent peer reaches the threshold: for phi, the `t` at
@@ -62,12 +66,18 @@ function phiOfY(y: number): number {
  */
 export class PhiAccrualDetector {
   /**
-   * The remembered intervals, as 32-bit floats (exact to a microsecond below 16 s): a ring of
-   * up to WINDOW, grown by doubling, so a peer's two detectors hold 1.6 KB once full, not 3.2.
+   * The window as sums rather than samples: per whole block (of BLOCK_SAMPLES), its sum and
+   * sum of squares, the oldest first, in one array [sum, sumSq, sum, sumSq, ...]; the block
+   * being filled in fields. A block leaves the window whole. An idle connection's peer has two
+   * detectors, and a ring of 200 samples each held 1.6 KB per peer once full (stop 26); this
+   * holds at most 20 numbers each.
    */
-  #intervals = new Float32Array(4);
+  #blocks: number[] = [];
+  #blockSum = 0;
+  #blockSumSq = 0;
+  #blockCount = 0;
+  /** Totals over the window (whole blocks and the block being filled). */
   #count = 0;
-  #next = 0;
   #sum = 0;
   #sumSq = 0;
   #last = NaN; // last sign of life
@@ -173,24 +183,32 @@ export class PhiAccrualDetector {
     return phiOfY((elapsed - mean) / std);
   }
 
-  #add(sample: number): void {
-    const interval = Math.fround(sample); // as remembered: the sums take off what they added
-    if (this.#count < WINDOW) {
-      if (this.#count === this.#intervals.length) {
-        const grown = new Float32Array(Math.min(WINDOW, this.#count * 2));
-        grown.set(this.#intervals);
-        this.#intervals = grown;
-      }
-      this.#intervals[this.#count++] = interval;
-    } else {
-      const old = this.#intervals[this.#next];
-      this.#sum -= old;
-      this.#sumSq -= old * old;
-      this.#intervals[this.#next] = interval;
-      this.#next = (this.#next + 1) % WINDOW;
-    }
+  #add(interval: number): void {
+    this.#blockSum += interval;
+    this.#blockSumSq += interval * interval;
+    this.#count++;
     this.#sum += interval;
     this.#sumSq += interval * interval;
+    if (++this.#blockCount < BLOCK_SAMPLES) return;
+    // The block is whole: it joins the window, and the oldest leaves if there are too many.
+    const blocks = this.#blocks;
+    if (blocks.length === 2 * WINDOW_BLOCKS) {
+      blocks.shift();
+      blocks.shift();
+    }
+    blocks.push(this.#blockSum, this.#blockSumSq);
+    this.#blockSum = 0;
+    this.#blockSumSq = 0;
+    this.#blockCount = 0;
+    // Totals summed again from the blocks, not kept by subtraction: no drift over a long life.
+    let sum = 0, sumSq = 0;
+    for (let i = 0; i < blocks.length; i += 2) {
+      sum += blocks[i];
+      sumSq += blocks[i + 1];
+    }
+    this.#count = (blocks.length / 2) * BLOCK_SAMPLES;
+    this.#sum = sum;
+    this.#sumSq = sumSq;
   }
 }
 
