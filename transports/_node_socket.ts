@@ -12,6 +12,9 @@ import type * as NodeNet from "node:net";
 import { TransportError } from "../src/errors.ts";
 import { formatHostPort, gatherWrites, guarded, type Link, type Listener } from "./types.ts";
 
+/** The callbacks a link holds while it waits for none (one function for every link). */
+const nothing = (): void => {};
+
 /**
  * `node:net`, looked up when first needed rather than imported: the library also runs in
  * browsers (its bundle must import no `node:` module), where only Deno sockets' absence matters.
@@ -137,8 +140,8 @@ export class NodeSocketLink implements Link {
     return true;
   }
   // The pair #takeWrite took (fields rather than a returned pair: no allocation).
-  #wrote: () => void = () => {};
-  #wroteFailed: (error: unknown) => void = () => {};
+  #wrote: () => void = nothing;
+  #wroteFailed: (error: unknown) => void = nothing;
 
   /** The socket's callback of a write (of the last piece of a corked batch). */
   #afterWrite = (error?: Error | null): void => {

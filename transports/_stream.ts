@@ -5,6 +5,9 @@ import { Deferred } from "../src/_deferred.ts";
 import { TransportError } from "../src/errors.ts";
 import { formatHostPort, gatherWrites, guarded, type Link, type Listener } from "./types.ts";
 
+/** The callbacks a link holds while it waits for none (one function for every link). */
+const nothing = (): void => {};
+
 /**
  * Smallest read buffer: what an idle link holds while its read waits (a keepalive heartbeat
  * is 38 bytes; a larger arrival fills it, and the next read gets twice as much). Small
@@ -140,8 +143,8 @@ export class StreamLink implements Link {
   #reading = false;
 
   // readThen's callbacks (set per read: the reader gives the same two each time).
-  #onChunk: (chunk: Uint8Array | null) => void = () => {};
-  #onReadError: (error: unknown) => void = () => {};
+  #onChunk: (chunk: Uint8Array | null) => void = nothing;
+  #onReadError: (error: unknown) => void = nothing;
   #endAfterClose = (): void => this.#hand(null);
   #readThenDone = (n: number | null): void => this.#hand(this.#afterRead(n));
   #readThenFailed = (cause: unknown): void => {
@@ -210,8 +213,8 @@ export class StreamLink implements Link {
   /** The chunk of the one-chunk write in progress. */
   #writing: Uint8Array | null = null;
   // The callbacks of the write in progress (a session's writer gives the same two each time).
-  #onWritten: () => void = () => {};
-  #onWriteError: (error: unknown) => void = () => {};
+  #onWritten: () => void = nothing;
+  #onWriteError: (error: unknown) => void = nothing;
 
   #startWrite(chunks: Uint8Array[], onWritten: () => void, onError: (e: unknown) => void): void {
     this.#writeBusy = true;
