@@ -78,7 +78,11 @@ class Tracked {
 }
 
 class Peer {
-  connections = new Set<Connection>();
+  /**
+   * Open connections to the peer: nearly always one. An array replaced on each change (they
+   * are rare), not a Set: a Set and its table cost about 200 bytes per idle connection.
+   */
+  connections: readonly Connection[] = [];
   tracked: Tracked;
   lastHeard = 0;
   /** New incarnations seen after the first one. */
@@ -236,12 +240,12 @@ export class HealthService {
       peer = new Peer(name, nonce, this.#newTracked());
       this.#peers.set(name, peer);
     }
-    peer.connections.add(conn);
+    if (!peer.connections.includes(conn)) peer.connections = [...peer.connections, conn];
     peer.lastHeard = now;
     this.#byConn.set(conn, peer);
     peer.tracked.heard.mark(now);
     peer.tracked.echo!.mark(now);
-    if (peer.tracked.state !== "up" || peer.connections.size === 1 || reason === "restarted") {
+    if (peer.tracked.state !== "up" || peer.connections.length === 1 || reason === "restarted") {
       peer.tracked.state = "up";
       this.#publish(this.#global, this.#event(peer, "up", reason, "global", 0));
     }
@@ -254,9 +258,9 @@ export class HealthService {
     const peer = this.#byConn.get(conn);
     if (!peer) return;
     this.#byConn.delete(conn);
-    peer.connections.delete(conn);
+    peer.connections = peer.connections.filter((c) => c !== conn);
     for (const w of this.#watchers.values()) w.regs.delete(conn);
-    if (peer.connections.size > 0) return;
+    if (peer.connections.length > 0) return;
     if (peer.tracked.state !== "down") {
       peer.tracked.state = "down";
       this.#publish(this.#global, this.#event(peer, "down", how, "global", NaN));
@@ -278,10 +282,10 @@ export class HealthService {
   /** Keeps at most FORGET_AFTER disconnected peers (clients come and go); oldest go first. */
   #forgetOldPeers(): void {
     let disconnected = 0;
-    for (const p of this.#peers.values()) if (p.connections.size === 0) disconnected++;
+    for (const p of this.#peers.values()) if (p.connections.length === 0) disconnected++;
     for (const [name, p] of this.#peers) {
       if (disconnected <= FORGET_AFTER) break;
-      if (p.connections.size > 0) continue;
+      if (p.connections.length > 0) continue;
       this.#peers.delete(name);
       for (const w of this.#watchers.values()) w.tracked.delete(name);
       disconnected--;
@@ -320,7 +324,7 @@ export class HealthService {
   peers(): PeerInfo[] {
     const now = this.#wheel.clock.now();
     return [...this.#peers.values()].map((p) => {
-      const conn = [...p.connections][0];
+      const conn = p.connections[0];
       const info: PeerInfo = {
         name: p.name,
         nonce: p.nonce,
@@ -329,7 +333,7 @@ export class HealthService {
         rttMs: conn ? this.#rtt(conn) : NaN,
         lastHeardMsAgo: Math.max(0, now - p.lastHeard),
         mode: this.#settings.mode,
-        connections: p.connections.size,
+        connections: p.connections.length,
         restarts: p.restarts,
       };
       if (this.#settings.mode === "local") {
@@ -369,7 +373,7 @@ export class HealthService {
     this.#excuseLocalPause(now);
     const threshold = this.#settings.phiThreshold;
     for (const peer of this.#peers.values()) {
-      if (peer.connections.size === 0) continue;
+      if (peer.connections.length === 0) continue;
       if (this.#settings.mode === "global") {
         const t = peer.tracked;
         const phi = this.#phi(t, now);
@@ -455,7 +459,7 @@ export class HealthService {
 
   #event(peer: Peer, state: PeerState, reason: string, watcher: string, phi: number): NodeEvent {
     if (state === "down" && reason !== "current") this.downEvents++;
-    const conn = peer.connections.values().next().value;
+    const conn = peer.connections[0];
     return {
       peer: peer.name,
       state,
