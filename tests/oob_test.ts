@@ -346,3 +346,45 @@ Deno.test("a heartbeat echoes the peer's stamp whenever anything of the peer's a
   assert.equal(sent[5].echo, 9);
   wheel.close();
 });
+
+Deno.test("a clock that throws once at a flush costs that tick's heartbeats, not every later one", () => {
+  // The flush reads the clock once per tick; a read that throws ends that flush (the wheel
+  // reports it), and the connections that were due must be due again at their next interval.
+  class OnceFailingClock extends ManualClock {
+    failNext = false;
+    override now(): number {
+      if (this.failNext) {
+        this.failNext = false;
+        throw new Error("clock read failed");
+      }
+      return super.now();
+    }
+  }
+  const clock = new OnceFailingClock(1000);
+  const errors: unknown[] = [];
+  const wheel = new TimerWheel({ clock, tickMs: 5, onError: (e) => errors.push(e) });
+  // A tick-end hook made before the service's own runs first: it arms the failure for the
+  // flush's clock read, the next one of the tick.
+  let armAt = -1;
+  wheel.onTickEnd(() => {
+    if (clock.now() === armAt) clock.failNext = true;
+  });
+  const oob = new OobService<OobLink>(wheel, () => {});
+  let sent = 0;
+  const conns = [1, 2, 3].map((): OobLink => ({
+    state: "open",
+    linkEpoch: 1,
+    sendControl: () => void sent++,
+  }));
+  for (const conn of conns) oob.register(conn, KEEPALIVE_OP, null, { intervalMs: 100 });
+  clock.advance(100);
+  assert.equal(sent, 3, "one heartbeat each after the first interval");
+  armAt = 1200;
+  clock.advance(100);
+  assert.equal(sent, 3, "the failed flush sent nothing");
+  assert.equal(errors.length, 1, "the wheel reported the clock's failure");
+  for (let i = 1; i <= 5; i++) {
+    clock.advance(100);
+    assert.equal(sent, 3 + 3 * i, `every connection's heartbeat at interval ${i} after it`);
+  }
+});

@@ -608,3 +608,80 @@ Deno.test("writeThen on TCP links, Deno and node:net sockets: bytes and callback
     server.close();
   }
 });
+
+Deno.test("writeThen on TCP links: writes settled at once (empty, refused, failing to join, after close) call back in their turn, and a failing one does not jam the link", async () => {
+  for (const sockets of ["deno", "node"] as const) {
+    const tcp = new TcpTransport({ sockets });
+    const server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const connect = async () => {
+      const accepting = server.accept();
+      const link = await deadline(tcp.connect(`tcp://127.0.0.1:${server.addr.port}`), "dial");
+      return { link, peer: await deadline(accepting, `${sockets}: accept`) };
+    };
+    // The peer does not read: a 64 MiB write waits. An empty batch, a batch whose joining
+    // throws (a chunk whose length cannot be read) and a write after close() are all settled
+    // without the socket, and must still come after the writes issued before them.
+    const { link, peer } = await connect();
+    const log: string[] = [];
+    let inCall = false;
+    const write = (name: string, chunks: Uint8Array[]) =>
+      new Promise<void>((resolve) => {
+        inCall = true;
+        link.writeThen!(chunks, () => {
+          log.push(`${name} written${inCall ? " during the call" : ""}`);
+          resolve();
+        }, (e) => {
+          log.push(`${name} ${(e as Error).name}${inCall ? " during the call" : ""}`);
+          resolve();
+        });
+        inCall = false;
+      });
+    const unjoinable = {
+      get length(): number {
+        throw new RangeError("no room to join");
+      },
+    } as unknown as Uint8Array;
+    const all = [
+      write("big", [new Uint8Array(64 << 20)]),
+      write("small", [new Uint8Array(10)]),
+      write("empty", []),
+      write("unjoinable", [new Uint8Array(1), unjoinable]),
+    ];
+    link.close();
+    all.push(write("after close", [new Uint8Array(1)]));
+    await deadline(Promise.all(all), `${sockets}: every write to call back`);
+    assert.deepEqual(log.map((l) => l.split(" ")[0]), [
+      "big",
+      "small",
+      "empty",
+      "unjoinable",
+      "after",
+    ], `${sockets}: in the order of the writes: ${log.join(", ")}`);
+    assert.ok(!log.some((l) => l.includes("during the call")), `${sockets}: ${log.join(", ")}`);
+    assert.ok(log[0].endsWith("TransportError"), `${sockets}: ${log[0]}`);
+    assert.ok(log[3].endsWith("TransportError"), `${sockets}: ${log[3]}`);
+    assert.ok(log[4].endsWith("TransportError"), `${sockets}: ${log[4]}`);
+    peer.close();
+    // On an open link, a batch that fails to join fails alone: the next write goes through.
+    const second = await connect();
+    const failed = await deadline(
+      new Promise<unknown>((resolve) =>
+        second.link.writeThen!([new Uint8Array(1), unjoinable], () => resolve("written"), resolve)
+      ),
+      `${sockets}: the unjoinable batch to fail`,
+    );
+    assert.ok(failed instanceof TransportError, `${sockets}: ${failed}`);
+    await deadline(second.link.write([new Uint8Array([1, 2, 3])]), `${sockets}: the next write`);
+    const got = new Uint8Array(3);
+    let have = 0;
+    while (have < 3) {
+      const n = await deadline(second.peer.read(got.subarray(have)), `${sockets}: the peer's read`);
+      assert.ok(n !== null, `${sockets}: early end`);
+      have += n;
+    }
+    assert.deepEqual([...got], [1, 2, 3]);
+    second.link.close();
+    second.peer.close();
+    server.close();
+  }
+});

@@ -15,6 +15,11 @@ import { formatHostPort, gatherWrites, guarded, type Link, type Listener } from 
 /** The callbacks a link holds while it waits for none (one function for every link). */
 const nothing = (): void => {};
 
+/** The outcome of a write the socket has yet to call back. */
+const AWAITING_SOCKET = Symbol("awaiting the socket");
+/** A write's outcome: awaiting the socket's callback, done (null), or failed. */
+type WriteOutcome = typeof AWAITING_SOCKET | null | Error;
+
 /**
  * `node:net`, looked up when first needed rather than imported: the library also runs in
  * browsers (its bundle must import no `node:` module), where only Deno sockets' absence matters.
@@ -104,44 +109,64 @@ export class NodeSocketLink implements Link {
   };
 
   /**
-   * Writes whose callbacks have not come, oldest first: the first in two fields (a session
-   * has one write under way at a time), any more in a list made when needed. The socket calls
+   * Writes whose callbacks have not come, oldest first: the first in fields (a session has
+   * one write under way at a time), any more in a list made when needed. The socket calls
    * back in the order of the writes, through one handler made once per link: a write
-   * allocates nothing of its own.
+   * allocates nothing of its own. A write settled at once (an empty batch, a refused or
+   * failed one) while others wait takes its place in the list with its outcome, so that
+   * callbacks still come in the order of the writes.
    */
   #writtenFirst: (() => void) | null = null;
   #failFirst: ((error: unknown) => void) | null = null;
-  /** Pairs of callbacks after the first: onWritten, onError, onWritten, ... */
+  #outcomeFirst: WriteOutcome = AWAITING_SOCKET;
+  /** Triples after the first: onWritten, onError, outcome, onWritten, ... */
   #moreWrites: unknown[] | null = null;
 
   /** Adds a write whose callbacks are to come. */
-  #expectWrite(onWritten: () => void, onError: (error: unknown) => void): void {
+  #expectWrite(
+    onWritten: () => void,
+    onError: (error: unknown) => void,
+    outcome: WriteOutcome,
+  ): void {
     if (this.#writtenFirst === null) {
       this.#writtenFirst = onWritten;
       this.#failFirst = onError;
+      this.#outcomeFirst = outcome;
     } else {
-      (this.#moreWrites ??= []).push(onWritten, onError);
+      (this.#moreWrites ??= []).push(onWritten, onError, outcome);
     }
   }
 
-  /** Takes the oldest write waiting for its callback: its pair, or false if none is left. */
+  /** Takes the oldest write waiting for its callback into #wrote etc., or false if none. */
   #takeWrite(): boolean {
     if (this.#writtenFirst === null) return false;
     this.#wrote = this.#writtenFirst;
     this.#wroteFailed = this.#failFirst!;
+    this.#wroteOutcome = this.#outcomeFirst;
     const more = this.#moreWrites;
     if (more !== null && more.length > 0) {
       this.#writtenFirst = more.shift() as () => void;
       this.#failFirst = more.shift() as (error: unknown) => void;
+      this.#outcomeFirst = more.shift() as WriteOutcome;
     } else {
       this.#writtenFirst = null;
       this.#failFirst = null;
+      this.#outcomeFirst = AWAITING_SOCKET;
     }
     return true;
   }
-  // The pair #takeWrite took (fields rather than a returned pair: no allocation).
+  // What #takeWrite took (fields rather than a returned tuple: no allocation).
   #wrote: () => void = nothing;
   #wroteFailed: (error: unknown) => void = nothing;
+  #wroteOutcome: WriteOutcome = AWAITING_SOCKET;
+
+  /** Calls back the write #takeWrite took: with `error`, or else its own outcome. */
+  #settleTaken(error: Error | null): void {
+    const outcome = this.#wroteOutcome;
+    if (error === null && outcome instanceof Error) error = outcome;
+    if (error !== null) guarded(this.#wroteFailed, error);
+    else guarded(this.#wrote, undefined);
+  }
 
   /** The socket's callback of a write (of the last piece of a corked batch). */
   #afterWrite = (error?: Error | null): void => {
@@ -149,20 +174,35 @@ export class NodeSocketLink implements Link {
     if (this.#closing) return queueMicrotask(() => this.#afterWrite(error));
     // None waiting: the link failed them all when it closed, before the socket called back.
     if (!this.#takeWrite()) return;
-    if (error) {
-      guarded(
-        this.#wroteFailed,
-        new TransportError(`TCP write failed: ${error.message}`, { cause: error }),
-      );
-    } else guarded(this.#wrote, undefined);
+    this.#settleTaken(
+      error ? new TransportError(`TCP write failed: ${error.message}`, { cause: error }) : null,
+    );
+    // Writes settled at once behind it come next, in order.
+    while (this.#writtenFirst !== null && this.#outcomeFirst !== AWAITING_SOCKET) {
+      this.#takeWrite();
+      this.#settleTaken(null);
+    }
   };
 
   /** Fails every write still waiting for its callback (a destroyed socket need not call back). */
   #failWrites = (): void => {
     if (this.#writtenFirst === null) return;
     const error = this.#error ?? new TransportError("TCP link is closed");
-    while (this.#takeWrite()) guarded(this.#wroteFailed, error);
+    while (this.#takeWrite()) {
+      this.#settleTaken(this.#wroteOutcome === AWAITING_SOCKET ? error : null);
+    }
   };
+
+  /**
+   * A write settled without the socket (`outcome`: null for done, or its failure): called back
+   * in a microtask if no write waits for the socket, else in its turn after them.
+   */
+  #settleNow(onWritten: () => void, onError: (error: unknown) => void, outcome: null | Error) {
+    if (this.#writtenFirst !== null) return this.#expectWrite(onWritten, onError, outcome);
+    queueMicrotask(() =>
+      outcome === null ? guarded(onWritten, undefined) : guarded(onError, outcome)
+    );
+  }
 
   #failed = (cause: Error): void => {
     if (!this.#closed && this.#error === null) {
@@ -253,14 +293,14 @@ export class NodeSocketLink implements Link {
       // (on Deno sockets only the write fails, and the reads go on): fail the write alone.
       refused = new TransportError("TCP link is half-closed: no more writes");
     }
-    if (refused !== null) return queueMicrotask(() => guarded(onError, refused));
-    if (chunks.length === 0) return queueMicrotask(() => guarded(onWritten, undefined));
+    if (refused !== null) return this.#settleNow(onWritten, onError, refused);
+    if (chunks.length === 0) return this.#settleNow(onWritten, onError, null);
     const socket = this.#socket;
-    // Small chunks are joined; a large one (a body written in place) goes as it is, and the
-    // pieces of a batch go to the kernel in one writev while the socket is corked. The last
-    // piece's callback settles the write; the socket calls back later, never during write().
-    const pieces = gatherWrites(chunks);
     try {
+      // Small chunks are joined; a large one (a body written in place) goes as it is, and the
+      // pieces of a batch go to the kernel in one writev while the socket is corked. The last
+      // piece's callback settles the write; the socket calls back later, never during write().
+      const pieces = gatherWrites(chunks);
       if (pieces.length === 1) socket.write(pieces[0], this.#afterWrite);
       else {
         socket.cork();
@@ -274,9 +314,9 @@ export class NodeSocketLink implements Link {
       }
     } catch (cause) {
       const error = new TransportError(`TCP write failed: ${(cause as Error).message}`, { cause });
-      return queueMicrotask(() => guarded(onError, error));
+      return this.#settleNow(onWritten, onError, error);
     }
-    this.#expectWrite(onWritten, onError);
+    this.#expectWrite(onWritten, onError, AWAITING_SOCKET);
   }
 
   /**

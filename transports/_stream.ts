@@ -193,13 +193,14 @@ export class StreamLink implements Link {
     onWritten: () => void,
     onError: (error: unknown) => void,
   ): void {
+    // One write at a time, the next when it has settled: two writes under way at once could
+    // interleave their bytes (a socket that takes part of one, then part of the other). A
+    // write after close() fails in its turn too, after those issued before it.
+    if (this.#writeBusy) return void this.#writesWaiting.push({ chunks, onWritten, onError });
     if (this.#closed) {
       const error = new TransportError(`${this.#what} link is closed`);
       return queueMicrotask(() => guarded(onError, error));
     }
-    // One write at a time, the next when it has settled: two writes under way at once could
-    // interleave their bytes (a socket that takes part of one, then part of the other).
-    if (this.#writeBusy) return void this.#writesWaiting.push({ chunks, onWritten, onError });
     this.#startWrite(chunks, onWritten, onError);
   }
 
@@ -220,23 +221,22 @@ export class StreamLink implements Link {
     this.#writeBusy = true;
     this.#onWritten = onWritten;
     this.#onWriteError = onError;
-    if (chunks.length !== 1) {
-      // Small chunks are joined into one write; a large one (a body written in place) goes
-      // as its own write rather than being copied: Deno has no writev.
-      this.#writeChunks(gatherWrites(chunks)).then(this.#wroteAll, this.#writeFailed);
-      return;
-    }
-    // One chunk, as a session's batch nearly always is: the runtime's promise and handlers
-    // made once per link, nothing else per write.
-    const data = chunks[0];
     let written: Promise<number>;
     try {
-      written = this.#conn.write(data);
+      if (chunks.length !== 1) {
+        // Small chunks are joined into one write; a large one (a body written in place) goes
+        // as its own write rather than being copied: Deno has no writev.
+        this.#writeChunks(gatherWrites(chunks)).then(this.#wroteAll, this.#writeFailed);
+        return;
+      }
+      // One chunk, as a session's batch nearly always is: the runtime's promise and handlers
+      // made once per link, nothing else per write.
+      written = this.#conn.write(chunks[0]);
     } catch (cause) {
       // Settled in a microtask: never during writeThen().
       return void Promise.reject(cause).catch(this.#writeFailed);
     }
-    this.#writing = data;
+    this.#writing = chunks[0];
     written.then(this.#wroteOne, this.#writeFailed);
   }
 

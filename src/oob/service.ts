@@ -271,9 +271,9 @@ export class OobService<C extends OobLink> {
     const conns = this.#dueConns;
     this.#dueConns = this.#spareDueConns;
     this.#dueCount = 0;
-    this.#flushNow = this.#wheel.clock.now();
     let i = 0;
     try {
+      this.#flushNow = this.#wheel.clock.now(); // (a clock that throws ends this tick's flush)
       for (; i < n; i++) {
         const conn = conns[i]!;
         conns[i] = null;
