@@ -10,6 +10,9 @@ import { QueueFullError } from "../errors.ts";
 import type { OutgoingMessage } from "../protocol/message.ts";
 import { emptyRing, Ring } from "../_ring.ts";
 
+/** What takeControl() returns when there is no control frame (shared, never added to). */
+const NO_CONTROL = Object.freeze([]) as unknown as Uint8Array[];
+
 /** One settled promise for every send that needs no wait. */
 const RESOLVED: Promise<void> = Promise.resolve();
 
@@ -86,8 +89,12 @@ export class SendQueue {
     this.#control.push(frame);
   }
 
-  /** Takes every control frame. */
+  /**
+   * Takes every control frame. With none, a shared empty array that must not be added to: a
+   * write pass of messages only (nearly every pass of a busy link) then allocates no array.
+   */
   takeControl(): Uint8Array[] {
+    if (this.#control.length === 0) return NO_CONTROL;
     const frames = this.#control;
     this.#control = [];
     return frames;

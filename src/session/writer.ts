@@ -436,7 +436,9 @@ export class Writer {
       ? this.#p.closing()?.take(queue.bytes)
       : undefined;
     if (close) {
-      batch.push(close);
+      // (An empty batch may be the queue's shared empty array: never added to.)
+      if (batch.length === 0) batch = [close];
+      else batch.push(close);
       stats.framesSent++;
       counters.framesSent[Tag.Close]++;
     }
