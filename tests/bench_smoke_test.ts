@@ -79,6 +79,7 @@ Deno.test("deno task bench --processes --json runs both ends as separate process
     "proc_workers_16conn_64B",
     "idle_conn_bytes",
     "idle_conn_bytes_node_sockets",
+    "idle_conn_bytes_node_sockets_young_capped",
   ]);
   for (const b of benchmarks) {
     assert.ok(b.value > 0 && b.baseline_value > 0, JSON.stringify(b));
@@ -86,7 +87,13 @@ Deno.test("deno task bench --processes --json runs both ends as separate process
     const expected = higherIsBetter ? b.value / b.baseline_value : b.baseline_value / b.value;
     assert.ok(Math.abs(b.ratio - expected) < 1e-9, JSON.stringify(b));
   }
-  for (const name of ["idle_conn_bytes", "idle_conn_bytes_node_sockets"]) {
+  for (
+    const name of [
+      "idle_conn_bytes",
+      "idle_conn_bytes_node_sockets",
+      "idle_conn_bytes_node_sockets_young_capped",
+    ]
+  ) {
     const idle = benchmarks.find((b) => b.name === name)!;
     assert.equal(idle.baseline_value, 16384, `${name}: the budget per idle connection`);
   }
