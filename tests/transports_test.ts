@@ -685,3 +685,41 @@ Deno.test("writeThen on TCP links: writes settled at once (empty, refused, faili
     server.close();
   }
 });
+
+Deno.test("writeThen on TCP links: a write settled at once and a real one issued after it, from a timer, call back in that order", async () => {
+  // A node:net socket calls back in a nextTick, which can run before a microtask queued
+  // earlier: a write settled at once must still come before a later write's callback.
+  for (const sockets of ["deno", "node"] as const) {
+    const tcp = new TcpTransport({ sockets });
+    const server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const accepting = server.accept();
+    const link = await deadline(tcp.connect(`tcp://127.0.0.1:${server.addr.port}`), "dial");
+    const peer = await deadline(accepting, `${sockets}: accept`);
+    for (
+      const [settled, why] of [[[], "empty"], [[new Uint8Array(1), {
+        get length(): number {
+          throw new RangeError("no room to join");
+        },
+      } as unknown as Uint8Array], "unjoinable"]] as const
+    ) {
+      const order: string[] = [];
+      await deadline(
+        new Promise<void>((resolve) => {
+          setTimeout(() => {
+            const note = (what: string) => () => {
+              order.push(what);
+              if (order.length === 2) resolve();
+            };
+            link.writeThen!([...settled], note(why), note(why));
+            link.writeThen!([new Uint8Array(8)], note("real"), note("real failed"));
+          }, 0);
+        }),
+        `${sockets}: both writes (${why}) to call back`,
+      );
+      assert.deepEqual(order, [why, "real"], `${sockets}: in the order of the writes`);
+    }
+    link.close();
+    peer.close();
+    server.close();
+  }
+});

@@ -160,10 +160,10 @@ export class NodeSocketLink implements Link {
   #wroteFailed: (error: unknown) => void = nothing;
   #wroteOutcome: WriteOutcome = AWAITING_SOCKET;
 
-  /** Calls back the write #takeWrite took: with `error`, or else its own outcome. */
+  /** Calls back the write #takeWrite took: with its own failure, or `error`, or as written. */
   #settleTaken(error: Error | null): void {
     const outcome = this.#wroteOutcome;
-    if (error === null && outcome instanceof Error) error = outcome;
+    if (outcome instanceof Error) error = outcome;
     if (error !== null) guarded(this.#wroteFailed, error);
     else guarded(this.#wrote, undefined);
   }
@@ -172,37 +172,53 @@ export class NodeSocketLink implements Link {
   #afterWrite = (error?: Error | null): void => {
     // Destroying the socket in close() calls back waiting writes at once: later, not inside it.
     if (this.#closing) return queueMicrotask(() => this.#afterWrite(error));
+    // Writes settled at once ahead of the one the socket calls back for come first.
+    this.#settleLeading();
     // None waiting: the link failed them all when it closed, before the socket called back.
     if (!this.#takeWrite()) return;
     this.#settleTaken(
       error ? new TransportError(`TCP write failed: ${error.message}`, { cause: error }) : null,
     );
-    // Writes settled at once behind it come next, in order.
+    this.#settleLeading(); // and those behind it, in order
+  };
+
+  /** Calls back the writes settled at once at the head of the list, oldest first. */
+  #settleLeading(): void {
     while (this.#writtenFirst !== null && this.#outcomeFirst !== AWAITING_SOCKET) {
       this.#takeWrite();
       this.#settleTaken(null);
     }
-  };
+  }
 
   /** Fails every write still waiting for its callback (a destroyed socket need not call back). */
   #failWrites = (): void => {
     if (this.#writtenFirst === null) return;
     const error = this.#error ?? new TransportError("TCP link is closed");
-    while (this.#takeWrite()) {
-      this.#settleTaken(this.#wroteOutcome === AWAITING_SOCKET ? error : null);
-    }
+    // (A write settled at once that failed keeps its own error; the others fail with the link.)
+    while (this.#takeWrite()) this.#settleTaken(error);
   };
 
   /**
-   * A write settled without the socket (`outcome`: null for done, or its failure): called back
-   * in a microtask if no write waits for the socket, else in its turn after them.
+   * A write settled without the socket (`outcome`: null for done, or its failure): it joins
+   * the list and is called back in its turn, after the writes ahead of it, or in a microtask
+   * if none is ahead. Always through the list: the socket calls back in a `nextTick`, which
+   * can run before a microtask queued earlier, so a write issued after this one could
+   * otherwise be called back first.
    */
   #settleNow(onWritten: () => void, onError: (error: unknown) => void, outcome: null | Error) {
-    if (this.#writtenFirst !== null) return this.#expectWrite(onWritten, onError, outcome);
-    queueMicrotask(() =>
-      outcome === null ? guarded(onWritten, undefined) : guarded(onError, outcome)
+    this.#expectWrite(onWritten, onError, outcome);
+    if (this.#leadingScheduled) return;
+    this.#leadingScheduled = true;
+    queueMicrotask(
+      this.#settleLeadingLater ??= () => {
+        this.#leadingScheduled = false;
+        this.#settleLeading();
+      },
     );
   }
+  #leadingScheduled = false;
+  /** Made when first needed (rarely: a session never writes an empty or refused batch). */
+  #settleLeadingLater: (() => void) | null = null;
 
   #failed = (cause: Error): void => {
     if (!this.#closed && this.#error === null) {
