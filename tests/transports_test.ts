@@ -510,13 +510,27 @@ Deno.test("readThen on TCP links, Deno and node:net sockets: in order however la
   }
 });
 
+/** A TCP link of `sockets` dialed to a raw Deno listener, and the accepted end. */
+async function dialTcpLink(sockets: "deno" | "node") {
+  const server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const accepting = server.accept();
+  const link = await deadline(
+    new TcpTransport({ sockets }).connect(`tcp://127.0.0.1:${server.addr.port}`),
+    `${sockets}: dial`,
+  );
+  return { link, peer: await deadline(accepting, `${sockets}: accept`), server };
+}
+
+/** A chunk whose length cannot be read: joining a batch with it throws. */
+const UNJOINABLE = {
+  get length(): number {
+    throw new RangeError("no room to join");
+  },
+} as unknown as Uint8Array;
+
 Deno.test("writeThen on TCP links, Deno and node:net sockets: bytes and callbacks in order, never during the call, a waiting write fails on close()", async () => {
   for (const sockets of ["deno", "node"] as const) {
-    const tcp = new TcpTransport({ sockets });
-    const server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-    const accepting = server.accept();
-    const link = await deadline(tcp.connect(`tcp://127.0.0.1:${server.addr.port}`), "dial");
-    const peer = await deadline(accepting, `${sockets}: accept`);
+    const { link, peer, server } = await dialTcpLink(sockets);
     assert.ok(link.writeThen, `${sockets}: the link writes with callbacks`);
     // The peer reads everything and checks the byte pattern.
     const total = 4 << 20;
@@ -611,17 +625,10 @@ Deno.test("writeThen on TCP links, Deno and node:net sockets: bytes and callback
 
 Deno.test("writeThen on TCP links: writes settled at once (empty, refused, failing to join, after close) call back in their turn, and a failing one does not jam the link", async () => {
   for (const sockets of ["deno", "node"] as const) {
-    const tcp = new TcpTransport({ sockets });
-    const server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-    const connect = async () => {
-      const accepting = server.accept();
-      const link = await deadline(tcp.connect(`tcp://127.0.0.1:${server.addr.port}`), "dial");
-      return { link, peer: await deadline(accepting, `${sockets}: accept`) };
-    };
     // The peer does not read: a 64 MiB write waits. An empty batch, a batch whose joining
     // throws (a chunk whose length cannot be read) and a write after close() are all settled
     // without the socket, and must still come after the writes issued before them.
-    const { link, peer } = await connect();
+    const { link, peer, server } = await dialTcpLink(sockets);
     const log: string[] = [];
     let inCall = false;
     const write = (name: string, chunks: Uint8Array[]) =>
@@ -636,16 +643,11 @@ Deno.test("writeThen on TCP links: writes settled at once (empty, refused, faili
         });
         inCall = false;
       });
-    const unjoinable = {
-      get length(): number {
-        throw new RangeError("no room to join");
-      },
-    } as unknown as Uint8Array;
     const all = [
       write("big", [new Uint8Array(64 << 20)]),
       write("small", [new Uint8Array(10)]),
       write("empty", []),
-      write("unjoinable", [new Uint8Array(1), unjoinable]),
+      write("unjoinable", [new Uint8Array(1), UNJOINABLE]),
     ];
     link.close();
     all.push(write("after close", [new Uint8Array(1)]));
@@ -662,11 +664,12 @@ Deno.test("writeThen on TCP links: writes settled at once (empty, refused, faili
     assert.ok(log[3].endsWith("TransportError"), `${sockets}: ${log[3]}`);
     assert.ok(log[4].endsWith("TransportError"), `${sockets}: ${log[4]}`);
     peer.close();
+    server.close();
     // On an open link, a batch that fails to join fails alone: the next write goes through.
-    const second = await connect();
+    const second = await dialTcpLink(sockets);
     const failed = await deadline(
       new Promise<unknown>((resolve) =>
-        second.link.writeThen!([new Uint8Array(1), unjoinable], () => resolve("written"), resolve)
+        second.link.writeThen!([new Uint8Array(1), UNJOINABLE], () => resolve("written"), resolve)
       ),
       `${sockets}: the unjoinable batch to fail`,
     );
@@ -682,7 +685,7 @@ Deno.test("writeThen on TCP links: writes settled at once (empty, refused, faili
     assert.deepEqual([...got], [1, 2, 3]);
     second.link.close();
     second.peer.close();
-    server.close();
+    second.server.close();
   }
 });
 
@@ -690,17 +693,12 @@ Deno.test("writeThen on TCP links: a write settled at once and a real one issued
   // A node:net socket calls back in a nextTick, which can run before a microtask queued
   // earlier: a write settled at once must still come before a later write's callback.
   for (const sockets of ["deno", "node"] as const) {
-    const tcp = new TcpTransport({ sockets });
-    const server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-    const accepting = server.accept();
-    const link = await deadline(tcp.connect(`tcp://127.0.0.1:${server.addr.port}`), "dial");
-    const peer = await deadline(accepting, `${sockets}: accept`);
+    const { link, peer, server } = await dialTcpLink(sockets);
     for (
-      const [settled, why] of [[[], "empty"], [[new Uint8Array(1), {
-        get length(): number {
-          throw new RangeError("no room to join");
-        },
-      } as unknown as Uint8Array], "unjoinable"]] as const
+      const [settled, why] of [[[], "empty"], [
+        [new Uint8Array(1), UNJOINABLE],
+        "unjoinable",
+      ]] as const
     ) {
       const order: string[] = [];
       await deadline(
