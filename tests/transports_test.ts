@@ -426,8 +426,11 @@ Deno.test("TCP over node:net: a link keeps the Link contract at its edges", asyn
     const { peer, link } = await pair();
     const reading = link.read();
     const flushing = link.flush!();
-    await assert.rejects(link.write([new Uint8Array([1])]), TransportError);
-    await peer.write(new Uint8Array([9, 9]));
+    await deadline(
+      assert.rejects(link.write([new Uint8Array([1])]), TransportError),
+      "the write after flush() to fail",
+    );
+    await deadline(peer.write(new Uint8Array([9, 9])), "the peer's write");
     assert.deepEqual([...(await deadline(reading, "the peer's bytes"))!], [9, 9]);
     // Two flushes wait for the same end; an empty write settles at once.
     const again = link.flush!();

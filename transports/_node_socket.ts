@@ -10,10 +10,8 @@
 import type { Buffer } from "node:buffer";
 import type * as NodeNet from "node:net";
 import { TransportError } from "../src/errors.ts";
+import { CallbackLink, nothing } from "./_callback_link.ts";
 import { formatHostPort, gatherWrites, guarded, type Link, type Listener } from "./types.ts";
-
-/** The callbacks a link holds while it waits for none (one function for every link). */
-const nothing = (): void => {};
 
 /** The outcome of a write the socket has yet to call back. */
 const AWAITING_SOCKET = Symbol("awaiting the socket");
@@ -43,7 +41,7 @@ const PAUSE_AT_BYTES = 256 * 1024;
  * A link over a `node:net` socket. Each read hands over a buffer of its own (the runtime makes
  * one per read, of the read's size); writes of several chunks go in one `writev`.
  */
-export class NodeSocketLink implements Link {
+export class NodeSocketLink extends CallbackLink {
   readonly localAddr: string;
   readonly remoteAddr: string;
   readonly integrity = false;
@@ -66,6 +64,7 @@ export class NodeSocketLink implements Link {
 
   /** A link over the connected `socket`. */
   constructor(socket: NodeNet.Socket) {
+    super();
     this.#socket = socket;
     socket.setNoDelay(true);
     this.localAddr = formatHostPort("tcp", socketHost(socket.localAddress), socket.localPort ?? 0);
@@ -78,6 +77,8 @@ export class NodeSocketLink implements Link {
     socket.on("end", this.#end);
     socket.on("close", this.#gone);
     // Always listened to: an 'error' event without a listener would throw out of the socket.
+    // The listener's or the dial's own listener goes: from now on the link's is enough.
+    socket.removeAllListeners("error");
     socket.on("error", this.#failed);
   }
 
@@ -137,12 +138,14 @@ export class NodeSocketLink implements Link {
     }
   }
 
-  /** Takes the oldest write waiting for its callback into #wrote etc., or false if none. */
-  #takeWrite(): boolean {
-    if (this.#writtenFirst === null) return false;
-    this.#wrote = this.#writtenFirst;
-    this.#wroteFailed = this.#failFirst!;
-    this.#wroteOutcome = this.#outcomeFirst;
+  /**
+   * Calls back the oldest write waiting (there must be one): with its own failure if it was
+   * refused or failed at once, else with `error`, else as written. The list moves on first,
+   * so a callback that writes again joins it behind the rest.
+   */
+  #settleFirst(error: Error | null): void {
+    const onWritten = this.#writtenFirst!, onError = this.#failFirst!;
+    const outcome = this.#outcomeFirst;
     const more = this.#moreWrites;
     if (more !== null && more.length > 0) {
       this.#writtenFirst = more.shift() as () => void;
@@ -153,19 +156,9 @@ export class NodeSocketLink implements Link {
       this.#failFirst = null;
       this.#outcomeFirst = AWAITING_SOCKET;
     }
-    return true;
-  }
-  // What #takeWrite took (fields rather than a returned tuple: no allocation).
-  #wrote: () => void = nothing;
-  #wroteFailed: (error: unknown) => void = nothing;
-  #wroteOutcome: WriteOutcome = AWAITING_SOCKET;
-
-  /** Calls back the write #takeWrite took: with its own failure, or `error`, or as written. */
-  #settleTaken(error: Error | null): void {
-    const outcome = this.#wroteOutcome;
     if (outcome instanceof Error) error = outcome;
-    if (error !== null) guarded(this.#wroteFailed, error);
-    else guarded(this.#wrote, undefined);
+    if (error !== null) guarded(onError, error);
+    else guarded(onWritten, undefined);
   }
 
   /** The socket's callback of a write (of the last piece of a corked batch). */
@@ -175,8 +168,8 @@ export class NodeSocketLink implements Link {
     // Writes settled at once ahead of the one the socket calls back for come first.
     this.#settleLeading();
     // None waiting: the link failed them all when it closed, before the socket called back.
-    if (!this.#takeWrite()) return;
-    this.#settleTaken(
+    if (this.#writtenFirst === null) return;
+    this.#settleFirst(
       error ? new TransportError(`TCP write failed: ${error.message}`, { cause: error }) : null,
     );
     this.#settleLeading(); // and those behind it, in order
@@ -185,8 +178,7 @@ export class NodeSocketLink implements Link {
   /** Calls back the writes settled at once at the head of the list, oldest first. */
   #settleLeading(): void {
     while (this.#writtenFirst !== null && this.#outcomeFirst !== AWAITING_SOCKET) {
-      this.#takeWrite();
-      this.#settleTaken(null);
+      this.#settleFirst(null);
     }
   }
 
@@ -195,7 +187,7 @@ export class NodeSocketLink implements Link {
     if (this.#writtenFirst === null) return;
     const error = this.#error ?? new TransportError("TCP link is closed");
     // (A write settled at once that failed keeps its own error; the others fail with the link.)
-    while (this.#takeWrite()) this.#settleTaken(error);
+    while (this.#writtenFirst !== null) this.#settleFirst(error);
   };
 
   /**
@@ -262,14 +254,9 @@ export class NodeSocketLink implements Link {
     return undefined;
   }
 
-  read(): Promise<Uint8Array | null> {
-    return new Promise((resolve, reject) => this.readThen(resolve, reject));
-  }
-
   readThen(onChunk: (chunk: Uint8Array | null) => void, onError: (error: unknown) => void): void {
     if (this.#onChunk !== null || this.#answering) {
-      const error = new TypeError("Only one read may be outstanding on a link");
-      return queueMicrotask(() => guarded(onError, error));
+      return this.refuseSecondRead(onError);
     }
     const now = this.#readNow();
     if (now === undefined) {
@@ -291,10 +278,6 @@ export class NodeSocketLink implements Link {
 
   /** A readThen answer waits for its microtask (see readThen). */
   #answering = false;
-
-  write(chunks: Uint8Array[]): Promise<void> {
-    return new Promise((resolve, reject) => this.writeThen(chunks, resolve, reject));
-  }
 
   writeThen(
     chunks: Uint8Array[],
@@ -398,8 +381,9 @@ export class NodeSocketListener implements Listener {
     this.addr = addr;
     server.on("connection", (socket: NodeNet.Socket) => {
       if (this.#closed) return void socket.destroy();
-      // Until the listener's user takes it, a socket's errors are caught here.
-      socket.on("error", () => {});
+      // Until the listener's user takes it, a socket's errors are caught here (the link
+      // that takes it replaces this listener with its own).
+      socket.on("error", nothing);
       const waiting = this.#waiting.shift();
       if (waiting) waiting(socket);
       else this.#accepted.push(socket);
@@ -468,7 +452,6 @@ export function dialNodeSocket(
     });
     socket.once("connect", () => {
       signal?.removeEventListener("abort", onAbort);
-      socket.removeAllListeners("error");
       resolve(new NodeSocketLink(socket));
     });
   });

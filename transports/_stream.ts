@@ -3,10 +3,8 @@
 
 import { Deferred } from "../src/_deferred.ts";
 import { TransportError } from "../src/errors.ts";
+import { CallbackLink, nothing } from "./_callback_link.ts";
 import { formatHostPort, gatherWrites, guarded, type Link, type Listener } from "./types.ts";
-
-/** The callbacks a link holds while it waits for none (one function for every link). */
-const nothing = (): void => {};
 
 /**
  * Smallest read buffer: what an idle link holds while its read waits (a keepalive heartbeat
@@ -94,7 +92,7 @@ export class AdaptiveReadBuffer {
  * A link over a byte-stream connection (TCP, or TLS over TCP): a read buffer sized to the
  * traffic, each batch written as one buffer.
  */
-export class StreamLink implements Link {
+export class StreamLink extends CallbackLink {
   readonly localAddr: string;
   readonly remoteAddr: string;
   /** TLS protects integrity; plain TCP does not. */
@@ -108,6 +106,7 @@ export class StreamLink implements Link {
 
   /** A link over `conn`, with addresses in `scheme` form. */
   constructor(conn: Deno.Conn<Deno.NetAddr>, scheme: string) {
+    super();
     this.#conn = conn;
     this.#what = scheme.toUpperCase();
     this.integrity = scheme === "tls";
@@ -120,14 +119,9 @@ export class StreamLink implements Link {
     this.#readBuffer.largeFrames();
   }
 
-  read(): Promise<Uint8Array | null> {
-    return new Promise((resolve, reject) => this.readThen(resolve, reject));
-  }
-
   readThen(onChunk: (chunk: Uint8Array | null) => void, onError: (error: unknown) => void): void {
     if (this.#reading) {
-      const error = new TypeError("Only one read may be outstanding on a link");
-      return queueMicrotask(() => guarded(onError, error));
+      return this.refuseSecondRead(onError);
     }
     this.#reading = true;
     this.#onChunk = onChunk;
@@ -182,10 +176,6 @@ export class StreamLink implements Link {
     this.#ended.resolve();
     if (this.#closed) return null;
     throw new TransportError(`${this.#what} read failed: ${(cause as Error).message}`, { cause });
-  }
-
-  write(chunks: Uint8Array[]): Promise<void> {
-    return new Promise((resolve, reject) => this.writeThen(chunks, resolve, reject));
   }
 
   writeThen(

@@ -115,6 +115,23 @@ export function writeUint64(buf: Uint8Array, at: number, value: number): void {
   writeUint32(buf, at + 4, value >>> 0);
 }
 
+// Float64s go through these eight bytes: a DataView per field would be an allocation per
+// heartbeat on every idle connection.
+const FLOAT_BYTES = new Uint8Array(8);
+const FLOAT_VIEW = new DataView(FLOAT_BYTES.buffer);
+
+/** The big-endian float64 at `at` of `buf`, without a DataView of its own. */
+export function readFloat64(buf: Uint8Array, at: number): number {
+  for (let i = 0; i < 8; i++) FLOAT_BYTES[i] = buf[at + i];
+  return FLOAT_VIEW.getFloat64(0);
+}
+
+/** Writes `value` as a big-endian float64 at `at` of `buf`, without a DataView of its own. */
+export function writeFloat64(buf: Uint8Array, at: number, value: number): void {
+  FLOAT_VIEW.setFloat64(0, value);
+  for (let i = 0; i < 8; i++) buf[at + i] = FLOAT_BYTES[i];
+}
+
 /**
  * Writes the preamble and checksum of a frame whose payload is already at `offset + 12`; with
  * `tail`, the payload's last `tail.length` bytes lie there instead (a body written in place).

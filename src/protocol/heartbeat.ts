@@ -8,7 +8,7 @@
 
 import { frameArena } from "../_buffer_pool.ts";
 import { FrameError } from "../errors.ts";
-import { PREAMBLE_BYTES, sealFrame, Tag } from "./frame.ts";
+import { PREAMBLE_BYTES, readFloat64, sealFrame, Tag, writeFloat64 } from "./frame.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder("utf-8", { fatal: true });
@@ -34,23 +34,6 @@ export interface HeartbeatPayload {
 }
 
 const HEARTBEAT_FIXED_BYTES = 26;
-
-// Big-endian float64s go through these eight bytes (a DataView per heartbeat would be an
-// allocation per heartbeat on every idle connection).
-const FLOAT_BYTES = new Uint8Array(8);
-const FLOAT_VIEW = new DataView(FLOAT_BYTES.buffer);
-
-/** The big-endian float64 at `bytes[at, at + 8)`. */
-function readFloat64(bytes: Uint8Array, at: number): number {
-  for (let i = 0; i < 8; i++) FLOAT_BYTES[i] = bytes[at + i];
-  return FLOAT_VIEW.getFloat64(0);
-}
-
-/** Writes `value` as a big-endian float64 at `bytes[at, at + 8)`. */
-function writeFloat64(bytes: Uint8Array, at: number, value: number): void {
-  FLOAT_VIEW.setFloat64(0, value);
-  for (let i = 0; i < 8; i++) bytes[at + i] = FLOAT_BYTES[i];
-}
 
 /**
  * A whole Heartbeat frame without parts (what an idle connection sends each interval): one
@@ -270,8 +253,8 @@ export function heartbeatPartCount(payload: Uint8Array): number {
   return payload.length < HEARTBEAT_FIXED_BYTES ? 0 : payload[24] << 8 | payload[25];
 }
 
-/** The parts of a heartbeat that has none (shared: never added to). */
-const NO_PARTS: OobPart[] = [];
+/** The parts of a heartbeat that has none (shared and frozen: never added to). */
+const NO_PARTS = Object.freeze([]) as unknown as OobPart[];
 
 /**
  * Decodes a heartbeat payload against the link's dictionary; part data are copies. A
@@ -282,14 +265,12 @@ export function decodeHeartbeat(payload: Uint8Array, dict: OpDictionary): Heartb
     throw new FrameError("malformed", `Heartbeat too short: ${payload.length} bytes`);
   }
   const count = heartbeatPartCount(payload);
+  const stamp = readFloat64(payload, 0);
+  const echo = readFloat64(payload, 8);
+  const echoDelay = readFloat64(payload, 16);
+  // A keepalive, every second on every idle connection: no view, no parts array.
   if (count === 0 && payload.length === HEARTBEAT_FIXED_BYTES) {
-    // A keepalive, every second on every idle connection: no view, no parts array.
-    return {
-      stamp: readFloat64(payload, 0),
-      echo: readFloat64(payload, 8),
-      echoDelay: readFloat64(payload, 16),
-      parts: NO_PARTS,
-    };
+    return { stamp, echo, echoDelay, parts: NO_PARTS };
   }
   const view = new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
   const parts: OobPart[] = [];
@@ -327,10 +308,5 @@ export function decodeHeartbeat(payload: Uint8Array, dict: OpDictionary): Heartb
   if (parts.length !== count || pos !== payload.length) {
     throw new FrameError("malformed", "Heartbeat parts do not match the frame length");
   }
-  return {
-    stamp: view.getFloat64(0),
-    echo: view.getFloat64(8),
-    echoDelay: view.getFloat64(16),
-    parts,
-  };
+  return { stamp, echo, echoDelay, parts };
 }
