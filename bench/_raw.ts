@@ -9,18 +9,20 @@ export async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void>
 
 /**
  * Reads `count` length-prefixed messages from `conn`, calling `onMessage` with each body (a view
- * valid during the call); throws on an early end.
+ * valid during the call) and `onRead`, if given, as each read completes; throws on an early end.
  */
 export async function readFrames(
   conn: Deno.Conn,
   count: number,
   onMessage: (body: Uint8Array) => void | Promise<void>,
+  onRead?: () => void,
 ): Promise<void> {
   const buf = new Uint8Array(256 * 1024);
   let pending = new Uint8Array(0);
   let got = 0;
   while (got < count) {
     const n = await conn.read(buf);
+    onRead?.();
     if (n === null) throw new Error(`raw reader: early end after ${got}`);
     let data = buf.subarray(0, n);
     if (pending.length) {

@@ -76,6 +76,7 @@ Deno.test("deno task bench --processes --json runs both ends as separate process
     "proc_pingpong_64B_p50",
     "proc_pingpong_64B_p99",
     "proc_pingpong_64B_p999",
+    "proc_pingpong_64B_js_path",
     "proc_workers_16conn_64B",
     "idle_conn_bytes",
     "idle_conn_bytes_node_sockets",

@@ -10,8 +10,10 @@
 
 import net from "node:net";
 import process from "node:process";
+import v8 from "node:v8";
 import { Messenger, type PolicyName, TcpTransport } from "../../mod.ts";
 import { readFrames, writeAll } from "../_raw.ts";
+import { PathProbe, probedTransport } from "./_probe.ts";
 import { parseHostPort } from "../../transports/types.ts";
 
 /** What the harness asks of one process. */
@@ -44,6 +46,8 @@ export interface RoleConfig {
   connections?: number;
   /** idle-server: seconds of idling sampled (one RSS sample a second). */
   idleSeconds?: number;
+  /** echo, ping: time the code between reads and writes (`PathProbe`) and report it. */
+  probe?: boolean;
 }
 
 /** What one process reports at its end. */
@@ -59,6 +63,10 @@ export interface RoleResult {
   rssPerConnMin?: number;
   heapPerConn?: number;
   heapTotalPerConn?: number;
+  /** echo, ping with `probe`: medians of the code path's parts, us. */
+  path?: ReturnType<PathProbe["medians"]>;
+  /** idle-server: bytes of V8's young generation (new space) as sampled, in all. */
+  newSpaceBytes?: number;
   /** recv-workers: messages each worker took. */
   perWorker?: number[];
   externalPerConn?: number;
@@ -140,8 +148,16 @@ async function rawSend(c: RoleConfig): Promise<void> {
 async function rawEcho(c: RoleConfig): Promise<void> {
   const { conn, listener } = await rawAccept();
   const frame = rawFrame(c.size);
-  await readFrames(conn, c.count, () => writeAll(conn, frame));
-  finish({});
+  const probe = c.probe ? new PathProbe() : null;
+  if (probe) {
+    await readFrames(conn, c.count, () => {
+      probe.write();
+      return writeAll(conn, frame);
+    }, () => probe.read());
+  } else {
+    await readFrames(conn, c.count, () => writeAll(conn, frame));
+  }
+  finish(probe ? { path: probe.medians() } : {});
   conn.close();
   listener.close();
 }
@@ -151,26 +167,35 @@ async function rawPing(c: RoleConfig): Promise<void> {
   const frame = rawFrame(c.size);
   const buf = new Uint8Array(64 * 1024);
   const rtts: number[] = [];
+  const probe = c.probe ? new PathProbe() : null;
   for (let i = 0; i < c.count; i++) {
     const t0 = performance.now();
+    if (probe) {
+      probe.sendStart = t0;
+      probe.write();
+    }
     await writeAll(conn, frame);
     let got = 0;
     while (got < frame.length) {
       const n = await conn.read(buf.subarray(got));
+      probe?.read();
       if (n === null) throw new Error("raw ping: early end");
       got += n;
     }
+    probe?.replied();
     rtts.push((performance.now() - t0) * 1000);
   }
-  finish({ rtts });
+  finish(probe ? { rtts, path: probe.medians() } : { rtts });
   conn.close();
 }
 
 /** The sockets of this process's TCP links (the role's `sockets`, set at start). */
 let sockets: "deno" | "node" = "deno";
 
-function messenger(name: string): Messenger {
-  return new Messenger({ name, logger: () => {}, transports: [new TcpTransport({ sockets })] });
+function messenger(name: string, probe?: PathProbe | null): Messenger {
+  const tcp = new TcpTransport({ sockets });
+  const transport = probe ? probedTransport(tcp, probe) : tcp;
+  return new Messenger({ name, logger: () => {}, transports: [transport] });
 }
 
 async function heartlineRecv(c: RoleConfig): Promise<void> {
@@ -209,30 +234,34 @@ async function heartlineSend(c: RoleConfig): Promise<void> {
 }
 
 async function heartlineEcho(c: RoleConfig): Promise<void> {
-  const m = messenger("echo");
+  const probe = c.probe ? new PathProbe() : null;
+  const m = messenger("echo", probe);
   console.log(JSON.stringify({ ready: await m.listen("tcp://127.0.0.1:0") }));
   let got = 0;
   for await (const msg of m.messages()) {
     await msg.connection.send(2, msg.payload);
     if (++got === c.count) break;
   }
-  finish({});
+  finish(probe ? { path: probe.medians() } : {});
   await m.close();
 }
 
 async function heartlinePing(c: RoleConfig): Promise<void> {
-  const m = messenger("ping");
+  const probe = c.probe ? new PathProbe() : null;
+  const m = messenger("ping", probe);
   const conn = await m.connect(c.addr!, { policy: c.policy ?? "lossyClient" });
   const replies = m.messages()[Symbol.asyncIterator]();
   const body = new Uint8Array(c.size);
   const rtts: number[] = [];
   for (let i = 0; i < c.count; i++) {
     const t0 = performance.now();
+    if (probe) probe.sendStart = t0;
     await conn.send(1, body);
     await replies.next();
+    probe?.replied();
     rtts.push((performance.now() - t0) * 1000);
   }
-  finish({ rtts });
+  finish(probe ? { rtts, path: probe.medians() } : { rtts });
   await m.close();
 }
 
@@ -278,6 +307,8 @@ async function sampleIdle(c: RoleConfig, before: Deno.MemoryUsage, open: number)
     await sleep(1000);
     samples.push((Deno.memoryUsage().rss - before.rss) / c.count);
   }
+  // As sampled: a forced collection may resize it.
+  const newSpace = v8.getHeapSpaceStatistics().find((s) => s.space_name === "new_space");
   settle();
   const after = Deno.memoryUsage();
   const per = (k: keyof Deno.MemoryUsage) => (after[k] - before[k]) / c.count;
@@ -289,6 +320,7 @@ async function sampleIdle(c: RoleConfig, before: Deno.MemoryUsage, open: number)
     heapPerConn: per("heapUsed"),
     heapTotalPerConn: per("heapTotal"),
     externalPerConn: per("external"),
+    newSpaceBytes: newSpace?.space_size ?? 0,
   });
   Deno.exit(0);
 }

@@ -208,6 +208,7 @@ export async function procBenchmarks(options: BenchOptions): Promise<BenchResult
   }
   if (wanted(options, "proc_pingpong")) {
     out.push(...await pingPongRows(options.quick ? 1000 : 100_000, rounds));
+    out.push(await pathRow(options.quick ? 1000 : 100_000, rounds));
   }
   if (wanted(options, "proc_workers")) {
     out.push(...await workerRows(options.quick ? 0.05 : 1, rounds));
@@ -313,7 +314,9 @@ function idleRow(name: string, r: RoleResult, what: string, raw: string): BenchR
     ratio: IDLE_BUDGET / r.rssPerConn!,
     note: `${what}: mean; range ${Math.round(r.rssPerConnMin!)}-` +
       `${Math.round(r.rssPerConnMax!)} B; per connection: heap used ` +
-      `${Math.round(r.heapPerConn!)} B, heap total ${Math.round(r.heapTotalPerConn!)} B, ` +
+      `${Math.round(r.heapPerConn!)} B, heap total ${Math.round(r.heapTotalPerConn!)} B ` +
+      `(of it V8's young generation, ${(r.newSpaceBytes! / MiB).toFixed(0)} MiB in all: ` +
+      `${Math.round(r.newSpaceBytes! / r.messages!)} B), ` +
       `external ${Math.round(r.externalPerConn!)} B; ${raw ? `${raw}; ` : ""}` +
       "baseline: the 16 KiB budget",
   };
@@ -402,4 +405,48 @@ async function pingPongRows(count: number, rounds: number): Promise<BenchResult[
         `ratios of the pairs ${ratioRange(oursAtP.map((o, i) => rawAtP[i] / o))}`,
     };
   });
+}
+
+/**
+ * The code a 64 B round trip runs between reads and writes, raw's and heartline's, timed in
+ * both processes (bench/proc/_probe.ts): in the echo from a read's completion to the reply's
+ * write call, in the pinger from send() to the write call and from a read's completion to the
+ * reply in hand. The rest of a round trip (syscalls, loopback, waking the other process) is
+ * the same code for both, so this is where the p50 rows' gap lies. The run with the median
+ * total of `rounds` runs of each, taken in turns.
+ */
+async function pathRow(count: number, rounds: number): Promise<BenchResult> {
+  const run = async (kind: "raw" | "heartline") => {
+    const r = await runPair(
+      { role: "echo", kind, size: 64, count, probe: true },
+      { role: "ping", kind, size: 64, count, probe: true },
+    );
+    const echo = r.server.path!, ping = r.client.path!;
+    const parts = [echo.readToWrite!, ping.sendToWrite!, ping.readToReply!];
+    const p50 = percentile(r.client.rtts!.slice(Math.floor(count / 2)), 50);
+    return { parts, total: parts[0] + parts[1] + parts[2], p50 };
+  };
+  type Run = Awaited<ReturnType<typeof run>>;
+  const raws: Run[] = [], ours: Run[] = [];
+  for (let i = 0; i < rounds; i++) {
+    raws.push(await run("raw"));
+    ours.push(await run("heartline"));
+  }
+  const mid = (runs: Run[]) => [...runs].sort((a, b) => a.total - b.total)[runs.length >> 1];
+  const raw = mid(raws), ours50 = mid(ours);
+  const us = (x: number) => x.toFixed(2);
+  const part = (i: number) => `${us(ours50.parts[i])} (raw ${us(raw.parts[i])})`;
+  return {
+    name: "proc_pingpong_64B_js_path",
+    unit: "us",
+    value: ours50.total,
+    baseline_value: raw.total,
+    ratio: raw.total / ours50.total,
+    note: `code between reads and writes per 64 B round trip, medians in us: echo read to ` +
+      `reply write ${part(0)}, pinger send() to write ${part(1)}, pinger read to reply in ` +
+      `hand ${part(2)}; heartline's extra ${us(ours50.total - raw.total)} us against a p50 ` +
+      `gap of ${us(ours50.p50 - raw.p50)} us in the same runs (p50 <= 1.1x raw leaves ` +
+      `${us(raw.p50 / 10)} us); each figure includes one clock read (about 0.08 us) on both ` +
+      `sides; the median of ${rounds} runs of ${count} round trips, in turns with raw's`,
+  };
 }
