@@ -6,7 +6,7 @@ import { Messenger, type PolicyName } from "../mod.ts";
 import { MemoryTransport } from "../testing.ts";
 import { splitReads } from "../transports/split_reads.ts";
 import { TcpTransport } from "../transports/tcp.ts";
-import { type Link, mapLinks, type Transport } from "../transports/types.ts";
+import { ForwardingLink, type Link, mapLinks, type Transport } from "../transports/types.ts";
 import { BANNER, PREAMBLE_BYTES, Tag } from "../src/protocol/frame.ts";
 import { captureLogger, deadline, take } from "./_helpers.ts";
 
@@ -116,32 +116,19 @@ function carriesMessage(chunk: Uint8Array): boolean {
 }
 
 /** A link that logs when a read is posted, a read brings messages, and a message is written. */
-class RecordingLink implements Link {
-  constructor(readonly inner: Link, readonly log: string[]) {}
-  get localAddr(): string {
-    return this.inner.localAddr;
+class RecordingLink extends ForwardingLink {
+  constructor(inner: Link, readonly log: string[]) {
+    super(inner);
   }
-  get remoteAddr(): string {
-    return this.inner.remoteAddr;
-  }
-  get integrity(): boolean | undefined {
-    return this.inner.integrity;
-  }
-  async read(): Promise<Uint8Array | null> {
+  override async read(): Promise<Uint8Array | null> {
     this.log.push("read posted");
     const chunk = await this.inner.read();
     if (chunk !== null && carriesMessage(chunk)) this.log.push("message read");
     return chunk;
   }
-  write(chunks: Uint8Array[]): Promise<void> {
+  override write(chunks: Uint8Array[]): Promise<void> {
     if (carriesMessage(chunks[0])) this.log.push("message written");
     return this.inner.write(chunks);
-  }
-  flush(): Promise<void> {
-    return this.inner.flush?.() ?? Promise.resolve();
-  }
-  close(): void {
-    this.inner.close();
   }
 }
 

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { type Link, type Listener, mapLinks, type Transport } from "./types.ts";
+import { ForwardingLink, type Link, mapTransportLinks, type Transport } from "./types.ts";
 
 /** Options of {@linkcode splitReads}. */
 export interface SplitReadsOptions {
@@ -37,35 +37,22 @@ export function seededRandom(seed: number): () => number {
 }
 
 /** A link whose reads return the inner link's bytes in random pieces. */
-class SplitLink implements Link {
-  #inner: Link;
+class SplitLink extends ForwardingLink {
   #random: () => number;
   #maxPiece: number;
   #rest: Uint8Array | null = null;
 
   constructor(inner: Link, random: () => number, maxPiece: number) {
-    this.#inner = inner;
+    super(inner);
     this.#random = random;
     this.#maxPiece = maxPiece;
   }
 
-  get localAddr(): string {
-    return this.#inner.localAddr;
-  }
-
-  get remoteAddr(): string {
-    return this.#inner.remoteAddr;
-  }
-
-  get integrity(): boolean | undefined {
-    return this.#inner.integrity;
-  }
-
-  async read(): Promise<Uint8Array | null> {
+  override async read(): Promise<Uint8Array | null> {
     let chunk = this.#rest;
     this.#rest = null;
     if (chunk === null || chunk.length === 0) {
-      const read = await this.#inner.read();
+      const read = await this.inner.read();
       if (read === null) return null;
       chunk = read.slice(); // the inner buffer may be reused on its next read
     }
@@ -76,23 +63,6 @@ class SplitLink implements Link {
     const size = 1 + Math.floor(this.#random() * Math.min(limit, chunk.length));
     if (size < chunk.length) this.#rest = chunk.subarray(size);
     return chunk.subarray(0, size);
-  }
-
-  write(chunks: Uint8Array[]): Promise<void> {
-    return this.#inner.write(chunks);
-  }
-
-  /** The inner link's graceful close, if it has one (a wrapper must not lose it). */
-  largeFrames(): void {
-    this.#inner.largeFrames?.();
-  }
-
-  flush(): Promise<void> {
-    return this.#inner.flush?.() ?? Promise.resolve();
-  }
-
-  close(): void {
-    this.#inner.close();
   }
 }
 
@@ -121,14 +91,5 @@ export function splitReads(inner: Transport, options: SplitReadsOptions = {}): T
   const random = seededRandom(options.seed ?? 1);
   const maxPiece = options.maxPiece ?? 4096;
   if (!(maxPiece >= 1)) throw new RangeError(`maxPiece must be at least 1: ${maxPiece}`);
-  const wrap = (link: Link) => new SplitLink(link, random, maxPiece);
-  return {
-    schemes: inner.schemes,
-    async listen(addr: string): Promise<Listener> {
-      return mapLinks(await inner.listen(addr), wrap);
-    },
-    async connect(addr: string, connectOptions?: { signal?: AbortSignal }): Promise<Link> {
-      return wrap(await inner.connect(addr, connectOptions));
-    },
-  };
+  return mapTransportLinks(inner, (link) => new SplitLink(link, random, maxPiece));
 }

@@ -181,6 +181,110 @@ export function concatChunks(chunks: Uint8Array[]): Uint8Array {
 }
 
 /**
+ * A link that passes everything to `inner`: the base of wrappers that watch or reshape a link
+ * (splitting its reads, recording or timing its traffic), which override what they change.
+ * It has no `readThen` or `writeThen` of its own, so a session reads and writes it through
+ * `read()` and `write()` unless a wrapper adds them.
+ *
+ * @example
+ * ```ts
+ * import { ForwardingLink, type Link } from "./types.ts";
+ * import { MemoryTransport } from "./memory.ts";
+ * class CountingLink extends ForwardingLink {
+ *   writes = 0;
+ *   override write(chunks: Uint8Array[]): Promise<void> {
+ *     this.writes++;
+ *     return super.write(chunks);
+ *   }
+ * }
+ * const net = new MemoryTransport();
+ * const listener = await net.listen("mem://f");
+ * const link = new CountingLink(await net.connect("mem://f"));
+ * await link.write([new Uint8Array([1])]);
+ * if (link.writes !== 1 || link.remoteAddr !== "mem://f") throw new Error("forwarded");
+ * link.close();
+ * listener.close();
+ * ```
+ */
+export class ForwardingLink implements Link {
+  /** The link everything is passed to. */
+  protected readonly inner: Link;
+
+  /** A link over `inner`. */
+  constructor(inner: Link) {
+    this.inner = inner;
+  }
+
+  /** The inner link's. */
+  get localAddr(): string {
+    return this.inner.localAddr;
+  }
+
+  /** The inner link's. */
+  get remoteAddr(): string {
+    return this.inner.remoteAddr;
+  }
+
+  /** The inner link's. */
+  get integrity(): boolean | undefined {
+    return this.inner.integrity;
+  }
+
+  /** The inner link's next chunk. */
+  read(): Promise<Uint8Array | null> {
+    return this.inner.read();
+  }
+
+  /** Passed on, if the inner link sizes its reads. */
+  largeFrames(): void {
+    this.inner.largeFrames?.();
+  }
+
+  /** Written by the inner link. */
+  write(chunks: Uint8Array[]): Promise<void> {
+    return this.inner.write(chunks);
+  }
+
+  /** The inner link's graceful close, if it has one (a wrapper must not lose it). */
+  flush(): Promise<void> {
+    return this.inner.flush?.() ?? Promise.resolve();
+  }
+
+  /** Closes the inner link. */
+  close(): void {
+    this.inner.close();
+  }
+}
+
+/**
+ * A transport whose links, dialed or accepted, are `inner`'s wrapped by `wrap` (under the same
+ * schemes and addresses).
+ *
+ * @example
+ * ```ts
+ * import { ForwardingLink, mapTransportLinks } from "./types.ts";
+ * import { MemoryTransport } from "./memory.ts";
+ * const net = mapTransportLinks(new MemoryTransport(), (link) => new ForwardingLink(link));
+ * const listener = await net.listen("mem://w");
+ * const link = await net.connect("mem://w");
+ * if (!(link instanceof ForwardingLink)) throw new Error("wrapped");
+ * link.close();
+ * listener.close();
+ * ```
+ */
+export function mapTransportLinks(inner: Transport, wrap: (link: Link) => Link): Transport {
+  return {
+    schemes: inner.schemes,
+    async listen(addr: string): Promise<Listener> {
+      return mapLinks(await inner.listen(addr), wrap);
+    },
+    async connect(addr: string, options?: { signal?: AbortSignal }): Promise<Link> {
+      return wrap(await inner.connect(addr, options));
+    },
+  };
+}
+
+/**
  * A listener that hands out `wrap(link)` for each link `inner` accepts (a wrapping transport,
  * such as one that splits reads or records links, keeps the inner listener's address and close).
  *

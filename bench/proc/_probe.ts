@@ -1,64 +1,94 @@
-// Where a round trip's time goes, for the `proc_pingpong_64B_js_path` row: the JavaScript that
-// runs between a read's completion and the next write call, in each process of a ping-pong.
-// The network's part of a round trip (syscalls, the kernel's loopback, waking the other
-// process) is the same for raw TCP and heartline; what differs is this code path, so the row
-// says how much of the p50 gap it explains and what a ratio target leaves for it.
+// Where a round trip's time goes, for the `proc_pingpong_64B_js_path` row: the code that runs
+// between a read's completion and the next write call, in each process of a ping-pong. For
+// heartline that is the session's code, from the link handing over a chunk to the session
+// calling the link's write: what the link does around its reads and writes, what the writer
+// and reader do after the write, and garbage collection fall outside it.
 
-import { type Link, type Listener, mapLinks, type Transport } from "../../transports/types.ts";
+import { median } from "../_common.ts";
+import {
+  ForwardingLink,
+  type Link,
+  mapTransportLinks,
+  type Transport,
+} from "../../transports/types.ts";
+
+/** Medians of a probe's spans, us (a span that was not timed is absent). */
+export interface PathMedians {
+  /** From a read's completion to the next write call (the echo's reply). */
+  readToWrite?: number;
+  /** From the pinger's send() to its write call. */
+  sendToWrite?: number;
+  /** From a read's completion to the reply in the pinger's hands. */
+  readToReply?: number;
+}
 
 /**
- * Timestamps of one process's reads and writes. Each figure is taken with `performance.now()`
- * (about 0.08 us here), the same number of times per message on raw's side and on heartline's.
+ * Timestamps of one process's reads and writes. Each span is timed with `performance.now()`
+ * (about 0.08 us here), as often per message on raw's side as on heartline's. Meant for lossy
+ * sessions, whose only writes in a ping-pong are the messages (and a heartbeat a second): a
+ * write between a read and the reply, such as a lossless session's ack, would be taken for the
+ * reply by `readToWrite`.
  */
 export class PathProbe {
-  /** When the last chunk was handed to its reader (0: none since the last write). */
-  lastRead = 0;
-  /** Set by the pinger just before it calls send() (0: not sending). */
-  sendStart = 0;
-  /** us from a read's completion to the next write call (the echo's reply). */
-  readToWrite: number[] = [];
-  /** us from the pinger's send() to its write call. */
-  sendToWrite: number[] = [];
-  /** us from a read's completion to the reply in the pinger's hands. */
-  readToReply: number[] = [];
+  #lastRead = 0;
+  #readAwaitingWrite = false;
+  #sendAt = 0;
+  #readToWrite: number[] = [];
+  #sendToWrite: number[] = [];
+  #readToReply: number[] = [];
 
-  /** A chunk has been read. */
-  read(): void {
-    this.lastRead = performance.now();
+  /** A read has completed. */
+  readDone(): void {
+    this.#lastRead = performance.now();
+    this.#readAwaitingWrite = true;
   }
 
-  /** A write is about to be issued. */
-  write(): void {
+  /** The pinger calls send() now (`at`: its clock reading, taken for the round trip anyway). */
+  sending(at: number): void {
+    this.#sendAt = at;
+  }
+
+  /** A write call is about to be made. */
+  writeStarting(): void {
     const now = performance.now();
-    if (this.lastRead > 0) this.readToWrite.push((now - this.lastRead) * 1000);
-    if (this.sendStart > 0) this.sendToWrite.push((now - this.sendStart) * 1000);
-    this.lastRead = 0;
-    this.sendStart = 0;
+    if (this.#readAwaitingWrite) this.#readToWrite.push((now - this.#lastRead) * 1000);
+    if (this.#sendAt > 0) this.#sendToWrite.push((now - this.#sendAt) * 1000);
+    this.#readAwaitingWrite = false;
+    this.#sendAt = 0;
   }
 
-  /** The pinger has its reply. */
+  /** The pinger has its reply in hand. */
   replied(): void {
-    if (this.lastRead > 0) this.readToReply.push((performance.now() - this.lastRead) * 1000);
+    if (this.#lastRead > 0) this.#readToReply.push((performance.now() - this.#lastRead) * 1000);
+    this.#lastRead = 0;
   }
 
-  /** Median of each figure over the second half of its samples (the first warms up), in us. */
-  medians(): { readToWrite?: number; sendToWrite?: number; readToReply?: number } {
-    const med = (xs: number[]) => {
-      if (xs.length === 0) return undefined;
-      const rest = xs.slice(Math.floor(xs.length / 2)).sort((a, b) => a - b);
-      return rest[Math.floor(rest.length / 2)];
-    };
+  /** The echo's span: the median of the second half of its samples (the first warms up). */
+  echoMedians(): PathMedians {
+    return { readToWrite: secondHalfMedian(this.#readToWrite) };
+  }
+
+  /** The pinger's spans, as {@linkcode PathProbe.echoMedians} takes the echo's. */
+  pingMedians(): PathMedians {
     return {
-      readToWrite: med(this.readToWrite),
-      sendToWrite: med(this.sendToWrite),
-      readToReply: med(this.readToReply),
+      sendToWrite: secondHalfMedian(this.#sendToWrite),
+      readToReply: secondHalfMedian(this.#readToReply),
     };
   }
 }
 
+/** The median of the second half of `samples` (the first half warms up), if there are any. */
+export function secondHalfMedian(samples: number[]): number | undefined {
+  return samples.length === 0 ? undefined : median(afterWarmUp(samples));
+}
+
+/** The second half of a run's samples: heartline keeps being optimized for its first second. */
+export function afterWarmUp(samples: number[]): number[] {
+  return samples.slice(Math.floor(samples.length / 2));
+}
+
 /** A link that tells `probe` of each chunk it hands on and each write it is given. */
-class ProbedLink implements Link {
-  #inner: Link;
+class ProbedLink extends ForwardingLink {
   #probe: PathProbe;
   // The reader gives readThen the same callback each time: its wrapper is made once.
   #onChunk: ((chunk: Uint8Array | null) => void) | null = null;
@@ -66,27 +96,17 @@ class ProbedLink implements Link {
 
   constructor(inner: Link, probe: PathProbe) {
     if (!inner.readThen || !inner.writeThen) {
-      throw new Error("The path probe wraps links with readThen and writeThen (TCP)");
+      throw new TypeError(
+        `The path probe needs a link with readThen and writeThen, not a ${inner.constructor.name}`,
+      );
     }
-    this.#inner = inner;
+    super(inner);
     this.#probe = probe;
   }
 
-  get localAddr(): string {
-    return this.#inner.localAddr;
-  }
-
-  get remoteAddr(): string {
-    return this.#inner.remoteAddr;
-  }
-
-  get integrity(): boolean | undefined {
-    return this.#inner.integrity;
-  }
-
-  async read(): Promise<Uint8Array | null> {
-    const chunk = await this.#inner.read();
-    this.#probe.read();
+  override async read(): Promise<Uint8Array | null> {
+    const chunk = await this.inner.read();
+    this.#probe.readDone();
     return chunk;
   }
 
@@ -94,46 +114,25 @@ class ProbedLink implements Link {
     if (onChunk !== this.#onChunk) {
       this.#onChunk = onChunk;
       this.#probedOnChunk = (chunk) => {
-        this.#probe.read();
+        this.#probe.readDone();
         onChunk(chunk);
       };
     }
-    this.#inner.readThen!(this.#probedOnChunk, onError);
+    this.inner.readThen!(this.#probedOnChunk, onError);
   }
 
-  write(chunks: Uint8Array[]): Promise<void> {
-    this.#probe.write();
-    return this.#inner.write(chunks);
+  override write(chunks: Uint8Array[]): Promise<void> {
+    this.#probe.writeStarting();
+    return this.inner.write(chunks);
   }
 
   writeThen(chunks: Uint8Array[], onWritten: () => void, onError: (error: unknown) => void): void {
-    this.#probe.write();
-    this.#inner.writeThen!(chunks, onWritten, onError);
-  }
-
-  largeFrames(): void {
-    this.#inner.largeFrames?.();
-  }
-
-  flush(): Promise<void> {
-    return this.#inner.flush?.() ?? Promise.resolve();
-  }
-
-  close(): void {
-    this.#inner.close();
+    this.#probe.writeStarting();
+    this.inner.writeThen!(chunks, onWritten, onError);
   }
 }
 
 /** Wraps `inner` so every link it dials or accepts reports to `probe`. */
 export function probedTransport(inner: Transport, probe: PathProbe): Transport {
-  const wrap = (link: Link) => new ProbedLink(link, probe);
-  return {
-    schemes: inner.schemes,
-    async listen(addr: string): Promise<Listener> {
-      return mapLinks(await inner.listen(addr), wrap);
-    },
-    async connect(addr: string, options?: { signal?: AbortSignal }): Promise<Link> {
-      return wrap(await inner.connect(addr, options));
-    },
-  };
+  return mapTransportLinks(inner, (link) => new ProbedLink(link, probe));
 }

@@ -4,7 +4,8 @@
 //
 // Roles: `recv` listens, prints {"ready": addr}, counts `count` messages and prints its result;
 // `send` dials `addr` and sends `count` messages of `size` bytes as fast as back-pressure
-// allows; `echo` answers every message; `ping` measures `count` round trips. `kind` is `raw`
+// allows; `echo` answers every message; `ping` measures `count` round trips (both with `probe`
+// also time the code between reads and writes: _probe.ts). `kind` is `raw`
 // (Deno TCP, 4-byte length prefix: the ceiling) or `heartline`. Each process ends by printing
 // one JSON line with its CPU time and peak RSS (ru_maxrss), so the harness compares whole processes.
 
@@ -13,7 +14,7 @@ import process from "node:process";
 import v8 from "node:v8";
 import { Messenger, type PolicyName, TcpTransport } from "../../mod.ts";
 import { readFrames, writeAll } from "../_raw.ts";
-import { PathProbe, probedTransport } from "./_probe.ts";
+import { type PathMedians, PathProbe, probedTransport } from "./_probe.ts";
 import { parseHostPort } from "../../transports/types.ts";
 
 /** What the harness asks of one process. */
@@ -63,9 +64,9 @@ export interface RoleResult {
   rssPerConnMin?: number;
   heapPerConn?: number;
   heapTotalPerConn?: number;
-  /** echo, ping with `probe`: medians of the code path's parts, us. */
-  path?: ReturnType<PathProbe["medians"]>;
-  /** idle-server: bytes of V8's young generation (new space) as sampled, in all. */
+  /** echo, ping with `probe`: medians of the code path's spans, us. */
+  path?: PathMedians;
+  /** idle-server: bytes of V8's young generation (new space) of the whole process, as sampled. */
   newSpaceBytes?: number;
   /** recv-workers: messages each worker took. */
   perWorker?: number[];
@@ -151,13 +152,13 @@ async function rawEcho(c: RoleConfig): Promise<void> {
   const probe = c.probe ? new PathProbe() : null;
   if (probe) {
     await readFrames(conn, c.count, () => {
-      probe.write();
+      probe.writeStarting();
       return writeAll(conn, frame);
-    }, () => probe.read());
+    }, () => probe.readDone());
   } else {
     await readFrames(conn, c.count, () => writeAll(conn, frame));
   }
-  finish(probe ? { path: probe.medians() } : {});
+  finish(probe ? { path: probe.echoMedians() } : {});
   conn.close();
   listener.close();
 }
@@ -171,21 +172,21 @@ async function rawPing(c: RoleConfig): Promise<void> {
   for (let i = 0; i < c.count; i++) {
     const t0 = performance.now();
     if (probe) {
-      probe.sendStart = t0;
-      probe.write();
+      probe.sending(t0);
+      probe.writeStarting();
     }
     await writeAll(conn, frame);
     let got = 0;
     while (got < frame.length) {
       const n = await conn.read(buf.subarray(got));
-      probe?.read();
+      probe?.readDone();
       if (n === null) throw new Error("raw ping: early end");
       got += n;
     }
     probe?.replied();
     rtts.push((performance.now() - t0) * 1000);
   }
-  finish(probe ? { rtts, path: probe.medians() } : { rtts });
+  finish(probe ? { rtts, path: probe.pingMedians() } : { rtts });
   conn.close();
 }
 
@@ -242,7 +243,7 @@ async function heartlineEcho(c: RoleConfig): Promise<void> {
     await msg.connection.send(2, msg.payload);
     if (++got === c.count) break;
   }
-  finish(probe ? { path: probe.medians() } : {});
+  finish(probe ? { path: probe.echoMedians() } : {});
   await m.close();
 }
 
@@ -255,13 +256,13 @@ async function heartlinePing(c: RoleConfig): Promise<void> {
   const rtts: number[] = [];
   for (let i = 0; i < c.count; i++) {
     const t0 = performance.now();
-    if (probe) probe.sendStart = t0;
+    probe?.sending(t0);
     await conn.send(1, body);
     await replies.next();
     probe?.replied();
     rtts.push((performance.now() - t0) * 1000);
   }
-  finish(probe ? { rtts, path: probe.medians() } : { rtts });
+  finish(probe ? { rtts, path: probe.pingMedians() } : { rtts });
   await m.close();
 }
 
@@ -421,9 +422,9 @@ async function idleClients(c: RoleConfig): Promise<void> {
  * (SO_REUSEPORT) and the kernel spreads the connections; reports the rate of all of them.
  */
 async function recvWorkers(c: RoleConfig): Promise<void> {
-  const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const addr = `tcp://127.0.0.1:${probe.addr.port}`;
-  probe.close();
+  const portFinder = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const addr = `tcp://127.0.0.1:${portFinder.addr.port}`;
+  portFinder.close();
   const counts: number[] = [];
   const firsts: number[] = [];
   const { promise: done, resolve } = Promise.withResolvers<number>();

@@ -4,6 +4,7 @@
 
 import { type BenchOptions, type BenchResult, median, percentile, wanted } from "../_common.ts";
 import type { RoleConfig, RoleResult } from "./role.ts";
+import { afterWarmUp } from "./_probe.ts";
 
 const ROLE = new URL("./role.ts", import.meta.url);
 
@@ -208,6 +209,8 @@ export async function procBenchmarks(options: BenchOptions): Promise<BenchResult
   }
   if (wanted(options, "proc_pingpong")) {
     out.push(...await pingPongRows(options.quick ? 1000 : 100_000, rounds));
+  }
+  if (wanted(options, "proc_pingpong_64B_js_path")) {
     out.push(await pathRow(options.quick ? 1000 : 100_000, rounds));
   }
   if (wanted(options, "proc_workers")) {
@@ -285,7 +288,8 @@ async function idleRows(count: number): Promise<BenchResult[]> {
       `${count} idle connections over ${what} sockets, RSS sampled once a second for ` +
         `${idleSeconds} s`,
       `raw ${what} with the same traffic: mean ${Math.round(raw.rssPerConn!)} B (range ` +
-        `${Math.round(raw.rssPerConnMin!)}-${Math.round(raw.rssPerConnMax!)} B)`,
+        `${Math.round(raw.rssPerConnMin!)}-${Math.round(raw.rssPerConnMax!)} B; young ` +
+        `generation ${(raw.newSpaceBytes! / MiB).toFixed(0)} MiB)`,
     ));
   }
   // V8's young generation grows to its largest while thousands of connections are set up and
@@ -315,8 +319,9 @@ function idleRow(name: string, r: RoleResult, what: string, raw: string): BenchR
     note: `${what}: mean; range ${Math.round(r.rssPerConnMin!)}-` +
       `${Math.round(r.rssPerConnMax!)} B; per connection: heap used ` +
       `${Math.round(r.heapPerConn!)} B, heap total ${Math.round(r.heapTotalPerConn!)} B ` +
-      `(of it V8's young generation, ${(r.newSpaceBytes! / MiB).toFixed(0)} MiB in all: ` +
-      `${Math.round(r.newSpaceBytes! / r.messages!)} B), ` +
+      `(after a full collection); V8's young generation as sampled ` +
+      `${(r.newSpaceBytes! / MiB).toFixed(0)} MiB for the process ` +
+      `(${Math.round(r.newSpaceBytes! / r.messages!)} B per connection), ` +
       `external ${Math.round(r.externalPerConn!)} B; ${raw ? `${raw}; ` : ""}` +
       "baseline: the 16 KiB budget",
   };
@@ -383,7 +388,7 @@ async function pingPongRows(count: number, rounds: number): Promise<BenchResult[
       { role: "echo", kind, size: 64, count },
       { role: "ping", kind, size: 64, count },
     );
-    return r.client.rtts!.slice(Math.floor(count / 2));
+    return afterWarmUp(r.client.rtts!);
   };
   // Runs in turns with raw's, so that a slow spell falls on both; each row is the median of
   // the runs' percentiles.
@@ -411,9 +416,9 @@ async function pingPongRows(count: number, rounds: number): Promise<BenchResult[
  * The code a 64 B round trip runs between reads and writes, raw's and heartline's, timed in
  * both processes (bench/proc/_probe.ts): in the echo from a read's completion to the reply's
  * write call, in the pinger from send() to the write call and from a read's completion to the
- * reply in hand. The rest of a round trip (syscalls, loopback, waking the other process) is
- * the same code for both, so this is where the p50 rows' gap lies. The run with the median
- * total of `rounds` runs of each, taken in turns.
+ * reply in hand. For heartline that is the session's code; the links' own handling of reads
+ * and writes, the work after a write and garbage collection lie outside it. The run with the
+ * median total of `rounds` runs of each, taken in turns.
  */
 async function pathRow(count: number, rounds: number): Promise<BenchResult> {
   const run = async (kind: "raw" | "heartline") => {
@@ -421,32 +426,42 @@ async function pathRow(count: number, rounds: number): Promise<BenchResult> {
       { role: "echo", kind, size: 64, count, probe: true },
       { role: "ping", kind, size: 64, count, probe: true },
     );
-    const echo = r.server.path!, ping = r.client.path!;
-    const parts = [echo.readToWrite!, ping.sendToWrite!, ping.readToReply!];
-    const p50 = percentile(r.client.rtts!.slice(Math.floor(count / 2)), 50);
-    return { parts, total: parts[0] + parts[1] + parts[2], p50 };
+    const echoReadToWrite = r.server.path!.readToWrite!;
+    const pingSendToWrite = r.client.path!.sendToWrite!;
+    const pingReadToReply = r.client.path!.readToReply!;
+    return {
+      echoReadToWrite,
+      pingSendToWrite,
+      pingReadToReply,
+      total: echoReadToWrite + pingSendToWrite + pingReadToReply,
+      p50: median(afterWarmUp(r.client.rtts!)),
+    };
   };
-  type Run = Awaited<ReturnType<typeof run>>;
-  const raws: Run[] = [], ours: Run[] = [];
+  type PathRun = Awaited<ReturnType<typeof run>>;
+  const raws: PathRun[] = [], ours: PathRun[] = [];
   for (let i = 0; i < rounds; i++) {
     raws.push(await run("raw"));
     ours.push(await run("heartline"));
   }
-  const mid = (runs: Run[]) => [...runs].sort((a, b) => a.total - b.total)[runs.length >> 1];
-  const raw = mid(raws), ours50 = mid(ours);
+  const medianTotal = (runs: PathRun[]) =>
+    [...runs].sort((a, b) => a.total - b.total)[Math.ceil(runs.length / 2) - 1];
+  const raw = medianTotal(raws), heartline = medianTotal(ours);
   const us = (x: number) => x.toFixed(2);
-  const part = (i: number) => `${us(ours50.parts[i])} (raw ${us(raw.parts[i])})`;
+  const span = (key: "echoReadToWrite" | "pingSendToWrite" | "pingReadToReply") =>
+    `${us(heartline[key])} (raw ${us(raw[key])})`;
   return {
     name: "proc_pingpong_64B_js_path",
     unit: "us",
-    value: ours50.total,
+    value: heartline.total,
     baseline_value: raw.total,
-    ratio: raw.total / ours50.total,
+    ratio: raw.total / heartline.total,
     note: `code between reads and writes per 64 B round trip, medians in us: echo read to ` +
-      `reply write ${part(0)}, pinger send() to write ${part(1)}, pinger read to reply in ` +
-      `hand ${part(2)}; heartline's extra ${us(ours50.total - raw.total)} us against a p50 ` +
-      `gap of ${us(ours50.p50 - raw.p50)} us in the same runs (p50 <= 1.1x raw leaves ` +
-      `${us(raw.p50 / 10)} us); each figure includes one clock read (about 0.08 us) on both ` +
-      `sides; the median of ${rounds} runs of ${count} round trips, in turns with raw's`,
+      `reply write ${span("echoReadToWrite")}, pinger send() to write ` +
+      `${span("pingSendToWrite")}, pinger read to reply in hand ${span("pingReadToReply")}; ` +
+      `heartline's extra ${us(heartline.total - raw.total)} us against a p50 gap of ` +
+      `${us(heartline.p50 - raw.p50)} us in the same runs (p50 <= 1.1x raw allows ` +
+      `${us(raw.p50 / 10)} us); each span includes one clock read (about 0.08 us) on both ` +
+      `sides; the run with the median total of ${rounds}, ${count} round trips each (the ` +
+      `first half warms up), in turns with raw's`,
   };
 }
