@@ -188,7 +188,7 @@ export function concatChunks(chunks: Uint8Array[]): Uint8Array {
  *
  * @example
  * ```ts
- * import { ForwardingLink, type Link } from "./types.ts";
+ * import { ForwardingLink } from "./types.ts";
  * import { MemoryTransport } from "./memory.ts";
  * class CountingLink extends ForwardingLink {
  *   writes = 0;

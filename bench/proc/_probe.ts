@@ -78,7 +78,7 @@ export class PathProbe {
 }
 
 /** The median of the second half of `samples` (the first half warms up), if there are any. */
-export function secondHalfMedian(samples: number[]): number | undefined {
+function secondHalfMedian(samples: number[]): number | undefined {
   return samples.length === 0 ? undefined : median(afterWarmUp(samples));
 }
 

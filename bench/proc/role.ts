@@ -150,14 +150,10 @@ async function rawEcho(c: RoleConfig): Promise<void> {
   const { conn, listener } = await rawAccept();
   const frame = rawFrame(c.size);
   const probe = c.probe ? new PathProbe() : null;
-  if (probe) {
-    await readFrames(conn, c.count, () => {
-      probe.writeStarting();
-      return writeAll(conn, frame);
-    }, () => probe.readDone());
-  } else {
-    await readFrames(conn, c.count, () => writeAll(conn, frame));
-  }
+  await readFrames(conn, c.count, () => {
+    probe?.writeStarting();
+    return writeAll(conn, frame);
+  }, probe ? () => probe.readDone() : undefined);
   finish(probe ? { path: probe.echoMedians() } : {});
   conn.close();
   listener.close();

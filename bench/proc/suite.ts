@@ -96,10 +96,15 @@ async function oneWay(
   return { rate: r.server.messages! / (r.server.elapsedMs! / 1000), ...r };
 }
 
-/** The run with the median rate (the upper middle of an even count). */
-function medianRun(runs: OneWay[]): OneWay {
-  const sorted = [...runs].sort((a, b) => a.rate - b.rate);
+/** The run with the median `key` (the upper middle of an even count). */
+function medianBy<T>(runs: T[], key: (run: T) => number): T {
+  const sorted = [...runs].sort((a, b) => key(a) - key(b));
   return sorted[Math.floor(sorted.length / 2)];
+}
+
+/** The run with the median rate. */
+function medianRun(runs: OneWay[]): OneWay {
+  return medianBy(runs, (r) => r.rate);
 }
 
 /**
@@ -443,9 +448,7 @@ async function pathRow(count: number, rounds: number): Promise<BenchResult> {
     raws.push(await run("raw"));
     ours.push(await run("heartline"));
   }
-  const medianTotal = (runs: PathRun[]) =>
-    [...runs].sort((a, b) => a.total - b.total)[Math.ceil(runs.length / 2) - 1];
-  const raw = medianTotal(raws), heartline = medianTotal(ours);
+  const raw = medianBy(raws, (r) => r.total), heartline = medianBy(ours, (r) => r.total);
   const us = (x: number) => x.toFixed(2);
   const span = (key: "echoReadToWrite" | "pingSendToWrite" | "pingReadToReply") =>
     `${us(heartline[key])} (raw ${us(raw[key])})`;

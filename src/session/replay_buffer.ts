@@ -9,8 +9,8 @@
  * than a few buffers it never traces. The frames are copied one after another into chunks
  * sized to what the buffer holds, in powers of two: a lone small frame gets a 4 KiB chunk, a
  * backlog chunks of up to 256 KiB. They come from a process-wide pool (at most 32 free chunks
- * of each size, about 16 MiB in all) and go back to it once all of their frames are acknowledged, so
- * a steady stream reuses the same few; a buffer holds none once everything in it is
+ * of each size, about 16 MiB in all) and go back to it once all of their frames are
+ * acknowledged, so a steady stream reuses the same few; a buffer holds none once everything in it is
  * acknowledged, and at least 4 KiB while anything is not. Messages written as Message frames
  * of their own (bodies of 128 KiB or more, records larger than the peer takes in a Messages
  * frame, or every message to a peer that takes none) are kept as they are: their bodies are
